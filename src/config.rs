@@ -1,0 +1,479 @@
+//! `auth_opt_*` / `plugin_opt_*` options (the broker strips the prefix) into one validated
+//! [`Config`]. Every error names the option it is about.
+
+use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
+use crate::query::{self, Query, USER_BINDINGS};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration error; the broker refuses to start with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub option: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "auth_opt_{}: {}", self.option, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(option: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        option: option.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub socket: Option<PathBuf>,
+    pub dbname: Option<String>,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub tls: Option<TlsConfig>,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: DbConfig,
+    pub userquery: Query,
+    pub superquery: Option<Query>,
+    pub superusers: Option<glob::Pattern>,
+    pub auth_cache: Duration,
+    pub hash: HashSettings,
+    pub log_level: log::LevelFilter,
+}
+
+/// Options of auth-plug's other backends and of its features this plugin does not have:
+/// accepted with a warning so an auth-plug config loads unchanged.
+const FOREIGN_PREFIXES: &[&str] = &[
+    "http_", "redis_", "mongo_", "jwt_", "ldap_", "sqlite_", "psk_", "files_", "cdb", "pg_",
+    "postgres_", "memcached_", "grpc_", "js_", "plugin_",
+];
+const FOREIGN_KEYS: &[&str] = &[
+    "dbpath",
+    "mysql_opt_reconnect",
+    "mysql_auto_connect",
+    "anonusername",
+    "acl_cachejitter",
+    "auth_cachejitter",
+    "ssl_capath",
+    "ssl_cipher",
+    "password_file",
+    "acl_file",
+    "hasher",
+    "hasher_iterations",
+    "hasher_algorithm",
+    "hasher_keylen",
+    "hasher_salt_size",
+    "cache",
+    "cache_type",
+    "check_prefix",
+    "prefixes",
+    "disable_superuser",
+    "acl_cacheseconds",
+];
+
+/// The options this plugin reads, for the "did you mean" check.
+const OWN_KEYS: &[&str] = &[
+    "backends",
+    "host",
+    "port",
+    "socket",
+    "dbname",
+    "user",
+    "pass",
+    "userquery",
+    "superquery",
+    "superusers",
+    "ssl_enabled",
+    "ssl_ca",
+    "ssl_cert",
+    "ssl_key",
+    "auth_cacheseconds",
+    "connect_timeout_ms",
+    "query_timeout_ms",
+    "pool_size",
+    "password_format",
+    "hasher_salt_encoding",
+    "password_salt_position",
+    "log_quiet",
+    "log_level",
+];
+
+/// What parsing found besides the config: things to warn about at start.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Parses the broker's key/value options. Later duplicates win, as in auth-plug.
+    pub fn parse<K: AsRef<str>, V: AsRef<str>>(
+        options: &[(K, V)],
+    ) -> Result<(Config, Parsed), ConfigError> {
+        let mut parsed = Parsed::default();
+        let mut values: std::collections::HashMap<&str, &str> = Default::default();
+        for (key, value) in options {
+            let key = key.as_ref();
+            let value = value.as_ref();
+            if OWN_KEYS.contains(&key) {
+                values.insert(key, value);
+            } else if key == "aclquery" {
+                // Refusing beats loading an ACL the plugin would not enforce.
+                return Err(err(
+                    key,
+                    "ACL rows are not enforced by this version of chat-auth; remove the option \
+                     (authenticated clients are otherwise unrestricted) or keep auth-plug until \
+                     chat-auth's ACL support is installed",
+                ));
+            } else if FOREIGN_KEYS.contains(&key)
+                || FOREIGN_PREFIXES.iter().any(|p| key.starts_with(p))
+            {
+                parsed.warnings.push(format!(
+                    "auth_opt_{key} is not used by chat-auth (another auth-plug backend or \
+                     feature); ignored"
+                ));
+            } else if let Some(near) = OWN_KEYS.iter().find(|own| edit_distance(own, key) <= 2) {
+                return Err(err(
+                    key,
+                    format!("unknown option; did you mean auth_opt_{near}?"),
+                ));
+            } else {
+                parsed
+                    .warnings
+                    .push(format!("auth_opt_{key} is not a chat-auth option; ignored"));
+            }
+        }
+        let get = |key: &str| values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        if let Some(backends) = get("backends") {
+            let list: Vec<&str> = backends.split(',').map(str::trim).collect();
+            if list != ["mysql"] {
+                return Err(err(
+                    "backends",
+                    format!("'{backends}' is not supported; chat-auth has the mysql backend only"),
+                ));
+            }
+        }
+
+        let userquery = get("userquery")
+            .ok_or_else(|| err("userquery", "is required (the query that returns the password hash)"))?;
+        let userquery = translate("userquery", userquery)?;
+        let superquery = get("superquery")
+            .map(|q| translate("superquery", q))
+            .transpose()?;
+        let superusers = get("superusers")
+            .map(|p| {
+                glob::Pattern::new(p)
+                    .map_err(|e| err("superusers", format!("is not a valid pattern: {e}")))
+            })
+            .transpose()?;
+
+        let ssl_enabled = get("ssl_enabled").map(|v| boolean("ssl_enabled", v)).transpose()?;
+        let tls_files = [get("ssl_ca"), get("ssl_cert"), get("ssl_key")];
+        let tls = match ssl_enabled {
+            Some(true) => {
+                for (name, path) in ["ssl_ca", "ssl_cert", "ssl_key"].iter().zip(tls_files) {
+                    if let Some(path) = path {
+                        if !std::path::Path::new(path).is_file() {
+                            return Err(err(name, format!("file '{path}' does not exist")));
+                        }
+                    }
+                }
+                if tls_files[1].is_some() != tls_files[2].is_some() {
+                    return Err(err(
+                        if tls_files[1].is_some() { "ssl_key" } else { "ssl_cert" },
+                        "ssl_cert and ssl_key go together",
+                    ));
+                }
+                Some(TlsConfig {
+                    ca: tls_files[0].map(PathBuf::from),
+                    cert: tls_files[1].map(PathBuf::from),
+                    key: tls_files[2].map(PathBuf::from),
+                })
+            }
+            _ => {
+                if tls_files.iter().any(Option::is_some) {
+                    parsed.warnings.push(
+                        "auth_opt_ssl_ca/ssl_cert/ssl_key are set but auth_opt_ssl_enabled is not \
+                         true: connecting to MySQL without TLS"
+                            .into(),
+                    );
+                }
+                None
+            }
+        };
+
+        let db = DbConfig {
+            host: get("host").unwrap_or("localhost").to_string(),
+            port: get("port")
+                .map(|v| number::<u16>("port", v, 1, u16::MAX))
+                .transpose()?
+                .unwrap_or(3306),
+            socket: get("socket").map(PathBuf::from),
+            dbname: get("dbname").map(str::to_string),
+            user: get("user").map(str::to_string),
+            pass: values.get("pass").map(|v| v.to_string()),
+            tls,
+            connect_timeout: Duration::from_millis(
+                get("connect_timeout_ms")
+                    .map(|v| number::<u64>("connect_timeout_ms", v, 10, 60_000))
+                    .transpose()?
+                    .unwrap_or(2_000),
+            ),
+            query_timeout: Duration::from_millis(
+                get("query_timeout_ms")
+                    .map(|v| number::<u64>("query_timeout_ms", v, 10, 60_000))
+                    .transpose()?
+                    .unwrap_or(2_000),
+            ),
+            pool_size: get("pool_size")
+                .map(|v| number::<usize>("pool_size", v, 1, 64))
+                .transpose()?
+                .unwrap_or(4),
+        };
+
+        let auth_cache = Duration::from_secs(
+            get("auth_cacheseconds")
+                .map(|v| number::<u64>("auth_cacheseconds", v, 0, 86_400))
+                .transpose()?
+                .unwrap_or(0),
+        );
+
+        let forced = match get("password_format") {
+            None | Some("auto") => None,
+            Some(name) => Some(Format::from_name(name).ok_or_else(|| {
+                err(
+                    "password_format",
+                    format!("'{name}' is not one of auto, {}", Format::NAMES.join(", ")),
+                )
+            })?),
+        };
+        let salt_encoding = match get("hasher_salt_encoding") {
+            None | Some("utf-8") | Some("utf8") | Some("literal") => SaltEncoding::Literal,
+            Some("base64") => SaltEncoding::Base64,
+            Some(other) => {
+                return Err(err(
+                    "hasher_salt_encoding",
+                    format!("'{other}' is not utf-8 or base64"),
+                ));
+            }
+        };
+        let salt_position = match get("password_salt_position") {
+            None | Some("prefix") => SaltPosition::Prefix,
+            Some("suffix") => SaltPosition::Suffix,
+            Some(other) => {
+                return Err(err(
+                    "password_salt_position",
+                    format!("'{other}' is not prefix or suffix"),
+                ));
+            }
+        };
+
+        let quiet = get("log_quiet").map(|v| boolean("log_quiet", v)).transpose()?;
+        let log_level = match get("log_level") {
+            Some(level) => match level {
+                "error" => log::LevelFilter::Error,
+                "warning" => log::LevelFilter::Warn,
+                "notice" | "info" => log::LevelFilter::Info,
+                "debug" => log::LevelFilter::Debug,
+                other => {
+                    return Err(err(
+                        "log_level",
+                        format!("'{other}' is not error, warning, info or debug"),
+                    ));
+                }
+            },
+            None if quiet == Some(true) => log::LevelFilter::Warn,
+            None => log::LevelFilter::Info,
+        };
+
+        let config = Config {
+            db,
+            userquery,
+            superquery,
+            superusers,
+            auth_cache,
+            hash: HashSettings {
+                forced,
+                salt_encoding,
+                salt_position,
+            },
+            log_level,
+        };
+        Ok((config, parsed))
+    }
+}
+
+fn translate(option: &str, text: &str) -> Result<Query, ConfigError> {
+    query::translate(text, USER_BINDINGS).map_err(|e| err(option, e.0))
+}
+
+fn boolean(option: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(err(option, format!("'{value}' is not true or false"))),
+    }
+}
+
+fn number<T>(option: &str, value: &str, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    match value.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(err(
+            option,
+            format!("'{value}' is not a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+/// Levenshtein distance, for suggesting the option a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USERQUERY: (&str, &str) = (
+        "userquery",
+        "SELECT password FROM users WHERE username = '%s' LIMIT 1",
+    );
+
+    fn parse(extra: &[(&str, &str)]) -> Result<(Config, Parsed), ConfigError> {
+        let mut options = vec![USERQUERY];
+        options.extend_from_slice(extra);
+        Config::parse(&options)
+    }
+
+    #[test]
+    fn auth_plug_config_loads_unchanged() {
+        let (config, parsed) = parse(&[
+            ("backends", "mysql"),
+            ("host", "db.example"),
+            ("port", "3307"),
+            ("dbname", "chat"),
+            ("user", "mqtt"),
+            ("pass", "p w"),
+            ("superquery", "SELECT COUNT(*) FROM users WHERE username = '%s' AND super = 1"),
+            ("superusers", "S*"),
+            ("auth_cacheseconds", "30"),
+            ("log_quiet", "true"),
+            ("http_hostname", "localhost"),
+            ("mysql_opt_reconnect", "true"),
+        ])
+        .unwrap();
+        assert_eq!(config.db.host, "db.example");
+        assert_eq!(config.db.port, 3307);
+        assert_eq!(config.db.pass.as_deref(), Some("p w"));
+        assert_eq!(config.auth_cache, Duration::from_secs(30));
+        assert_eq!(config.log_level, log::LevelFilter::Warn);
+        assert!(config.superusers.unwrap().matches("Sam"));
+        assert_eq!(
+            config.userquery.sql,
+            "SELECT password FROM users WHERE username = ? LIMIT 1"
+        );
+        assert_eq!(parsed.warnings.len(), 2, "{:?}", parsed.warnings);
+        assert!(parsed.warnings[0].contains("auth_opt_http_hostname"));
+    }
+
+    #[test]
+    fn defaults_are_bounded() {
+        let (config, _) = parse(&[]).unwrap();
+        assert_eq!(config.db.connect_timeout, Duration::from_secs(2));
+        assert_eq!(config.db.query_timeout, Duration::from_secs(2));
+        assert_eq!(config.auth_cache, Duration::ZERO);
+        assert!(config.hash.forced.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_option() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("backends", "mysql,http")], "backends"),
+            (&[("backends", "postgres")], "backends"),
+            (&[("port", "99999")], "port"),
+            (&[("port", "x")], "port"),
+            (&[("auth_cacheseconds", "-1")], "auth_cacheseconds"),
+            (&[("ssl_enabled", "maybe")], "ssl_enabled"),
+            (&[("ssl_enabled", "true"), ("ssl_ca", "/nonexistent/ca.pem")], "ssl_ca"),
+            (&[("password_format", "rot13")], "password_format"),
+            (&[("hasher_salt_encoding", "hex")], "hasher_salt_encoding"),
+            (&[("password_salt_position", "middle")], "password_salt_position"),
+            (&[("superquery", "SELECT 1 WHERE u = '%c'")], "superquery"),
+            (&[("userquery", "SELECT pw FROM u WHERE n = '%c'")], "userquery"),
+            (&[("connect_timeout_ms", "0")], "connect_timeout_ms"),
+            (&[("log_level", "loud")], "log_level"),
+            (&[("auth_cachesecond", "5")], "auth_cachesecond"),
+            (&[("aclquery", "SELECT topic FROM acls WHERE username = '%s'")], "aclquery"),
+        ];
+        for (extra, option) in cases {
+            let e = parse(extra).expect_err(option);
+            assert_eq!(&e.option, option, "{e}");
+            assert!(e.to_string().starts_with(&format!("auth_opt_{option}: ")));
+        }
+        let e = Config::parse::<&str, &str>(&[]).unwrap_err();
+        assert_eq!(e.option, "userquery");
+    }
+
+    #[test]
+    fn typo_suggests_the_real_option() {
+        let e = parse(&[("auth_cachesecond", "5")]).unwrap_err();
+        assert!(e.message.contains("auth_opt_auth_cacheseconds"), "{e}");
+    }
+
+    #[test]
+    fn hasher_options() {
+        let (config, _) = parse(&[
+            ("password_format", "sha256"),
+            ("hasher_salt_encoding", "base64"),
+            ("password_salt_position", "suffix"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.hash.forced,
+            Some(Format::Hex(crate::hash::DigestAlgorithm::Sha256))
+        );
+        assert_eq!(config.hash.salt_encoding, SaltEncoding::Base64);
+        assert_eq!(config.hash.salt_position, SaltPosition::Suffix);
+    }
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("host", "host"), 0);
+        assert_eq!(edit_distance("dbname", "dbnme"), 1);
+        assert_eq!(edit_distance("userquery", "usrequery"), 2);
+    }
+}

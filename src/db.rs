@@ -1,0 +1,246 @@
+//! The MySQL connection pool, with timeouts on every network step and a background prober,
+//! so the broker thread never waits on a database it already knows is down.
+
+use crate::config::DbConfig;
+use crate::query::Query;
+use mysql::prelude::Queryable;
+use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the prober retries a database that is down.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbError {
+    /// No connection (down, unreachable, refused our credentials, timed out). Fails fast
+    /// until the prober sees the server answer again.
+    Unavailable(String),
+    /// The server answered with an error for this statement (a broken query, usually).
+    Query(String),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Unavailable(why) => write!(f, "database unavailable: {why}"),
+            DbError::Query(why) => write!(f, "query failed: {why}"),
+        }
+    }
+}
+
+/// Statements checked by the prober on its first successful connection, by option name, so
+/// a typo in a query is reported at start rather than at the first login.
+pub type StatementChecks = Vec<(&'static str, String)>;
+
+struct Health {
+    down: AtomicBool,
+    stop: AtomicBool,
+    /// Wakes the prober: set by `mark_down` and by shutdown.
+    wake: Mutex<bool>,
+    signal: Condvar,
+}
+
+impl Health {
+    fn wake(&self) {
+        *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.signal.notify_all();
+    }
+}
+
+pub struct Db {
+    pool: Pool,
+    wait: Duration,
+    health: Arc<Health>,
+    prober: Option<JoinHandle<()>>,
+}
+
+impl Db {
+    /// Builds the pool (no connection is opened here: a dead database must not stop the
+    /// broker from starting) and starts the prober, which connects at once in the background.
+    pub fn start(config: &DbConfig, checks: StatementChecks) -> Result<Db, String> {
+        let pool = Pool::new(opts(config)?).map_err(|e| e.to_string())?;
+        let health = Arc::new(Health {
+            down: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            wake: Mutex::new(true),
+            signal: Condvar::new(),
+        });
+        let prober = {
+            let (pool, health) = (pool.clone(), Arc::clone(&health));
+            let wait = config.connect_timeout + config.query_timeout;
+            std::thread::Builder::new()
+                .name("chat-auth-db-probe".into())
+                .spawn(move || probe_loop(&pool, &health, wait, checks))
+                .map_err(|e| format!("cannot start the database prober thread: {e}"))?
+        };
+        Ok(Db {
+            pool,
+            wait: config.connect_timeout + config.query_timeout,
+            health,
+            prober: Some(prober),
+        })
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.health.down.load(Ordering::Acquire)
+    }
+
+    /// Runs `query` with `values` bound to its placeholders and returns its first row.
+    pub fn first_row(&self, query: &Query, values: Vec<Value>) -> Result<Option<Row>, DbError> {
+        if self.is_down() {
+            return Err(DbError::Unavailable("still unreachable".into()));
+        }
+        let result = self
+            .pool
+            .try_get_conn(self.wait)
+            .and_then(|mut conn| conn.exec_first::<Row, _, _>(&query.sql, values));
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn classify(&self, error: mysql::Error) -> DbError {
+        match error {
+            mysql::Error::MySqlError(e) => DbError::Query(e.to_string()),
+            other => {
+                let why = other.to_string();
+                if !self.health.down.swap(true, Ordering::AcqRel) {
+                    log::error!("MySQL unreachable ({why}); logins are refused until it answers");
+                }
+                self.health.wake();
+                DbError::Unavailable(why)
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.health.stop.store(true, Ordering::Release);
+        self.health.wake();
+        if let Some(prober) = self.prober.take() {
+            let _ = prober.join();
+        }
+    }
+}
+
+fn opts(config: &DbConfig) -> Result<Opts, String> {
+    let constraints = PoolConstraints::new(0, config.pool_size)
+        .ok_or_else(|| "invalid pool size".to_string())?;
+    let mut builder = OptsBuilder::new()
+        .ip_or_hostname(Some(config.host.clone()))
+        .tcp_port(config.port)
+        .user(config.user.clone())
+        .pass(config.pass.clone())
+        .db_name(config.dbname.clone())
+        .tcp_connect_timeout(Some(config.connect_timeout))
+        .read_timeout(Some(config.query_timeout))
+        .write_timeout(Some(config.query_timeout))
+        // Never silently hop to a socket the config did not name.
+        .prefer_socket(false)
+        .pool_opts(
+            PoolOpts::default()
+                .with_constraints(constraints)
+                // Keeps prepared statements cached across uses; no transaction is left open.
+                .with_reset_connection(false),
+        );
+    if let Some(socket) = &config.socket {
+        builder = builder.socket(Some(socket.to_string_lossy().into_owned()));
+    }
+    if let Some(tls) = &config.tls {
+        let mut ssl = mysql::SslOpts::default().with_root_cert_path(tls.ca.clone());
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            ssl = ssl.with_client_identity(Some(mysql::ClientIdentity::new(
+                cert.clone(),
+                key.clone(),
+            )));
+        }
+        builder = builder.ssl_opts(Some(ssl));
+    }
+    Ok(builder.into())
+}
+
+/// Connects at start (reporting statements the server will not prepare), then sleeps until
+/// a query reports the database down, and retries every `PROBE_INTERVAL` until it answers.
+fn probe_loop(pool: &Pool, health: &Health, wait: Duration, checks: StatementChecks) {
+    let mut checked = false;
+    loop {
+        if health.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if !checked || health.down.load(Ordering::Acquire) {
+            let probe = pool.try_get_conn(wait).and_then(|mut conn| {
+                conn.query_drop("DO 1")?;
+                Ok(conn)
+            });
+            match probe {
+                Ok(mut conn) => {
+                    if !checked {
+                        for (option, sql) in &checks {
+                            if let Err(e) = conn.prep(sql) {
+                                log::error!(
+                                    "auth_opt_{option} is rejected by the server: {e}; logins that \
+                                     need it will be refused"
+                                );
+                            }
+                        }
+                        checked = true;
+                    }
+                    if health.down.swap(false, Ordering::AcqRel) {
+                        log::info!("MySQL answers again; logins are checked again");
+                    }
+                }
+                Err(e) => {
+                    // The swap makes one log line per outage, whoever noticed it first.
+                    if !health.down.swap(true, Ordering::AcqRel) {
+                        log::error!("MySQL unreachable ({e}); logins are refused until it answers");
+                    }
+                }
+            }
+        }
+        let guard = health.wake.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = if !checked || health.down.load(Ordering::Acquire) {
+            health
+                .signal
+                .wait_timeout(guard, PROBE_INTERVAL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+        } else {
+            health
+                .signal
+                .wait_while(guard, |woken| !*woken)
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        *guard = false;
+    }
+}
+
+/// Reads a column of a row as bytes: text and blobs as they are, numbers as decimal text.
+pub fn value_bytes(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::NULL => None,
+        Value::Bytes(bytes) => Some(bytes.clone()),
+        Value::Int(n) => Some(n.to_string().into_bytes()),
+        Value::UInt(n) => Some(n.to_string().into_bytes()),
+        Value::Float(n) => Some(n.to_string().into_bytes()),
+        Value::Double(n) => Some(n.to_string().into_bytes()),
+        other => Some(other.as_sql(true).into_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_as_text() {
+        assert_eq!(value_bytes(&Value::NULL), None);
+        assert_eq!(value_bytes(&Value::Int(-7)), Some(b"-7".to_vec()));
+        assert_eq!(value_bytes(&Value::UInt(42)), Some(b"42".to_vec()));
+        assert_eq!(
+            value_bytes(&Value::Bytes(b"PBKDF2$x".to_vec())),
+            Some(b"PBKDF2$x".to_vec())
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Turns an auth-plug style query (`'%s'`, `%s`, `%d`) or a `?` query into a prepared
+//! statement text plus the list of values to bind, so no value is ever spliced into SQL.
+
+use std::fmt;
+
+/// A value the plugin binds to one placeholder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    Username,
+    ClientId,
+    /// The access level of an ACL check (auth-plug's `%d`).
+    Access,
+    /// The user's chat identity (`user_id` column, or the username).
+    UserId,
+}
+
+/// A validated statement: `sql` has only `?` placeholders, `params` says what each binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub sql: String,
+    pub params: Vec<Param>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryError(pub String);
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one kind of query may bind.
+///
+/// `percent_s` lists, in order, what the first and second `%s` mean; `percent_d` what `%d`
+/// means (if allowed); `question` what the n-th `?` means.
+#[derive(Debug, Clone, Copy)]
+pub struct Bindings {
+    pub percent_s: &'static [Param],
+    pub percent_d: Option<Param>,
+    pub question: &'static [Param],
+}
+
+/// `userquery` and `superquery`: the username only (auth-plug passes nothing else).
+pub const USER_BINDINGS: Bindings = Bindings {
+    percent_s: &[Param::Username],
+    percent_d: None,
+    question: &[Param::Username],
+};
+
+/// `aclquery`: username, client id, access level (auth-plug's meaning of its arguments).
+pub const ACL_BINDINGS: Bindings = Bindings {
+    percent_s: &[Param::Username, Param::ClientId],
+    percent_d: Some(Param::Access),
+    question: &[Param::Username, Param::Access],
+};
+
+/// Translates `text`. Placeholders inside quoted SQL strings other than a lone `'%s'` are
+/// refused: they would be literal text to the server, which is never what the writer meant.
+pub fn translate(text: &str, bindings: Bindings) -> Result<Query, QueryError> {
+    let bytes = text.as_bytes();
+    if text.trim().is_empty() {
+        return Err(QueryError("is empty".into()));
+    }
+    let mut sql = Vec::with_capacity(bytes.len());
+    let mut percent_params = Vec::new();
+    let mut percent_s_seen = 0usize;
+    let mut question_count = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        if let Some(q) = quote {
+            match c {
+                b'\\' if next.is_some() => {
+                    sql.extend_from_slice(&bytes[i..i + 2]);
+                    i += 2;
+                    continue;
+                }
+                b'%' if next == Some(b'%') => {
+                    sql.push(b'%');
+                    i += 2;
+                    continue;
+                }
+                b'%' => {
+                    let shown = text[i..].chars().take(2).collect::<String>();
+                    return Err(QueryError(format!(
+                        "has '{shown}' inside a quoted string at byte {i}; only '%s' standing \
+                         alone in quotes is a parameter (write %% for a literal %)"
+                    )));
+                }
+                _ if c == q && next == Some(q) => {
+                    sql.extend_from_slice(&[q, q]);
+                    i += 2;
+                    continue;
+                }
+                _ if c == q => quote = None,
+                _ => {}
+            }
+            sql.push(c);
+            i += 1;
+            continue;
+        }
+        if (c == b'\'' || c == b'"') && bytes[i..].starts_with(&[c, b'%', b's', c]) {
+            percent_params.push(percent_s(bindings, &mut percent_s_seen)?);
+            sql.push(b'?');
+            i += 4;
+            continue;
+        }
+        match c {
+            b'\'' | b'"' | b'`' => quote = Some(c),
+            b'%' => {
+                match next {
+                    Some(b's') => percent_params.push(percent_s(bindings, &mut percent_s_seen)?),
+                    Some(b'd') => percent_params.push(bindings.percent_d.ok_or_else(|| {
+                        QueryError("uses %d, but this query has no access level to bind".into())
+                    })?),
+                    Some(b'%') => {
+                        sql.push(b'%');
+                        i += 2;
+                        continue;
+                    }
+                    _ => {
+                        let shown = text[i..].chars().take(2).collect::<String>();
+                        return Err(QueryError(format!(
+                            "has an unknown placeholder '{shown}' at byte {i}; only '%s', %s and %d \
+                             (or ?) are placeholders, and %% is a literal %"
+                        )));
+                    }
+                }
+                sql.push(b'?');
+                i += 2;
+                continue;
+            }
+            b'?' => question_count += 1,
+            _ => {}
+        }
+        sql.push(c);
+        i += 1;
+    }
+    if quote.is_some() {
+        return Err(QueryError("has an unterminated quoted string".into()));
+    }
+    if question_count > 0 && !percent_params.is_empty() {
+        return Err(QueryError(
+            "mixes ? placeholders with auth-plug %s/%d ones; use one style".into(),
+        ));
+    }
+    let params = if question_count > 0 {
+        if question_count > bindings.question.len() {
+            return Err(QueryError(format!(
+                "has {question_count} ? placeholders; this query binds at most {} ({})",
+                bindings.question.len(),
+                describe(bindings.question)
+            )));
+        }
+        bindings.question[..question_count].to_vec()
+    } else {
+        percent_params
+    };
+    let sql = String::from_utf8(sql).expect("only ASCII bytes were replaced");
+    Ok(Query { sql, params })
+}
+
+fn percent_s(bindings: Bindings, seen: &mut usize) -> Result<Param, QueryError> {
+    let param = bindings.percent_s.get(*seen).copied().ok_or_else(|| {
+        QueryError(format!(
+            "has more %s placeholders than this query can bind ({})",
+            describe(bindings.percent_s)
+        ))
+    })?;
+    *seen += 1;
+    Ok(param)
+}
+
+fn describe(params: &[Param]) -> String {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Username => "username",
+            Param::ClientId => "client id",
+            Param::Access => "access level",
+            Param::UserId => "user id",
+        })
+        .collect::<Vec<_>>()
+        .join(", then ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_plug_quoted_username_becomes_a_placeholder() {
+        let q = translate(
+            "SELECT pw FROM users WHERE username = '%s' LIMIT 1",
+            USER_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(q.sql, "SELECT pw FROM users WHERE username = ? LIMIT 1");
+        assert_eq!(q.params, vec![Param::Username]);
+    }
+
+    #[test]
+    fn acl_query_binds_username_client_id_and_access_in_order() {
+        let q = translate(
+            "SELECT topic FROM acls WHERE (username = \"%s\" OR clientid = %s) AND (rw >= %d)",
+            ACL_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(
+            q.sql,
+            "SELECT topic FROM acls WHERE (username = ? OR clientid = ?) AND (rw >= ?)"
+        );
+        assert_eq!(
+            q.params,
+            vec![Param::Username, Param::ClientId, Param::Access]
+        );
+    }
+
+    #[test]
+    fn question_marks_bind_in_declared_order() {
+        let q = translate("SELECT t FROM a WHERE u = ? AND rw >= ?", ACL_BINDINGS).unwrap();
+        assert_eq!(q.params, vec![Param::Username, Param::Access]);
+        assert!(translate("SELECT 1 WHERE a = ? AND b = ?", USER_BINDINGS).is_err());
+    }
+
+    #[test]
+    fn literal_percent_and_question_inside_strings_are_kept() {
+        let q = translate(
+            "SELECT pw FROM users WHERE username = '%s' AND note NOT LIKE 'x%%?'",
+            USER_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(
+            q.sql,
+            "SELECT pw FROM users WHERE username = ? AND note NOT LIKE 'x%?'"
+        );
+        assert_eq!(q.params, vec![Param::Username]);
+    }
+
+    #[test]
+    fn stray_percent_sequences_are_refused() {
+        // auth-plug crashed on exactly this.
+        let err = translate("SELECT pw FROM users WHERE username = '%c'", USER_BINDINGS);
+        assert!(err.unwrap_err().0.contains("'%c'"));
+        assert!(translate("SELECT pw FROM u WHERE n = %x", USER_BINDINGS).is_err());
+        assert!(translate("SELECT pw FROM u WHERE n LIKE '%s%%'", USER_BINDINGS).is_err());
+        assert!(translate("SELECT pw FROM u WHERE n = 50%", USER_BINDINGS).is_err());
+    }
+
+    #[test]
+    fn user_queries_cannot_bind_client_id_or_access() {
+        assert!(translate("SELECT pw FROM u WHERE n='%s' AND c='%s'", USER_BINDINGS).is_err());
+        assert!(translate("SELECT pw FROM u WHERE n='%s' AND rw=%d", USER_BINDINGS).is_err());
+    }
+
+    #[test]
+    fn mixing_styles_and_broken_quotes_are_refused() {
+        assert!(translate("SELECT pw FROM u WHERE n='%s' AND c=?", USER_BINDINGS).is_err());
+        assert!(translate("SELECT pw FROM u WHERE n='%s", USER_BINDINGS).is_err());
+        assert!(translate("   ", USER_BINDINGS).is_err());
+    }
+
+    #[test]
+    fn escaped_quotes_do_not_end_a_string() {
+        let q = translate(
+            r"SELECT pw FROM u WHERE n = '%s' AND x <> 'it''s \' %%'",
+            USER_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(q.sql, r"SELECT pw FROM u WHERE n = ? AND x <> 'it''s \' %'");
+    }
+
+    #[test]
+    fn non_ascii_text_survives() {
+        let q = translate("SELECT pw FROM usërs WHERE n = ?", USER_BINDINGS).unwrap();
+        assert_eq!(q.sql, "SELECT pw FROM usërs WHERE n = ?");
+    }
+}
