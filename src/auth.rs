@@ -113,7 +113,11 @@ impl<S: UserSource> Authenticator<S> {
                 "login accepted for user '{}' (user id '{}'{})",
                 printable(username),
                 printable(&identity.user_id),
-                if identity.superuser { ", superuser" } else { "" }
+                if identity.superuser {
+                    ", superuser"
+                } else {
+                    ""
+                }
             ),
             Decision::Refuse(why @ Refusal::UnusableHash(_)) => {
                 log::warn!("login refused for user '{}': {why}", printable(username))
@@ -351,7 +355,8 @@ mod tests {
     fn refusals() {
         let a = auth(table(), 0);
         let now = Instant::now();
-        let cases: &[(Option<&[u8]>, Option<&[u8]>, Refusal)] = &[
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Refusal);
+        let cases: &[Case] = &[
             (Some(b"alice"), Some(b"wrong"), Refusal::WrongPassword),
             (Some(b"alice"), None, Refusal::NoPassword),
             (Some(b"bob"), Some(b"secret"), Refusal::UnknownUser),
@@ -385,14 +390,23 @@ mod tests {
     fn cache_spares_the_database_and_expires() {
         let a = auth(table(), 10);
         let t0 = Instant::now();
-        assert!(matches!(a.login(Some(b"alice"), Some(b"secret"), t0), Decision::Allow(_)));
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secret"), t0),
+            Decision::Allow(_)
+        ));
         assert_eq!(a.source.fetches.get(), 1);
         a.source.down.set(true);
         let t1 = t0 + Duration::from_secs(9);
-        assert!(matches!(a.login(Some(b"alice"), Some(b"secret"), t1), Decision::Allow(_)));
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secret"), t1),
+            Decision::Allow(_)
+        ));
         assert_eq!(a.source.fetches.get(), 1, "served from the cache");
         // A different password is never answered from the cache.
-        assert!(matches!(a.login(Some(b"alice"), Some(b"secreT"), t1), Decision::Refuse(_)));
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secreT"), t1),
+            Decision::Refuse(_)
+        ));
         assert_eq!(a.source.fetches.get(), 2);
         // After the TTL the database is asked again (and is down: refused).
         let t2 = t0 + Duration::from_secs(11);

@@ -16,7 +16,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "auth_opt_{}: {}", self.option, self.message)
+        // The broker strips either prefix; name both so the user finds the line they wrote.
+        write!(
+            f,
+            "auth_opt_{0} (plugin_opt_{0}): {1}",
+            self.option, self.message
+        )
     }
 }
 
@@ -64,8 +69,21 @@ pub struct Config {
 /// Options of auth-plug's other backends and of its features this plugin does not have:
 /// accepted with a warning so an auth-plug config loads unchanged.
 const FOREIGN_PREFIXES: &[&str] = &[
-    "http_", "redis_", "mongo_", "jwt_", "ldap_", "sqlite_", "psk_", "files_", "cdb", "pg_",
-    "postgres_", "memcached_", "grpc_", "js_", "plugin_",
+    "http_",
+    "redis_",
+    "mongo_",
+    "jwt_",
+    "ldap_",
+    "sqlite_",
+    "psk_",
+    "files_",
+    "cdb",
+    "pg_",
+    "postgres_",
+    "memcached_",
+    "grpc_",
+    "js_",
+    "plugin_",
 ];
 const FOREIGN_KEYS: &[&str] = &[
     "dbpath",
@@ -174,8 +192,12 @@ impl Config {
             }
         }
 
-        let userquery = get("userquery")
-            .ok_or_else(|| err("userquery", "is required (the query that returns the password hash)"))?;
+        let userquery = get("userquery").ok_or_else(|| {
+            err(
+                "userquery",
+                "is required (the query that returns the password hash)",
+            )
+        })?;
         let userquery = translate("userquery", userquery)?;
         let superquery = get("superquery")
             .map(|q| translate("superquery", q))
@@ -187,7 +209,9 @@ impl Config {
             })
             .transpose()?;
 
-        let ssl_enabled = get("ssl_enabled").map(|v| boolean("ssl_enabled", v)).transpose()?;
+        let ssl_enabled = get("ssl_enabled")
+            .map(|v| boolean("ssl_enabled", v))
+            .transpose()?;
         let tls_files = [get("ssl_ca"), get("ssl_cert"), get("ssl_key")];
         let tls = match ssl_enabled {
             Some(true) => {
@@ -200,7 +224,11 @@ impl Config {
                 }
                 if tls_files[1].is_some() != tls_files[2].is_some() {
                     return Err(err(
-                        if tls_files[1].is_some() { "ssl_key" } else { "ssl_cert" },
+                        if tls_files[1].is_some() {
+                            "ssl_key"
+                        } else {
+                            "ssl_cert"
+                        },
                         "ssl_cert and ssl_key go together",
                     ));
                 }
@@ -288,7 +316,9 @@ impl Config {
             }
         };
 
-        let quiet = get("log_quiet").map(|v| boolean("log_quiet", v)).transpose()?;
+        let quiet = get("log_quiet")
+            .map(|v| boolean("log_quiet", v))
+            .transpose()?;
         let log_level = match get("log_level") {
             Some(level) => match level {
                 "error" => log::LevelFilter::Error,
@@ -388,7 +418,10 @@ mod tests {
             ("dbname", "chat"),
             ("user", "mqtt"),
             ("pass", "p w"),
-            ("superquery", "SELECT COUNT(*) FROM users WHERE username = '%s' AND super = 1"),
+            (
+                "superquery",
+                "SELECT COUNT(*) FROM users WHERE username = '%s' AND super = 1",
+            ),
             ("superusers", "S*"),
             ("auth_cacheseconds", "30"),
             ("log_quiet", "true"),
@@ -428,21 +461,36 @@ mod tests {
             (&[("port", "x")], "port"),
             (&[("auth_cacheseconds", "-1")], "auth_cacheseconds"),
             (&[("ssl_enabled", "maybe")], "ssl_enabled"),
-            (&[("ssl_enabled", "true"), ("ssl_ca", "/nonexistent/ca.pem")], "ssl_ca"),
+            (
+                &[("ssl_enabled", "true"), ("ssl_ca", "/nonexistent/ca.pem")],
+                "ssl_ca",
+            ),
             (&[("password_format", "rot13")], "password_format"),
             (&[("hasher_salt_encoding", "hex")], "hasher_salt_encoding"),
-            (&[("password_salt_position", "middle")], "password_salt_position"),
+            (
+                &[("password_salt_position", "middle")],
+                "password_salt_position",
+            ),
             (&[("superquery", "SELECT 1 WHERE u = '%c'")], "superquery"),
-            (&[("userquery", "SELECT pw FROM u WHERE n = '%c'")], "userquery"),
+            (
+                &[("userquery", "SELECT pw FROM u WHERE n = '%c'")],
+                "userquery",
+            ),
             (&[("connect_timeout_ms", "0")], "connect_timeout_ms"),
             (&[("log_level", "loud")], "log_level"),
             (&[("auth_cachesecond", "5")], "auth_cachesecond"),
-            (&[("aclquery", "SELECT topic FROM acls WHERE username = '%s'")], "aclquery"),
+            (
+                &[("aclquery", "SELECT topic FROM acls WHERE username = '%s'")],
+                "aclquery",
+            ),
         ];
         for (extra, option) in cases {
             let e = parse(extra).expect_err(option);
             assert_eq!(&e.option, option, "{e}");
-            assert!(e.to_string().starts_with(&format!("auth_opt_{option}: ")));
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("auth_opt_{option} (plugin_opt_{option}): "))
+            );
         }
         let e = Config::parse::<&str, &str>(&[]).unwrap_err();
         assert_eq!(e.option, "userquery");

@@ -126,8 +126,8 @@ impl Drop for Db {
 }
 
 fn opts(config: &DbConfig) -> Result<Opts, String> {
-    let constraints = PoolConstraints::new(0, config.pool_size)
-        .ok_or_else(|| "invalid pool size".to_string())?;
+    let constraints =
+        PoolConstraints::new(0, config.pool_size).ok_or_else(|| "invalid pool size".to_string())?;
     let mut builder = OptsBuilder::new()
         .ip_or_hostname(Some(config.host.clone()))
         .tcp_port(config.port)
@@ -151,10 +151,8 @@ fn opts(config: &DbConfig) -> Result<Opts, String> {
     if let Some(tls) = &config.tls {
         let mut ssl = mysql::SslOpts::default().with_root_cert_path(tls.ca.clone());
         if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-            ssl = ssl.with_client_identity(Some(mysql::ClientIdentity::new(
-                cert.clone(),
-                key.clone(),
-            )));
+            ssl = ssl
+                .with_client_identity(Some(mysql::ClientIdentity::new(cert.clone(), key.clone())));
         }
         builder = builder.ssl_opts(Some(ssl));
     }

@@ -38,7 +38,11 @@ pub fn install(sink: Sink, level: log::LevelFilter) {
 /// cut to 64 characters (a 64 KiB username must not flood the log).
 pub fn printable(name: &str) -> String {
     const MAX: usize = 64;
-    let mut out: String = name.chars().take(MAX).flat_map(char::escape_default).collect();
+    let mut out: String = name
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_default)
+        .collect();
     if name.chars().nth(MAX).is_some() {
         out.push_str("...");
     }

@@ -40,12 +40,7 @@ impl Plugin {
             config.auth_cache.as_secs()
         );
         Ok(Plugin {
-            auth: Authenticator::new(
-                users,
-                config.hash,
-                config.superusers,
-                config.auth_cache,
-            ),
+            auth: Authenticator::new(users, config.hash, config.superusers, config.auth_cache),
         })
     }
 
@@ -126,10 +121,21 @@ mod tests {
 
     #[test]
     fn truthiness_of_superuser_columns() {
-        for yes in [Value::Int(1), Value::Int(-3), Value::from("TRUE"), Value::from("y")] {
+        for yes in [
+            Value::Int(1),
+            Value::Int(-3),
+            Value::from("TRUE"),
+            Value::from("y"),
+        ] {
             assert!(truthy(Some(&yes)), "{yes:?}");
         }
-        for no in [Value::NULL, Value::Int(0), Value::from("0"), Value::from("no"), Value::from("")] {
+        for no in [
+            Value::NULL,
+            Value::Int(0),
+            Value::from("0"),
+            Value::from("no"),
+            Value::from(""),
+        ] {
             assert!(!truthy(Some(&no)), "{no:?}");
         }
         assert!(!truthy(None));

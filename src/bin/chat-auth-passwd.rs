@@ -52,7 +52,10 @@ fn run(args: Vec<String>) -> Result<String, String> {
                     n.parse()
                         .ok()
                         .filter(|n| (1..=hash::MAX_PBKDF2_ITERATIONS).contains(n))
-                        .ok_or(format!("--iterations '{n}' is not 1 to {}", hash::MAX_PBKDF2_ITERATIONS))?,
+                        .ok_or(format!(
+                            "--iterations '{n}' is not 1 to {}",
+                            hash::MAX_PBKDF2_ITERATIONS
+                        ))?,
                 );
             }
             "--cost" => {
@@ -61,7 +64,10 @@ fn run(args: Vec<String>) -> Result<String, String> {
                     .parse()
                     .ok()
                     .filter(|c| (4..=hash::MAX_BCRYPT_COST).contains(c))
-                    .ok_or(format!("--cost '{n}' is not 4 to {}", hash::MAX_BCRYPT_COST))?;
+                    .ok_or(format!(
+                        "--cost '{n}' is not 4 to {}",
+                        hash::MAX_BCRYPT_COST
+                    ))?;
             }
             "--check" => check = Some(value("--check")?),
             other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -92,7 +98,11 @@ fn run(args: Vec<String>) -> Result<String, String> {
         };
     }
     match format.as_str() {
-        "pbkdf2" => Ok(hash::generate_auth_plug(pw, algorithm, iterations.unwrap_or(210_000))),
+        "pbkdf2" => Ok(hash::generate_auth_plug(
+            pw,
+            algorithm,
+            iterations.unwrap_or(210_000),
+        )),
         "mosquitto" => Ok(hash::generate_mosquitto(pw, iterations.unwrap_or(210_000))),
         "django" => Ok(hash::generate_django(pw, iterations.unwrap_or(870_000))),
         "bcrypt" => hash::generate_bcrypt(pw, cost),

@@ -68,7 +68,11 @@ pub extern "C" fn mosquitto_plugin_version(count: c_int, versions: *const c_int)
         }
         // SAFETY: the broker passes `count` versions.
         let offered = unsafe { std::slice::from_raw_parts(versions, count as usize) };
-        if offered.contains(&PLUGIN_API_VERSION) { PLUGIN_API_VERSION } else { -1 }
+        if offered.contains(&PLUGIN_API_VERSION) {
+            PLUGIN_API_VERSION
+        } else {
+            -1
+        }
     })
 }
 
@@ -153,7 +157,11 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(
     })
 }
 
-unsafe extern "C" fn on_basic_auth(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
+unsafe extern "C" fn on_basic_auth(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
     guard("basic_auth", MOSQ_ERR_AUTH, || {
         if event_data.is_null() || userdata.is_null() {
             return MOSQ_ERR_AUTH;
@@ -172,4 +180,23 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, event_data: *mut c_void, userd
             Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_refusal_code() {
+        let code = guard("test", MOSQ_ERR_AUTH, || -> c_int { panic!("boom") });
+        assert_eq!(code, MOSQ_ERR_AUTH);
+        assert_eq!(guard("test", MOSQ_ERR_AUTH, || MOSQ_ERR_SUCCESS), MOSQ_ERR_SUCCESS);
+    }
+
+    #[test]
+    fn plugin_version_answers_5_only_when_offered() {
+        assert_eq!(mosquitto_plugin_version(4, [5, 4, 3, 2].as_ptr()), 5);
+        assert_eq!(mosquitto_plugin_version(2, [4, 3].as_ptr()), -1);
+        assert_eq!(mosquitto_plugin_version(0, std::ptr::null()), -1);
+    }
 }

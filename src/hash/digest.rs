@@ -68,7 +68,10 @@ mod tests {
     // SHA2(CONCAT('NaCl','secret'),256), SHA2(CONCAT('secret','NaCl'),256);
     const VECTORS: &[(DigestAlgorithm, &str)] = &[
         (DigestAlgorithm::Md5, "5ebe2294ecd0e0f08eab7690d2a6ee69"),
-        (DigestAlgorithm::Sha1, "e5e9fa1ba31ecd1ae84f75caaa474f3a663f05f4"),
+        (
+            DigestAlgorithm::Sha1,
+            "e5e9fa1ba31ecd1ae84f75caaa474f3a663f05f4",
+        ),
         (
             DigestAlgorithm::Sha224,
             "95c7fbca92ac5083afda62a564a3d014fc3b72c9140e3cb99ea6bf12",
@@ -118,10 +121,22 @@ mod tests {
         let pre = SALT_PREFIX_SHA256;
         let suf = SALT_SUFFIX_SHA256;
         let alg = DigestAlgorithm::Sha256;
-        assert_eq!(verify_hex(alg, pre, salt, pw, SaltPosition::Prefix), Ok(true));
-        assert_eq!(verify_hex(alg, pre, salt, pw, SaltPosition::Suffix), Ok(false));
-        assert_eq!(verify_hex(alg, suf, salt, pw, SaltPosition::Suffix), Ok(true));
-        assert_eq!(verify_hex(alg, suf, None, pw, SaltPosition::Suffix), Ok(false));
+        assert_eq!(
+            verify_hex(alg, pre, salt, pw, SaltPosition::Prefix),
+            Ok(true)
+        );
+        assert_eq!(
+            verify_hex(alg, pre, salt, pw, SaltPosition::Suffix),
+            Ok(false)
+        );
+        assert_eq!(
+            verify_hex(alg, suf, salt, pw, SaltPosition::Suffix),
+            Ok(true)
+        );
+        assert_eq!(
+            verify_hex(alg, suf, None, pw, SaltPosition::Suffix),
+            Ok(false)
+        );
     }
 
     #[test]

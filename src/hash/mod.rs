@@ -208,7 +208,9 @@ pub fn verify(
         Some(format) => format,
     };
     match format {
-        Format::AuthPlugPbkdf2 => pbkdf2::verify_auth_plug(stored, password, settings.salt_encoding),
+        Format::AuthPlugPbkdf2 => {
+            pbkdf2::verify_auth_plug(stored, password, settings.salt_encoding)
+        }
         Format::MosquittoPbkdf2 => pbkdf2::verify_mosquitto(stored, password),
         Format::Django => pbkdf2::verify_django(stored, password),
         Format::MosquittoSha512 => digest::verify_mosquitto_sha512(stored, password),
@@ -310,12 +312,18 @@ mod tests {
 
     #[test]
     fn detection_by_shape() {
-        assert_eq!(detect("PBKDF2$sha256$901$abc$def"), Some(Format::AuthPlugPbkdf2));
+        assert_eq!(
+            detect("PBKDF2$sha256$901$abc$def"),
+            Some(Format::AuthPlugPbkdf2)
+        );
         assert_eq!(detect("$7$101$a$b"), Some(Format::MosquittoPbkdf2));
         assert_eq!(detect("$6$a$b"), Some(Format::MosquittoSha512));
         assert_eq!(detect("pbkdf2_sha256$1$a$b"), Some(Format::Django));
         assert_eq!(detect("$2y$10$abc"), Some(Format::Bcrypt));
-        assert_eq!(detect("$argon2id$v=19$m=1,t=1,p=1$a$b"), Some(Format::Argon2));
+        assert_eq!(
+            detect("$argon2id$v=19$m=1,t=1,p=1$a$b"),
+            Some(Format::Argon2)
+        );
         assert_eq!(
             detect("*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"),
             Some(Format::MysqlNative)
@@ -336,7 +344,12 @@ mod tests {
         for stored in ["secret", "", "*123", &"a".repeat(33), "$1$abc$def", "zz"] {
             assert_eq!(detect(stored), None, "{stored}");
             assert_eq!(
-                verify(stored.as_bytes(), None, stored.as_bytes(), &HashSettings::default()),
+                verify(
+                    stored.as_bytes(),
+                    None,
+                    stored.as_bytes(),
+                    &HashSettings::default()
+                ),
                 Err(HashError::Unrecognised)
             );
         }

@@ -91,12 +91,27 @@ mod tests {
     #[test]
     fn costly_or_broken_rows_are_refused() {
         let too_costly = "$2y$31$.vGA1O9wmRjrwAVXD98HNOgsNpDczlqm3Jq7KnEd1rVAGv3Fykk1a";
-        assert!(matches!(verify_bcrypt(too_costly, b"x"), Err(HashError::Invalid(..))));
-        assert!(matches!(verify_bcrypt("$2y$", b"x"), Err(HashError::Invalid(..))));
-        assert!(matches!(verify_bcrypt("$2y$10$short", b"x"), Err(HashError::Invalid(..))));
+        assert!(matches!(
+            verify_bcrypt(too_costly, b"x"),
+            Err(HashError::Invalid(..))
+        ));
+        assert!(matches!(
+            verify_bcrypt("$2y$", b"x"),
+            Err(HashError::Invalid(..))
+        ));
+        assert!(matches!(
+            verify_bcrypt("$2y$10$short", b"x"),
+            Err(HashError::Invalid(..))
+        ));
         let huge = "$argon2id$v=19$m=4194304,t=2,p=1$Yg9nl6NLaWZeJm6mD/4EwA$HjD2XdriDtJBL5NzP/rI9w";
-        assert!(matches!(verify_argon2(huge, b"x"), Err(HashError::Invalid(..))));
-        assert!(matches!(verify_argon2("$argon2id$garbage", b"x"), Err(HashError::Invalid(..))));
+        assert!(matches!(
+            verify_argon2(huge, b"x"),
+            Err(HashError::Invalid(..))
+        ));
+        assert!(matches!(
+            verify_argon2("$argon2id$garbage", b"x"),
+            Err(HashError::Invalid(..))
+        ));
     }
 
     #[test]

@@ -57,9 +57,18 @@ mod tests {
     #[test]
     fn mariadb_old_password_function() {
         assert_eq!(verify_old_password("428567f408994404", b"secret"), Ok(true));
-        assert_eq!(verify_old_password("428567f408994404", b"secreT"), Ok(false));
+        assert_eq!(
+            verify_old_password("428567f408994404", b"secreT"),
+            Ok(false)
+        );
         // The old scramble ignores spaces: MySQL's own weakness, reproduced faithfully.
-        assert_eq!(verify_old_password("5d2e19393cc5ef67", b"pass word"), Ok(true));
-        assert_eq!(verify_old_password("5d2e19393cc5ef67", b"password"), Ok(true));
+        assert_eq!(
+            verify_old_password("5d2e19393cc5ef67", b"pass word"),
+            Ok(true)
+        );
+        assert_eq!(
+            verify_old_password("5d2e19393cc5ef67", b"password"),
+            Ok(true)
+        );
     }
 }

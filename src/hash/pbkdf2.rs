@@ -73,9 +73,7 @@ pub fn verify_mosquitto(stored: &str, password: &[u8]) -> Result<bool, HashError
 /// Django: `pbkdf2_sha256$ITER$SALT$BASE64KEY` (salt is text), also `pbkdf2_sha1`.
 pub fn verify_django(stored: &str, password: &[u8]) -> Result<bool, HashError> {
     const F: Format = Format::Django;
-    let (algorithm, rest) = stored
-        .split_once('$')
-        .ok_or(HashError::Unrecognised)?;
+    let (algorithm, rest) = stored.split_once('$').ok_or(HashError::Unrecognised)?;
     let algorithm = match algorithm {
         "pbkdf2_sha256" => PbkdfAlgorithm::Sha256,
         "pbkdf2_sha1" => PbkdfAlgorithm::Sha1,
@@ -87,7 +85,14 @@ pub fn verify_django(stored: &str, password: &[u8]) -> Result<bool, HashError> {
     }
     let iterations = iterations(F, fields[0])?;
     let key = decode_base64(F, "key", fields[2])?;
-    check_derived(F, algorithm, password, fields[1].as_bytes(), iterations, &key)
+    check_derived(
+        F,
+        algorithm,
+        password,
+        fields[1].as_bytes(),
+        iterations,
+        &key,
+    )
 }
 
 /// Splits what follows `prefix` into exactly `count` `$`-separated fields.
@@ -102,7 +107,10 @@ fn split_fields<'a>(
     if fields.len() != count {
         return Err(HashError::Invalid(
             format,
-            format!("{} '$'-separated fields after {prefix}, expected {count}", fields.len()),
+            format!(
+                "{} '$'-separated fields after {prefix}, expected {count}",
+                fields.len()
+            ),
         ));
     }
     Ok(fields)
@@ -208,16 +216,31 @@ mod tests {
 
     #[test]
     fn auth_plug_literal_salt() {
-        assert_eq!(verify_auth_plug(AUTH_PLUG, b"secret", SaltEncoding::Literal), Ok(true));
-        assert_eq!(verify_auth_plug(AUTH_PLUG, b"Secret", SaltEncoding::Literal), Ok(false));
+        assert_eq!(
+            verify_auth_plug(AUTH_PLUG, b"secret", SaltEncoding::Literal),
+            Ok(true)
+        );
+        assert_eq!(
+            verify_auth_plug(AUTH_PLUG, b"Secret", SaltEncoding::Literal),
+            Ok(false)
+        );
         // Read with the other encoding it is simply a different salt: refused.
-        assert_eq!(verify_auth_plug(AUTH_PLUG, b"secret", SaltEncoding::Base64), Ok(false));
+        assert_eq!(
+            verify_auth_plug(AUTH_PLUG, b"secret", SaltEncoding::Base64),
+            Ok(false)
+        );
     }
 
     #[test]
     fn go_auth_base64_salt() {
-        assert_eq!(verify_auth_plug(GO_AUTH_B64, b"secret", SaltEncoding::Base64), Ok(true));
-        assert_eq!(verify_auth_plug(GO_AUTH_B64, b"secret", SaltEncoding::Literal), Ok(false));
+        assert_eq!(
+            verify_auth_plug(GO_AUTH_B64, b"secret", SaltEncoding::Base64),
+            Ok(true)
+        );
+        assert_eq!(
+            verify_auth_plug(GO_AUTH_B64, b"secret", SaltEncoding::Literal),
+            Ok(false)
+        );
     }
 
     #[test]
@@ -259,7 +282,10 @@ mod tests {
         let h = generate_auth_plug(b"pw", PbkdfAlgorithm::Sha512, 1000);
         assert!(h.starts_with("PBKDF2$sha512$1000$"));
         assert_eq!(verify_auth_plug(&h, b"pw", SaltEncoding::Literal), Ok(true));
-        assert_eq!(verify_auth_plug(&h, b"px", SaltEncoding::Literal), Ok(false));
+        assert_eq!(
+            verify_auth_plug(&h, b"px", SaltEncoding::Literal),
+            Ok(false)
+        );
         let h = generate_mosquitto(b"pw", 101);
         assert_eq!(verify_mosquitto(&h, b"pw"), Ok(true));
         let h = generate_django(b"pw", 1000);

@@ -1,0 +1,639 @@
+//! Authentication through the real broker: every password format, auth-plug configs,
+//! hostile input, and MySQL down, restarted or hung.
+
+use crate::harness::{
+    Broker, MariaDb, Outcome, connect, connect_v5, eventually, raw_connect, shared,
+};
+use libtest_mimic::Trial;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub fn trials() -> Vec<Trial> {
+    let tests: &[(&str, fn())] = &[
+        (
+            "auth::every_format_through_the_broker",
+            every_format_through_the_broker,
+        ),
+        ("auth::salt_and_format_options", salt_and_format_options),
+        (
+            "auth::auth_plug_config_works_unchanged",
+            auth_plug_config_works_unchanged,
+        ),
+        (
+            "auth::config_errors_stop_the_broker",
+            config_errors_stop_the_broker,
+        ),
+        (
+            "auth::hostile_input_never_lets_anyone_in",
+            hostile_input_never_lets_anyone_in,
+        ),
+        (
+            "auth::mqtt5_client_sees_not_authorized",
+            mqtt5_client_sees_not_authorized,
+        ),
+        ("auth::credential_cache", credential_cache),
+        ("auth::passwd_tool_hashes_log_in", passwd_tool_hashes_log_in),
+        ("auth::mysql_down_at_start", mysql_down_at_start),
+        ("auth::mysql_restarted_mid_run", mysql_restarted_mid_run),
+        (
+            "auth::hung_mysql_costs_at_most_the_timeout",
+            hung_mysql_costs_at_most_the_timeout,
+        ),
+    ];
+    tests
+        .iter()
+        .map(|&(name, test)| {
+            Trial::test(name, move || {
+                test();
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+/// A raw CONNECT's username and password, either possibly absent.
+type Credentials<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+const CHAT_USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
+     is_superuser FROM users WHERE username = ? LIMIT 1\n";
+
+/// Unique database names: tests run in parallel on the shared server.
+fn db_name(test: &str) -> String {
+    format!("{test}_{}", std::process::id())
+}
+
+fn sql_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Inserts a user whose hash column is the SQL expression `hash_sql`.
+fn add_user(db: &MariaDb, dbname: &str, username: &str, hash_sql: &str, salt: Option<&str>) {
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.users (username, password_hash, salt) VALUES ({}, {hash_sql}, {})",
+        sql_quote(username),
+        salt.map_or("NULL".to_string(), sql_quote)
+    ));
+}
+
+/// `mosquitto_passwd -b` output for one user: the stored hash.
+fn mosquitto_passwd(extra: &[&str], password: &str) -> String {
+    let file = crate::harness::fresh_dir("passwd").join("passwd");
+    let status = Command::new("mosquitto_passwd")
+        .args(extra)
+        .arg("-c")
+        .arg("-b")
+        .arg(&file)
+        .arg("user")
+        .arg(password)
+        .status()
+        .expect("run mosquitto_passwd (package mosquitto)");
+    assert!(status.success());
+    let line = std::fs::read_to_string(&file).unwrap();
+    line.trim()
+        .strip_prefix("user:")
+        .expect("user:hash")
+        .to_string()
+}
+
+fn assert_login(port: u16, user: &str, password: &str, wrong: &str) {
+    assert_eq!(
+        connect(port, user, password),
+        Outcome::Accepted,
+        "{user} right password"
+    );
+    assert_eq!(
+        connect(port, user, wrong),
+        Outcome::Refused(5),
+        "{user} wrong password"
+    );
+}
+
+fn every_format_through_the_broker() {
+    let db = shared();
+    let name = db.database(&db_name("formats"));
+    // (username, hash column as SQL, salt, password). Made by the real producers: MariaDB's
+    // own functions here, mosquitto_passwd below, recorded vectors with their commands.
+    let rows: &[(&str, String, Option<&str>, &str)] = &[
+        (
+            "mysql_password",
+            "PASSWORD('p@ss w0rd')".into(),
+            None,
+            "p@ss w0rd",
+        ),
+        (
+            "mysql_old",
+            "OLD_PASSWORD('oldpass')".into(),
+            None,
+            "oldpass",
+        ),
+        ("md5", "MD5('md5-pass')".into(), None, "md5-pass"),
+        (
+            "md5_upper",
+            "UPPER(MD5('md5-pass'))".into(),
+            None,
+            "md5-pass",
+        ),
+        ("sha1", "SHA1('sha1-pass')".into(), None, "sha1-pass"),
+        ("sha224", "SHA2('sha2-pass', 224)".into(), None, "sha2-pass"),
+        ("sha256", "SHA2('sha2-pass', 256)".into(), None, "sha2-pass"),
+        ("sha384", "SHA2('sha2-pass', 384)".into(), None, "sha2-pass"),
+        ("sha512", "SHA2('sha2-pass', 512)".into(), None, "sha2-pass"),
+        (
+            "sha256_salted",
+            "SHA2(CONCAT('s4lt', 'salted-pass'), 256)".into(),
+            Some("s4lt"),
+            "salted-pass",
+        ),
+        (
+            "utf8_user_é",
+            "SHA2('pässwörd✓', 256)".into(),
+            None,
+            "pässwörd✓",
+        ),
+        (
+            "mosquitto7",
+            sql_quote(&mosquitto_passwd(&[], "mosq-pass")),
+            None,
+            "mosq-pass",
+        ),
+        (
+            "mosquitto6",
+            sql_quote(&mosquitto_passwd(&["-H", "sha512"], "mosq-pass")),
+            None,
+            "mosq-pass",
+        ),
+        // python3 -c "import hashlib,base64;print(base64.b64encode(hashlib.pbkdf2_hmac(
+        //   'sha256',b'secret',b'XJWTUtSDSMKtwqkZ',901,24)).decode())"   (auth-plug np style)
+        (
+            "authplug",
+            "'PBKDF2$sha256$901$XJWTUtSDSMKtwqkZ$4BFBbpRRlpzGyoiwYxTJjn2Vq6vbm1ky'".into(),
+            None,
+            "secret",
+        ),
+        // python3 -c "import hashlib,base64;print(base64.b64encode(hashlib.pbkdf2_hmac(
+        //   'sha256',b'l\xc3\xa8tmein','seasalt'.encode(),260000)).decode())"   (Django)
+        (
+            "django",
+            "'pbkdf2_sha256$260000$seasalt$YlZ2Vggtqdc61YjArZuoApoBh9JNGYoDRBUGu6tcJQo='".into(),
+            None,
+            "lètmein",
+        ),
+        // PHP manual, password_verify(): password_hash("rasmuslerdorf", PASSWORD_DEFAULT)
+        (
+            "php_bcrypt",
+            "'$2y$10$.vGA1O9wmRjrwAVXD98HNOgsNpDczlqm3Jq7KnEd1rVAGv3Fykk1a'".into(),
+            None,
+            "rasmuslerdorf",
+        ),
+        // python3 -c "import bcrypt; print(bcrypt.hashpw(b'secret',
+        //   b'\$2b\$06\$abcdefghijklmnopqrstuu'))"   (Debian python3-bcrypt)
+        (
+            "py_bcrypt",
+            "'$2b$06$abcdefghijklmnopqrstuuxLa0AkDDSrQ9VwNnETzOsObiucpMYgC'".into(),
+            None,
+            "secret",
+        ),
+        // python3 -c "import argon2; print(argon2.PasswordHasher(time_cost=2,
+        //   memory_cost=1024, parallelism=1).hash('secret'))"   (Debian python3-argon2)
+        (
+            "argon2id",
+            "'$argon2id$v=19$m=1024,t=2,p=1$Yg9nl6NLaWZeJm6mD/4EwA$HjD2XdriDtJBL5NzP/rI9w'".into(),
+            None,
+            "secret",
+        ),
+    ];
+    for (user, hash_sql, salt, _) in rows {
+        add_user(db, &name, user, hash_sql, *salt);
+    }
+    add_user(
+        db,
+        &name,
+        "unknown_format",
+        "'{SSHA}c2VjcmV0c2VjcmV0'",
+        None,
+    );
+    add_user(db, &name, "null_hash", "NULL", None);
+    add_user(db, &name, "empty_hash", "''", None);
+    add_user(db, &name, "plain_text", "'secret'", None);
+
+    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&name)));
+    for (user, _, _, password) in rows {
+        assert_login(broker.port, user, password, &format!("{password}x"));
+    }
+    // The salted row is refused without its salt prefix semantics: the bare digest differs.
+    assert_eq!(
+        connect(broker.port, "sha256_salted", "s4ltsalted-pass"),
+        Outcome::Refused(5)
+    );
+    // Plain text is never guessed; rows with no usable hash refuse everyone.
+    for (user, password) in [
+        ("plain_text", "secret"),
+        ("unknown_format", "secret"),
+        ("null_hash", ""),
+        ("null_hash", "x"),
+        ("empty_hash", "x"),
+        ("no_such_user", "secret"),
+    ] {
+        assert_eq!(
+            connect(broker.port, user, password),
+            Outcome::Refused(5),
+            "{user}"
+        );
+    }
+    let log = broker.log();
+    assert!(
+        log.contains("login refused for user 'unknown_format': unrecognised password hash format"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("c2VjcmV0c2VjcmV0"),
+        "the stored hash reached the log"
+    );
+    assert!(!log.contains("lètmein"), "a password reached the log");
+}
+
+fn salt_and_format_options() {
+    let db = shared();
+    let name = db.database(&db_name("options"));
+    add_user(
+        db,
+        &name,
+        "suffix",
+        "SHA2(CONCAT('pw-suffix', 'NaCl'), 512)",
+        Some("NaCl"),
+    );
+    add_user(
+        db,
+        &name,
+        "prefix",
+        "SHA2(CONCAT('NaCl', 'pw-prefix'), 512)",
+        Some("NaCl"),
+    );
+    // go-auth: python3 -c "import hashlib,base64;print(base64.b64encode(hashlib.pbkdf2_hmac(
+    //   'sha512',b'secret',base64.b64decode('c2FsdHlzYWx0'),1000,32)).decode())"
+    add_user(
+        db,
+        &name,
+        "goauth",
+        "'PBKDF2$sha512$1000$c2FsdHlzYWx0$bPM86XHmloZrmDxX4Lp4XgasTZcBGszSJTEQahAitDY='",
+        None,
+    );
+    add_user(db, &name, "plain", "'pl@in text'", None);
+    let base = format!("{}{CHAT_USERQUERY}", db.plugin_options(&name));
+
+    let suffix = Broker::start(&format!(
+        "{base}auth_opt_password_salt_position suffix\nauth_opt_hasher_salt_encoding base64\n"
+    ));
+    assert_login(suffix.port, "suffix", "pw-suffix", "pw-suffiX");
+    assert_eq!(
+        connect(suffix.port, "prefix", "pw-prefix"),
+        Outcome::Refused(5)
+    );
+    assert_login(suffix.port, "goauth", "secret", "secret2");
+    drop(suffix);
+
+    let default = Broker::start(&base);
+    assert_login(default.port, "prefix", "pw-prefix", "pw-prefiX");
+    assert_eq!(
+        connect(default.port, "suffix", "pw-suffix"),
+        Outcome::Refused(5)
+    );
+    // Without base64 salt decoding the go-auth row uses a different salt: refused.
+    assert_eq!(
+        connect(default.port, "goauth", "secret"),
+        Outcome::Refused(5)
+    );
+    drop(default);
+
+    let plain = Broker::start(&format!("{base}auth_opt_password_format plain\n"));
+    assert_login(plain.port, "plain", "pl@in text", "pl@in tex");
+    // A forced format does not fall back to detection.
+    assert_eq!(
+        connect(plain.port, "prefix", "pw-prefix"),
+        Outcome::Refused(5)
+    );
+}
+
+fn auth_plug_config_works_unchanged() {
+    let db = shared();
+    let name = db.database(&db_name("authplug"));
+    let hash = "'PBKDF2$sha256$901$XJWTUtSDSMKtwqkZ$4BFBbpRRlpzGyoiwYxTJjn2Vq6vbm1ky'";
+    for user in ["alice", "Sam", "root_by_query", "o'brien"] {
+        add_user(db, &name, user, hash, None);
+    }
+    db.root_exec(&format!(
+        "UPDATE `{name}`.users SET is_superuser = 1 WHERE username = 'root_by_query'"
+    ));
+    // Lines as an auth-plug user has them (auth_opt_ prefix, '%s' queries, a superusers
+    // glob, options of other backends), plus a debug level to see superuser decisions.
+    let broker = Broker::start(&format!(
+        "auth_opt_backends mysql\n{}\
+         auth_opt_userquery SELECT password_hash FROM users WHERE username = '%s' LIMIT 1\n\
+         auth_opt_superquery SELECT COUNT(*) FROM users WHERE username = '%s' AND is_superuser = 1\n\
+         auth_opt_superusers S*\n\
+         auth_opt_acl_cacheseconds 300\n\
+         auth_opt_http_hostname localhost\n\
+         auth_opt_mysql_opt_reconnect true\n\
+         auth_opt_log_level debug\n",
+        db.plugin_options(&name)
+    ));
+    for user in ["alice", "Sam", "root_by_query", "o'brien"] {
+        assert_login(broker.port, user, "secret", "secreT");
+    }
+    let log = broker.log();
+    for line in [
+        "auth_opt_http_hostname is not used by chat-auth",
+        "auth_opt_mysql_opt_reconnect is not used by chat-auth",
+        "login accepted for user 'Sam' (user id 'Sam', superuser)",
+        "login accepted for user 'root_by_query' (user id 'root_by_query', superuser)",
+        "login accepted for user 'alice' (user id 'alice')",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in\n{log}");
+    }
+}
+
+fn config_errors_stop_the_broker() {
+    let db = shared();
+    let base = db.plugin_options("unused");
+    let userquery = "auth_opt_userquery SELECT password_hash FROM users WHERE username = '%s'\n";
+    let cases: &[(String, &str)] = &[
+        (
+            base.clone(),
+            "auth_opt_userquery (plugin_opt_userquery): is required",
+        ),
+        (
+            format!("{base}auth_opt_userquery SELECT pw FROM users WHERE username = '%c'\n"),
+            "auth_opt_userquery (plugin_opt_userquery): has '%c'",
+        ),
+        (
+            format!("{base}{userquery}auth_opt_backends mysql,http\n"),
+            "auth_opt_backends (plugin_opt_backends): 'mysql,http' is not supported",
+        ),
+        (
+            format!("{base}{userquery}auth_opt_port 70000\n"),
+            "auth_opt_port (plugin_opt_port): '70000'",
+        ),
+        (
+            format!("{base}{userquery}auth_opt_password_format rot13\n"),
+            "auth_opt_password_format (plugin_opt_password_format): 'rot13'",
+        ),
+        (
+            format!(
+                "{base}{userquery}auth_opt_ssl_enabled true\nauth_opt_ssl_ca /nonexistent.pem\n"
+            ),
+            "auth_opt_ssl_ca (plugin_opt_ssl_ca): file '/nonexistent.pem' does not exist",
+        ),
+        (
+            format!("{base}{userquery}auth_opt_auth_cachesecond 5\n"),
+            "did you mean auth_opt_auth_cacheseconds?",
+        ),
+    ];
+    for (options, expected) in cases {
+        match Broker::try_start(options, "") {
+            Ok(mut broker) => panic!(
+                "broker started (running: {}) with bad options:\n{options}",
+                broker.is_running()
+            ),
+            Err(failure) => {
+                assert_ne!(failure.exit_code, Some(0));
+                assert!(
+                    failure.log.contains(expected),
+                    "{expected:?} not in\n{}",
+                    failure.log
+                );
+            }
+        }
+    }
+}
+
+fn hostile_input_never_lets_anyone_in() {
+    let db = shared();
+    let name = db.database(&db_name("hostile"));
+    add_user(db, &name, "alice", "PASSWORD('secret')", None);
+    add_user(db, &name, "%s%d%c", "PASSWORD('secret')", None);
+    let options = format!(
+        "{}auth_opt_userquery SELECT password_hash FROM users WHERE username = '%s'\n",
+        db.plugin_options(&name)
+    );
+    let mut broker = Broker::start(&options);
+    let port = broker.port;
+    let long = vec![b'a'; 65_535];
+    let refused: &[Credentials] = &[
+        (Some(b"' OR '1'='1"), Some(b"' OR '1'='1")),
+        (Some(b"alice' -- "), Some(b"x")),
+        (Some(b"alice"), Some(b"' OR '1'='1")),
+        (Some(b"alice\\"), Some(b"secret")),
+        (Some(b"%s"), Some(b"secret")),
+        (Some(b"%s%d%c"), Some(b"wrong")),
+        (Some(b"alice"), Some(b"\xff\xfe\x00secret")),
+        (Some(b"alice"), Some(b"secret\xff")),
+        (Some(b"alice"), None),
+        (Some(b"alice"), Some(b"")),
+        (Some(&long), Some(b"secret")),
+        (Some(b"alice"), Some(&long)),
+    ];
+    for (user, password) in refused {
+        let outcome = raw_connect(port, *user, *password);
+        // Refused with a CONNACK by the plugin: never accepted, never a crash.
+        assert!(
+            matches!(outcome, Outcome::Refused(5)),
+            "{:?}/{:?}: {outcome:?}",
+            user.map(|u| String::from_utf8_lossy(&u[..u.len().min(20)]).into_owned()),
+            password.map(|p| p.len())
+        );
+        assert!(broker.is_running(), "broker died:\n{}", broker.log());
+    }
+    // A password without a username breaks MQTT 3.1.1: the broker itself drops it.
+    assert_ne!(raw_connect(port, None, Some(b"secret")), Outcome::Accepted);
+    assert!(broker.is_running());
+    // A username with printf sequences is just a name.
+    assert_eq!(connect(port, "%s%d%c", "secret"), Outcome::Accepted);
+    assert_eq!(connect(port, "alice", "secret"), Outcome::Accepted);
+    assert_eq!(
+        db.root_column(&format!("SELECT COUNT(*) FROM `{name}`.users"))[0],
+        "2",
+        "the table is intact"
+    );
+    drop(broker);
+
+    // A NULL username defers to the broker: allow_anonymous true lets it in, as without
+    // the plugin.
+    let anonymous = Broker::try_start(&options, "allow_anonymous true").expect("start");
+    assert_eq!(raw_connect(anonymous.port, None, None), Outcome::Accepted);
+    assert_eq!(
+        connect(anonymous.port, "alice", "wrong"),
+        Outcome::Refused(5)
+    );
+}
+
+fn mqtt5_client_sees_not_authorized() {
+    let db = shared();
+    let name = db.database(&db_name("mqtt5"));
+    add_user(db, &name, "alice", "SHA2('secret', 256)", None);
+    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&name)));
+    assert_eq!(
+        connect_v5(broker.port, "alice", "secret"),
+        Outcome::Accepted
+    );
+    assert_eq!(
+        connect_v5(broker.port, "alice", "wrong"),
+        Outcome::Refused(0x87)
+    );
+}
+
+fn credential_cache() {
+    let db = shared();
+    let name = db.database(&db_name("cache"));
+    add_user(db, &name, "alice", "SHA2('old', 256)", None);
+    let broker = Broker::start(&format!(
+        "{}{CHAT_USERQUERY}auth_opt_auth_cacheseconds 3\n",
+        db.plugin_options(&name)
+    ));
+    assert_eq!(connect(broker.port, "alice", "old"), Outcome::Accepted);
+    let changed = Instant::now();
+    db.root_exec(&format!(
+        "UPDATE `{name}`.users SET password_hash = SHA2('new', 256) WHERE username = 'alice'"
+    ));
+    // The old password is answered from the cache until the cache time has passed...
+    assert_eq!(connect(broker.port, "alice", "old"), Outcome::Accepted);
+    assert!(
+        changed.elapsed() < Duration::from_secs(3),
+        "test too slow to prove caching"
+    );
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(changed.elapsed()) + Duration::from_millis(300),
+    );
+    assert_eq!(connect(broker.port, "alice", "old"), Outcome::Refused(5));
+    assert_eq!(connect(broker.port, "alice", "new"), Outcome::Accepted);
+    // ...and a login with the new password replaces the cached one at once.
+    db.root_exec(&format!(
+        "UPDATE `{name}`.users SET password_hash = SHA2('newer', 256) WHERE username = 'alice'"
+    ));
+    assert_eq!(connect(broker.port, "alice", "newer"), Outcome::Accepted);
+    assert_eq!(connect(broker.port, "alice", "new"), Outcome::Refused(5));
+}
+
+fn passwd_tool_hashes_log_in() {
+    let db = shared();
+    let name = db.database(&db_name("tool"));
+    let tool = env!("CARGO_BIN_EXE_chat-auth-passwd");
+    let formats: &[&[&str]] = &[
+        &[],
+        &[
+            "--format",
+            "pbkdf2",
+            "--algorithm",
+            "sha256",
+            "--iterations",
+            "901",
+        ],
+        &["--format", "mosquitto", "--iterations", "101"],
+        &["--format", "django", "--iterations", "1000"],
+        &["--format", "bcrypt", "--cost", "4"],
+        &["--format", "argon2id"],
+    ];
+    for (i, args) in formats.iter().enumerate() {
+        let out = Command::new(tool)
+            .args(*args)
+            .arg(format!("tool-pw-{i}"))
+            .output()
+            .expect("run chat-auth-passwd");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hash = String::from_utf8(out.stdout).unwrap();
+        if args.is_empty() {
+            assert!(hash.starts_with("PBKDF2$sha512$210000$"), "default: {hash}");
+        }
+        add_user(
+            db,
+            &name,
+            &format!("tool{i}"),
+            &sql_quote(hash.trim()),
+            None,
+        );
+    }
+    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&name)));
+    for i in 0..formats.len() {
+        assert_login(
+            broker.port,
+            &format!("tool{i}"),
+            &format!("tool-pw-{i}"),
+            "nope",
+        );
+    }
+}
+
+/// A private server for the tests that stop it.
+fn private_server(name: &str) -> (MariaDb, String) {
+    let db = MariaDb::start_new(name);
+    let dbname = db.database("chat");
+    add_user(&db, &dbname, "alice", "PASSWORD('secret')", None);
+    (db, dbname)
+}
+
+fn mysql_down_at_start() {
+    let (db, dbname) = private_server("down-at-start");
+    db.stop();
+    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&dbname)));
+    // Refused with a CONNACK (not a dropped socket), and quickly.
+    let start = Instant::now();
+    assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    db.start();
+    eventually("login after MySQL came up", Duration::from_secs(10), || {
+        connect(broker.port, "alice", "secret") == Outcome::Accepted
+    });
+    let log = broker.log();
+    assert!(log.contains("MySQL unreachable"), "{log}");
+    assert!(log.contains("MySQL answers again"), "{log}");
+}
+
+fn mysql_restarted_mid_run() {
+    let (db, dbname) = private_server("restart");
+    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&dbname)));
+    assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Accepted);
+    db.stop();
+    assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
+    assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
+    db.start();
+    eventually("login after MySQL restart", Duration::from_secs(10), || {
+        connect(broker.port, "alice", "secret") == Outcome::Accepted
+    });
+    assert_eq!(connect(broker.port, "alice", "wrong"), Outcome::Refused(5));
+}
+
+fn hung_mysql_costs_at_most_the_timeout() {
+    let (db, dbname) = private_server("hung");
+    let broker = Broker::start(&format!(
+        "{}{CHAT_USERQUERY}auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 500\n",
+        db.plugin_options(&dbname)
+    ));
+    assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Accepted);
+    db.pause();
+    // The first login after the hang waits for the timeout (ping + query, bounded); later
+    // ones are refused at once, while the prober waits in the background.
+    let start = Instant::now();
+    assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
+    let first = start.elapsed();
+    assert!(
+        first < Duration::from_millis(2_500),
+        "first login took {first:?}"
+    );
+    let start = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
+    }
+    let five = start.elapsed();
+    assert!(five < Duration::from_secs(1), "five logins took {five:?}");
+    db.resume();
+    eventually("login after MySQL resumed", Duration::from_secs(10), || {
+        connect(broker.port, "alice", "secret") == Outcome::Accepted
+    });
+}

@@ -1,0 +1,526 @@
+//! Real parts for the broker tests: private MariaDB servers, a `mosquitto` running the
+//! freshly built plugin, and MQTT clients. Every process is started on free ports with
+//! its own data directory, and stopped by `Drop` (and by the kernel if the test run dies).
+
+use mysql::prelude::Queryable;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const DB_USER: &str = "chatauth";
+pub const DB_PASS: &str = "chatauth-test-pw";
+
+/// A directory for this run's files, under `target/` (ignored by git).
+pub fn run_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("broker-tests-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test run directory");
+        dir
+    })
+}
+
+/// A fresh subdirectory of the run directory.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = run_dir().join(format!("{name}-{}", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).expect("create a test directory");
+    dir
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+fn require(program: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(program);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!("{program} is not installed: run scripts/setup (the README's test command does)");
+}
+
+/// Spawns `command` so the kernel kills it if the test process dies without cleaning up.
+fn spawn(command: &mut Command) -> Child {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"))
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILL.
+fn stop_child(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    signal(child, libc::SIGCONT);
+    signal(child, libc::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Retries `ready` until it returns true; panics after `limit`.
+pub fn eventually(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what} not ready after {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private MariaDB: own data directory, socket and port.
+pub struct MariaDb {
+    pub port: u16,
+    dir: PathBuf,
+    /// Behind a lock so the shared server (a static) can be stopped at the end of the run.
+    child: Mutex<Option<Child>>,
+}
+
+impl MariaDb {
+    /// A data directory made once per run by `mariadb-install-db`, copied for each server.
+    fn template() -> &'static Path {
+        static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+        TEMPLATE.get_or_init(|| {
+            let data = run_dir().join("mariadb-template");
+            let status = Command::new(require("mariadb-install-db"))
+                .args([
+                    "--no-defaults",
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                ])
+                .arg(format!("--datadir={}", data.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run mariadb-install-db");
+            assert!(status.success(), "mariadb-install-db failed");
+            data
+        })
+    }
+
+    /// Prepares a server's data directory on a free port without starting it.
+    pub fn create(name: &str) -> MariaDb {
+        let dir = fresh_dir(name);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(Self::template())
+            .arg(dir.join("data"))
+            .status()
+            .expect("copy the MariaDB template");
+        assert!(status.success());
+        MariaDb {
+            port: free_port(),
+            dir,
+            child: Mutex::new(None),
+        }
+    }
+
+    /// Creates and starts a server, with the plugin's database user.
+    pub fn start_new(name: &str) -> MariaDb {
+        let db = MariaDb::create(name);
+        db.start();
+        db.root_exec(&format!(
+            "CREATE USER '{DB_USER}'@'%' IDENTIFIED BY '{DB_PASS}'; \
+             CREATE USER '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASS}'"
+        ));
+        db
+    }
+
+    pub fn start(&self) {
+        let mut slot = self.child.lock().unwrap();
+        assert!(slot.is_none(), "already running");
+        let d = &self.dir;
+        let child = spawn(
+            Command::new(require("mariadbd"))
+                .arg("--no-defaults")
+                .arg("--user=root")
+                .arg(format!("--datadir={}", d.join("data").display()))
+                .arg(format!("--port={}", self.port))
+                .arg(format!("--socket={}", d.join("mysqld.sock").display()))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--log-error={}", d.join("error.log").display()))
+                .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
+                .arg("--innodb-buffer-pool-size=32M")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        *slot = Some(child);
+        drop(slot);
+        let port = self.port;
+        eventually("MariaDB", Duration::from_secs(30), || {
+            root_conn(port).is_ok()
+        });
+    }
+
+    /// Clean shutdown (SIGTERM), as an operator's restart does.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_child(&mut child, Duration::from_secs(30));
+        }
+    }
+
+    /// Freezes the server: connections are accepted by the kernel but never answered.
+    pub fn pause(&self) {
+        signal(
+            self.child.lock().unwrap().as_ref().expect("running"),
+            libc::SIGSTOP,
+        );
+    }
+
+    pub fn resume(&self) {
+        signal(
+            self.child.lock().unwrap().as_ref().expect("running"),
+            libc::SIGCONT,
+        );
+    }
+
+    /// Runs one or more statements; an error in any of them fails the test (a plain
+    /// `query_drop` would drop errors of the statements after the first).
+    pub fn root_exec(&self, sql: &str) {
+        let run = || -> mysql::Result<()> {
+            let mut conn = root_conn(self.port)?;
+            let mut result = conn.query_iter(sql)?;
+            while let Some(set) = result.iter() {
+                for row in set {
+                    row?;
+                }
+            }
+            Ok(())
+        };
+        run().unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"));
+    }
+
+    /// First column of every row, as text.
+    pub fn root_column(&self, sql: &str) -> Vec<String> {
+        root_conn(self.port)
+            .and_then(|mut c| c.query::<Option<String>, _>(sql))
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"))
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect()
+    }
+
+    /// A new database with the bundled schema, readable by the plugin's user.
+    pub fn database(&self, name: &str) -> String {
+        let schema = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("mosquitto-conf/schema.sql"),
+        )
+        .expect("read mosquitto-conf/schema.sql");
+        self.root_exec(&format!(
+            "CREATE DATABASE `{name}`; USE `{name}`; {schema} \
+             GRANT SELECT ON `{name}`.* TO '{DB_USER}'@'%'; \
+             GRANT SELECT ON `{name}`.* TO '{DB_USER}'@'localhost'"
+        ));
+        name.to_string()
+    }
+
+    /// The plugin options that reach `dbname` on this server as the plugin's user.
+    pub fn plugin_options(&self, dbname: &str) -> String {
+        format!(
+            "auth_opt_host 127.0.0.1\nauth_opt_port {}\nauth_opt_dbname {dbname}\n\
+             auth_opt_user {DB_USER}\nauth_opt_pass {DB_PASS}\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn root_conn(port: u16) -> mysql::Result<mysql::Conn> {
+    mysql::Conn::new(
+        mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(port)
+            .user(Some("root"))
+            .prefer_socket(false)
+            .tcp_connect_timeout(Some(Duration::from_secs(2)))
+            .read_timeout(Some(Duration::from_secs(30))),
+    )
+}
+
+/// The plugin built by this `cargo test` run.
+pub fn plugin_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps directory");
+    let path = deps.join("libchat_auth.so");
+    assert!(path.is_file(), "plugin not built at {}", path.display());
+    path
+}
+
+/// A `mosquitto` with the plugin, on a free port, logging everything to a file.
+pub struct Broker {
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct StartFailure {
+    pub exit_code: Option<i32>,
+    pub log: String,
+}
+
+impl Broker {
+    /// `plugin_lines` follow the `plugin` line (options, usually).
+    pub fn start(plugin_lines: &str) -> Broker {
+        Broker::try_start(plugin_lines, "").unwrap_or_else(|f| {
+            panic!(
+                "mosquitto did not start (exit {:?}):\n{}",
+                f.exit_code, f.log
+            )
+        })
+    }
+
+    /// `broker_lines` go before the plugin (e.g. `allow_anonymous true`).
+    pub fn try_start(plugin_lines: &str, broker_lines: &str) -> Result<Broker, StartFailure> {
+        let dir = fresh_dir("mosquitto");
+        let port = free_port();
+        let root = unsafe { libc::geteuid() } == 0;
+        let conf = format!(
+            "{user}log_dest stderr\nlog_type all\nper_listener_settings false\n\
+             listener {port} 127.0.0.1\n{anonymous}{broker_lines}\nplugin {plugin}\n{plugin_lines}\n",
+            user = if root { "user root\n" } else { "" },
+            anonymous = if broker_lines.contains("allow_anonymous") {
+                ""
+            } else {
+                "allow_anonymous false\n"
+            },
+            plugin = plugin_path().display(),
+        );
+        let conf_path = dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
+        let log = dir.join("mosquitto.log");
+        let log_file = std::fs::File::create(&log).expect("create the broker log");
+        let mut child = spawn(
+            Command::new(require("mosquitto"))
+                .arg("-c")
+                .arg(&conf_path)
+                .stdout(log_file.try_clone().expect("dup log"))
+                .stderr(log_file),
+        );
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(StartFailure {
+                    exit_code: status.code(),
+                    log: std::fs::read_to_string(&log).unwrap_or_default(),
+                });
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Broker { port, child, log });
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(StartFailure {
+                    exit_code: None,
+                    log: std::fs::read_to_string(&log).unwrap_or_default(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// What a CONNECT came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    /// CONNACK with this return / reason code.
+    Refused(u8),
+    /// No CONNACK: the socket closed or errored.
+    Dropped(String),
+}
+
+/// MQTT 3.1.1 CONNECT with rumqttc.
+pub fn connect(port: u16, username: &str, password: &str) -> Outcome {
+    use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet};
+    let mut options = MqttOptions::new(client_id(), "127.0.0.1", port);
+    options.set_credentials(username, password);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (_client, mut connection) = Client::new(options, 10);
+    match connection.recv_timeout(Duration::from_secs(15)) {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => match ack.code {
+            ConnectReturnCode::Success => Outcome::Accepted,
+            code => Outcome::Refused(v4_return_code(code)),
+        },
+        Ok(Err(ConnectionError::ConnectionRefused(code))) => Outcome::Refused(v4_return_code(code)),
+        Ok(Ok(other)) => Outcome::Dropped(format!("unexpected first event {other:?}")),
+        Ok(Err(e)) => Outcome::Dropped(e.to_string()),
+        Err(e) => Outcome::Dropped(format!("no answer: {e:?}")),
+    }
+}
+
+/// The wire value of a 3.1.1 CONNACK return code.
+fn v4_return_code(code: rumqttc::ConnectReturnCode) -> u8 {
+    use rumqttc::ConnectReturnCode as C;
+    match code {
+        C::Success => 0,
+        C::RefusedProtocolVersion => 1,
+        C::BadClientId => 2,
+        C::ServiceUnavailable => 3,
+        C::BadUserNamePassword => 4,
+        C::NotAuthorized => 5,
+    }
+}
+
+/// MQTT 5 CONNECT with rumqttc: the reason code of the CONNACK.
+pub fn connect_v5(port: u16, username: &str, password: &str) -> Outcome {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+    use rumqttc::v5::{Client, ConnectionError, Event, MqttOptions};
+    let mut options = MqttOptions::new(client_id(), "127.0.0.1", port);
+    options.set_credentials(username, password);
+    let (_client, mut connection) = Client::new(options, 10);
+    match connection.recv_timeout(Duration::from_secs(15)) {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => match ack.code {
+            ConnectReturnCode::Success => Outcome::Accepted,
+            code => Outcome::Refused(v5_reason_code(code)),
+        },
+        Ok(Err(ConnectionError::ConnectionRefused(code))) => Outcome::Refused(v5_reason_code(code)),
+        Ok(Ok(other)) => Outcome::Dropped(format!("unexpected first event {other:?}")),
+        Ok(Err(e)) => Outcome::Dropped(e.to_string()),
+        Err(e) => Outcome::Dropped(format!("no answer: {e:?}")),
+    }
+}
+
+/// The wire value of a v5 CONNACK reason (rumqttc's enum discriminants are not).
+fn v5_reason_code(code: rumqttc::v5::mqttbytes::v5::ConnectReturnCode) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
+    match code {
+        C::Success => 0x00,
+        C::UnspecifiedError => 0x80,
+        C::MalformedPacket => 0x81,
+        C::ProtocolError => 0x82,
+        C::BadUserNamePassword => 0x86,
+        C::NotAuthorized => 0x87,
+        C::ServerUnavailable => 0x88,
+        C::ServerBusy => 0x89,
+        C::Banned => 0x8A,
+        _ => 0xFF,
+    }
+}
+
+fn client_id() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A hand-built MQTT 3.1.1 CONNECT, for what no client library will send: passwords that
+/// are not UTF-8, 64 KiB fields, a password without a username.
+pub fn raw_connect(port: u16, username: Option<&[u8]>, password: Option<&[u8]>) -> Outcome {
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut body = Vec::new();
+    field(&mut body, b"MQTT");
+    body.push(4);
+    let flags = 0x02 | username.map_or(0, |_| 0x80) | password.map_or(0, |_| 0x40);
+    body.push(flags);
+    body.extend_from_slice(&30u16.to_be_bytes());
+    field(&mut body, client_id().as_bytes());
+    if let Some(u) = username {
+        field(&mut body, u);
+    }
+    if let Some(p) = password {
+        field(&mut body, p);
+    }
+    let mut packet = vec![0x10];
+    let mut remaining = body.len();
+    loop {
+        let mut byte = (remaining % 128) as u8;
+        remaining /= 128;
+        if remaining > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if remaining == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    let mut stream = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Dropped(e.to_string()),
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    if let Err(e) = stream.write_all(&packet) {
+        return Outcome::Dropped(e.to_string());
+    }
+    let mut ack = [0u8; 4];
+    match stream.read_exact(&mut ack) {
+        Ok(()) if ack[0] == 0x20 && ack[3] == 0 => Outcome::Accepted,
+        Ok(()) if ack[0] == 0x20 => Outcome::Refused(ack[3]),
+        Ok(()) => Outcome::Dropped(format!("not a CONNACK: {ack:?}")),
+        Err(e) => Outcome::Dropped(e.to_string()),
+    }
+}
+
+/// The one MariaDB most tests share (each test in its own database).
+static SHARED: OnceLock<MariaDb> = OnceLock::new();
+
+pub fn shared() -> &'static MariaDb {
+    SHARED.get_or_init(|| MariaDb::start_new("shared-mariadb"))
+}
+
+/// Stops the shared server if it was started: statics are never dropped, so `main` calls this.
+pub fn stop_shared() {
+    if let Some(db) = SHARED.get() {
+        db.stop();
+    }
+}
