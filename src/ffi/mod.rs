@@ -190,7 +190,10 @@ mod tests {
     fn a_panic_becomes_the_refusal_code() {
         let code = guard("test", MOSQ_ERR_AUTH, || -> c_int { panic!("boom") });
         assert_eq!(code, MOSQ_ERR_AUTH);
-        assert_eq!(guard("test", MOSQ_ERR_AUTH, || MOSQ_ERR_SUCCESS), MOSQ_ERR_SUCCESS);
+        assert_eq!(
+            guard("test", MOSQ_ERR_AUTH, || MOSQ_ERR_SUCCESS),
+            MOSQ_ERR_SUCCESS
+        );
     }
 
     #[test]

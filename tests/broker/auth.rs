@@ -31,6 +31,7 @@ pub fn trials() -> Vec<Trial> {
             "auth::mqtt5_client_sees_not_authorized",
             mqtt5_client_sees_not_authorized,
         ),
+        ("auth::unix_socket_connection", unix_socket_connection),
         ("auth::credential_cache", credential_cache),
         ("auth::passwd_tool_hashes_log_in", passwd_tool_hashes_log_in),
         ("auth::mysql_down_at_start", mysql_down_at_start),
@@ -479,6 +480,20 @@ fn mqtt5_client_sees_not_authorized() {
         connect_v5(broker.port, "alice", "wrong"),
         Outcome::Refused(0x87)
     );
+}
+
+fn unix_socket_connection() {
+    let db = shared();
+    let name = db.database(&db_name("socket"));
+    add_user(db, &name, "alice", "MD5('secret')", None);
+    // A TCP port nobody listens on: only the socket can make this work.
+    let options = format!(
+        "{}auth_opt_host 127.0.0.1\nauth_opt_port {}\n{CHAT_USERQUERY}",
+        db.socket_options(&name),
+        crate::harness::free_port()
+    );
+    let broker = Broker::start(&options);
+    assert_login(broker.port, "alice", "secret", "Secret");
 }
 
 fn credential_cache() {

@@ -245,6 +245,15 @@ impl MariaDb {
         name.to_string()
     }
 
+    /// The plugin options that reach `dbname` through this server's Unix socket.
+    pub fn socket_options(&self, dbname: &str) -> String {
+        format!(
+            "auth_opt_socket {}\nauth_opt_dbname {dbname}\nauth_opt_user {DB_USER}\n\
+             auth_opt_pass {DB_PASS}\n",
+            self.dir.join("mysqld.sock").display()
+        )
+    }
+
     /// The plugin options that reach `dbname` on this server as the plugin's user.
     pub fn plugin_options(&self, dbname: &str) -> String {
         format!(
