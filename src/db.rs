@@ -4,7 +4,10 @@
 use crate::config::DbConfig;
 use crate::query::Query;
 use mysql::prelude::Queryable;
-use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+use mysql::{
+    DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn, Row, Value,
+};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -35,7 +38,11 @@ impl std::fmt::Display for DbError {
 /// a typo in a query is reported at start rather than at the first login.
 pub type StatementChecks = Vec<(&'static str, String)>;
 
-struct Health {
+/// State shared by the broker thread and the prober.
+struct Shared {
+    /// Replaced when a panic inside the driver poisons it (see `conn`).
+    pool: Mutex<Pool>,
+    opts: Opts,
     down: AtomicBool,
     stop: AtomicBool,
     /// Wakes the prober: set by `mark_down` and by shutdown.
@@ -43,17 +50,31 @@ struct Health {
     signal: Condvar,
 }
 
-impl Health {
+impl Shared {
     fn wake(&self) {
         *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.signal.notify_all();
     }
+
+    /// A connection, waiting at most `wait`. A pool whose lock was poisoned by a panic in
+    /// the driver is useless forever, so it is replaced by a fresh one.
+    fn conn(&self, wait: Duration) -> mysql::Result<PooledConn> {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let result = catch_unwind(AssertUnwindSafe(|| pool.try_get_conn(wait)))
+            .unwrap_or_else(|_| Err(DriverError::PoisonedPoolMutex.into()));
+        if let Err(mysql::Error::DriverError(DriverError::PoisonedPoolMutex)) = &result {
+            log::error!("the MySQL pool was broken by an internal panic; replacing it");
+            if let Ok(fresh) = Pool::new(self.opts.clone()) {
+                *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+            }
+        }
+        result
+    }
 }
 
 pub struct Db {
-    pool: Pool,
     wait: Duration,
-    health: Arc<Health>,
+    shared: Arc<Shared>,
     prober: Option<JoinHandle<()>>,
 }
 
@@ -61,31 +82,36 @@ impl Db {
     /// Builds the pool (no connection is opened here: a dead database must not stop the
     /// broker from starting) and starts the prober, which connects at once in the background.
     pub fn start(config: &DbConfig, checks: StatementChecks) -> Result<Db, String> {
-        let pool = Pool::new(opts(config)?).map_err(|e| e.to_string())?;
-        let health = Arc::new(Health {
+        // Name the TLS crypto provider: with more than one compiled in, rustls would panic
+        // at the first TLS connection rather than pick one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let opts = opts(config)?;
+        let pool = Pool::new(opts.clone()).map_err(|e| e.to_string())?;
+        let shared = Arc::new(Shared {
+            pool: Mutex::new(pool),
+            opts,
             down: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             wake: Mutex::new(true),
             signal: Condvar::new(),
         });
+        let wait = config.connect_timeout + config.query_timeout;
         let prober = {
-            let (pool, health) = (pool.clone(), Arc::clone(&health));
-            let wait = config.connect_timeout + config.query_timeout;
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("chat-auth-db-probe".into())
-                .spawn(move || probe_loop(&pool, &health, wait, checks))
+                .spawn(move || probe_loop(&shared, wait, checks))
                 .map_err(|e| format!("cannot start the database prober thread: {e}"))?
         };
         Ok(Db {
-            pool,
-            wait: config.connect_timeout + config.query_timeout,
-            health,
+            wait,
+            shared,
             prober: Some(prober),
         })
     }
 
     pub fn is_down(&self) -> bool {
-        self.health.down.load(Ordering::Acquire)
+        self.shared.down.load(Ordering::Acquire)
     }
 
     /// Runs `query` with `values` bound to its placeholders and returns its first row.
@@ -94,8 +120,8 @@ impl Db {
             return Err(DbError::Unavailable("still unreachable".into()));
         }
         let result = self
-            .pool
-            .try_get_conn(self.wait)
+            .shared
+            .conn(self.wait)
             .and_then(|mut conn| conn.exec_first::<Row, _, _>(&query.sql, values));
         result.map_err(|e| self.classify(e))
     }
@@ -105,10 +131,10 @@ impl Db {
             mysql::Error::MySqlError(e) => DbError::Query(e.to_string()),
             other => {
                 let why = other.to_string();
-                if !self.health.down.swap(true, Ordering::AcqRel) {
+                if !self.shared.down.swap(true, Ordering::AcqRel) {
                     log::error!("MySQL unreachable ({why}); logins are refused until it answers");
                 }
-                self.health.wake();
+                self.shared.wake();
                 DbError::Unavailable(why)
             }
         }
@@ -117,8 +143,8 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        self.health.stop.store(true, Ordering::Release);
-        self.health.wake();
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake();
         if let Some(prober) = self.prober.take() {
             let _ = prober.join();
         }
@@ -161,57 +187,71 @@ fn opts(config: &DbConfig) -> Result<Opts, String> {
 
 /// Connects at start (reporting statements the server will not prepare), then sleeps until
 /// a query reports the database down, and retries every `PROBE_INTERVAL` until it answers.
-fn probe_loop(pool: &Pool, health: &Health, wait: Duration, checks: StatementChecks) {
+fn probe_loop(shared: &Shared, wait: Duration, checks: StatementChecks) {
     let mut checked = false;
     loop {
-        if health.stop.load(Ordering::Acquire) {
+        if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        if !checked || health.down.load(Ordering::Acquire) {
-            let probe = pool.try_get_conn(wait).and_then(|mut conn| {
-                conn.query_drop("DO 1")?;
-                Ok(conn)
-            });
+        if !checked || shared.down.load(Ordering::Acquire) {
+            // A panic here must not end the prober: logins would stay refused for good.
+            let probe = catch_unwind(AssertUnwindSafe(|| {
+                probe_once(shared, wait, &checks, checked)
+            }))
+            .unwrap_or_else(|_| Err("internal panic while probing".to_string()));
             match probe {
-                Ok(mut conn) => {
-                    if !checked {
-                        for (option, sql) in &checks {
-                            if let Err(e) = conn.prep(sql) {
-                                log::error!(
-                                    "auth_opt_{option} is rejected by the server: {e}; logins that \
-                                     need it will be refused"
-                                );
-                            }
-                        }
-                        checked = true;
-                    }
-                    if health.down.swap(false, Ordering::AcqRel) {
+                Ok(()) => {
+                    checked = true;
+                    if shared.down.swap(false, Ordering::AcqRel) {
                         log::info!("MySQL answers again; logins are checked again");
                     }
                 }
                 Err(e) => {
                     // The swap makes one log line per outage, whoever noticed it first.
-                    if !health.down.swap(true, Ordering::AcqRel) {
+                    if !shared.down.swap(true, Ordering::AcqRel) {
                         log::error!("MySQL unreachable ({e}); logins are refused until it answers");
                     }
                 }
             }
         }
-        let guard = health.wake.lock().unwrap_or_else(|e| e.into_inner());
-        let mut guard = if !checked || health.down.load(Ordering::Acquire) {
-            health
+        let guard = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = if !checked || shared.down.load(Ordering::Acquire) {
+            shared
                 .signal
                 .wait_timeout(guard, PROBE_INTERVAL)
                 .unwrap_or_else(|e| e.into_inner())
                 .0
         } else {
-            health
+            shared
                 .signal
                 .wait_while(guard, |woken| !*woken)
                 .unwrap_or_else(|e| e.into_inner())
         };
         *guard = false;
     }
+}
+
+/// One round trip; on the first success also prepares each configured statement once, so
+/// a query the server rejects is reported at start rather than at the first login.
+fn probe_once(
+    shared: &Shared,
+    wait: Duration,
+    checks: &StatementChecks,
+    checked: bool,
+) -> Result<(), String> {
+    let mut conn = shared.conn(wait).map_err(|e| e.to_string())?;
+    conn.query_drop("DO 1").map_err(|e| e.to_string())?;
+    if !checked {
+        for (option, sql) in checks {
+            if let Err(e) = conn.prep(sql) {
+                log::error!(
+                    "auth_opt_{option} is rejected by the server: {e}; logins that need it \
+                     will be refused"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a column of a row as bytes: text and blobs as they are, numbers as decimal text.

@@ -32,6 +32,7 @@ pub fn trials() -> Vec<Trial> {
             mqtt5_client_sees_not_authorized,
         ),
         ("auth::unix_socket_connection", unix_socket_connection),
+        ("auth::tls_to_mysql", tls_to_mysql),
         ("auth::credential_cache", credential_cache),
         ("auth::passwd_tool_hashes_log_in", passwd_tool_hashes_log_in),
         ("auth::mysql_down_at_start", mysql_down_at_start),
@@ -494,6 +495,119 @@ fn unix_socket_connection() {
     );
     let broker = Broker::start(&options);
     assert_login(broker.port, "alice", "secret", "Secret");
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &str) {
+    let status = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl {args}");
+}
+
+/// A CA, a server certificate for 127.0.0.1, a client certificate, and an unrelated CA.
+fn make_certificates() -> std::path::PathBuf {
+    let dir = crate::harness::fresh_dir("tls");
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            &dir,
+            &format!(
+                "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN={ca} -keyout {ca}.key -out {ca}.pem"
+            ),
+        );
+    }
+    // Extensions make v3 certificates (webpki refuses v1 ones).
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for name in ["server", "client"] {
+        openssl(
+            &dir,
+            &format!(
+                "req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr"
+            ),
+        );
+        openssl(
+            &dir,
+            &format!(
+                "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                 -out {name}.pem -extfile {name}.ext"
+            ),
+        );
+    }
+    dir
+}
+
+fn tls_to_mysql() {
+    let certs = make_certificates();
+    let path = |f: &str| certs.join(f).display().to_string();
+    let db = MariaDb::start_new_with(
+        "tls",
+        &[
+            format!("--ssl-ca={}", path("ca.pem")),
+            format!("--ssl-cert={}", path("server.pem")),
+            format!("--ssl-key={}", path("server.key")),
+        ],
+    );
+    let name = db.database("chat");
+    add_user(&db, &name, "alice", "PASSWORD('secret')", None);
+    // The plugin's user may only connect over TLS; a second one needs a client certificate.
+    db.root_exec(&format!(
+        "ALTER USER '{u}'@'%' REQUIRE SSL; ALTER USER '{u}'@'localhost' REQUIRE SSL; \
+         CREATE USER 'x509'@'%' IDENTIFIED BY 'x509-pw' REQUIRE X509; \
+         CREATE USER 'x509'@'localhost' IDENTIFIED BY 'x509-pw' REQUIRE X509; \
+         GRANT SELECT ON `{name}`.* TO 'x509'@'%'; \
+         GRANT SELECT ON `{name}`.* TO 'x509'@'localhost'",
+        u = crate::harness::DB_USER
+    ));
+    let base = format!("{}{CHAT_USERQUERY}", db.plugin_options(&name));
+
+    let tls = Broker::start(&format!(
+        "{base}auth_opt_ssl_enabled true\nauth_opt_ssl_ca {}\n",
+        path("ca.pem")
+    ));
+    assert_login(tls.port, "alice", "secret", "wrong");
+    drop(tls);
+
+    // Without TLS the server refuses the plugin's user: logins are refused, not allowed.
+    let plain = Broker::start(&base);
+    assert_eq!(connect(plain.port, "alice", "secret"), Outcome::Refused(5));
+    drop(plain);
+
+    // A server certificate from another CA fails verification.
+    let wrong_ca = Broker::start(&format!(
+        "{base}auth_opt_ssl_enabled true\nauth_opt_ssl_ca {}\n",
+        path("other-ca.pem")
+    ));
+    assert_eq!(
+        connect(wrong_ca.port, "alice", "secret"),
+        Outcome::Refused(5)
+    );
+    drop(wrong_ca);
+
+    // A client certificate for a REQUIRE X509 user.
+    let x509 = format!(
+        "auth_opt_host 127.0.0.1\nauth_opt_port {}\nauth_opt_dbname {name}\n\
+         auth_opt_user x509\nauth_opt_pass x509-pw\n{CHAT_USERQUERY}\
+         auth_opt_ssl_enabled true\nauth_opt_ssl_ca {}\n",
+        db.port,
+        path("ca.pem")
+    );
+    let with_cert = Broker::start(&format!(
+        "{x509}auth_opt_ssl_cert {}\nauth_opt_ssl_key {}\n",
+        path("client.pem"),
+        path("client.key")
+    ));
+    assert_login(with_cert.port, "alice", "secret", "wrong");
+    drop(with_cert);
+    let without_cert = Broker::start(&x509);
+    assert_eq!(
+        connect(without_cert.port, "alice", "secret"),
+        Outcome::Refused(5)
+    );
 }
 
 fn credential_cache() {

@@ -105,6 +105,8 @@ pub struct MariaDb {
     dir: PathBuf,
     /// Behind a lock so the shared server (a static) can be stopped at the end of the run.
     child: Mutex<Option<Child>>,
+    /// Extra `mariadbd` arguments (TLS files, for instance).
+    extra_args: Vec<String>,
 }
 
 impl MariaDb {
@@ -143,12 +145,19 @@ impl MariaDb {
             port: free_port(),
             dir,
             child: Mutex::new(None),
+            extra_args: Vec::new(),
         }
     }
 
     /// Creates and starts a server, with the plugin's database user.
     pub fn start_new(name: &str) -> MariaDb {
-        let db = MariaDb::create(name);
+        MariaDb::start_new_with(name, &[])
+    }
+
+    /// As `start_new`, with extra `mariadbd` arguments.
+    pub fn start_new_with(name: &str, extra_args: &[String]) -> MariaDb {
+        let mut db = MariaDb::create(name);
+        db.extra_args = extra_args.to_vec();
         db.start();
         db.root_exec(&format!(
             "CREATE USER '{DB_USER}'@'%' IDENTIFIED BY '{DB_PASS}'; \
@@ -172,6 +181,7 @@ impl MariaDb {
                 .arg(format!("--log-error={}", d.join("error.log").display()))
                 .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
                 .arg("--innodb-buffer-pool-size=32M")
+                .args(&self.extra_args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
