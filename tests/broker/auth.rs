@@ -33,6 +33,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         ("auth::unix_socket_connection", unix_socket_connection),
         ("auth::tls_to_mysql", tls_to_mysql),
+        ("auth::example_configs_work", example_configs_work),
         ("auth::credential_cache", credential_cache),
         ("auth::passwd_tool_hashes_log_in", passwd_tool_hashes_log_in),
         ("auth::mysql_down_at_start", mysql_down_at_start),
@@ -608,6 +609,46 @@ fn tls_to_mysql() {
         connect(without_cert.port, "alice", "secret"),
         Outcome::Refused(5)
     );
+}
+
+/// The shipped example configs, with only the machine-specific lines rewritten: the
+/// listener port, the plugin path, and where the database is.
+fn example_configs_work() {
+    let db = shared();
+    let name = db.database(&db_name("examples"));
+    add_user(db, &name, "alice", "PASSWORD('secret')", None);
+    add_user(db, &name, "Sam", "MD5('secret')", None);
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for example in ["chat.conf", "auth-plug.conf"] {
+        let text = std::fs::read_to_string(repo.join("mosquitto-conf").join(example)).unwrap();
+        let port = crate::harness::free_port();
+        let conf: String = text
+            .lines()
+            .map(|line| {
+                let key = line.split_whitespace().next().unwrap_or("");
+                let option = key
+                    .strip_prefix("auth_opt_")
+                    .or_else(|| key.strip_prefix("plugin_opt_"));
+                let replaced = match (key, option) {
+                    ("listener", _) => format!("listener {port} 127.0.0.1"),
+                    ("auth_plugin" | "plugin", _) => {
+                        format!("{key} {}", crate::harness::plugin_path().display())
+                    }
+                    (_, Some("host")) => format!("{key} 127.0.0.1"),
+                    (_, Some("port")) => format!("{key} {}", db.port),
+                    (_, Some("dbname")) => format!("{key} {name}"),
+                    (_, Some("user")) => format!("{key} {}", crate::harness::DB_USER),
+                    (_, Some("pass")) => format!("{key} {}", crate::harness::DB_PASS),
+                    _ => line.to_string(),
+                };
+                replaced + "\n"
+            })
+            .collect();
+        let broker = Broker::run(&conf, port)
+            .unwrap_or_else(|f| panic!("{example} did not start:\n{}", f.log));
+        assert_login(broker.port, "alice", "secret", "wrong");
+        assert_login(broker.port, "Sam", "secret", "wrong");
+    }
 }
 
 fn credential_cache() {

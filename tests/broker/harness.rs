@@ -327,13 +327,10 @@ impl Broker {
 
     /// `broker_lines` go before the plugin (e.g. `allow_anonymous true`).
     pub fn try_start(plugin_lines: &str, broker_lines: &str) -> Result<Broker, StartFailure> {
-        let dir = fresh_dir("mosquitto");
         let port = free_port();
-        let root = unsafe { libc::geteuid() } == 0;
         let conf = format!(
-            "{user}log_dest stderr\nlog_type all\nper_listener_settings false\n\
+            "log_type all\nper_listener_settings false\n\
              listener {port} 127.0.0.1\n{anonymous}{broker_lines}\nplugin {plugin}\n{plugin_lines}\n",
-            user = if root { "user root\n" } else { "" },
             anonymous = if broker_lines.contains("allow_anonymous") {
                 ""
             } else {
@@ -341,6 +338,17 @@ impl Broker {
             },
             plugin = plugin_path().display(),
         );
+        Broker::run(&conf, port)
+    }
+
+    /// Runs a complete configuration whose listener is `port`.
+    pub fn run(conf: &str, port: u16) -> Result<Broker, StartFailure> {
+        let root = unsafe { libc::geteuid() } == 0;
+        let conf = format!(
+            "{}log_dest stderr\n{conf}",
+            if root { "user root\n" } else { "" }
+        );
+        let dir = fresh_dir("mosquitto");
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
         let log = dir.join("mosquitto.log");
