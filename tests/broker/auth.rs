@@ -60,6 +60,14 @@ type Credentials<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 const CHAT_USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
      is_superuser FROM users WHERE username = ? LIMIT 1\n";
 
+/// A broker on `dbname` with the bundled schema's userquery, then `extra` option lines.
+fn chat_broker(db: &MariaDb, dbname: &str, extra: &str) -> Broker {
+    Broker::start(&format!(
+        "{}{CHAT_USERQUERY}{extra}",
+        db.plugin_options(dbname)
+    ))
+}
+
 /// Unique database names: tests run in parallel on the shared server.
 fn db_name(test: &str) -> String {
     format!("{test}_{}", std::process::id())
@@ -219,7 +227,7 @@ fn every_format_through_the_broker() {
     add_user(db, &name, "empty_hash", "''", None);
     add_user(db, &name, "plain_text", "'secret'", None);
 
-    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&name)));
+    let broker = chat_broker(db, &name, "");
     for (user, _, _, password) in rows {
         assert_login(broker.port, user, password, &format!("{password}x"));
     }
@@ -473,7 +481,7 @@ fn mqtt5_client_sees_not_authorized() {
     let db = shared();
     let name = db.database(&db_name("mqtt5"));
     add_user(db, &name, "alice", "SHA2('secret', 256)", None);
-    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&name)));
+    let broker = chat_broker(db, &name, "");
     assert_eq!(
         connect_v5(broker.port, "alice", "secret"),
         Outcome::Accepted
@@ -655,10 +663,7 @@ fn credential_cache() {
     let db = shared();
     let name = db.database(&db_name("cache"));
     add_user(db, &name, "alice", "SHA2('old', 256)", None);
-    let broker = Broker::start(&format!(
-        "{}{CHAT_USERQUERY}auth_opt_auth_cacheseconds 3\n",
-        db.plugin_options(&name)
-    ));
+    let broker = chat_broker(db, &name, "auth_opt_auth_cacheseconds 3\n");
     assert_eq!(connect(broker.port, "alice", "old"), Outcome::Accepted);
     let changed = Instant::now();
     db.root_exec(&format!(
@@ -725,7 +730,7 @@ fn passwd_tool_hashes_log_in() {
             None,
         );
     }
-    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&name)));
+    let broker = chat_broker(db, &name, "");
     for i in 0..formats.len() {
         assert_login(
             broker.port,
@@ -747,7 +752,7 @@ fn private_server(name: &str) -> (MariaDb, String) {
 fn mysql_down_at_start() {
     let (db, dbname) = private_server("down-at-start");
     db.stop();
-    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&dbname)));
+    let broker = chat_broker(&db, &dbname, "");
     // Refused with a CONNACK (not a dropped socket), and quickly.
     let start = Instant::now();
     assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
@@ -767,7 +772,7 @@ fn mysql_down_at_start() {
 
 fn mysql_restarted_mid_run() {
     let (db, dbname) = private_server("restart");
-    let broker = Broker::start(&format!("{}{CHAT_USERQUERY}", db.plugin_options(&dbname)));
+    let broker = chat_broker(&db, &dbname, "");
     assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Accepted);
     db.stop();
     assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
@@ -781,10 +786,11 @@ fn mysql_restarted_mid_run() {
 
 fn hung_mysql_costs_at_most_the_timeout() {
     let (db, dbname) = private_server("hung");
-    let broker = Broker::start(&format!(
-        "{}{CHAT_USERQUERY}auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 500\n",
-        db.plugin_options(&dbname)
-    ));
+    let broker = chat_broker(
+        &db,
+        &dbname,
+        "auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 500\n",
+    );
     assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Accepted);
     db.pause();
     // The first login after the hang waits for the timeout (ping + query, bounded); later
