@@ -136,18 +136,13 @@ const OWN_KEYS: &[&str] = &[
     "log_level",
 ];
 
-/// What parsing found besides the config: things to warn about at start.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    pub warnings: Vec<String>,
-}
-
 impl Config {
-    /// Parses the broker's key/value options. Later duplicates win, as in auth-plug.
+    /// Parses the broker's key/value options (later duplicates win, as in auth-plug) into
+    /// the config and the warnings to log at start.
     pub fn parse<K: AsRef<str>, V: AsRef<str>>(
         options: &[(K, V)],
-    ) -> Result<(Config, Parsed), ConfigError> {
-        let mut parsed = Parsed::default();
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
         let mut values: std::collections::HashMap<&str, &str> = Default::default();
         for (key, value) in options {
             let key = key.as_ref();
@@ -165,7 +160,7 @@ impl Config {
             } else if FOREIGN_KEYS.contains(&key)
                 || FOREIGN_PREFIXES.iter().any(|p| key.starts_with(p))
             {
-                parsed.warnings.push(format!(
+                warnings.push(format!(
                     "auth_opt_{key} is not used by chat-auth (another auth-plug backend or \
                      feature); ignored"
                 ));
@@ -175,9 +170,7 @@ impl Config {
                     format!("unknown option; did you mean auth_opt_{near}?"),
                 ));
             } else {
-                parsed
-                    .warnings
-                    .push(format!("auth_opt_{key} is not a chat-auth option; ignored"));
+                warnings.push(format!("auth_opt_{key} is not a chat-auth option; ignored"));
             }
         }
         let get = |key: &str| values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
@@ -240,7 +233,7 @@ impl Config {
             }
             _ => {
                 if tls_files.iter().any(Option::is_some) {
-                    parsed.warnings.push(
+                    warnings.push(
                         "auth_opt_ssl_ca/ssl_cert/ssl_key are set but auth_opt_ssl_enabled is not \
                          true: connecting to MySQL without TLS"
                             .into(),
@@ -349,7 +342,7 @@ impl Config {
             },
             log_level,
         };
-        Ok((config, parsed))
+        Ok((config, warnings))
     }
 }
 
@@ -403,7 +396,7 @@ mod tests {
         "SELECT password FROM users WHERE username = '%s' LIMIT 1",
     );
 
-    fn parse(extra: &[(&str, &str)]) -> Result<(Config, Parsed), ConfigError> {
+    fn parse(extra: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
         let mut options = vec![USERQUERY];
         options.extend_from_slice(extra);
         Config::parse(&options)
@@ -411,7 +404,7 @@ mod tests {
 
     #[test]
     fn auth_plug_config_loads_unchanged() {
-        let (config, parsed) = parse(&[
+        let (config, warnings) = parse(&[
             ("backends", "mysql"),
             ("host", "db.example"),
             ("port", "3307"),
@@ -439,8 +432,8 @@ mod tests {
             config.userquery.sql,
             "SELECT password FROM users WHERE username = ? LIMIT 1"
         );
-        assert_eq!(parsed.warnings.len(), 2, "{:?}", parsed.warnings);
-        assert!(parsed.warnings[0].contains("auth_opt_http_hostname"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("auth_opt_http_hostname"));
     }
 
     #[test]

@@ -16,9 +16,9 @@ impl Plugin {
     /// Validates the options and starts the background parts. An `Err` names the option and
     /// stops the broker; an unreachable database does not.
     pub fn start<K: AsRef<str>, V: AsRef<str>>(options: &[(K, V)]) -> Result<Plugin, String> {
-        let (config, parsed) = Config::parse(options).map_err(|e| e.to_string())?;
+        let (config, warnings) = Config::parse(options).map_err(|e| e.to_string())?;
         log::set_max_level(config.log_level);
-        for warning in &parsed.warnings {
+        for warning in &warnings {
             log::warn!("{warning}");
         }
         let mut checks = vec![("userquery", config.userquery.sql.clone())];
@@ -56,16 +56,11 @@ pub struct MysqlUsers {
     superquery: Option<Query>,
 }
 
+/// Values for a user query's placeholders: `query::USER_BINDINGS` lets every one of them
+/// be only the username.
 fn bind(query: &Query, username: &str) -> Vec<Value> {
-    query
-        .params
-        .iter()
-        .map(|param| match param {
-            // User queries only ever bind the username (see query::USER_BINDINGS).
-            Param::Username | Param::UserId | Param::ClientId => Value::from(username),
-            Param::Access => Value::from(0),
-        })
-        .collect()
+    debug_assert!(query.params.iter().all(|p| *p == Param::Username));
+    vec![Value::from(username); query.params.len()]
 }
 
 fn column<'r>(row: &'r Row, name: &str) -> Option<&'r Value> {
