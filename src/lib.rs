@@ -8,5 +8,6 @@ pub mod hash;
 pub mod logging;
 pub mod plugin;
 pub mod query;
+pub mod topic;
 
 mod ffi;
