@@ -12,6 +12,7 @@ use libtest_mimic::{Arguments, Trial};
 fn main() {
     let args = Arguments::from_args();
     let trials: Vec<Trial> = auth::trials();
+    harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();
     conclusion.exit();

@@ -54,6 +54,8 @@ fn require(program: &str) -> PathBuf {
 }
 
 /// Spawns `command` so the kernel kills it if the test process dies without cleaning up.
+/// PR_SET_PDEATHSIG follows the spawning *thread*, not the process: a server shared by
+/// several tests must be spawned from the main thread (see `start_shared`).
 fn spawn(command: &mut Command) -> Child {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
@@ -541,8 +543,14 @@ pub fn raw_connect(port: u16, username: Option<&[u8]>, password: Option<&[u8]>) 
 /// The one MariaDB most tests share (each test in its own database).
 static SHARED: OnceLock<MariaDb> = OnceLock::new();
 
+/// Starts the shared server; `main` calls it on its own thread, which outlives every test
+/// (a test thread that spawned it would take it down when the thread ends).
+pub fn start_shared() {
+    SHARED.get_or_init(|| MariaDb::start_new("shared-mariadb"));
+}
+
 pub fn shared() -> &'static MariaDb {
-    SHARED.get_or_init(|| MariaDb::start_new("shared-mariadb"))
+    SHARED.get().expect("main starts the shared MariaDB before the tests")
 }
 
 /// Stops the shared server if it was started: statics are never dropped, so `main` calls this.
