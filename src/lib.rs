@@ -1,6 +1,7 @@
 //! chat-auth: a Mosquitto 2.0 plugin. The safe core (config, query, hash, auth, db) never
 //! calls the broker; `ffi` is the only place with `unsafe` and broker calls.
 
+pub mod acl;
 pub mod auth;
 pub mod config;
 pub mod db;

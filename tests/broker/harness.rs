@@ -550,7 +550,9 @@ pub fn start_shared() {
 }
 
 pub fn shared() -> &'static MariaDb {
-    SHARED.get().expect("main starts the shared MariaDB before the tests")
+    SHARED
+        .get()
+        .expect("main starts the shared MariaDB before the tests")
 }
 
 /// Stops the shared server if it was started: statics are never dropped, so `main` calls this.

@@ -1,0 +1,355 @@
+//! The authorization rules, as pure decisions over one client's loaded rules: superusers,
+//! then the chat topics, then auth-plug ACL patterns, then deny. No I/O; the callers load
+//! the rules (at login, by the refresher) and keep them per client.
+
+use crate::topic::{self, Template, TemplateMatch};
+use std::collections::HashSet;
+
+/// What the broker asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A delivery to this client (checked per message).
+    Read,
+    /// A PUBLISH from this client.
+    Write,
+    /// A SUBSCRIBE filter (may hold wildcards and a `$share/` prefix).
+    Subscribe,
+    Unsubscribe,
+}
+
+/// The chat topic templates (`auth_opt_chat_user_topic`, `auth_opt_chat_group_topic`).
+#[derive(Debug, Clone)]
+pub struct ChatTopics {
+    pub inbox: Template,
+    pub group: Template,
+}
+
+impl ChatTopics {
+    pub fn new(inbox: &str, group: &str) -> Result<ChatTopics, String> {
+        Ok(ChatTopics {
+            inbox: Template::parse(inbox)?,
+            group: Template::parse(group)?,
+        })
+    }
+}
+
+/// auth-plug ACL patterns of one client, already expanded (`%u`, `%c`), by access.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Patterns {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+/// Everything a decision needs to know about one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub user_id: &'a str,
+    pub superuser: bool,
+    /// `None` while the client's rules were never loaded: everything but superuser and
+    /// unsubscribe is refused.
+    pub groups: Option<&'a HashSet<String>>,
+    pub patterns: &'a Patterns,
+}
+
+/// The decision for one check. `chat` is `None` when the chat rules are disabled.
+pub fn allowed(
+    chat: Option<&ChatTopics>,
+    subject: Subject<'_>,
+    access: Access,
+    topic: &str,
+    retain: bool,
+) -> bool {
+    if access == Access::Unsubscribe || subject.superuser {
+        return true;
+    }
+    let Some(groups) = subject.groups else {
+        return false;
+    };
+    if access == Access::Subscribe {
+        let Some(filter) = topic::strip_shared(topic).filter(|f| topic::is_valid_filter(f)) else {
+            return false;
+        };
+        if let Some(chat) = chat {
+            match chat_subscribe(chat, subject.user_id, groups, filter) {
+                ChatVerdict::Allow => return true,
+                ChatVerdict::Deny => return false,
+                ChatVerdict::NotChat => {}
+            }
+        }
+        return subject
+            .patterns
+            .subscribe
+            .iter()
+            .any(|pattern| topic::covered_by(filter, pattern));
+    }
+    if let Some(chat) = chat {
+        if let Some(inbox_owner) = chat.inbox.id_of(topic) {
+            // Anyone logged in may write to any inbox; only its owner reads it. A retained
+            // chat message would replay to every new subscriber forever.
+            return match access {
+                Access::Write => !retain,
+                _ => inbox_owner == subject.user_id,
+            };
+        }
+        if let Some(group) = chat.group.id_of(topic) {
+            return groups.contains(group) && !(access == Access::Write && retain);
+        }
+    }
+    let patterns = match access {
+        Access::Write => &subject.patterns.write,
+        _ => &subject.patterns.read,
+    };
+    patterns
+        .iter()
+        .any(|pattern| topic::matches(pattern, topic))
+}
+
+enum ChatVerdict {
+    Allow,
+    Deny,
+    /// The filter cannot match a chat topic, or only allowed ones among others: the other
+    /// rules decide.
+    NotChat,
+}
+
+/// A filter that could match a chat topic the client may not read is refused; one that is
+/// exactly an allowed chat topic is allowed; anything else goes on to the patterns.
+fn chat_subscribe(
+    chat: &ChatTopics,
+    user_id: &str,
+    groups: &HashSet<String>,
+    filter: &str,
+) -> ChatVerdict {
+    let inbox = chat.inbox.meet(filter);
+    let group = chat.group.meet(filter);
+    let inbox_ok = match inbox {
+        TemplateMatch::Disjoint => None,
+        TemplateMatch::Id(id) => Some(id == user_id),
+        TemplateMatch::AnyId => Some(false),
+    };
+    let group_ok = match group {
+        TemplateMatch::Disjoint => None,
+        TemplateMatch::Id(id) => Some(groups.contains(id)),
+        TemplateMatch::AnyId => Some(false),
+    };
+    match (inbox_ok, group_ok) {
+        (Some(false), _) | (_, Some(false)) => ChatVerdict::Deny,
+        (None, None) => ChatVerdict::NotChat,
+        // Exactly one's own inbox or a member group: allowed. With wildcards it may also
+        // match non-chat topics, which need a pattern.
+        _ if !filter.contains(['+', '#']) => ChatVerdict::Allow,
+        _ => ChatVerdict::NotChat,
+    }
+}
+
+/// Expands auth-plug's `%u` (username) and `%c` (client id) in an ACL pattern. `None` when
+/// a substituted value holds `+` or `#`: it would turn into a wildcard and widen the
+/// pattern, so the row grants nothing to that client.
+pub fn expand(pattern: &str, username: &str, client_id: &str) -> Option<String> {
+    let uses = |marker: &str, value: &str| pattern.contains(marker) && value.contains(['+', '#']);
+    if uses("%u", username) || uses("%c", client_id) {
+        return None;
+    }
+    Some(pattern.replace("%u", username).replace("%c", client_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat() -> ChatTopics {
+        ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap()
+    }
+
+    struct Case {
+        groups: HashSet<String>,
+        patterns: Patterns,
+    }
+
+    impl Case {
+        fn new(groups: &[&str], patterns: Patterns) -> Case {
+            Case {
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                patterns,
+            }
+        }
+
+        fn subject(&self, user_id: &'static str) -> Subject<'_> {
+            Subject {
+                user_id,
+                superuser: false,
+                groups: Some(&self.groups),
+                patterns: &self.patterns,
+            }
+        }
+    }
+
+    fn check(s: Subject<'_>, access: Access, topic: &str) -> bool {
+        allowed(Some(&chat()), s, access, topic, false)
+    }
+
+    #[test]
+    fn inbox_rules() {
+        let case = Case::new(&[], Patterns::default());
+        let alice = case.subject("1");
+        assert!(check(alice, Access::Subscribe, "/users/1/messages"));
+        assert!(check(alice, Access::Read, "/users/1/messages"));
+        assert!(!check(alice, Access::Subscribe, "/users/2/messages"));
+        assert!(!check(alice, Access::Read, "/users/2/messages"));
+        assert!(check(alice, Access::Write, "/users/2/messages"));
+        assert!(check(alice, Access::Write, "/users/1/messages"));
+        assert!(!allowed(
+            Some(&chat()),
+            alice,
+            Access::Write,
+            "/users/2/messages",
+            true
+        ));
+    }
+
+    #[test]
+    fn wildcards_and_shares_cannot_reach_other_inboxes() {
+        let case = Case::new(&["10"], Patterns::default());
+        let alice = case.subject("1");
+        for filter in [
+            "#",
+            "/users/#",
+            "/users/+/messages",
+            "+/+/+/+",
+            "/+/2/messages",
+            "$share/g/users/2/messages",
+            "$share/g//users/2/messages",
+            "$share/g/#",
+            "/groups/+/messages",
+            "/groups/#",
+            "$share/g",
+            "a/#/b",
+        ] {
+            assert!(!check(alice, Access::Subscribe, filter), "{filter}");
+        }
+        assert!(check(
+            alice,
+            Access::Subscribe,
+            "$share/g//users/1/messages"
+        ));
+        assert!(check(alice, Access::Subscribe, "/groups/10/messages"));
+        assert!(check(alice, Access::Unsubscribe, "#"));
+    }
+
+    #[test]
+    fn group_rules() {
+        let case = Case::new(&["10"], Patterns::default());
+        let member = case.subject("1");
+        assert!(check(member, Access::Subscribe, "/groups/10/messages"));
+        assert!(check(member, Access::Write, "/groups/10/messages"));
+        assert!(check(member, Access::Read, "/groups/10/messages"));
+        assert!(!allowed(
+            Some(&chat()),
+            member,
+            Access::Write,
+            "/groups/10/messages",
+            true
+        ));
+        for access in [Access::Subscribe, Access::Write, Access::Read] {
+            assert!(!check(member, access, "/groups/11/messages"), "{access:?}");
+        }
+    }
+
+    #[test]
+    fn superuser_and_unloaded_rules() {
+        let patterns = Patterns::default();
+        let root = Subject {
+            user_id: "0",
+            superuser: true,
+            groups: None,
+            patterns: &patterns,
+        };
+        assert!(check(root, Access::Subscribe, "#"));
+        assert!(check(root, Access::Read, "/users/2/messages"));
+        let unloaded = Subject {
+            superuser: false,
+            ..root
+        };
+        assert!(!check(unloaded, Access::Subscribe, "/users/0/messages"));
+        assert!(!check(unloaded, Access::Write, "/users/2/messages"));
+        assert!(check(unloaded, Access::Unsubscribe, "/users/0/messages"));
+    }
+
+    #[test]
+    fn auth_plug_patterns() {
+        let patterns = Patterns {
+            read: vec!["sensors/#".into(), "clients/c1/in".into()],
+            write: vec!["clients/c1/out".into()],
+            subscribe: vec!["sensors/#".into(), "clients/c1/in".into()],
+        };
+        let case = Case::new(&[], patterns);
+        let s = case.subject("1");
+        assert!(check(s, Access::Read, "sensors/a/b"));
+        assert!(check(s, Access::Subscribe, "sensors/+/temp"));
+        assert!(check(s, Access::Subscribe, "sensors/#"));
+        assert!(!check(s, Access::Subscribe, "#"));
+        assert!(!check(s, Access::Subscribe, "+/a"));
+        assert!(check(s, Access::Write, "clients/c1/out"));
+        assert!(!check(s, Access::Write, "clients/c1/in"));
+        assert!(!check(s, Access::Write, "sensors/a"));
+        assert!(!check(s, Access::Read, "other"));
+        // Chat topics are decided by the chat rules, not by a broad pattern.
+        let broad = Case::new(
+            &[],
+            Patterns {
+                read: vec!["#".into()],
+                write: vec!["#".into()],
+                subscribe: vec!["#".into()],
+            },
+        );
+        let s = broad.subject("1");
+        assert!(!check(s, Access::Subscribe, "/users/+/messages"));
+        assert!(!check(s, Access::Read, "/users/2/messages"));
+        assert!(
+            check(s, Access::Subscribe, "/users/1/+"),
+            "own inbox level, other topics by pattern"
+        );
+        assert!(check(s, Access::Read, "anything/else"));
+    }
+
+    #[test]
+    fn everything_else_is_refused() {
+        let case = Case::new(&[], Patterns::default());
+        let s = case.subject("1");
+        assert!(!check(s, Access::Write, "random/topic"));
+        assert!(!check(s, Access::Read, "random/topic"));
+        assert!(!check(s, Access::Subscribe, "random/#"));
+        assert!(!check(s, Access::Write, "$CONTROL/chat-auth/v1"));
+    }
+
+    #[test]
+    fn chat_rules_can_be_off() {
+        let case = Case::new(&[], Patterns::default());
+        let s = case.subject("1");
+        assert!(!allowed(
+            None,
+            s,
+            Access::Subscribe,
+            "/users/1/messages",
+            false
+        ));
+    }
+
+    #[test]
+    fn expansion_never_widens() {
+        assert_eq!(
+            expand("users/%u/#", "alice", "c"),
+            Some("users/alice/#".into())
+        );
+        assert_eq!(
+            expand("clients/%c", "alice", "a/b"),
+            Some("clients/a/b".into())
+        );
+        assert_eq!(expand("users/%u/#", "#", "c"), None);
+        assert_eq!(expand("users/%u", "a+b", "c"), None);
+        assert_eq!(expand("clients/%c", "alice", "x/#"), None);
+        // A wildcard value only matters where it is substituted.
+        assert_eq!(expand("fixed/topic", "#", "+"), Some("fixed/topic".into()));
+    }
+}
