@@ -45,7 +45,7 @@ struct Shared {
     opts: Opts,
     down: AtomicBool,
     stop: AtomicBool,
-    /// Wakes the prober: set by `mark_down` and by shutdown.
+    /// Wakes the prober: set when a query finds MySQL down, and by shutdown.
     wake: Mutex<bool>,
     signal: Condvar,
 }
@@ -54,6 +54,13 @@ impl Shared {
     fn wake(&self) {
         *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.signal.notify_all();
+    }
+
+    /// Records an outage. The swap makes one log line per outage, whoever noticed it first.
+    fn mark_down(&self, why: &str) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            log::error!("MySQL unreachable ({why}); logins are refused until it answers");
+        }
     }
 
     /// A connection, waiting at most `wait`. A pool whose lock was poisoned by a panic in
@@ -131,9 +138,7 @@ impl Db {
             mysql::Error::MySqlError(e) => DbError::Query(e.to_string()),
             other => {
                 let why = other.to_string();
-                if !self.shared.down.swap(true, Ordering::AcqRel) {
-                    log::error!("MySQL unreachable ({why}); logins are refused until it answers");
-                }
+                self.shared.mark_down(&why);
                 self.shared.wake();
                 DbError::Unavailable(why)
             }
@@ -206,12 +211,7 @@ fn probe_loop(shared: &Shared, wait: Duration, checks: StatementChecks) {
                         log::info!("MySQL answers again; logins are checked again");
                     }
                 }
-                Err(e) => {
-                    // The swap makes one log line per outage, whoever noticed it first.
-                    if !shared.down.swap(true, Ordering::AcqRel) {
-                        log::error!("MySQL unreachable ({e}); logins are refused until it answers");
-                    }
-                }
+                Err(e) => shared.mark_down(&e),
             }
         }
         let guard = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
