@@ -45,6 +45,8 @@ pub enum Refusal {
     WrongPassword,
     UnusableHash(HashError),
     Database(DbError),
+    /// The broker passed no client id (never seen; refused rather than guessed).
+    NoClientId,
 }
 
 impl std::fmt::Display for Refusal {
@@ -56,6 +58,7 @@ impl std::fmt::Display for Refusal {
             Refusal::WrongPassword => f.write_str("wrong password"),
             Refusal::UnusableHash(e) => write!(f, "{e}"),
             Refusal::Database(e) => write!(f, "{e}"),
+            Refusal::NoClientId => f.write_str("no client id"),
         }
     }
 }

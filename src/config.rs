@@ -1,8 +1,9 @@
 //! `auth_opt_*` / `plugin_opt_*` options (the broker strips the prefix) into one validated
 //! [`Config`]. Every error names the option it is about.
 
+use crate::acl::ChatTopics;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
-use crate::query::{self, Query, USER_BINDINGS};
+use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,7 +64,26 @@ pub struct Config {
     pub superusers: Option<glob::Pattern>,
     pub auth_cache: Duration,
     pub hash: HashSettings,
+    pub acl: AclConfig,
     pub log_level: log::LevelFilter,
+}
+
+/// The default chat topic templates and membership query (for the bundled schema).
+pub const DEFAULT_USER_TOPIC: &str = "/users/{id}/messages";
+pub const DEFAULT_GROUP_TOPIC: &str = "/groups/{id}/messages";
+pub const DEFAULT_GROUPSQUERY: &str = "SELECT group_id FROM group_members WHERE user_id = ?";
+
+#[derive(Debug, Clone)]
+pub struct AclConfig {
+    /// `None` when `chat_enabled` is false.
+    pub chat: Option<ChatTopics>,
+    /// The group ids of a user; set whenever the chat rules are on.
+    pub groupsquery: Option<Query>,
+    pub aclquery: Option<Query>,
+    /// How long loaded rules are used before the background refresh (`acl_cacheseconds`).
+    pub refresh: Duration,
+    /// The `%d` of `aclquery` for a SUBSCRIBE: 1 (the read rows) or 4 (go-auth's meaning).
+    pub subscribe_level: u8,
 }
 
 /// Options of auth-plug's other backends and of its features this plugin does not have:
@@ -106,7 +126,6 @@ const FOREIGN_KEYS: &[&str] = &[
     "check_prefix",
     "prefixes",
     "disable_superuser",
-    "acl_cacheseconds",
 ];
 
 /// The options this plugin reads, for the "did you mean" check.
@@ -134,6 +153,13 @@ const OWN_KEYS: &[&str] = &[
     "password_salt_position",
     "log_quiet",
     "log_level",
+    "chat_enabled",
+    "chat_user_topic",
+    "chat_group_topic",
+    "groupsquery",
+    "aclquery",
+    "acl_cacheseconds",
+    "acl_subscribe_level",
 ];
 
 impl Config {
@@ -149,14 +175,6 @@ impl Config {
             let value = value.as_ref();
             if OWN_KEYS.contains(&key) {
                 values.insert(key, value);
-            } else if key == "aclquery" {
-                // Refusing beats loading an ACL the plugin would not enforce.
-                return Err(err(
-                    key,
-                    "ACL rows are not enforced by this version of chat-auth; remove the option \
-                     (authenticated clients are otherwise unrestricted) or keep auth-plug until \
-                     chat-auth's ACL support is installed",
-                ));
             } else if FOREIGN_KEYS.contains(&key)
                 || FOREIGN_PREFIXES.iter().any(|p| key.starts_with(p))
             {
@@ -191,9 +209,9 @@ impl Config {
                 "is required (the query that returns the password hash)",
             )
         })?;
-        let userquery = translate("userquery", userquery)?;
+        let userquery = translate("userquery", userquery, USER_BINDINGS)?;
         let superquery = get("superquery")
-            .map(|q| translate("superquery", q))
+            .map(|q| translate("superquery", q, USER_BINDINGS))
             .transpose()?;
         let superusers = get("superusers")
             .map(|p| {
@@ -329,6 +347,8 @@ impl Config {
             None => log::LevelFilter::Info,
         };
 
+        let acl = acl_config(&get, &mut warnings)?;
+
         let config = Config {
             db,
             userquery,
@@ -340,14 +360,104 @@ impl Config {
                 salt_encoding,
                 salt_position,
             },
+            acl,
             log_level,
         };
         Ok((config, warnings))
     }
 }
 
-fn translate(option: &str, text: &str) -> Result<Query, ConfigError> {
-    query::translate(text, USER_BINDINGS).map_err(|e| err(option, e.0))
+fn acl_config<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    warnings: &mut Vec<String>,
+) -> Result<AclConfig, ConfigError> {
+    let chat_enabled = get("chat_enabled")
+        .map(|v| boolean("chat_enabled", v))
+        .transpose()?
+        .unwrap_or(true);
+    let chat = if chat_enabled {
+        let user_topic = get("chat_user_topic").unwrap_or(DEFAULT_USER_TOPIC);
+        let group_topic = get("chat_group_topic").unwrap_or(DEFAULT_GROUP_TOPIC);
+        let topics = ChatTopics::new(user_topic, group_topic).map_err(|e| {
+            let option = if crate::topic::Template::parse(user_topic).is_err() {
+                "chat_user_topic"
+            } else {
+                "chat_group_topic"
+            };
+            err(option, e)
+        })?;
+        if topics.inbox.overlaps(&topics.group) {
+            return Err(err(
+                "chat_group_topic",
+                format!(
+                    "'{group_topic}' can name the same topics as auth_opt_chat_user_topic \
+                     '{user_topic}'; an inbox and a group must be told apart by the topic"
+                ),
+            ));
+        }
+        Some(topics)
+    } else {
+        for key in ["chat_user_topic", "chat_group_topic", "groupsquery"] {
+            if get(key).is_some() {
+                warnings.push(format!(
+                    "auth_opt_{key} is not used while auth_opt_chat_enabled is false"
+                ));
+            }
+        }
+        None
+    };
+    let groupsquery = chat
+        .as_ref()
+        .map(|_| {
+            translate(
+                "groupsquery",
+                get("groupsquery").unwrap_or(DEFAULT_GROUPSQUERY),
+                GROUP_BINDINGS,
+            )
+        })
+        .transpose()?;
+    let aclquery = get("aclquery")
+        .map(|q| translate("aclquery", q, ACL_BINDINGS))
+        .transpose()?;
+    let refresh = match get("acl_cacheseconds")
+        .map(|v| number::<u64>("acl_cacheseconds", v, 0, 86_400))
+        .transpose()?
+    {
+        Some(0) => {
+            warnings.push(
+                "auth_opt_acl_cacheseconds 0: chat-auth never asks MySQL during an ACL check; \
+                 rules are refreshed in the background every second instead"
+                    .into(),
+            );
+            1
+        }
+        Some(seconds) => seconds,
+        None => 60,
+    };
+    let subscribe_level = match get("acl_subscribe_level") {
+        None | Some("1") => 1,
+        Some("4") => 4,
+        Some(other) => {
+            return Err(err(
+                "acl_subscribe_level",
+                format!(
+                    "'{other}' is not 1 (SUBSCRIBE needs a read row, the default) or 4 (a \
+                     subscribe row, as in mosquitto-go-auth)"
+                ),
+            ));
+        }
+    };
+    Ok(AclConfig {
+        chat,
+        groupsquery,
+        aclquery,
+        refresh: Duration::from_secs(refresh),
+        subscribe_level,
+    })
+}
+
+fn translate(option: &str, text: &str, bindings: Bindings) -> Result<Query, ConfigError> {
+    query::translate(text, bindings).map_err(|e| err(option, e.0))
 }
 
 fn boolean(option: &str, value: &str) -> Result<bool, ConfigError> {
@@ -473,9 +583,31 @@ mod tests {
             (&[("log_level", "loud")], "log_level"),
             (&[("auth_cachesecond", "5")], "auth_cachesecond"),
             (
-                &[("aclquery", "SELECT topic FROM acls WHERE username = '%s'")],
+                &[(
+                    "aclquery",
+                    "SELECT topic FROM acls WHERE c = '%s' OR u = '%s'",
+                )],
                 "aclquery",
             ),
+            (&[("chat_enabled", "sometimes")], "chat_enabled"),
+            (
+                &[("chat_user_topic", "/users/+/messages")],
+                "chat_user_topic",
+            ),
+            (
+                &[("chat_group_topic", "/groups/messages")],
+                "chat_group_topic",
+            ),
+            (
+                &[("chat_group_topic", "/{id}/users/messages")],
+                "chat_group_topic",
+            ),
+            (
+                &[("groupsquery", "SELECT g FROM m WHERE u = %d")],
+                "groupsquery",
+            ),
+            (&[("acl_cacheseconds", "many")], "acl_cacheseconds"),
+            (&[("acl_subscribe_level", "2")], "acl_subscribe_level"),
         ];
         for (extra, option) in cases {
             let e = parse(extra).expect_err(option);
@@ -487,6 +619,41 @@ mod tests {
         }
         let e = Config::parse::<&str, &str>(&[]).unwrap_err();
         assert_eq!(e.option, "userquery");
+    }
+
+    #[test]
+    fn acl_options_and_their_defaults() {
+        let (config, warnings) = parse(&[]).unwrap();
+        let acl = config.acl;
+        let chat = acl.chat.expect("chat rules are on by default");
+        assert_eq!(chat.inbox.id_of("/users/7/messages"), Some("7"));
+        assert_eq!(chat.group.id_of("/groups/3/messages"), Some("3"));
+        assert_eq!(acl.groupsquery.unwrap().sql, DEFAULT_GROUPSQUERY);
+        assert!(acl.aclquery.is_none());
+        assert_eq!(acl.refresh, Duration::from_secs(60));
+        assert_eq!(acl.subscribe_level, 1);
+        assert!(warnings.is_empty());
+
+        let (config, warnings) = parse(&[
+            ("chat_enabled", "false"),
+            ("chat_user_topic", "/u/{id}"),
+            (
+                "aclquery",
+                "SELECT topic FROM acls WHERE (username = '%s') AND (rw >= %d)",
+            ),
+            ("acl_cacheseconds", "0"),
+            ("acl_subscribe_level", "4"),
+        ])
+        .unwrap();
+        let acl = config.acl;
+        assert!(acl.chat.is_none() && acl.groupsquery.is_none());
+        assert_eq!(
+            acl.aclquery.unwrap().sql,
+            "SELECT topic FROM acls WHERE (username = ?) AND (rw >= ?)"
+        );
+        assert_eq!(acl.refresh, Duration::from_secs(1));
+        assert_eq!(acl.subscribe_level, 4);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
     }
 
     #[test]

@@ -133,6 +133,39 @@ impl Db {
         result.map_err(|e| self.classify(e))
     }
 
+    /// Runs `query` and returns at most `limit` rows (the rest are read and dropped, with a
+    /// warning, so one user's rules stay bounded in memory).
+    pub fn rows(
+        &self,
+        query: &Query,
+        values: Vec<Value>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        if self.is_down() {
+            return Err(DbError::Unavailable("still unreachable".into()));
+        }
+        let result = self.shared.conn(self.wait).and_then(|mut conn| {
+            let mut rows = Vec::new();
+            let mut dropped = 0usize;
+            for row in conn.exec_iter(&query.sql, values)? {
+                let row = row?;
+                if rows.len() < limit {
+                    rows.push(row);
+                } else {
+                    dropped += 1;
+                }
+            }
+            if dropped > 0 {
+                log::warn!(
+                    "a query returned {} rows; only the first {limit} are used",
+                    limit + dropped
+                );
+            }
+            Ok(rows)
+        });
+        result.map_err(|e| self.classify(e))
+    }
+
     fn classify(&self, error: mysql::Error) -> DbError {
         match error {
             mysql::Error::MySqlError(e) => DbError::Query(e.to_string()),

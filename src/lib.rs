@@ -1,14 +1,17 @@
-//! chat-auth: a Mosquitto 2.0 plugin. The safe core (config, query, hash, auth, db) never
-//! calls the broker; `ffi` is the only place with `unsafe` and broker calls.
+//! chat-auth: a Mosquitto 2.0 plugin. The safe core (config, query, hash, auth, acl, topic,
+//! sessions, control, db, refresh) never calls the broker; `ffi` is the only place with `unsafe` and broker calls.
 
 pub mod acl;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod hash;
 pub mod logging;
 pub mod plugin;
 pub mod query;
+pub mod refresh;
+pub mod sessions;
 pub mod topic;
 
 mod ffi;

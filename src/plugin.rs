@@ -1,15 +1,56 @@
 //! The plugin assembled from its parts: config, the MySQL pool, the authenticator. The FFI
 //! edge owns one `Plugin` and forwards each broker event to it.
 
-use crate::auth::{Authenticator, Decision, UserRecord, UserSource};
+use crate::acl::{Access, Patterns};
+use crate::auth::{Authenticator, Decision, Refusal, UserRecord, UserSource};
 use crate::config::Config;
+use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError, value_bytes};
+use crate::logging::printable;
 use crate::query::{Param, Query};
+use crate::refresh::{Refresher, RuleSource};
+use crate::sessions::{Applied, DEFAULT_OFFLINE_CAP, Registry, RuleSet};
+use crate::topic;
 use mysql::{Row, Value};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// Rows read per rules query at most (groups of a user, ACL rows of an access level).
+const MAX_RULE_ROWS: usize = 10_000;
+
+/// A client as the broker identifies it in a callback.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    /// `mosquitto_client_id`; `None` only for clients refused before they had one.
+    pub id: Option<&'a [u8]>,
+    /// The broker's `struct mosquitto *`, as an address: tells connections apart when a
+    /// client id is taken over.
+    pub pointer: usize,
+}
+
+/// A broker call to make from the main thread (at TICK).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Publish {
+        client_id: String,
+        topic: String,
+        payload: Vec<u8>,
+    },
+    KickUser(String),
+}
+
 pub struct Plugin {
-    pub auth: Authenticator<MysqlUsers>,
+    auth: Authenticator<MysqlUsers>,
+    rules: Arc<MysqlRules>,
+    /// Touched only by broker callbacks (one thread), so the lock is never contended.
+    state: Mutex<State>,
+}
+
+struct State {
+    registry: Registry,
+    refresher: Refresher,
+    outbox: Vec<Action>,
 }
 
 impl Plugin {
@@ -22,36 +63,341 @@ impl Plugin {
             log::warn!("{warning}");
         }
         let mut checks = vec![("userquery", config.userquery.sql.clone())];
-        if let Some(q) = &config.superquery {
-            checks.push(("superquery", q.sql.clone()));
+        for (name, query) in [
+            ("superquery", &config.superquery),
+            ("groupsquery", &config.acl.groupsquery),
+            ("aclquery", &config.acl.aclquery),
+        ] {
+            if let Some(q) = query {
+                checks.push((name, q.sql.clone()));
+            }
         }
-        let db = Db::start(&config.db, checks)?;
+        let db = Arc::new(Db::start(&config.db, checks)?);
         let users = MysqlUsers {
-            db,
+            db: Arc::clone(&db),
             userquery: config.userquery,
             superquery: config.superquery,
         };
+        let acl = config.acl;
+        let rules = Arc::new(MysqlRules {
+            db,
+            groupsquery: acl.groupsquery,
+            aclquery: acl.aclquery,
+            subscribe_level: acl.subscribe_level,
+        });
+        let refresher = Refresher::start(rules.clone())?;
         log::info!(
-            "started: MySQL {}, credential cache {} s",
+            "started: MySQL {}, credential cache {} s, chat topics {}, ACL rows {}, rules \
+             refreshed every {} s",
             match &config.db.socket {
                 Some(socket) => format!("socket {}", socket.display()),
                 None => format!("{}:{}", config.db.host, config.db.port),
             },
-            config.auth_cache.as_secs()
+            config.auth_cache.as_secs(),
+            if acl.chat.is_some() { "on" } else { "off" },
+            if rules.aclquery.is_some() {
+                "from aclquery"
+            } else {
+                "off"
+            },
+            acl.refresh.as_secs(),
         );
         Ok(Plugin {
             auth: Authenticator::new(users, config.hash, config.superusers, config.auth_cache),
+            rules,
+            state: Mutex::new(State {
+                registry: Registry::new(acl.chat, acl.refresh, DEFAULT_OFFLINE_CAP),
+                refresher,
+                outbox: Vec::new(),
+            }),
         })
     }
 
-    pub fn basic_auth(&self, username: Option<&[u8]>, password: Option<&[u8]>) -> Decision {
-        self.auth.login(username, password, Instant::now())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere never leaves the registry half-updated in a way that could
+        // allow more than before, so the state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One CONNECT: the password, then the client's rules (loaded now unless held already).
+    pub fn basic_auth(
+        &self,
+        client: Client<'_>,
+        username: Option<&[u8]>,
+        password: Option<&[u8]>,
+    ) -> Decision {
+        let decision = self.auth.login(username, password, Instant::now());
+        let Decision::Allow(identity) = &decision else {
+            return decision;
+        };
+        let Some(client_id) = client.id else {
+            log::warn!(
+                "login refused for user '{}': the broker gave no client id",
+                printable(&identity.username)
+            );
+            return Decision::Refuse(Refusal::NoClientId);
+        };
+        let loaded = self.state().registry.login(
+            client_id,
+            client.pointer,
+            identity,
+            Instant::now(),
+            || self.rules.load(&identity.username, &identity.user_id),
+        );
+        match loaded {
+            Ok(()) => decision,
+            Err(e) => {
+                log::warn!(
+                    "login refused for user '{}': cannot load their groups and ACL rows ({e})",
+                    printable(&identity.username)
+                );
+                Decision::Refuse(Refusal::Database(e))
+            }
+        }
+    }
+
+    /// An ACL check; in memory only. Anything unknown is refused.
+    pub fn acl_check(
+        &self,
+        client: Client<'_>,
+        access: Access,
+        topic: &[u8],
+        retain: bool,
+    ) -> bool {
+        let (Some(client_id), Ok(topic)) = (client.id, std::str::from_utf8(topic)) else {
+            return false;
+        };
+        let allowed = self
+            .state()
+            .registry
+            .check(client_id, client.pointer, access, topic, retain);
+        if !allowed && log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "{access:?} of '{}' refused for client '{}'",
+                printable(topic),
+                printable(&String::from_utf8_lossy(client_id))
+            );
+        }
+        allowed
+    }
+
+    pub fn disconnect(&self, client: Client<'_>, clean_session: bool) {
+        if let Some(client_id) = client.id {
+            self.state()
+                .registry
+                .disconnect(client_id, client.pointer, clean_session);
+        }
+    }
+
+    /// SIGHUP: every connected user's rules are reloaded in the background.
+    pub fn reload(&self) {
+        let mut state = self.state();
+        let jobs = state.registry.refresh_all();
+        log::info!("reload: refreshing the rules of {} users", jobs.len());
+        for job in jobs {
+            state.refresher.submit(job);
+        }
+    }
+
+    /// A message on `$CONTROL/chat-auth/v1`. Answers go out at the next TICK.
+    pub fn control(&self, client: Client<'_>, payload: &[u8]) {
+        let Some(client_id) = client.id else {
+            return;
+        };
+        let client_name = String::from_utf8_lossy(client_id).into_owned();
+        let mut state = self.state();
+        let State {
+            registry,
+            refresher,
+            outbox,
+        } = &mut *state;
+        let answer = |outbox: &mut Vec<Action>, reply: &Reply, outcome| {
+            outbox.push(Action::Publish {
+                client_id: reply.client_id.clone(),
+                topic: control::RESPONSE_TOPIC.into(),
+                payload: control::response(reply, outcome),
+            });
+        };
+        if !registry.is_superuser(client_id, client.pointer) {
+            log::warn!(
+                "control command from client '{}' refused: not a superuser",
+                printable(&client_name)
+            );
+            let reply = Reply {
+                client_id: client_name,
+                command: String::new(),
+                correlation: None,
+            };
+            answer(outbox, &reply, Err("not authorised".into()));
+            return;
+        }
+        let requests = match control::parse(payload, &client_name) {
+            Ok(requests) => requests,
+            Err(e) => {
+                let reply = Reply {
+                    client_id: client_name,
+                    command: String::new(),
+                    correlation: None,
+                };
+                answer(outbox, &reply, Err(e));
+                return;
+            }
+        };
+        for Request { command, reply } in requests {
+            match command {
+                Err(e) => answer(outbox, &reply, Err(e)),
+                Ok(Command::RefreshUser { username }) => {
+                    log::info!("control: refreshUser '{}'", printable(&username));
+                    match registry.refresh_user(&username, Some(reply.clone())) {
+                        Some(job) => refresher.submit(job),
+                        None => answer(outbox, &reply, Ok(Some(json!({ "clients": 0 })))),
+                    }
+                }
+                Ok(Command::KickUser { username }) => {
+                    log::info!("control: kickUser '{}'", printable(&username));
+                    outbox.push(Action::KickUser(username));
+                    answer(outbox, &reply, Ok(None));
+                }
+                Ok(Command::GetStats) => {
+                    let stats = registry.stats();
+                    let data = json!({
+                        "sessions": stats.sessions,
+                        "onlineSessions": stats.online,
+                        "offlineSessions": stats.offline,
+                        "usersWithRules": stats.users,
+                        "refreshes": stats.refreshes,
+                        "refreshFailures": stats.refresh_failures,
+                        "cachedLogins": self.auth.cached_logins(),
+                        "databaseDown": self.rules.db.is_down(),
+                    });
+                    answer(outbox, &reply, Ok(Some(data)));
+                }
+            }
+        }
+    }
+
+    /// The main loop's tick: applies refreshed rules, starts due refreshes, and hands back
+    /// the broker calls to make.
+    pub fn tick(&self) -> Vec<Action> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let State {
+            registry,
+            refresher,
+            outbox,
+        } = &mut *state;
+        for loaded in refresher.ready() {
+            let reply = loaded.job.reply.clone();
+            let applied = registry.apply(loaded, now);
+            if let Some(reply) = reply {
+                let outcome = match applied {
+                    Applied::Refreshed { clients } => Ok(Some(json!({ "clients": clients }))),
+                    Applied::Gone => Ok(Some(json!({ "clients": 0 }))),
+                    Applied::Failed(e) => Err(e),
+                };
+                outbox.push(Action::Publish {
+                    client_id: reply.client_id.clone(),
+                    topic: control::RESPONSE_TOPIC.into(),
+                    payload: control::response(&reply, outcome),
+                });
+            }
+        }
+        for job in registry.due_jobs(now) {
+            refresher.submit(job);
+        }
+        std::mem::take(outbox)
+    }
+}
+
+/// Groups and ACL rows read with `groupsquery` and `aclquery`.
+pub struct MysqlRules {
+    db: Arc<Db>,
+    groupsquery: Option<Query>,
+    aclquery: Option<Query>,
+    subscribe_level: u8,
+}
+
+impl MysqlRules {
+    fn texts(&self, query: &Query, values: Vec<Value>) -> Result<Vec<String>, DbError> {
+        Ok(self
+            .db
+            .rows(query, values, MAX_RULE_ROWS)?
+            .iter()
+            .filter_map(|row| row.as_ref(0).and_then(value_bytes))
+            .filter_map(|bytes| String::from_utf8(bytes).ok())
+            .collect())
+    }
+
+    fn acl_rows(&self, query: &Query, username: &str, level: u8) -> Result<Vec<String>, DbError> {
+        let values = query
+            .params
+            .iter()
+            .map(|p| match p {
+                Param::Access => Value::from(level),
+                _ => Value::from(username),
+            })
+            .collect();
+        let mut rows = self.texts(query, values)?;
+        rows.retain(|pattern| {
+            let valid = topic::is_valid_filter(pattern);
+            if !valid {
+                log::warn!(
+                    "ACL row '{}' of user '{}' is not a valid topic pattern; ignored",
+                    printable(pattern),
+                    printable(username)
+                );
+            }
+            valid
+        });
+        Ok(rows)
+    }
+}
+
+impl RuleSource for MysqlRules {
+    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
+        let groups = match &self.groupsquery {
+            Some(query) => self
+                .texts(query, vec![Value::from(user_id); query.params.len()])?
+                .into_iter()
+                .collect(),
+            None => Default::default(),
+        };
+        let rows = match &self.aclquery {
+            None => Patterns::default(),
+            Some(query) if !query.params.contains(&Param::Access) => {
+                let all = self.acl_rows(query, username, 0)?;
+                Patterns {
+                    read: all.clone(),
+                    write: all.clone(),
+                    subscribe: all,
+                }
+            }
+            Some(query) => {
+                let read = self.acl_rows(query, username, 1)?;
+                let write = self.acl_rows(query, username, 2)?;
+                let subscribe = if self.subscribe_level == 1 {
+                    read.clone()
+                } else {
+                    self.acl_rows(query, username, self.subscribe_level)?
+                };
+                Patterns {
+                    read,
+                    write,
+                    subscribe,
+                }
+            }
+        };
+        Ok(RuleSet {
+            user_id: user_id.to_string(),
+            groups,
+            rows,
+        })
     }
 }
 
 /// Users read with the configured `userquery` / `superquery`.
 pub struct MysqlUsers {
-    db: Db,
+    db: Arc<Db>,
     userquery: Query,
     superquery: Option<Query>,
 }

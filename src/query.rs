@@ -7,7 +7,6 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Param {
     Username,
-    ClientId,
     /// The access level of an ACL check (auth-plug's `%d`).
     Access,
     /// The user's chat identity (`user_id` column, or the username).
@@ -48,11 +47,20 @@ pub const USER_BINDINGS: Bindings = Bindings {
     question: &[Param::Username],
 };
 
-/// `aclquery`: username, client id, access level (auth-plug's meaning of its arguments).
+/// `aclquery`: the username and the access level, as auth-plug's MySQL backend passes them
+/// (`sprintf(query, aclquery, username, access)`). Rows are loaded per user, not per client;
+/// a pattern's `%c` stands for the client id.
 pub const ACL_BINDINGS: Bindings = Bindings {
-    percent_s: &[Param::Username, Param::ClientId],
+    percent_s: &[Param::Username],
     percent_d: Some(Param::Access),
     question: &[Param::Username, Param::Access],
+};
+
+/// `groupsquery`: the user's chat identity (the `user_id` column, or the username).
+pub const GROUP_BINDINGS: Bindings = Bindings {
+    percent_s: &[Param::UserId],
+    percent_d: None,
+    question: &[Param::UserId],
 };
 
 /// Translates `text`. Placeholders inside quoted SQL strings other than a lone `'%s'` are
@@ -179,7 +187,6 @@ fn describe(params: &[Param]) -> String {
         .iter()
         .map(|p| match p {
             Param::Username => "username",
-            Param::ClientId => "client id",
             Param::Access => "access level",
             Param::UserId => "user id",
         })
@@ -203,20 +210,29 @@ mod tests {
     }
 
     #[test]
-    fn acl_query_binds_username_client_id_and_access_in_order() {
+    fn acl_query_binds_username_and_access_in_order() {
         let q = translate(
-            "SELECT topic FROM acls WHERE (username = \"%s\" OR clientid = %s) AND (rw >= %d)",
+            "SELECT topic FROM acls WHERE (username = \"%s\") AND (rw >= %d)",
             ACL_BINDINGS,
         )
         .unwrap();
         assert_eq!(
             q.sql,
-            "SELECT topic FROM acls WHERE (username = ? OR clientid = ?) AND (rw >= ?)"
+            "SELECT topic FROM acls WHERE (username = ?) AND (rw >= ?)"
         );
-        assert_eq!(
-            q.params,
-            vec![Param::Username, Param::ClientId, Param::Access]
-        );
+        assert_eq!(q.params, vec![Param::Username, Param::Access]);
+        // auth-plug passes no client id to the query; patterns use %c instead.
+        assert!(translate("SELECT t FROM a WHERE u = '%s' OR c = '%s'", ACL_BINDINGS).is_err());
+    }
+
+    #[test]
+    fn groups_query_binds_the_user_id() {
+        let q = translate(
+            "SELECT group_id FROM m WHERE user_id = '%s'",
+            GROUP_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(q.params, vec![Param::UserId]);
     }
 
     #[test]

@@ -146,6 +146,23 @@ impl Template {
         (levels.next().is_none() && !id.is_empty()).then_some(id)
     }
 
+    /// Whether some topic is named by both templates.
+    pub fn overlaps(&self, other: &Template) -> bool {
+        let levels = |t: &Template| -> Vec<Option<String>> {
+            let mut all: Vec<Option<String>> = t.before.iter().cloned().map(Some).collect();
+            all.push(None);
+            all.extend(t.after.iter().cloned().map(Some));
+            all
+        };
+        let (mine, theirs) = (levels(self), levels(other));
+        mine.len() == theirs.len()
+            && mine.iter().zip(&theirs).all(|pair| match pair {
+                (Some(a), Some(b)) => a == b,
+                (None, Some(literal)) | (Some(literal), None) => !literal.is_empty(),
+                (None, None) => true,
+            })
+    }
+
     /// Where `filter` meets this template's topics.
     pub fn meet<'f>(&self, filter: &'f str) -> TemplateMatch<'f> {
         let mut levels = filter.split('/');
@@ -300,6 +317,17 @@ mod tests {
         assert!(Template::parse("/users/{id}/{id}").is_err());
         assert!(Template::parse("/users/{id}/+").is_err());
         assert!(Template::parse("/users/{user}/messages").is_err());
+    }
+
+    #[test]
+    fn template_overlap() {
+        let t = |s| Template::parse(s).unwrap();
+        assert!(!t("/users/{id}/messages").overlaps(&t("/groups/{id}/messages")));
+        assert!(t("/users/{id}/messages").overlaps(&t("/{id}/users/messages")));
+        assert!(t("/a/{id}").overlaps(&t("/a/{id}")));
+        assert!(!t("/a/{id}").overlaps(&t("/a/{id}/b")));
+        // An id is never empty, so it cannot stand where the other has an empty level.
+        assert!(!t("/{id}").overlaps(&t("{id}/")));
     }
 
     #[test]

@@ -14,8 +14,9 @@ mod bindings {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
 
+use crate::acl::Access;
 use crate::auth::Decision;
-use crate::plugin::Plugin;
+use crate::plugin::{Action, Client, Plugin};
 use bindings::*;
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -55,9 +56,39 @@ fn broker_log(level: log::Level, text: &str) {
     unsafe { mosquitto_log_printf(level as c_int, c"%s".as_ptr(), text.as_ptr()) };
 }
 
+type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
+
+/// Every event the plugin handles, with the `event_data` its registration needs.
+const EVENTS: &[(mosquitto_plugin_event, Callback, Option<&CStr>)] = &[
+    (MOSQ_EVT_BASIC_AUTH, on_basic_auth, None),
+    (MOSQ_EVT_ACL_CHECK, on_acl_check, None),
+    (MOSQ_EVT_DISCONNECT, on_disconnect, None),
+    (MOSQ_EVT_RELOAD, on_reload, None),
+    (MOSQ_EVT_TICK, on_tick, None),
+    (MOSQ_EVT_CONTROL, on_control, Some(c"$CONTROL/chat-auth/v1")),
+];
+
 struct Registration {
     identifier: *mut mosquitto_plugin_id_t,
+    registered: usize,
     plugin: Box<Plugin>,
+}
+
+impl Registration {
+    fn unregister(&mut self) {
+        for (event, callback, event_data) in &EVENTS[..self.registered] {
+            // SAFETY: the same arguments the callback was registered with.
+            unsafe {
+                mosquitto_callback_unregister(
+                    self.identifier,
+                    *event as c_int,
+                    Some(*callback),
+                    event_data.map_or(std::ptr::null(), |d| d.as_ptr() as *const c_void),
+                );
+            }
+        }
+        self.registered = 0;
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -108,21 +139,29 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return MOSQ_ERR_INVAL;
             }
         };
-        let registration = Box::new(Registration { identifier, plugin });
+        let mut registration = Box::new(Registration {
+            identifier,
+            registered: 0,
+            plugin,
+        });
         let data = &*registration.plugin as *const Plugin as *mut c_void;
-        // SAFETY: `data` stays valid until cleanup unregisters the callback and frees it.
-        let rc = unsafe {
-            mosquitto_callback_register(
-                identifier,
-                MOSQ_EVT_BASIC_AUTH as c_int,
-                Some(on_basic_auth),
-                std::ptr::null(),
-                data,
-            )
-        };
-        if rc != MOSQ_ERR_SUCCESS {
-            log::error!("cannot register the authentication callback (error {rc})");
-            return rc;
+        for (event, callback, event_data) in EVENTS {
+            // SAFETY: `data` stays valid until cleanup unregisters the callbacks and frees it.
+            let rc = unsafe {
+                mosquitto_callback_register(
+                    identifier,
+                    *event as c_int,
+                    Some(*callback),
+                    event_data.map_or(std::ptr::null(), |d| d.as_ptr() as *const c_void),
+                    data,
+                )
+            };
+            if rc != MOSQ_ERR_SUCCESS {
+                log::error!("cannot register the callback for broker event {event} (error {rc})");
+                registration.unregister();
+                return rc;
+            }
+            registration.registered += 1;
         }
         // SAFETY: the broker hands this pointer back to cleanup.
         unsafe { *userdata = Box::into_raw(registration) as *mut c_void };
@@ -143,18 +182,40 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(
             return MOSQ_ERR_SUCCESS;
         }
         // SAFETY: made by Box::into_raw in init, handed back exactly once.
-        let registration = unsafe { Box::from_raw(userdata as *mut Registration) };
-        unsafe {
-            mosquitto_callback_unregister(
-                registration.identifier,
-                MOSQ_EVT_BASIC_AUTH as c_int,
-                Some(on_basic_auth),
-                std::ptr::null(),
-            );
-        }
+        let mut registration = unsafe { Box::from_raw(userdata as *mut Registration) };
+        registration.unregister();
         drop(registration);
         MOSQ_ERR_SUCCESS
     })
+}
+
+/// The event struct and our plugin behind a callback's raw pointers.
+///
+/// # Safety
+/// `event_data` points to the event type `E` of the event being delivered, `userdata` is
+/// the `Plugin` registered in init; both outlive the callback.
+unsafe fn event<'a, E>(
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> Option<(&'a E, &'a Plugin)> {
+    if event_data.is_null() || userdata.is_null() {
+        return None;
+    }
+    Some(unsafe { (&*(event_data as *const E), &*(userdata as *const Plugin)) })
+}
+
+/// # Safety
+/// `client` is NULL or a live client of the broker.
+unsafe fn client<'a>(client: *mut mosquitto) -> Client<'a> {
+    let id = if client.is_null() {
+        None
+    } else {
+        unsafe { c_bytes(mosquitto_client_id(client)) }
+    };
+    Client {
+        id,
+        pointer: client as usize,
+    }
 }
 
 unsafe extern "C" fn on_basic_auth(
@@ -163,23 +224,180 @@ unsafe extern "C" fn on_basic_auth(
     userdata: *mut c_void,
 ) -> c_int {
     guard("basic_auth", MOSQ_ERR_AUTH, || {
-        if event_data.is_null() || userdata.is_null() {
+        // SAFETY: registered for MOSQ_EVT_BASIC_AUTH.
+        let Some((event, plugin)) =
+            (unsafe { event::<mosquitto_evt_basic_auth>(event_data, userdata) })
+        else {
             return MOSQ_ERR_AUTH;
-        }
-        // SAFETY: the broker passes a basic-auth event; userdata is our Plugin (see init).
-        let (event, plugin) = unsafe {
+        };
+        let (client, username, password) = unsafe {
             (
-                &*(event_data as *const mosquitto_evt_basic_auth),
-                &*(userdata as *const Plugin),
+                client(event.client),
+                c_bytes(event.username),
+                c_bytes(event.password),
             )
         };
-        let (username, password) = unsafe { (c_bytes(event.username), c_bytes(event.password)) };
-        match plugin.basic_auth(username, password) {
+        match plugin.basic_auth(client, username, password) {
             Decision::Allow(_) => MOSQ_ERR_SUCCESS,
             Decision::Refuse(_) => MOSQ_ERR_AUTH,
             Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
         }
     })
+}
+
+unsafe extern "C" fn on_acl_check(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    // Only "denied" may come back: any other error from a READ check disconnects the
+    // publisher (see the facts file).
+    guard("acl_check", MOSQ_ERR_ACL_DENIED, || {
+        // SAFETY: registered for MOSQ_EVT_ACL_CHECK.
+        let Some((event, plugin)) =
+            (unsafe { event::<mosquitto_evt_acl_check>(event_data, userdata) })
+        else {
+            return MOSQ_ERR_ACL_DENIED;
+        };
+        let access = match event.access as u32 {
+            MOSQ_ACL_READ => Access::Read,
+            MOSQ_ACL_WRITE => Access::Write,
+            MOSQ_ACL_SUBSCRIBE => Access::Subscribe,
+            MOSQ_ACL_UNSUBSCRIBE => Access::Unsubscribe,
+            _ => return MOSQ_ERR_ACL_DENIED,
+        };
+        let (client, topic) = unsafe { (client(event.client), c_bytes(event.topic)) };
+        let Some(topic) = topic else {
+            return MOSQ_ERR_ACL_DENIED;
+        };
+        if plugin.acl_check(client, access, topic, event.retain) {
+            MOSQ_ERR_SUCCESS
+        } else {
+            MOSQ_ERR_ACL_DENIED
+        }
+    })
+}
+
+unsafe extern "C" fn on_disconnect(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    guard("disconnect", MOSQ_ERR_SUCCESS, || {
+        // SAFETY: registered for MOSQ_EVT_DISCONNECT.
+        if let Some((event, plugin)) =
+            unsafe { event::<mosquitto_evt_disconnect>(event_data, userdata) }
+        {
+            if !event.client.is_null() {
+                let clean = unsafe { mosquitto_client_clean_session(event.client) };
+                plugin.disconnect(unsafe { client(event.client) }, clean);
+            }
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+unsafe extern "C" fn on_reload(
+    _event: c_int,
+    _event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    guard("reload", MOSQ_ERR_SUCCESS, || {
+        if !userdata.is_null() {
+            // SAFETY: userdata is our Plugin (see init).
+            unsafe { &*(userdata as *const Plugin) }.reload();
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+unsafe extern "C" fn on_control(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    guard("control", MOSQ_ERR_SUCCESS, || {
+        // SAFETY: registered for MOSQ_EVT_CONTROL on our topic.
+        if let Some((event, plugin)) =
+            unsafe { event::<mosquitto_evt_control>(event_data, userdata) }
+        {
+            let payload = unsafe { payload(event.payload, event.payloadlen) };
+            plugin.control(unsafe { client(event.client) }, payload);
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+unsafe extern "C" fn on_tick(
+    _event: c_int,
+    _event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    guard("tick", MOSQ_ERR_SUCCESS, || {
+        if userdata.is_null() {
+            return MOSQ_ERR_SUCCESS;
+        }
+        // SAFETY: userdata is our Plugin (see init).
+        let plugin = unsafe { &*(userdata as *const Plugin) };
+        for action in plugin.tick() {
+            perform(action);
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+/// # Safety
+/// `data` is NULL or valid for `len` bytes for the callback's duration.
+unsafe fn payload<'a>(data: *const c_void, len: u32) -> &'a [u8] {
+    if data.is_null() || len == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(data as *const u8, len as usize) }
+    }
+}
+
+/// Makes one broker call; on the main thread (TICK) only.
+fn perform(action: Action) {
+    let c_string = |text: &str| CString::new(text.replace('\0', "")).expect("NULs removed");
+    match action {
+        Action::Publish {
+            client_id,
+            topic,
+            payload,
+        } => {
+            let (client_id, topic) = (c_string(&client_id), c_string(&topic));
+            let Ok(len) = c_int::try_from(payload.len()) else {
+                return;
+            };
+            // SAFETY: the broker takes ownership of a mosquitto_malloc'd payload on success.
+            unsafe {
+                let buffer = mosquitto_malloc(payload.len().max(1));
+                if buffer.is_null() {
+                    log::error!("out of memory for a control answer");
+                    return;
+                }
+                std::ptr::copy_nonoverlapping(payload.as_ptr(), buffer as *mut u8, payload.len());
+                let rc = mosquitto_broker_publish(
+                    client_id.as_ptr(),
+                    topic.as_ptr(),
+                    len,
+                    buffer,
+                    0,
+                    false,
+                    std::ptr::null_mut(),
+                );
+                if rc != MOSQ_ERR_SUCCESS {
+                    mosquitto_free(buffer);
+                    log::warn!("could not publish a control answer (error {rc})");
+                }
+            }
+        }
+        Action::KickUser(username) => {
+            let username = c_string(&username);
+            // SAFETY: a valid C string; main thread.
+            unsafe { mosquitto_kick_client_by_username(username.as_ptr(), false) };
+        }
+    }
 }
 
 #[cfg(test)]
