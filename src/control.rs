@@ -45,7 +45,7 @@ pub struct Request {
 pub fn parse(payload: &[u8], client_id: &str) -> Result<Vec<Request>, String> {
     let message: Value =
         serde_json::from_slice(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
-    let commands: Vec<&Value> = match (&message).get("commands") {
+    let commands: Vec<&Value> = match message.get("commands") {
         Some(Value::Array(list)) => list.iter().collect(),
         Some(_) => return Err("\"commands\" must be an array".into()),
         None if message.get("command").is_some() => vec![&message],

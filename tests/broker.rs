@@ -2,16 +2,21 @@
 //! MQTT clients. Own `main` (libtest-mimic) so the shared MariaDB is stopped at the end,
 //! pass or fail.
 
+#[path = "broker/acl.rs"]
+mod acl;
 #[path = "broker/auth.rs"]
 mod auth;
 #[path = "broker/harness.rs"]
 mod harness;
+#[path = "broker/mqtt.rs"]
+mod mqtt;
 
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
     let args = Arguments::from_args();
-    let trials: Vec<Trial> = auth::trials();
+    let mut trials: Vec<Trial> = auth::trials();
+    trials.extend(acl::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();
