@@ -144,8 +144,18 @@ impl Registry {
                 self.install(&identity.username, rules, now);
             }
         }
-        // A reconnect, a take-over of the id, or the broker re-checking at SIGHUP.
+        // The same connection logging in again is the broker re-checking everyone at SIGHUP,
+        // offline persistent sessions included: they stay offline.
+        let online = self
+            .sessions
+            .get(client_id)
+            .filter(|s| s.pointer == pointer)
+            .is_none_or(|s| s.online);
+        // Otherwise a reconnect or a take-over of the id.
         self.remove_session(client_id);
+        if !online {
+            self.offline_count += 1;
+        }
         if !identity.superuser {
             if let Some(entry) = self.users.get_mut(&identity.username) {
                 entry.clients += 1;
@@ -157,7 +167,7 @@ impl Registry {
                 pointer,
                 username: identity.username.clone(),
                 superuser: identity.superuser,
-                online: true,
+                online,
                 generation: 0,
                 patterns: Patterns::default(),
             },
@@ -518,6 +528,22 @@ mod tests {
         assert_eq!(reg.due_jobs(now + REFRESH).len(), 1);
         // Reconnecting (new pointer) makes it online again.
         reg.login(b"alice-phone", 6, &alice, now, no_load).unwrap();
+        assert_eq!(reg.stats().offline, 0);
+        assert_eq!(reg.stats().online, 1);
+    }
+
+    #[test]
+    fn sighup_recheck_of_an_offline_session_keeps_it_offline() {
+        let mut reg = registry();
+        let now = Instant::now();
+        let alice = identity("alice", "1");
+        reg.login(b"p", 5, &alice, now, || Ok(rules("1", &[])))
+            .unwrap();
+        reg.disconnect(b"p", 5, false);
+        reg.login(b"p", 5, &alice, now, no_load).unwrap();
+        assert_eq!(reg.stats().offline, 1);
+        assert_eq!(reg.stats().online, 0);
+        reg.login(b"p", 6, &alice, now, no_load).unwrap();
         assert_eq!(reg.stats().offline, 0);
         assert_eq!(reg.stats().online, 1);
     }
