@@ -4,6 +4,7 @@
 use crate::acl::ChatTopics;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
 use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
+use crate::store::{StoreConfig, quoted_table};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,7 +66,16 @@ pub struct Config {
     pub auth_cache: Duration,
     pub hash: HashSettings,
     pub acl: AclConfig,
+    /// Chat payload validation and stamping; `None` when off (or chat rules off).
+    pub validation: Option<ValidationConfig>,
+    /// Message storage; `None` unless `persist_enabled`.
+    pub persist: Option<StoreConfig>,
     pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationConfig {
+    pub max_content_bytes: usize,
 }
 
 /// The default chat topic templates and membership query (for the bundled schema).
@@ -160,6 +170,15 @@ const OWN_KEYS: &[&str] = &[
     "aclquery",
     "acl_cacheseconds",
     "acl_subscribe_level",
+    "chat_validate",
+    "chat_max_content_bytes",
+    "persist_enabled",
+    "persist_table",
+    "persist_batch_rows",
+    "persist_flush_ms",
+    "persist_spool_dir",
+    "persist_spool_max_mb",
+    "persist_fsync",
 ];
 
 impl Config {
@@ -348,6 +367,21 @@ impl Config {
         };
 
         let acl = acl_config(&get, &mut warnings)?;
+        let validate = get("chat_validate")
+            .map(|v| boolean("chat_validate", v))
+            .transpose()?
+            .unwrap_or(true);
+        let validation = (acl.chat.is_some() && validate)
+            .then(|| -> Result<ValidationConfig, ConfigError> {
+                Ok(ValidationConfig {
+                    max_content_bytes: get("chat_max_content_bytes")
+                        .map(|v| number::<usize>("chat_max_content_bytes", v, 1, 16 << 20))
+                        .transpose()?
+                        .unwrap_or(65_536),
+                })
+            })
+            .transpose()?;
+        let persist = persist_config(&get, validation.is_some())?;
 
         let config = Config {
             db,
@@ -361,6 +395,8 @@ impl Config {
                 salt_position,
             },
             acl,
+            validation,
+            persist,
             log_level,
         };
         Ok((config, warnings))
@@ -454,6 +490,64 @@ fn acl_config<'a>(
         refresh: Duration::from_secs(refresh),
         subscribe_level,
     })
+}
+
+fn persist_config<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    validated: bool,
+) -> Result<Option<StoreConfig>, ConfigError> {
+    let enabled = get("persist_enabled")
+        .map(|v| boolean("persist_enabled", v))
+        .transpose()?
+        .unwrap_or(false);
+    if !enabled {
+        return Ok(None);
+    }
+    if !validated {
+        return Err(err(
+            "persist_enabled",
+            "needs the chat rules and payload validation (auth_opt_chat_enabled and \
+             auth_opt_chat_validate true): only validated chat messages are stored",
+        ));
+    }
+    let table = get("persist_table").unwrap_or("messages");
+    let table = quoted_table(table).ok_or_else(|| {
+        err(
+            "persist_table",
+            format!("'{table}' is not a table name (letters, digits, _; optionally db.table)"),
+        )
+    })?;
+    let spool_dir = get("persist_spool_dir").ok_or_else(|| {
+        err(
+            "persist_spool_dir",
+            "is required with auth_opt_persist_enabled: a directory the broker may write, where \
+             messages wait until MySQL has them",
+        )
+    })?;
+    Ok(Some(StoreConfig {
+        table,
+        batch_rows: get("persist_batch_rows")
+            .map(|v| number::<usize>("persist_batch_rows", v, 1, 5_000))
+            .transpose()?
+            .unwrap_or(500),
+        flush: Duration::from_millis(
+            get("persist_flush_ms")
+                .map(|v| number::<u64>("persist_flush_ms", v, 1, 60_000))
+                .transpose()?
+                .unwrap_or(50),
+        ),
+        spool_dir: PathBuf::from(spool_dir),
+        spool_max_bytes: get("persist_spool_max_mb")
+            .map(|v| number::<u64>("persist_spool_max_mb", v, 1, 1 << 20))
+            .transpose()?
+            .unwrap_or(1024)
+            * 1024
+            * 1024,
+        fsync: get("persist_fsync")
+            .map(|v| boolean("persist_fsync", v))
+            .transpose()?
+            .unwrap_or(false),
+    }))
 }
 
 fn translate(option: &str, text: &str, bindings: Bindings) -> Result<Query, ConfigError> {
@@ -608,6 +702,32 @@ mod tests {
             ),
             (&[("acl_cacheseconds", "many")], "acl_cacheseconds"),
             (&[("acl_subscribe_level", "2")], "acl_subscribe_level"),
+            (&[("chat_max_content_bytes", "0")], "chat_max_content_bytes"),
+            (&[("persist_enabled", "true")], "persist_spool_dir"),
+            (
+                &[
+                    ("persist_enabled", "true"),
+                    ("chat_validate", "false"),
+                    ("persist_spool_dir", "/tmp"),
+                ],
+                "persist_enabled",
+            ),
+            (
+                &[
+                    ("persist_enabled", "true"),
+                    ("persist_spool_dir", "/tmp"),
+                    ("persist_table", "messages; DROP TABLE users"),
+                ],
+                "persist_table",
+            ),
+            (
+                &[
+                    ("persist_enabled", "true"),
+                    ("persist_spool_dir", "/tmp"),
+                    ("persist_batch_rows", "100000"),
+                ],
+                "persist_batch_rows",
+            ),
         ];
         for (extra, option) in cases {
             let e = parse(extra).expect_err(option);
@@ -654,6 +774,27 @@ mod tests {
         assert_eq!(acl.refresh, Duration::from_secs(1));
         assert_eq!(acl.subscribe_level, 4);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
+    fn persistence_is_opt_in_and_validation_on_with_chat() {
+        let (config, _) = parse(&[]).unwrap();
+        assert!(config.persist.is_none());
+        assert_eq!(config.validation.unwrap().max_content_bytes, 65_536);
+        let (config, _) = parse(&[
+            ("persist_enabled", "true"),
+            ("persist_spool_dir", "/var/lib/chat-auth"),
+            ("persist_table", "chat.messages"),
+            ("persist_spool_max_mb", "2"),
+        ])
+        .unwrap();
+        let store = config.persist.unwrap();
+        assert_eq!(store.table, "`chat`.`messages`");
+        assert_eq!(store.spool_max_bytes, 2 * 1024 * 1024);
+        assert_eq!(store.batch_rows, 500);
+        assert!(!store.fsync);
+        let (config, _) = parse(&[("chat_enabled", "false")]).unwrap();
+        assert!(config.validation.is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod control;
 pub mod db;
@@ -12,6 +13,7 @@ pub mod plugin;
 pub mod query;
 pub mod refresh;
 pub mod sessions;
+pub mod store;
 pub mod topic;
 
 mod ffi;

@@ -1,18 +1,22 @@
 //! The plugin assembled from its parts: config, the MySQL pool, the authenticator. The FFI
 //! edge owns one `Plugin` and forwards each broker event to it.
 
-use crate::acl::{Access, Patterns};
+use crate::acl::{Access, ChatTopics, Patterns};
 use crate::auth::{Authenticator, Decision, Refusal, UserRecord, UserSource};
+use crate::chat::{self, Kind, Sender};
 use crate::config::Config;
+use crate::config::ValidationConfig;
 use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError, value_bytes};
 use crate::logging::printable;
 use crate::query::{Param, Query};
 use crate::refresh::{Refresher, RuleSource};
-use crate::sessions::{Applied, DEFAULT_OFFLINE_CAP, Registry, RuleSet};
+use crate::sessions::{Applied, Author, DEFAULT_OFFLINE_CAP, Registry, RuleSet};
+use crate::store::{Record, Store, StoreRefusal};
 use crate::topic;
 use mysql::{Row, Value};
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -43,6 +47,8 @@ pub enum Action {
 pub struct Plugin {
     auth: Authenticator<MysqlUsers>,
     rules: Arc<MysqlRules>,
+    chat: Option<ChatTopics>,
+    validation: Option<ValidationConfig>,
     /// Touched only by broker callbacks (one thread), so the lock is never contended.
     state: Mutex<State>,
 }
@@ -51,7 +57,25 @@ struct State {
     registry: Registry,
     refresher: Refresher,
     outbox: Vec<Action>,
+    /// Chat message storage, when `persist_enabled`.
+    store: Option<Store>,
+    last_stats_log: Instant,
+    last_stats: (u64, u64),
 }
+
+/// What to do with a PUBLISH (MOSQ_EVT_MESSAGE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageVerdict {
+    /// Not a chat topic (or validation off): untouched.
+    Pass,
+    /// Accepted; deliver this payload (stamped) instead.
+    Replace(Vec<u8>),
+    /// Refused: not delivered, not stored.
+    Deny,
+}
+
+/// How often the storage figures are logged (when they changed).
+const STATS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Plugin {
     /// Validates the options and starts the background parts. An `Err` names the option and
@@ -86,6 +110,11 @@ impl Plugin {
             subscribe_level: acl.subscribe_level,
         });
         let refresher = Refresher::start(rules.clone())?;
+        let store = config
+            .persist
+            .as_ref()
+            .map(|persist| Store::start(persist, Arc::clone(&rules.db)))
+            .transpose()?;
         log::info!(
             "started: MySQL {}, credential cache {} s, chat topics {}, ACL rows {}, rules \
              refreshed every {} s",
@@ -102,13 +131,34 @@ impl Plugin {
             },
             acl.refresh.as_secs(),
         );
+        if let Some(persist) = &config.persist {
+            log::info!(
+                "chat messages are stored in {} (batches of up to {} rows every {} ms; spool {}, \
+                 at most {} MB{})",
+                persist.table,
+                persist.batch_rows,
+                persist.flush.as_millis(),
+                persist.spool_dir.display(),
+                persist.spool_max_bytes / (1024 * 1024),
+                if persist.fsync {
+                    ", fsync per message"
+                } else {
+                    ""
+                }
+            );
+        }
         Ok(Plugin {
             auth: Authenticator::new(users, config.hash, config.superusers, config.auth_cache),
             rules,
+            chat: acl.chat.clone(),
+            validation: config.validation,
             state: Mutex::new(State {
                 registry: Registry::new(acl.chat, acl.refresh, DEFAULT_OFFLINE_CAP),
                 refresher,
                 outbox: Vec::new(),
+                store,
+                last_stats_log: Instant::now(),
+                last_stats: (0, 0),
             }),
         })
     }
@@ -181,6 +231,87 @@ impl Plugin {
         allowed
     }
 
+    /// A PUBLISH after its WRITE check: chat payloads are validated, stamped and spooled
+    /// here; nothing waits on MySQL.
+    pub fn message(
+        &self,
+        client: Client<'_>,
+        topic: &[u8],
+        payload: &[u8],
+        qos: u8,
+    ) -> MessageVerdict {
+        let (Some(chat), Some(validation)) = (&self.chat, &self.validation) else {
+            return MessageVerdict::Pass;
+        };
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            return MessageVerdict::Pass;
+        };
+        let (kind, topic_id) = if let Some(id) = chat.inbox.id_of(topic) {
+            (Kind::Chat, id)
+        } else if let Some(id) = chat.group.id_of(topic) {
+            (Kind::GroupChat, id)
+        } else {
+            return MessageVerdict::Pass;
+        };
+        let client_id = client.id.unwrap_or_default();
+        let client_name = String::from_utf8_lossy(client_id);
+        let mut state = self.state();
+        let sender = match state.registry.author(client_id, client.pointer) {
+            Author::User(user_id) => Sender::User(user_id),
+            Author::Superuser | Author::NoSession => Sender::Trusted,
+            Author::Unknown => {
+                log::debug!(
+                    "chat message from client '{}' refused: no rules known for it",
+                    printable(&client_name)
+                );
+                return MessageVerdict::Deny;
+            }
+        };
+        let stamped = match chat::accept(
+            kind,
+            topic_id,
+            payload,
+            sender,
+            validation.max_content_bytes,
+            now_ms(),
+            chat::new_message_id,
+        ) {
+            Ok(stamped) => stamped,
+            Err(why) => {
+                if log::log_enabled!(log::Level::Debug) {
+                    log::debug!(
+                        "chat message from client '{}' on '{}' refused: {why}",
+                        printable(&client_name),
+                        printable(topic)
+                    );
+                }
+                return MessageVerdict::Deny;
+            }
+        };
+        if let Some(store) = &mut state.store {
+            let record = Record {
+                message_id: stamped.message_id,
+                kind: stamped.kind.name().to_string(),
+                from_id: stamped.from_id,
+                to_id: stamped.to_id,
+                content: stamped.content,
+                topic: topic.to_string(),
+                qos,
+                client_id: truncate(&client_name, 256).to_string(),
+                server_ts: stamped.server_ts,
+            };
+            match store.put(record) {
+                Ok(()) => {}
+                Err(StoreRefusal::SpoolFull) => return MessageVerdict::Deny,
+                Err(StoreRefusal::Io(e)) => {
+                    log::error!("cannot write the chat spool ({e}); chat message refused");
+                    return MessageVerdict::Deny;
+                }
+            }
+        }
+        MessageVerdict::Replace(stamped.payload)
+    }
+
     pub fn disconnect(&self, client: Client<'_>, clean_session: bool) {
         if let Some(client_id) = client.id {
             self.state()
@@ -210,6 +341,8 @@ impl Plugin {
             registry,
             refresher,
             outbox,
+            store,
+            ..
         } = &mut *state;
         let answer = |outbox: &mut Vec<Action>, reply: &Reply, outcome| {
             outbox.push(Action::Publish {
@@ -270,6 +403,10 @@ impl Plugin {
                         "cachedLogins": self.auth.cached_logins(),
                         "databaseDown": self.rules.db.is_down(),
                     });
+                    let mut data = data;
+                    if let Some(store) = store {
+                        data["storage"] = storage_stats(store);
+                    }
                     answer(outbox, &reply, Ok(Some(data)));
                 }
             }
@@ -285,6 +422,9 @@ impl Plugin {
             registry,
             refresher,
             outbox,
+            store,
+            last_stats_log,
+            last_stats,
         } = &mut *state;
         for loaded in refresher.ready() {
             let reply = loaded.job.reply.clone();
@@ -305,8 +445,52 @@ impl Plugin {
         for job in registry.due_jobs(now) {
             refresher.submit(job);
         }
+        if let Some(store) = store {
+            if now.duration_since(*last_stats_log) >= STATS_LOG_INTERVAL {
+                let counters = &store.counters;
+                let figures = (
+                    counters.rows_written.load(Ordering::Relaxed),
+                    counters.failed_attempts.load(Ordering::Relaxed),
+                );
+                let queued = store.usage().pending_records.load(Ordering::Relaxed);
+                if figures != *last_stats || queued > 0 {
+                    log::info!("chat storage: {}", storage_stats(store));
+                }
+                *last_stats = figures;
+                *last_stats_log = now;
+            }
+        }
         std::mem::take(outbox)
     }
+}
+
+fn storage_stats(store: &Store) -> serde_json::Value {
+    let usage = store.usage();
+    let counters = &store.counters;
+    json!({
+        "queuedMessages": usage.pending_records.load(Ordering::Relaxed),
+        "spoolBytes": usage.pending_bytes.load(Ordering::Relaxed),
+        "spoolFull": store.is_full(),
+        "rowsWritten": counters.rows_written.load(Ordering::Relaxed),
+        "batches": counters.batches.load(Ordering::Relaxed),
+        "failedAttempts": counters.failed_attempts.load(Ordering::Relaxed),
+        "rejectedRows": counters.rejected_rows.load(Ordering::Relaxed),
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Groups and ACL rows read with `groupsquery` and `aclquery`.

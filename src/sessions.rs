@@ -79,6 +79,18 @@ struct Session {
     patterns: Patterns,
 }
 
+/// The publisher of a message, as far as the registry knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Author<'a> {
+    User(&'a str),
+    Superuser,
+    /// No session for the client id: a bridge (the only kind of client whose PUBLISH passes
+    /// without an ACL check, so without a session).
+    NoSession,
+    /// A session that does not match (stale connection) or has no rules.
+    Unknown,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub sessions: usize,
@@ -233,6 +245,19 @@ impl Registry {
             topic,
             retain,
         )
+    }
+
+    /// Who is publishing, for chat payload checks.
+    pub fn author(&self, client_id: &[u8], pointer: usize) -> Author<'_> {
+        match self.sessions.get(client_id) {
+            Some(s) if s.pointer != pointer => Author::Unknown,
+            Some(s) if s.superuser => Author::Superuser,
+            Some(s) => self
+                .users
+                .get(&s.username)
+                .map_or(Author::Unknown, |e| Author::User(&e.rules.user_id)),
+            None => Author::NoSession,
+        }
     }
 
     /// Whether this client logged in as a superuser (for `$CONTROL`).

@@ -16,7 +16,7 @@ mod bindings {
 
 use crate::acl::Access;
 use crate::auth::Decision;
-use crate::plugin::{Action, Client, Plugin};
+use crate::plugin::{Action, Client, MessageVerdict, Plugin};
 use bindings::*;
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -62,6 +62,7 @@ type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 const EVENTS: &[(mosquitto_plugin_event, Callback, Option<&CStr>)] = &[
     (MOSQ_EVT_BASIC_AUTH, on_basic_auth, None),
     (MOSQ_EVT_ACL_CHECK, on_acl_check, None),
+    (MOSQ_EVT_MESSAGE, on_message, None),
     (MOSQ_EVT_DISCONNECT, on_disconnect, None),
     (MOSQ_EVT_RELOAD, on_reload, None),
     (MOSQ_EVT_TICK, on_tick, None),
@@ -274,6 +275,57 @@ unsafe extern "C" fn on_acl_check(
             MOSQ_ERR_SUCCESS
         } else {
             MOSQ_ERR_ACL_DENIED
+        }
+    })
+}
+
+unsafe extern "C" fn on_message(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    // "Denied" drops the message and keeps the publisher connected (v5: PUBACK 0x87); any
+    // other error would disconnect it.
+    guard("message", MOSQ_ERR_ACL_DENIED, || {
+        if event_data.is_null() || userdata.is_null() {
+            return MOSQ_ERR_ACL_DENIED;
+        }
+        // SAFETY: registered for MOSQ_EVT_MESSAGE; the broker lets us replace the payload.
+        let (event, plugin) = unsafe {
+            (
+                &mut *(event_data as *mut mosquitto_evt_message),
+                &*(userdata as *const Plugin),
+            )
+        };
+        let Some(topic) = (unsafe { c_bytes(event.topic) }) else {
+            return MOSQ_ERR_ACL_DENIED;
+        };
+        let payload = unsafe { payload(event.payload, event.payloadlen) };
+        match plugin.message(unsafe { client(event.client) }, topic, payload, event.qos) {
+            MessageVerdict::Pass => MOSQ_ERR_SUCCESS,
+            MessageVerdict::Deny => MOSQ_ERR_ACL_DENIED,
+            MessageVerdict::Replace(stamped) => {
+                let Ok(len) = u32::try_from(stamped.len()) else {
+                    return MOSQ_ERR_ACL_DENIED;
+                };
+                // SAFETY: a mosquitto_malloc'd buffer replaces the payload; the broker frees
+                // the old one and owns the new one.
+                unsafe {
+                    let buffer = mosquitto_malloc(stamped.len());
+                    if buffer.is_null() {
+                        log::error!("out of memory for a stamped chat message; refused");
+                        return MOSQ_ERR_ACL_DENIED;
+                    }
+                    std::ptr::copy_nonoverlapping(
+                        stamped.as_ptr(),
+                        buffer as *mut u8,
+                        stamped.len(),
+                    );
+                    event.payload = buffer;
+                    event.payloadlen = len;
+                }
+                MOSQ_ERR_SUCCESS
+            }
         }
     })
 }

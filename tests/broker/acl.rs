@@ -84,6 +84,17 @@ fn chat(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A delivered chat message is the one sent, stamped by the broker with `id` and `ts`.
+pub fn assert_chat(delivered: &[u8], sent: &[u8]) {
+    let delivered: Value = serde_json::from_slice(delivered).expect("delivered JSON");
+    let sent: Value = serde_json::from_slice(sent).expect("sent JSON");
+    for (key, value) in sent.as_object().unwrap() {
+        assert_eq!(&delivered[key], value, "field {key} of {delivered}");
+    }
+    assert!(delivered["id"].is_string(), "{delivered}");
+    assert!(delivered["ts"].is_i64(), "{delivered}");
+}
+
 /// Sends a control command as `admin` and returns the first response item.
 fn control(admin: &mut Mqtt, command: Value) -> Value {
     let payload = json!({ "commands": [command] }).to_string();
@@ -129,7 +140,7 @@ fn inbox_is_private() {
     let got = bob
         .message_on("/users/2/messages", SOON)
         .expect("bob gets it");
-    assert_eq!(got.payload, hello);
+    assert_chat(&got.payload, &hello);
     assert!(alice.drain(QUIET).is_empty(), "alice sees nothing of bob's");
 
     // A retained chat message would replay forever: refused.
@@ -175,7 +186,7 @@ fn group_members_only() {
         let got = member
             .message_on(group, SOON)
             .unwrap_or_else(|| panic!("{} gets the group message", member.client_id));
-        assert_eq!(got.payload, text);
+        assert_chat(&got.payload, &text);
         assert!(
             member.drain(QUIET).is_empty(),
             "dave's message never arrived"
@@ -274,7 +285,7 @@ fn superuser_sees_everything() {
     let seen = admin
         .message_on("/users/2/messages", SOON)
         .expect("the superuser sees every inbox");
-    assert_eq!(seen.payload, text);
+    assert_chat(&seen.payload, &text);
     let stats = control(&mut admin, json!({"command": "getStats"}));
     assert_eq!(stats["data"]["onlineSessions"], 2, "{stats}");
     assert_eq!(stats["data"]["databaseDown"], false);
@@ -354,9 +365,9 @@ fn mysql_stopped_keeps_last_rules() {
         text.clone(),
         false
     )));
-    assert_eq!(
-        bob.message_on("/users/2/messages", SOON).unwrap().payload,
-        text
+    assert_chat(
+        &bob.message_on("/users/2/messages", SOON).unwrap().payload,
+        &text,
     );
     let group_text = chat("GROUPCHAT", 1, 10, "group too");
     assert!(accepted(alice.publish(
@@ -364,9 +375,9 @@ fn mysql_stopped_keeps_last_rules() {
         group_text.clone(),
         false
     )));
-    assert_eq!(
-        bob.message_on("/groups/10/messages", SOON).unwrap().payload,
-        group_text
+    assert_chat(
+        &bob.message_on("/groups/10/messages", SOON).unwrap().payload,
+        &group_text,
     );
     // New logins need MySQL (no credential cache here): refused, not let in.
     assert!(
@@ -414,7 +425,7 @@ fn persistent_session_gets_queued_inbox_messages() {
     let got = alice
         .message_on("/users/1/messages", SOON)
         .expect("the queued message arrives on reconnect");
-    assert_eq!(got.payload, text);
+    assert_chat(&got.payload, &text);
 
     // Another user taking over the client id does not inherit alice's inbox.
     let mut mallory = Mqtt::login(

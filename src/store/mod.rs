@@ -1,0 +1,386 @@
+//! Chat message storage: the spool (before the MESSAGE callback returns), a queue, and a
+//! writer thread that inserts multi-row batches in transactions and then moves the spool's
+//! checkpoint. A replay (after a crash, or of a batch whose commit answer was lost) can
+//! never make a second row: `message_id` is unique and duplicates are skipped.
+
+pub mod spool;
+
+use crate::db::{Db, DbError};
+use mysql::Value;
+use serde::{Deserialize, Serialize};
+use spool::{Checkpoint, Position, Spool, Usage};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One stored chat message: a row of the messages table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub message_id: String,
+    pub kind: String,
+    pub from_id: String,
+    pub to_id: String,
+    pub content: String,
+    pub topic: String,
+    pub qos: u8,
+    pub client_id: String,
+    pub server_ts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub table: String,
+    pub batch_rows: usize,
+    pub flush: Duration,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub fsync: bool,
+}
+
+/// Progress counters, read by the periodic log line and `getStats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub rows_written: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub rejected_rows: AtomicU64,
+}
+
+/// Why a message could not be stored (and so is refused).
+#[derive(Debug)]
+pub enum StoreRefusal {
+    SpoolFull,
+    Io(io::Error),
+}
+
+struct Queued {
+    record: Record,
+    position: Position,
+    size: u64,
+}
+
+/// The broker-thread side: append, queue, and the numbers.
+pub struct Store {
+    spool: Spool,
+    max_bytes: u64,
+    queue: Option<Sender<Queued>>,
+    writer: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
+    full: bool,
+}
+
+/// How long shutdown waits for MySQL to take what is queued (the rest stays spooled).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Opens the spool, queues what the last run left uncommitted, and starts the writer.
+    pub fn start(config: &StoreConfig, db: Arc<Db>) -> Result<Store, String> {
+        let spool_error = |e: io::Error| {
+            format!(
+                "auth_opt_persist_spool_dir (plugin_opt_persist_spool_dir): cannot use '{}': {e}",
+                config.spool_dir.display()
+            )
+        };
+        let rotate_at = (config.spool_max_bytes / 8).clamp(64 * 1024, 64 * 1024 * 1024);
+        let (spool, pending) =
+            Spool::open(&config.spool_dir, config.fsync, rotate_at).map_err(spool_error)?;
+        let (queue, receiver) = channel();
+        if !pending.is_empty() {
+            log::info!(
+                "replaying {} chat messages from the spool that MySQL has not confirmed",
+                pending.len()
+            );
+        }
+        for (record, position, size) in pending {
+            let _ = queue.send(Queued {
+                record,
+                position,
+                size,
+            });
+        }
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            db,
+            insert_prefix: format!(
+                "INSERT INTO {} (message_id, type, from_id, to_id, content, topic, qos, \
+                 client_id, server_ts) VALUES ",
+                config.table
+            ),
+            batch_rows: config.batch_rows,
+            flush: config.flush,
+            checkpoint: Checkpoint::new(&config.spool_dir, spool.usage.clone()),
+            counters: counters.clone(),
+            stop: stop.clone(),
+            rejected: config.spool_dir.join("rejected.jsonl"),
+        };
+        let writer = std::thread::Builder::new()
+            .name("chat-auth-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| format!("cannot start the message writer thread: {e}"))?;
+        Ok(Store {
+            spool,
+            max_bytes: config.spool_max_bytes,
+            queue: Some(queue),
+            writer: Some(writer),
+            stop,
+            counters,
+            full: false,
+        })
+    }
+
+    /// Spools and queues one message. Refuses when the spool holds `spool_max_bytes` not yet
+    /// in MySQL (one warning per episode), or when the spool cannot be written.
+    pub fn put(&mut self, record: Record) -> Result<(), StoreRefusal> {
+        let pending = self.usage().pending_bytes.load(Ordering::Relaxed);
+        if pending >= self.max_bytes {
+            if !self.full {
+                self.full = true;
+                log::warn!(
+                    "spool full ({} MB not yet in MySQL): chat messages are refused until \
+                     MySQL catches up",
+                    pending / (1024 * 1024)
+                );
+            }
+            return Err(StoreRefusal::SpoolFull);
+        }
+        if self.full {
+            self.full = false;
+            log::warn!("spool has room again: chat messages are accepted");
+        }
+        let (position, size) = self.spool.append(&record).map_err(StoreRefusal::Io)?;
+        if let Some(queue) = &self.queue {
+            let _ = queue.send(Queued {
+                record,
+                position,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn usage(&self) -> &Usage {
+        &self.spool.usage
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The writer drains the queue, giving MySQL a short grace; the spool keeps the rest.
+        self.queue.take();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        if let Some(writer) = self.writer.take() {
+            while !writer.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.stop.store(true, Ordering::Release);
+            let _ = writer.join();
+        }
+    }
+}
+
+struct Writer {
+    db: Arc<Db>,
+    insert_prefix: String,
+    batch_rows: usize,
+    flush: Duration,
+    checkpoint: Checkpoint,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    rejected: PathBuf,
+}
+
+impl Writer {
+    fn run(mut self, queue: Receiver<Queued>) {
+        let mut open = true;
+        while open {
+            let Ok(first) = queue.recv() else {
+                return;
+            };
+            let mut batch = vec![first];
+            let deadline = Instant::now() + self.flush;
+            while batch.len() < self.batch_rows {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match queue.recv_timeout(left) {
+                    Ok(item) => batch.push(item),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if !self.write(&batch) {
+                return; // stopping with MySQL unavailable: the spool replays it next start
+            }
+        }
+        // Shutdown: what is still queued.
+        let rest: Vec<Queued> = queue.try_iter().collect();
+        for chunk in rest.chunks(self.batch_rows) {
+            if !self.write(chunk) {
+                return;
+            }
+        }
+    }
+
+    /// Writes one batch, retrying while MySQL is unavailable. `false` when told to stop first.
+    fn write(&mut self, batch: &[Queued]) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.insert(batch) {
+                Ok(()) => break,
+                Err(DbError::Query(e)) => {
+                    // A row the server will not take must not block the rest forever.
+                    log::warn!(
+                        "a batch of {} chat messages was refused by MySQL ({e}); writing them one by one",
+                        batch.len()
+                    );
+                    self.counters
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !self.write_one_by_one(batch) {
+                        return false;
+                    }
+                    break;
+                }
+                Err(DbError::Unavailable(e)) => {
+                    self.counters
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::debug!(
+                        "storing {} chat messages failed ({e}); retrying",
+                        batch.len()
+                    );
+                    if self.stop.load(Ordering::Acquire) {
+                        return false;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        self.committed(batch);
+        true
+    }
+
+    fn write_one_by_one(&mut self, batch: &[Queued]) -> bool {
+        for item in batch {
+            loop {
+                match self.insert(std::slice::from_ref(item)) {
+                    Ok(()) => break,
+                    Err(DbError::Query(e)) => {
+                        log::error!(
+                            "chat message {} cannot be stored ({e}); kept in {}",
+                            item.record.message_id,
+                            self.rejected.display()
+                        );
+                        self.keep_rejected(&item.record);
+                        self.counters.rejected_rows.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(DbError::Unavailable(_)) => {
+                        if self.stop.load(Ordering::Acquire) {
+                            return false;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn keep_rejected(&self, record: &Record) {
+        use std::io::Write;
+        let line = serde_json::to_string(record).unwrap_or_default();
+        let result = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.rejected)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = result {
+            log::error!("cannot write {}: {e}", self.rejected.display());
+        }
+    }
+
+    fn committed(&mut self, batch: &[Queued]) {
+        let last = batch.last().expect("batches are never empty").position;
+        let bytes = batch.iter().map(|q| q.size).sum();
+        self.counters
+            .rows_written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.checkpoint.commit(last, batch.len() as u64, bytes) {
+            // The rows are in MySQL; a replay would only skip them as duplicates.
+            log::error!("cannot move the spool checkpoint: {e}");
+        }
+    }
+
+    /// One multi-row INSERT in a transaction; rows already present (a replay) are skipped.
+    fn insert(&self, batch: &[Queued]) -> Result<(), DbError> {
+        let mut sql = self.insert_prefix.clone();
+        let mut values = Vec::with_capacity(batch.len() * 9);
+        for (i, item) in batch.iter().enumerate() {
+            sql.push_str(if i == 0 {
+                "(?,?,?,?,?,?,?,?,?)"
+            } else {
+                ",(?,?,?,?,?,?,?,?,?)"
+            });
+            let r = &item.record;
+            values.extend([
+                Value::from(&r.message_id),
+                Value::from(&r.kind),
+                Value::from(&r.from_id),
+                Value::from(&r.to_id),
+                Value::from(&r.content),
+                Value::from(&r.topic),
+                Value::from(r.qos),
+                Value::from(&r.client_id),
+                Value::from(r.server_ts),
+            ]);
+        }
+        sql.push_str(" ON DUPLICATE KEY UPDATE message_id = message_id");
+        self.db.execute_in_transaction(&sql, values)
+    }
+}
+
+/// A table name as the option gives it: `name` or `database.name`, letters, digits and `_`.
+pub fn quoted_table(name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let valid = |p: &&str| {
+        !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    (parts.len() <= 2 && parts.iter().all(valid)).then(|| {
+        parts
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(".")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_checked_and_quoted() {
+        assert_eq!(quoted_table("messages").as_deref(), Some("`messages`"));
+        assert_eq!(
+            quoted_table("chat.messages").as_deref(),
+            Some("`chat`.`messages`")
+        );
+        for bad in ["", "a b", "m`; DROP TABLE users; --", "a.b.c", "x."] {
+            assert!(quoted_table(bad).is_none(), "{bad}");
+        }
+    }
+}

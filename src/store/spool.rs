@@ -1,0 +1,319 @@
+//! The local append-only spool: every accepted chat message is written here before the
+//! MESSAGE callback returns, and replayed at start until MySQL has it.
+//!
+//! Files in the spool directory: `segment-<n>.log` (frames: u32 length, u32 CRC-32, the
+//! record as JSON) and `checkpoint` (`<segment> <offset>`: everything before it is in
+//! MySQL). Segments wholly before the checkpoint are deleted.
+
+use super::Record;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const FRAME_HEADER: usize = 8;
+/// A frame longer than this is corruption, not a record.
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Where a record ends in the spool: committing it moves the checkpoint here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub segment: u64,
+    pub end: u64,
+}
+
+/// A record found in the spool at start, with where it ends and its size in the spool.
+pub type Replayed = (Record, Position, u64);
+
+/// Counters shared by the broker thread (appends) and the writer (commits).
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Bytes of records appended and not yet committed to MySQL.
+    pub pending_bytes: AtomicU64,
+    pub pending_records: AtomicU64,
+}
+
+/// The appending side, owned by the broker thread.
+pub struct Spool {
+    dir: PathBuf,
+    fsync: bool,
+    segment: u64,
+    file: File,
+    written: u64,
+    rotate_at: u64,
+    pub usage: Arc<Usage>,
+}
+
+impl Spool {
+    /// Opens the spool in `dir` (created if missing) and returns what was not committed by
+    /// the last run, in order. New records go to a fresh segment.
+    pub fn open(dir: &Path, fsync: bool, rotate_at: u64) -> io::Result<(Spool, Vec<Replayed>)> {
+        fs::create_dir_all(dir)?;
+        let checkpoint = read_checkpoint(dir)?;
+        let mut segments = segment_ids(dir)?;
+        segments.sort_unstable();
+        let usage = Arc::new(Usage::default());
+        let mut pending = Vec::new();
+        for &id in &segments {
+            if id < checkpoint.segment {
+                fs::remove_file(segment_path(dir, id))?;
+                continue;
+            }
+            let start = if id == checkpoint.segment {
+                checkpoint.end
+            } else {
+                0
+            };
+            for (record, position, size) in read_segment(dir, id, start)? {
+                usage.pending_bytes.fetch_add(size, Ordering::Relaxed);
+                usage.pending_records.fetch_add(1, Ordering::Relaxed);
+                pending.push((record, position, size));
+            }
+        }
+        let segment = segments
+            .last()
+            .map_or(checkpoint.segment.max(1), |last| last + 1);
+        let file = create_segment(dir, segment)?;
+        Ok((
+            Spool {
+                dir: dir.to_path_buf(),
+                fsync,
+                segment,
+                file,
+                written: 0,
+                rotate_at,
+                usage,
+            },
+            pending,
+        ))
+    }
+
+    /// Appends one record (one `write` call, so a killed broker never leaves half a frame
+    /// behind; with `fsync` it is on disk before this returns). Returns its end and size.
+    pub fn append(&mut self, record: &Record) -> io::Result<(Position, u64)> {
+        if self.written >= self.rotate_at {
+            self.segment += 1;
+            self.file = create_segment(&self.dir, self.segment)?;
+            self.written = 0;
+        }
+        let body = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        frame.extend_from_slice(&body);
+        self.file.write_all(&frame)?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        self.written += frame.len() as u64;
+        let size = frame.len() as u64;
+        self.usage.pending_bytes.fetch_add(size, Ordering::Relaxed);
+        self.usage.pending_records.fetch_add(1, Ordering::Relaxed);
+        Ok((
+            Position {
+                segment: self.segment,
+                end: self.written,
+            },
+            size,
+        ))
+    }
+}
+
+/// The committing side, owned by the writer thread.
+pub struct Checkpoint {
+    dir: PathBuf,
+    usage: Arc<Usage>,
+    last: Option<Position>,
+}
+
+impl Checkpoint {
+    pub fn new(dir: &Path, usage: Arc<Usage>) -> Checkpoint {
+        Checkpoint {
+            dir: dir.to_path_buf(),
+            usage,
+            last: None,
+        }
+    }
+
+    /// Records that everything up to `position` is in MySQL (`records` of `bytes`), and
+    /// deletes the segments before it.
+    pub fn commit(&mut self, position: Position, records: u64, bytes: u64) -> io::Result<()> {
+        self.usage.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.usage
+            .pending_records
+            .fetch_sub(records, Ordering::Relaxed);
+        let temporary = self.dir.join("checkpoint.tmp");
+        fs::write(
+            &temporary,
+            format!("{} {}\n", position.segment, position.end),
+        )?;
+        fs::rename(&temporary, self.dir.join("checkpoint"))?;
+        let before = self.last.map_or(0, |p| p.segment);
+        if position.segment > before {
+            for id in segment_ids(&self.dir)? {
+                if id < position.segment {
+                    let _ = fs::remove_file(segment_path(&self.dir, id));
+                }
+            }
+        }
+        self.last = Some(position);
+        Ok(())
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("segment-{id:012}.log"))
+}
+
+fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(segment_path(dir, id))
+}
+
+fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = name
+            .strip_prefix("segment-")
+            .and_then(|rest| rest.strip_suffix(".log"))
+            .and_then(|n| n.parse().ok())
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+fn read_checkpoint(dir: &Path) -> io::Result<Position> {
+    match fs::read_to_string(dir.join("checkpoint")) {
+        Ok(text) => {
+            let mut parts = text.split_whitespace().map(str::parse::<u64>);
+            match (parts.next(), parts.next()) {
+                (Some(Ok(segment)), Some(Ok(end))) => Ok(Position { segment, end }),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is damaged", dir.join("checkpoint").display()),
+                )),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Position { segment: 0, end: 0 }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The records of one segment from `start`. A damaged or cut-off tail (a machine crash in
+/// the middle of a write) ends the segment with a warning.
+fn read_segment(dir: &Path, id: u64, start: u64) -> io::Result<Vec<Replayed>> {
+    let path = segment_path(dir, id);
+    let mut bytes = Vec::new();
+    File::open(&path)?.read_to_end(&mut bytes)?;
+    let mut records = Vec::new();
+    let mut at = start as usize;
+    while at < bytes.len() {
+        let frame = bytes.get(at..at + FRAME_HEADER).and_then(|header| {
+            let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+            let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+            let body = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len)?;
+            (len <= MAX_FRAME && crc32fast::hash(body) == crc).then_some(body)
+        });
+        let Some(record) = frame.and_then(|body| serde_json::from_slice::<Record>(body).ok())
+        else {
+            log::warn!(
+                "spool {}: damaged data from byte {at} of {} ignored (a crash during a write)",
+                path.display(),
+                bytes.len()
+            );
+            break;
+        };
+        let size = (FRAME_HEADER + frame.map_or(0, <[u8]>::len)) as u64;
+        at += size as usize;
+        records.push((
+            record,
+            Position {
+                segment: id,
+                end: at as u64,
+            },
+            size,
+        ));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u32) -> Record {
+        Record {
+            message_id: format!("m{n}"),
+            kind: "CHAT".into(),
+            from_id: "1".into(),
+            to_id: "2".into(),
+            content: format!("hello \"{n}\" ✓"),
+            topic: "/users/2/messages".into(),
+            qos: 1,
+            client_id: "c".into(),
+            server_ts: n as i64,
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("chat-auth-spool-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn uncommitted_records_come_back_in_order() {
+        let dir = temp_dir("replay");
+        let (mut spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
+        assert!(pending.is_empty());
+        let mut positions = Vec::new();
+        for n in 0..10 {
+            positions.push(spool.append(&record(n)).unwrap());
+        }
+        let mut checkpoint = Checkpoint::new(&dir, spool.usage.clone());
+        let committed: u64 = positions[..4].iter().map(|p| p.1).sum();
+        checkpoint.commit(positions[3].0, 4, committed).unwrap();
+        assert_eq!(spool.usage.pending_records.load(Ordering::Relaxed), 6);
+        drop(spool);
+        let (_spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
+        let ids: Vec<String> = pending.iter().map(|p| p.0.message_id.clone()).collect();
+        assert_eq!(ids, ["m4", "m5", "m6", "m7", "m8", "m9"]);
+        assert_eq!(pending[0].0, record(4));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn committed_segments_are_deleted_and_a_torn_tail_is_ignored() {
+        let dir = temp_dir("segments");
+        let (mut spool, _) = Spool::open(&dir, true, 200).unwrap();
+        let mut last = None;
+        for n in 0..20 {
+            last = Some(spool.append(&record(n)).unwrap());
+        }
+        assert!(segment_ids(&dir).unwrap().len() > 3);
+        let total = spool.usage.pending_bytes.load(Ordering::Relaxed);
+        Checkpoint::new(&dir, spool.usage.clone())
+            .commit(last.unwrap().0, 20, total)
+            .unwrap();
+        assert_eq!(segment_ids(&dir).unwrap().len(), 1);
+        assert_eq!(spool.usage.pending_bytes.load(Ordering::Relaxed), 0);
+        // A half-written frame after a machine crash.
+        spool.append(&record(20)).unwrap();
+        let segment = segment_path(&dir, spool.segment);
+        let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        drop(spool);
+        let (_spool, pending) = Spool::open(&dir, false, 200).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0.message_id, "m20");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
