@@ -10,6 +10,8 @@ mod auth;
 mod harness;
 #[path = "broker/mqtt.rs"]
 mod mqtt;
+#[path = "broker/store.rs"]
+mod store;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -17,6 +19,7 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = auth::trials();
     trials.extend(acl::trials());
+    trials.extend(store::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();

@@ -51,7 +51,7 @@ const NOT_AUTHORIZED: u8 = 0x87;
 
 /// A database with alice (1), bob (2), carol (3), dave (4) and the superuser admin (5);
 /// group 10 holds alice, bob and carol.
-fn chat_db(db: &MariaDb, test: &str) -> String {
+pub fn chat_db(db: &MariaDb, test: &str) -> String {
     let dbname = db.database(&format!("{test}_{}", std::process::id()));
     db.root_exec(&format!(
         "USE `{dbname}`;

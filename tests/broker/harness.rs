@@ -389,6 +389,12 @@ impl Broker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL: the broker dies without any cleanup.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends `sig` (e.g. SIGHUP for a reload) to the broker.
     pub fn signal(&self, sig: libc::c_int) {
         signal(&self.child, sig);

@@ -56,6 +56,8 @@ impl Mqtt {
         options.set_credentials(login.username, login.password);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_start(login.clean_start);
+        // Chat content may be 64 KiB and more once stamped.
+        options.set_max_packet_size(Some(4 * 1024 * 1024));
         if !login.clean_start {
             options.set_session_expiry_interval(Some(3600));
         }

@@ -1,0 +1,417 @@
+//! Chat messages stored from inside the broker: exact rows, refusals, MySQL down, the broker
+//! killed, the spool limit.
+
+use crate::acl::chat_db;
+use crate::harness::{Broker, MariaDb, eventually, fresh_dir, shared};
+use crate::mqtt::{Mqtt, accepted};
+use libtest_mimic::Trial;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+pub fn trials() -> Vec<Trial> {
+    let tests: &[(&str, fn())] = &[
+        (
+            "store::thousands_of_messages_become_identical_rows",
+            thousands_of_messages_become_identical_rows,
+        ),
+        (
+            "store::invalid_payloads_are_refused_and_not_stored",
+            invalid_payloads_are_refused_and_not_stored,
+        ),
+        (
+            "store::mysql_stopped_mid_stream_loses_nothing",
+            mysql_stopped_mid_stream_loses_nothing,
+        ),
+        (
+            "store::broker_killed_mid_stream_loses_nothing",
+            broker_killed_mid_stream_loses_nothing,
+        ),
+        (
+            "store::full_spool_refuses_then_recovers",
+            full_spool_refuses_then_recovers,
+        ),
+    ];
+    tests
+        .iter()
+        .map(|&(name, test)| {
+            Trial::test(name, move || {
+                test();
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+const PASSWORD: &str = "s3cret pw";
+const USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
+     is_superuser FROM users WHERE username = ? LIMIT 1\n";
+const SOON: Duration = Duration::from_secs(10);
+const NOT_AUTHORIZED: u8 = 0x87;
+
+/// The chat database plus the right to write messages.
+fn store_db(db: &MariaDb, test: &str) -> String {
+    let dbname = chat_db(db, test);
+    for host in ["%", "localhost"] {
+        db.root_exec(&format!(
+            "GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'{host}'"
+        ));
+    }
+    dbname
+}
+
+fn store_broker(db: &MariaDb, dbname: &str, spool: &Path, extra: &str) -> Broker {
+    Broker::start(&format!(
+        "{}{USERQUERY}auth_opt_persist_enabled true\nauth_opt_persist_spool_dir {}\n\
+         auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 1000\n{extra}",
+        db.plugin_options(dbname),
+        spool.display()
+    ))
+}
+
+fn login(port: u16, user: &str, n: usize) -> Mqtt {
+    Mqtt::connect(port, &format!("{user}-{n}"), user, PASSWORD)
+}
+
+fn message(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
+    json!({"type": kind, "fromId": from, "toId": to, "content": content})
+        .to_string()
+        .into_bytes()
+}
+
+fn count(db: &MariaDb, dbname: &str) -> usize {
+    db.root_column(&format!("SELECT COUNT(*) FROM `{dbname}`.messages"))[0]
+        .parse()
+        .unwrap()
+}
+
+fn stored_ids(db: &MariaDb, dbname: &str) -> Vec<String> {
+    db.root_column(&format!(
+        "SELECT message_id FROM `{dbname}`.messages ORDER BY id"
+    ))
+}
+
+/// The id the broker stamped on a delivered message.
+fn delivered_id(payload: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(payload).unwrap();
+    value["id"].as_str().unwrap().to_string()
+}
+
+fn tricky_content(n: usize) -> String {
+    match n % 5 {
+        0 => format!("plain {n}"),
+        1 => format!("quotes \"{n}\" and 'single' and `back`"),
+        2 => format!("back\\slash\\{n} \\\" \\n not a newline"),
+        3 => format!("emoji 😀🎉 {n} ✓ ünïcödé \u{0}nul"),
+        _ => format!("{n} newline\nand tab\t and %s %d ?"),
+    }
+}
+
+fn thousands_of_messages_become_identical_rows() {
+    let db = shared();
+    let dbname = store_db(db, "rows");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let port = broker.port;
+    // Several publishers at once: alice, carol, dave to bob's inbox.
+    let senders: Vec<_> = [(1u32, "alice"), (3, "carol"), (4, "dave")]
+        .into_iter()
+        .map(|(id, user)| {
+            std::thread::spawn(move || {
+                let mut client = login(port, user, 1);
+                let mut sent = Vec::new();
+                for n in 0..700 {
+                    let content = if n == 350 {
+                        "x".repeat(65_536)
+                    } else {
+                        tricky_content(n)
+                    };
+                    let payload = message("CHAT", id, 2, &content);
+                    assert!(accepted(client.publish(
+                        "/users/2/messages",
+                        payload,
+                        false
+                    )));
+                    sent.push((id, content));
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: Vec<(u32, String)> = senders
+        .into_iter()
+        .flat_map(|t| t.join().expect("sender"))
+        .collect();
+    assert_eq!(sent.len(), 2100);
+    // Every delivered message is a row with byte-identical content, none twice.
+    let mut delivered = Vec::new();
+    while delivered.len() < sent.len() {
+        let m = bob
+            .message_on("/users/2/messages", SOON)
+            .expect("every message delivered");
+        delivered.push(m.payload);
+    }
+    eventually("all rows written", SOON, || count(db, &dbname) == 2100);
+    let rows = db.root_column(&format!(
+        "SELECT CONCAT(message_id, ' ', from_id, ' ', HEX(content)) FROM `{dbname}`.messages"
+    ));
+    let rows: HashSet<String> = rows.into_iter().collect();
+    assert_eq!(rows.len(), 2100);
+    for payload in &delivered {
+        let value: Value = serde_json::from_slice(payload).unwrap();
+        let row = format!(
+            "{} {} {}",
+            value["id"].as_str().unwrap(),
+            value["fromId"],
+            hex::encode_upper(value["content"].as_str().unwrap().as_bytes())
+        );
+        assert!(rows.contains(&row), "no identical row for {}", value["id"]);
+    }
+    // Conversations keep their order: a sender's rows come in the order it sent them.
+    let alice_contents = db.root_column(&format!(
+        "SELECT content FROM `{dbname}`.messages WHERE from_id = '1' ORDER BY id"
+    ));
+    let alice_sent: Vec<&String> = sent
+        .iter()
+        .filter(|(id, _)| *id == 1)
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(alice_contents.iter().collect::<Vec<_>>(), alice_sent);
+    let topic_qos = db.root_column(&format!(
+        "SELECT DISTINCT CONCAT(type, ' ', to_id, ' ', topic, ' ', qos) FROM `{dbname}`.messages"
+    ));
+    assert_eq!(topic_qos, ["CHAT 2 /users/2/messages 1"]);
+}
+
+fn invalid_payloads_are_refused_and_not_stored() {
+    let db = shared();
+    let dbname = store_db(db, "invalid");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "auth_opt_chat_max_content_bytes 100\n");
+    let mut alice = login(broker.port, "alice", 0);
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    assert_eq!(bob.subscribe("/groups/10/messages"), 1);
+    let inbox = "/users/2/messages";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not JSON", b"hello bob".to_vec()),
+        ("JSON array", b"[1,2]".to_vec()),
+        ("wrong type", message("GROUPCHAT", 1, 2, "x")),
+        ("toId not the topic's", message("CHAT", 1, 3, "x")),
+        ("spoofed fromId", message("CHAT", 2, 2, "x")),
+        ("content too long", message("CHAT", 1, 2, &"y".repeat(101))),
+        (
+            "content not a string",
+            json!({"type":"CHAT","fromId":1,"toId":2,"content":7})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "missing fromId",
+            json!({"type":"CHAT","toId":2,"content":"x"})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"type\":\"CHAT\",\"fromId\":1,\"toId\":2,\"content\":\"\xff\"}".to_vec(),
+        ),
+    ];
+    for (what, payload) in cases {
+        assert_eq!(
+            alice.publish(inbox, payload, false),
+            NOT_AUTHORIZED,
+            "{what}"
+        );
+    }
+    assert_eq!(
+        alice.publish("/groups/10/messages", message("CHAT", 1, 10, "x"), false),
+        NOT_AUTHORIZED,
+        "CHAT on a group"
+    );
+    assert!(
+        bob.drain(Duration::from_millis(500)).is_empty(),
+        "nothing refused was delivered"
+    );
+    // A valid one goes through, stamped; a client-chosen id is replaced.
+    let valid = json!({"type":"CHAT","fromId":1,"toId":2,"content":"ok","id":"mine","ts":1});
+    assert!(accepted(alice.publish(inbox, valid.to_string(), false)));
+    let got = bob.message_on(inbox, SOON).expect("the valid message");
+    let stamped: Value = serde_json::from_slice(&got.payload).unwrap();
+    assert_ne!(stamped["id"], "mine");
+    assert_ne!(stamped["ts"], 1);
+    // A superuser may send as anyone and keep its id (a bridge peer's replay).
+    let mut admin = login(broker.port, "admin", 0);
+    let relayed =
+        json!({"type":"GROUPCHAT","fromId":3,"toId":10,"content":"relayed","id":"peer-42"});
+    assert!(accepted(admin.publish(
+        "/groups/10/messages",
+        relayed.to_string(),
+        false
+    )));
+    let got = bob
+        .message_on("/groups/10/messages", SOON)
+        .expect("relayed");
+    assert_eq!(delivered_id(&got.payload), "peer-42");
+    eventually("two rows", SOON, || count(db, &dbname) == 2);
+    assert!(stored_ids(db, &dbname).contains(&"peer-42".to_string()));
+    // Topics outside the chat model pass untouched (given a row allowing them).
+    drop(broker);
+}
+
+fn mysql_stopped_mid_stream_loses_nothing() {
+    let db = MariaDb::start_new("store-outage");
+    let dbname = store_db(&db, "outage");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(&db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 0);
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut delivered = Vec::new();
+    for n in 0..600 {
+        if n == 200 {
+            db.stop();
+        }
+        if n == 400 {
+            db.start();
+        }
+        let payload = message("CHAT", 1, 2, &format!("message {n}"));
+        assert!(
+            accepted(alice.publish("/users/2/messages", payload, false)),
+            "message {n}"
+        );
+        if n == 300 {
+            std::thread::sleep(Duration::from_secs(2)); // several seconds without MySQL
+        }
+    }
+    while delivered.len() < 600 {
+        let m = bob
+            .message_on("/users/2/messages", SOON)
+            .expect("delivered during the outage");
+        delivered.push(delivered_id(&m.payload));
+    }
+    eventually("every message stored once", Duration::from_secs(20), || {
+        count(&db, &dbname) == 600
+    });
+    let mut stored = stored_ids(&db, &dbname);
+    let contents = db.root_column(&format!(
+        "SELECT content FROM `{dbname}`.messages ORDER BY id"
+    ));
+    let expected: Vec<String> = (0..600).map(|n| format!("message {n}")).collect();
+    assert_eq!(contents, expected, "stored once each, in order");
+    stored.sort();
+    delivered.sort();
+    assert_eq!(stored, delivered);
+    assert!(broker.log().contains("chat-auth"), "{}", broker.log());
+}
+
+fn broker_killed_mid_stream_loses_nothing() {
+    let db = MariaDb::start_new("store-kill");
+    let dbname = store_db(&db, "kill");
+    let spool = fresh_dir("spool");
+    let mut broker = store_broker(&db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 0);
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    for n in 0..300 {
+        if n == 150 {
+            // MySQL goes away: the rest can only be in the spool when the broker dies.
+            db.stop();
+        }
+        let payload = message("CHAT", 1, 2, &format!("before the kill {n}"));
+        assert!(accepted(alice.publish("/users/2/messages", payload, false)));
+    }
+    let mut delivered = HashSet::new();
+    while let Some(m) = bob.message_on("/users/2/messages", Duration::from_secs(2)) {
+        delivered.insert(delivered_id(&m.payload));
+        if delivered.len() == 300 {
+            break;
+        }
+    }
+    assert_eq!(
+        delivered.len(),
+        300,
+        "bob received everything before the kill"
+    );
+    broker.kill();
+    drop((alice, bob));
+    db.start();
+    assert!(
+        count(&db, &dbname) < 300,
+        "some messages were only in the spool"
+    );
+    let broker = store_broker(&db, &dbname, &spool, "");
+    eventually(
+        "the spool replayed into MySQL",
+        Duration::from_secs(20),
+        || count(&db, &dbname) == 300,
+    );
+    let stored: HashSet<String> = stored_ids(&db, &dbname).into_iter().collect();
+    assert_eq!(
+        stored, delivered,
+        "every received message stored, none twice"
+    );
+    assert!(broker.log().contains("replaying"), "{}", broker.log());
+    // A second restart replays nothing more.
+    drop(broker);
+    let _broker = store_broker(&db, &dbname, &spool, "");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&db, &dbname), 300);
+}
+
+fn full_spool_refuses_then_recovers() {
+    let db = MariaDb::start_new("store-full");
+    let dbname = store_db(&db, "full");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(
+        &db,
+        &dbname,
+        &spool,
+        "auth_opt_persist_spool_max_mb 1\nauth_opt_chat_max_content_bytes 65536\n",
+    );
+    let mut alice = login(broker.port, "alice", 0);
+    db.stop();
+    let big = "z".repeat(60_000);
+    let mut accepted_count = 0;
+    let mut refused = false;
+    for n in 0..100 {
+        let code = alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, &format!("{n} {big}")),
+            false,
+        );
+        if code == NOT_AUTHORIZED {
+            refused = true;
+            break;
+        }
+        assert!(accepted(code));
+        accepted_count += 1;
+    }
+    assert!(refused, "the spool limit refuses new chat messages");
+    assert!(
+        (10..40).contains(&accepted_count),
+        "{accepted_count} accepted before the limit"
+    );
+    // Still refused, and warned about once.
+    assert_eq!(
+        alice.publish("/users/2/messages", message("CHAT", 1, 2, "small"), false),
+        NOT_AUTHORIZED
+    );
+    assert_eq!(
+        broker.log().matches("spool full").count(),
+        1,
+        "{}",
+        broker.log()
+    );
+    db.start();
+    eventually("accepting again", Duration::from_secs(20), || {
+        accepted(alice.publish("/users/2/messages", message("CHAT", 1, 2, "after"), false))
+    });
+    eventually("the spooled ones stored", SOON, || {
+        count(&db, &dbname) == accepted_count + 1
+    });
+    assert!(broker.log().contains("spool has room again"));
+}
