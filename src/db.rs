@@ -13,6 +13,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Server errors caused by the values of a row (too long, bad encoding, out of range, NULL,
+/// truncated, wrong type): retrying the same row can never succeed.
+const ROW_ERRORS: &[u16] = &[1048, 1264, 1265, 1292, 1366, 1406];
+
 /// How often the prober retries a database that is down.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -177,7 +181,14 @@ impl Db {
             tx.exec_drop(sql, values)?;
             tx.commit()
         });
-        result.map_err(|e| self.classify(e))
+        result.map_err(|e| match e {
+            mysql::Error::MySqlError(server) if ROW_ERRORS.contains(&server.code) => {
+                DbError::Query(server.to_string())
+            }
+            // Missing grants or table: nothing a row can fix; retried until someone does.
+            mysql::Error::MySqlError(server) => DbError::Unavailable(server.to_string()),
+            other => self.classify(other),
+        })
     }
 
     fn classify(&self, error: mysql::Error) -> DbError {

@@ -118,6 +118,7 @@ impl Store {
             counters: counters.clone(),
             stop: stop.clone(),
             rejected: config.spool_dir.join("rejected.jsonl"),
+            failing: false,
         };
         let writer = std::thread::Builder::new()
             .name("chat-auth-writer".into())
@@ -197,6 +198,8 @@ struct Writer {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     rejected: PathBuf,
+    /// Inside a run of failed attempts (one warning per run).
+    failing: bool,
 }
 
 impl Writer {
@@ -256,10 +259,13 @@ impl Writer {
                     self.counters
                         .failed_attempts
                         .fetch_add(1, Ordering::Relaxed);
-                    log::debug!(
-                        "storing {} chat messages failed ({e}); retrying",
-                        batch.len()
-                    );
+                    if !self.failing {
+                        self.failing = true;
+                        log::warn!(
+                            "storing chat messages failed ({e}); they stay in the spool and \
+                             are retried"
+                        );
+                    }
                     if self.stop.load(Ordering::Acquire) {
                         return false;
                     }
@@ -267,6 +273,10 @@ impl Writer {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
+        }
+        if self.failing {
+            self.failing = false;
+            log::info!("chat messages are stored again");
         }
         self.committed(batch);
         true

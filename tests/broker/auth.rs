@@ -647,6 +647,9 @@ fn example_configs_work() {
                     (_, Some("dbname")) => format!("{key} {name}"),
                     (_, Some("user")) => format!("{key} {}", crate::harness::DB_USER),
                     (_, Some("pass")) => format!("{key} {}", crate::harness::DB_PASS),
+                    (_, Some("persist_spool_dir")) => {
+                        format!("{key} {}", crate::harness::fresh_dir("spool").display())
+                    }
                     _ => line.to_string(),
                 };
                 replaced + "\n"
