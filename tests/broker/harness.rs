@@ -195,6 +195,16 @@ impl MariaDb {
         });
     }
 
+    /// The server's process id (for CPU and memory figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
+    /// The Unix socket the server listens on.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("mysqld.sock")
+    }
+
     /// Clean shutdown (SIGTERM), as an operator's restart does.
     pub fn stop(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
@@ -398,6 +408,10 @@ impl Broker {
     /// Sends `sig` (e.g. SIGHUP for a reload) to the broker.
     pub fn signal(&self, sig: libc::c_int) {
         signal(&self.child, sig);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {

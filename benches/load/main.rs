@@ -1,0 +1,560 @@
+//! The broker with chat-auth beside the bare broker, in one run: chat traffic (inbox and
+//! group fan-out, QoS 0 and 1), broker CPU per message at a paced rate, connect storms,
+//! memory with 10,000 clients, and the old design (a separate one-row-at-a-time persister).
+//!
+//! `cargo bench --bench load` (`scripts/bench`); `BENCH_SCALE=0.2` for a quick run.
+
+#[path = "../../tests/broker/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+mod client;
+mod old_design;
+mod storm;
+mod traffic;
+mod wire;
+
+use harness::{Broker, DB_USER, MariaDb, free_port, fresh_dir, plugin_path};
+use mysql::prelude::Queryable;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use traffic::{Figures, Flow, Load};
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: u64,
+    pub name: String,
+    pub password: String,
+}
+
+fn user(id: u64) -> User {
+    User {
+        id,
+        name: format!("u{id}"),
+        password: format!("pw{id}"),
+    }
+}
+
+pub fn next_client_number() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+pub struct Bench {
+    pub epoch: Instant,
+    db: MariaDb,
+    dbname: String,
+    scale: f64,
+}
+
+impl Bench {
+    pub fn db_cpu(&self) -> f64 {
+        self.db.pid().map_or(0.0, traffic::cpu_seconds)
+    }
+
+    fn root(&self) -> mysql::Conn {
+        mysql::Conn::new(
+            mysql::OptsBuilder::new()
+                .ip_or_hostname(Some("127.0.0.1"))
+                .tcp_port(self.db.port)
+                .user(Some("root"))
+                .db_name(Some(&self.dbname))
+                .prefer_socket(false),
+        )
+        .expect("root connection")
+    }
+
+    fn scaled(&self, n: usize) -> usize {
+        ((n as f64 * self.scale) as usize).max(1)
+    }
+}
+
+/// Users 1..=10,000: auth-plug's default PBKDF2 (sha256, 901 iterations).
+const USERS: u64 = 10_000;
+const ADMIN: (&str, &str) = ("bench-admin", "bench-admin-pw");
+const GROUP_SIZE: u64 = 50;
+
+/// Password formats for the per-format first-login figures: (label, first id, users).
+const FORMAT_USERS: &[(&str, u64, u64)] = &[
+    ("PBKDF2$sha256$901 (auth-plug default)", 1, 500),
+    ("MySQL PASSWORD()", 20_001, 500),
+    ("MySQL OLD_PASSWORD()", 21_001, 500),
+    ("MD5() hex", 22_001, 500),
+    ("SHA2(salt+pw, 256) hex", 23_001, 500),
+    ("mosquitto_passwd $7$ (101)", 24_001, 500),
+    ("bcrypt cost 10", 25_001, 20),
+    ("argon2id (crate defaults)", 26_001, 20),
+    ("Django pbkdf2_sha256 870000", 27_001, 5),
+];
+
+fn seed(db: &MariaDb, dbname: &str) {
+    let started = Instant::now();
+    db.root_exec(&format!(
+        "GRANT INSERT, UPDATE ON `{dbname}`.messages TO '{DB_USER}'@'localhost'; \
+         GRANT INSERT, UPDATE ON `{dbname}`.messages TO '{DB_USER}'@'%'; \
+         CREATE TABLE `{dbname}`.old_messages LIKE `{dbname}`.messages"
+    ));
+    let hashes: Vec<String> = {
+        let ids: Vec<u64> = (1..=USERS).collect();
+        let chunks: Vec<Vec<u64>> = ids.chunks(2_500).map(<[u64]>::to_vec).collect();
+        let threads: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                std::thread::spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|id| {
+                            chat_auth::hash::generate_auth_plug(
+                                user(*id).password.as_bytes(),
+                                chat_auth::hash::PbkdfAlgorithm::Sha256,
+                                901,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    };
+    let insert_users = |rows: Vec<String>| {
+        for chunk in rows.chunks(1_000) {
+            db.root_exec(&format!(
+                "INSERT INTO `{dbname}`.users (id, username, password_hash, salt, is_superuser) VALUES {}",
+                chunk.join(",")
+            ));
+        }
+    };
+    insert_users(
+        hashes
+            .iter()
+            .enumerate()
+            .map(|(i, hash)| format!("({}, 'u{}', '{hash}', NULL, 0)", i + 1, i + 1))
+            .collect(),
+    );
+    let admin_hash = chat_auth::hash::generate_auth_plug(
+        ADMIN.1.as_bytes(),
+        chat_auth::hash::PbkdfAlgorithm::Sha256,
+        901,
+    );
+    insert_users(vec![format!(
+        "(100000, '{}', '{admin_hash}', NULL, 1)",
+        ADMIN.0
+    )]);
+    // The legacy formats, made by MariaDB itself; the rest by the crates the plugin reads.
+    for &(label, first, count) in &FORMAT_USERS[1..] {
+        let ids = first..first + count;
+        let sql_hash = match label {
+            l if l.starts_with("MySQL PASSWORD") => Some("PASSWORD(CONCAT('pw', seq))"),
+            l if l.starts_with("MySQL OLD_PASSWORD") => Some("OLD_PASSWORD(CONCAT('pw', seq))"),
+            l if l.starts_with("MD5") => Some("MD5(CONCAT('pw', seq))"),
+            l if l.starts_with("SHA2") => Some("SHA2(CONCAT('s', seq, 'pw', seq), 256)"),
+            _ => None,
+        };
+        if let Some(expression) = sql_hash {
+            db.root_exec(&format!(
+                "USE `{dbname}`; INSERT INTO users (id, username, password_hash, salt) \
+                 SELECT seq, CONCAT('u', seq), {expression}, \
+                 IF({salted}, CONCAT('s', seq), NULL) FROM seq_{}_to_{}",
+                ids.start,
+                ids.end - 1,
+                salted = label.starts_with("SHA2"),
+            ));
+            continue;
+        }
+        let rows = ids
+            .map(|id| {
+                let pw = user(id).password;
+                let hash = match label {
+                    l if l.starts_with("mosquitto") => {
+                        chat_auth::hash::generate_mosquitto(pw.as_bytes(), 101)
+                    }
+                    l if l.starts_with("bcrypt") => {
+                        chat_auth::hash::generate_bcrypt(pw.as_bytes(), 10).unwrap()
+                    }
+                    l if l.starts_with("argon2") => {
+                        chat_auth::hash::generate_argon2id(pw.as_bytes()).unwrap()
+                    }
+                    _ => chat_auth::hash::generate_django(pw.as_bytes(), 870_000),
+                };
+                format!("({id}, 'u{id}', '{hash}', NULL, 0)")
+            })
+            .collect();
+        insert_users(rows);
+    }
+    // Groups of 50 (fan-out groups 1..200) and four more groups per user, as chat users
+    // have; one auth-plug ACL row per user.
+    db.root_exec(&format!(
+        "USE `{dbname}`; \
+         INSERT INTO chat_groups (id, name) SELECT seq, CONCAT('group ', seq) FROM seq_1_to_600; \
+         INSERT INTO group_members (group_id, user_id) \
+           SELECT (seq - 1) DIV {GROUP_SIZE} + 1, seq FROM seq_1_to_{USERS}; \
+         INSERT IGNORE INTO group_members (group_id, user_id) \
+           SELECT 201 + (u.seq * 7 + k.seq * 13) % 400, u.seq FROM seq_1_to_{USERS} u, seq_0_to_3 k; \
+         INSERT INTO acls (username, topic, rw) SELECT username, 'devices/%u/#', 3 FROM users"
+    ));
+    println!(
+        "seeded {} users, 600 groups, {} memberships in {:.1} s",
+        count(db, dbname, "users"),
+        count(db, dbname, "group_members"),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn count(db: &MariaDb, dbname: &str, table: &str) -> String {
+    db.root_column(&format!("SELECT COUNT(*) FROM `{dbname}`.`{table}`"))
+        .pop()
+        .unwrap_or_default()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Bare,
+    /// Bare with a `password_file` of the same users.
+    BarePasswordFile,
+    Plugin,
+}
+
+fn start_broker(bench: &Bench, kind: Kind) -> Broker {
+    let port = free_port();
+    let mut conf = format!("listener {port} 127.0.0.1\n");
+    match kind {
+        Kind::Bare => conf.push_str("allow_anonymous true\n"),
+        Kind::BarePasswordFile => {
+            let dir = fresh_dir("passwd");
+            let path = dir.join("passwords");
+            let mut text = String::new();
+            for id in 1..=USERS {
+                let u = user(id);
+                let _ = writeln!(text, "{}:{}", u.name, u.password);
+            }
+            std::fs::write(&path, text).unwrap();
+            let status = std::process::Command::new("mosquitto_passwd")
+                .arg("-U")
+                .arg(&path)
+                .status()
+                .expect("mosquitto_passwd");
+            assert!(status.success());
+            let _ = writeln!(
+                conf,
+                "allow_anonymous false\npassword_file {}",
+                path.display()
+            );
+        }
+        Kind::Plugin => {
+            let _ = write!(
+                conf,
+                "allow_anonymous false\nplugin {plugin}\n{db}\
+                 auth_opt_userquery SELECT password_hash, salt, id AS user_id, is_superuser FROM users WHERE username = ? LIMIT 1\n\
+                 auth_opt_aclquery SELECT topic FROM acls WHERE username = ? AND rw >= ?\n\
+                 auth_opt_auth_cacheseconds 600\nauth_opt_acl_cacheseconds 600\n\
+                 auth_opt_persist_enabled true\nauth_opt_persist_spool_dir {spool}\n",
+                plugin = plugin_path().display(),
+                db = bench.db.socket_options(&bench.dbname),
+                spool = fresh_dir("spool").display(),
+            );
+        }
+    }
+    Broker::run(&conf, port).unwrap_or_else(|f| panic!("broker did not start: {}", f.log))
+}
+
+fn inbox_load(bench: &Bench, qos: u8, per_publisher: usize, paced: Option<f64>) -> Load {
+    let subscribers = 50u64;
+    Load {
+        subscribers: (1..=subscribers)
+            .map(|id| (user(id), format!("/users/{id}/messages")))
+            .collect(),
+        flows: (0..subscribers)
+            .map(|j| Flow {
+                sender: user(subscribers + 1 + j),
+                topic: format!("/users/{}/messages", j + 1),
+                kind: "CHAT",
+                to_id: j + 1,
+                count: bench.scaled(per_publisher),
+            })
+            .collect(),
+        copies: 1,
+        qos,
+        paced,
+        window: 32,
+    }
+}
+
+fn group_load(bench: &Bench, qos: u8) -> Load {
+    let groups = 4u64;
+    Load {
+        subscribers: (1..=groups * GROUP_SIZE)
+            .map(|id| {
+                (
+                    user(id),
+                    format!("/groups/{}/messages", (id - 1) / GROUP_SIZE + 1),
+                )
+            })
+            .collect(),
+        flows: (0..groups)
+            .map(|g| Flow {
+                sender: user(g * GROUP_SIZE + 1),
+                topic: format!("/groups/{}/messages", g + 1),
+                kind: "GROUPCHAT",
+                to_id: g + 1,
+                count: bench.scaled(1_000),
+            })
+            .collect(),
+        copies: GROUP_SIZE as u16,
+        qos,
+        paced: None,
+        window: 16,
+    }
+}
+
+struct Stored {
+    rows: u64,
+    /// From the last delivery to the last row committed.
+    delay_ms: f64,
+}
+
+/// Waits until `expected` more rows than `before` are in `messages`.
+fn wait_for_rows(bench: &Bench, before: u64, expected: u64, last_delivery: Instant) -> Stored {
+    let mut conn = bench.root();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows: u64 = conn
+            .query_first("SELECT COUNT(*) FROM messages")
+            .unwrap()
+            .unwrap_or(0);
+        let rows = rows - before;
+        if rows >= expected || Instant::now() > deadline {
+            return Stored {
+                rows,
+                delay_ms: last_delivery.elapsed().as_secs_f64() * 1e3,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn message_rows(bench: &Bench) -> u64 {
+    bench
+        .root()
+        .query_first("SELECT COUNT(*) FROM messages")
+        .unwrap()
+        .unwrap_or(0)
+}
+
+struct Row {
+    scenario: String,
+    metric: &'static str,
+    bare: Option<f64>,
+    plugin: Option<f64>,
+    /// `(minimum or maximum ratio, higher is better)`.
+    target: Option<(f64, bool)>,
+    unit: &'static str,
+}
+
+fn row(scenario: &str, metric: &'static str, bare: f64, plugin: f64, unit: &'static str) -> Row {
+    Row {
+        scenario: scenario.into(),
+        metric,
+        bare: Some(bare),
+        plugin: Some(plugin),
+        target: None,
+        unit,
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --all-targets`: check the load generator's own parts, run nothing.
+        wire::self_check();
+        traffic::self_check();
+        println!("load generator self-check ok; run the benchmark with scripts/bench");
+        return;
+    }
+    raise_fd_limit();
+    let scale = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let db = MariaDb::start_new("bench-mariadb");
+    let dbname = db.database("chat");
+    seed(&db, &dbname);
+    let bench = Bench {
+        epoch: Instant::now(),
+        db,
+        dbname,
+        scale,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    // 1-3: traffic, bare then plugin on the same loads.
+    let loads: Vec<(String, Load, bool)> = vec![
+        (
+            "inbox QoS 0".into(),
+            inbox_load(&bench, 0, 4_000, None),
+            true,
+        ),
+        (
+            "inbox QoS 1".into(),
+            inbox_load(&bench, 1, 4_000, None),
+            true,
+        ),
+        ("group fan-out QoS 0".into(), group_load(&bench, 0), true),
+        ("group fan-out QoS 1".into(), group_load(&bench, 1), true),
+        (
+            "paced 10k msg/s QoS 1".into(),
+            inbox_load(&bench, 1, 1_200, Some(200.0)),
+            false,
+        ),
+    ];
+    let mut results: Vec<(Figures, Figures, Option<Stored>)> = Vec::new();
+    for (name, load, _) in &loads {
+        let bare = {
+            let broker = start_broker(&bench, Kind::Bare);
+            runtime.block_on(traffic::run(&bench, broker.port, broker.pid(), load))
+        };
+        let broker = start_broker(&bench, Kind::Plugin);
+        let before = message_rows(&bench);
+        let plugin = runtime.block_on(traffic::run(&bench, broker.port, broker.pid(), load));
+        let last_delivery = bench.epoch + Duration::from_nanos(plugin.last_delivery_ns);
+        let stored = wait_for_rows(&bench, before, plugin.sent, last_delivery);
+        drop(broker);
+        println!(
+            "{name}: bare {bare:?}\n{name}: plugin {plugin:?}, rows {}, +{:.0} ms",
+            stored.rows, stored.delay_ms
+        );
+        results.push((bare, plugin, Some(stored)));
+    }
+    for ((name, _, throughput), (bare, plugin, stored)) in loads.iter().zip(&results) {
+        if *throughput {
+            let mut r = row(name, "delivered msg/s", bare.rate(), plugin.rate(), "msg/s");
+            r.target = match name.as_str() {
+                "inbox QoS 0" => Some((0.85, true)),
+                "inbox QoS 1" => Some((0.90, true)),
+                _ => None,
+            };
+            rows.push(r);
+            rows.push(row(name, "latency p50", bare.p50_ms, plugin.p50_ms, "ms"));
+            rows.push(row(name, "latency p99", bare.p99_ms, plugin.p99_ms, "ms"));
+            rows.push(row(name, "lost", bare.lost as f64, plugin.lost as f64, ""));
+            rows.push(row(
+                name,
+                "duplicated",
+                bare.duplicated as f64,
+                plugin.duplicated as f64,
+                "",
+            ));
+        } else {
+            let per_message = |f: &Figures| f.broker_cpu * 1e6 / f.delivered.max(1) as f64;
+            let mut r = row(
+                name,
+                "broker CPU per msg",
+                per_message(bare),
+                per_message(plugin),
+                "us",
+            );
+            r.target = Some((1.3, false));
+            rows.push(r);
+            rows.push(row(
+                name,
+                "MariaDB CPU per msg",
+                per_message(&Figures {
+                    broker_cpu: bare.db_cpu,
+                    ..bare.clone()
+                }),
+                per_message(&Figures {
+                    broker_cpu: plugin.db_cpu,
+                    ..plugin.clone()
+                }),
+                "us",
+            ));
+        }
+        rows.push(row(
+            name,
+            "generator CPU share",
+            bare.generator_cpu / bare.seconds,
+            plugin.generator_cpu / plugin.seconds,
+            "cores",
+        ));
+        rows.push(row(
+            name,
+            "broker CPU share",
+            bare.broker_cpu / bare.seconds,
+            plugin.broker_cpu / plugin.seconds,
+            "cores",
+        ));
+        if let Some(stored) = stored {
+            rows.push(Row {
+                scenario: name.clone(),
+                metric: "rows stored / sent",
+                bare: None,
+                plugin: Some(stored.rows as f64 / plugin.sent as f64),
+                target: None,
+                unit: "",
+            });
+            rows.push(Row {
+                scenario: name.clone(),
+                metric: "last row after last delivery",
+                bare: None,
+                plugin: Some(stored.delay_ms),
+                target: None,
+                unit: "ms",
+            });
+        }
+    }
+    let _ = &mut notes;
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n| scenario | figure | bare | chat-auth | chat-auth / bare | target |\n|---|---|---:|---:|---:|---|"
+    );
+    for r in rows {
+        let show = |v: Option<f64>| match v {
+            Some(v) if v.abs() >= 100.0 => format!("{v:.0} {}", r.unit),
+            Some(v) => format!("{v:.2} {}", r.unit),
+            None => "-".into(),
+        };
+        let ratio = match (r.bare, r.plugin) {
+            (Some(b), Some(p)) if b != 0.0 => format!("{:.2}x", p / b),
+            _ => "-".into(),
+        };
+        let target = match r.target {
+            Some((t, true)) => format!("≥ {t:.2}x"),
+            Some((t, false)) => format!("≤ {t:.2}x"),
+            None => String::new(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.metric,
+            show(r.bare),
+            show(r.plugin),
+            ratio,
+            target
+        );
+    }
+}
+
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

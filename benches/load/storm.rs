@@ -1,0 +1,126 @@
+//! Connect storms (CONNECT, CONNACK, DISCONNECT per user, a fixed number at a time) and
+//! the broker's memory with many clients connected.
+
+use crate::User;
+use crate::client::{self, Conn};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct StormFigures {
+    pub connects: usize,
+    pub refused: usize,
+    pub seconds: f64,
+    pub broker_cpu: f64,
+}
+
+impl StormFigures {
+    pub fn rate(&self) -> f64 {
+        self.connects as f64 / self.seconds
+    }
+}
+
+/// Every user logs in once, `concurrency` at a time, and leaves.
+pub async fn storm(port: u16, broker_pid: u32, users: &[User], concurrency: usize) -> StormFigures {
+    let users = Arc::new(users.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let cpu_before = crate::traffic::cpu_seconds(broker_pid);
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (users, next, refused) = (users.clone(), next.clone(), refused.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(user) = users.get(i) else { break };
+                match connect(port, user).await {
+                    Some(conn) => conn.disconnect().await,
+                    None => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("storm worker");
+    }
+    let refused = refused.load(Ordering::Relaxed);
+    StormFigures {
+        connects: users.len() - refused,
+        refused,
+        seconds: start.elapsed().as_secs_f64(),
+        broker_cpu: crate::traffic::cpu_seconds(broker_pid) - cpu_before,
+    }
+}
+
+async fn connect(port: u16, user: &User) -> Option<Conn> {
+    let client_id = format!("storm-{}-{}", user.name, crate::next_client_number());
+    match client::connect(port, &client_id, Some((&user.name, &user.password))).await {
+        Ok(Ok(conn)) => Some(conn),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemoryFigures {
+    pub clients: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+}
+
+impl MemoryFigures {
+    pub fn per_client_bytes(&self) -> f64 {
+        (self.rss_after_kib as f64 - self.rss_before_kib as f64) * 1024.0 / self.clients as f64
+    }
+}
+
+/// Connects every user and keeps them connected while the broker's RSS is read.
+pub async fn memory(port: u16, broker_pid: u32, users: &[User]) -> MemoryFigures {
+    let rss_before_kib = rss_kib(broker_pid);
+    let users = Arc::new(users.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..50 {
+        let (users, next) = (users.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(user) = users.get(i) else { break };
+                held.push(connect(port, user).await.expect("memory-test login"));
+            }
+            held
+        }));
+    }
+    let mut connected = Vec::new();
+    for worker in workers {
+        connected.extend(worker.await.expect("memory worker"));
+    }
+    // Let the broker settle (the plugin's background loads land within a tick).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let figures = MemoryFigures {
+        clients: connected.len(),
+        rss_before_kib,
+        rss_after_kib: rss_kib(broker_pid),
+    };
+    for conn in connected {
+        conn.disconnect().await;
+    }
+    figures
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
