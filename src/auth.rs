@@ -5,7 +5,7 @@ use crate::db::DbError;
 use crate::hash::{self, HashError, HashSettings};
 use crate::logging::printable;
 use hmac::{KeyInit, Mac};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,8 @@ pub struct Authenticator<S> {
     hash: HashSettings,
     superusers: Option<glob::Pattern>,
     cache: Option<CredentialCache>,
+    /// Time spent on logins the cache did not answer.
+    pub times: LoginTimes,
 }
 
 impl<S: UserSource> Authenticator<S> {
@@ -91,6 +93,7 @@ impl<S: UserSource> Authenticator<S> {
             hash,
             superusers,
             cache,
+            times: LoginTimes::default(),
         }
     }
 
@@ -144,15 +147,23 @@ impl<S: UserSource> Authenticator<S> {
         {
             return Decision::Allow(identity);
         }
+        let started = Instant::now();
         let record = match self.source.fetch_user(username) {
             Ok(Some(record)) => record,
             Ok(None) => return Decision::Refuse(Refusal::UnknownUser),
             Err(e) => return Decision::Refuse(Refusal::Database(e)),
         };
+        let fetched = Instant::now();
         let Some(stored) = record.hash.as_deref().filter(|h| !h.is_empty()) else {
             return Decision::Refuse(Refusal::NoStoredHash);
         };
-        match hash::verify(stored, record.salt.as_deref(), password, &self.hash) {
+        let verified = hash::verify(stored, record.salt.as_deref(), password, &self.hash);
+        self.times.add(
+            &format_label(stored, &self.hash),
+            fetched.elapsed(),
+            fetched - started,
+        );
+        match verified {
             Ok(true) => {}
             Ok(false) => return Decision::Refuse(Refusal::WrongPassword),
             Err(e) => return Decision::Refuse(Refusal::UnusableHash(e)),
@@ -189,6 +200,41 @@ impl<S: UserSource> Authenticator<S> {
     pub fn cached_logins(&self) -> usize {
         self.cache.as_ref().map_or(0, CredentialCache::len)
     }
+}
+
+/// Broker-thread time of logins the cache did not answer, by stored password format:
+/// checking the hash, and reading the user row. `getStats` reports it, so an operator (and
+/// the benchmark) can see which format or which query makes first logins slow.
+#[derive(Debug, Default)]
+pub struct LoginTimes(Mutex<BTreeMap<String, LoginTime>>);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoginTime {
+    pub logins: u64,
+    pub hash: Duration,
+    pub database: Duration,
+}
+
+impl LoginTimes {
+    pub fn add(&self, label: &str, hash: Duration, database: Duration) {
+        let mut times = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = times.entry(label.to_string()).or_default();
+        entry.logins += 1;
+        entry.hash += hash;
+        entry.database += database;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, LoginTime> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The format a stored string is read as (for the figures; never the string itself).
+fn format_label(stored: &[u8], settings: &HashSettings) -> String {
+    settings
+        .forced
+        .or_else(|| std::str::from_utf8(stored).ok().and_then(hash::detect))
+        .map_or_else(|| "unrecognised".to_string(), |format| format.to_string())
 }
 
 /// Successful logins remembered for `ttl`, keyed by username, holding only an HMAC of the
@@ -426,6 +472,36 @@ mod tests {
         let now = Instant::now();
         a.login(Some(b"alice"), Some(b"nope"), now);
         assert_eq!(a.cached_logins(), 0);
+    }
+
+    #[test]
+    fn first_logins_are_timed_by_format_and_cached_ones_are_not() {
+        let a = auth(table(), 10);
+        let t0 = Instant::now();
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secret"), t0),
+            Decision::Allow(_)
+        ));
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secret"), t0),
+            Decision::Allow(_)
+        ));
+        assert!(matches!(
+            a.login(Some(b"Sam"), Some(b"wrong"), t0),
+            Decision::Refuse(_)
+        ));
+        assert!(matches!(
+            a.login(Some(b"weird"), Some(b"x"), t0),
+            Decision::Refuse(_)
+        ));
+        assert!(matches!(
+            a.login(Some(b"nobody"), Some(b"x"), t0),
+            Decision::Refuse(_)
+        ));
+        let times = a.times.snapshot();
+        let logins: Vec<(&str, u64)> = times.iter().map(|(k, v)| (k.as_str(), v.logins)).collect();
+        // alice once (then cached), Sam's wrong password; the unusable row under its own label.
+        assert_eq!(logins, [("mysql", 2), ("unrecognised", 1)]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! Ids are JSON integers or strings, compared by their decimal text. The broker adds `"id"`
 //! (a UUIDv7: unique, sortable by time) and `"ts"` (server time, ms).
 
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Longest id (user, group, message) the `messages` table holds.
@@ -98,48 +101,51 @@ pub fn accept(
     if payload.len() > limit {
         return Err(Invalid::TooLarge(payload.len()));
     }
-    let value: Value =
-        serde_json::from_slice(payload).map_err(|e| Invalid::NotJson(e.to_string()))?;
-    let Value::Object(mut object) = value else {
-        return Err(Invalid::NotObject);
-    };
-    if object.get("type").and_then(Value::as_str) != Some(kind.name()) {
+    let fields = Fields::parse(payload)?;
+    if !fields.type_is(kind.name()) {
         return Err(Invalid::WrongType {
             expected: kind.name(),
         });
     }
-    let to_id = id_text(object.get("toId")).ok_or(Invalid::BadId("toId"))?;
+    let to_id = fields.id_text("toId").ok_or(Invalid::BadId("toId"))?;
     if to_id != topic_id {
         return Err(Invalid::ToIdMismatch);
     }
-    let from_id = id_text(object.get("fromId")).ok_or(Invalid::BadId("fromId"))?;
+    let from_id = fields.id_text("fromId").ok_or(Invalid::BadId("fromId"))?;
     if let Sender::User(user_id) = sender {
         if from_id != user_id {
             return Err(Invalid::FromIdMismatch);
         }
     }
-    let content = match object.get("content") {
-        Some(Value::String(text)) if text.len() <= max_content_bytes => text.clone(),
-        Some(Value::String(text)) => {
+    let content = match fields
+        .get("content")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    {
+        Some(text) if text.len() <= max_content_bytes => text,
+        Some(text) => {
             return Err(Invalid::Content(format!(
                 "is {} bytes, more than the {max_content_bytes} allowed",
                 text.len()
             )));
         }
-        _ => return Err(Invalid::Content("must be a string".into())),
+        None => return Err(Invalid::Content("must be a string".into())),
     };
     let trusted = sender == Sender::Trusted;
-    let message_id = match object.get("id") {
+    let brought_id = fields.get("id");
+    let brought_ts = fields.get("ts");
+    let message_id = match brought_id {
         Some(id) if trusted => message_id(id).ok_or(Invalid::BadId("id"))?,
         _ => new_id(),
     };
-    let server_ts = match object.get("ts").and_then(Value::as_i64) {
+    let server_ts = match brought_ts.and_then(|ts| serde_json::from_str::<i64>(ts.get()).ok()) {
         Some(ts) if trusted => ts,
         _ => now_ms,
     };
-    object.insert("id".into(), Value::String(message_id.clone()));
-    object.insert("ts".into(), Value::from(server_ts));
-    let payload = serde_json::to_vec(&Value::Object(object)).expect("a JSON map serialises");
+    let payload = if brought_id.is_none() && brought_ts.is_none() {
+        append_stamp(payload, &message_id, server_ts)
+    } else {
+        replace_stamp(payload, &message_id, server_ts)?
+    };
     Ok(Stamped {
         payload,
         message_id,
@@ -151,21 +157,126 @@ pub fn accept(
     })
 }
 
-/// An id as text: a JSON integer in decimal, or a string as it is.
-fn id_text(value: Option<&Value>) -> Option<String> {
-    let text = match value? {
-        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return None,
+/// The top-level members of a JSON object, values left unparsed (only the few the
+/// validation reads are ever decoded). Duplicate keys are refused: which one counts would
+/// depend on the reader.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    fn parse(payload: &'a [u8]) -> Result<Fields<'a>, Invalid> {
+        let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(match serde_json::from_slice::<IgnoredAny>(payload) {
+                Ok(_) => Invalid::NotObject,
+                Err(e) => Invalid::NotJson(e.to_string()),
+            });
+        }
+        let fields: Fields<'a> =
+            serde_json::from_slice(payload).map_err(|e| Invalid::NotJson(e.to_string()))?;
+        for (i, (key, _)) in fields.0.iter().enumerate() {
+            if fields.0[..i].iter().any(|(seen, _)| seen == key) {
+                return Err(Invalid::NotJson(format!("duplicate key \"{key}\"")));
+            }
+        }
+        Ok(fields)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    fn type_is(&self, name: &str) -> bool {
+        self.get("type")
+            .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
+            .is_some_and(|text| text == name)
+    }
+
+    /// An id as text: a JSON integer in decimal, or a string as it is.
+    fn id_text(&self, key: &str) -> Option<String> {
+        let text = match serde_json::from_str::<Value>(self.get(key)?.get()).ok()? {
+            Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            Value::String(s) => s,
+            _ => return None,
+        };
+        (!text.is_empty() && text.len() <= MAX_ID_BYTES).then_some(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut members = Vec::with_capacity(8);
+                while let Some(Key(key)) = map.next_key()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(Fields(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// An object key, borrowed from the payload unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(text.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+/// The payload with `"id"` and `"ts"` added before its closing brace: the sender's bytes
+/// are kept as they are (no re-serialisation on the broker thread).
+fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
+    use std::io::Write;
+    // Validated above: a JSON object with members, so the last non-space byte is `}`.
+    let close = payload
+        .iter()
+        .rposition(|&b| b == b'}')
+        .expect("a validated JSON object ends with }");
+    let mut out = Vec::with_capacity(close + message_id.len() + 40);
+    out.extend_from_slice(&payload[..close]);
+    // Only our own ids come here (a UUID: nothing to escape).
+    let _ = write!(out, ",\"id\":\"{message_id}\",\"ts\":{server_ts}}}");
+    out
+}
+
+/// The payload with `"id"` and `"ts"` set, for the rare payload that already has one.
+fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Result<Vec<u8>, Invalid> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| Invalid::NotJson(e.to_string()))?;
+    let Value::Object(mut object) = value else {
+        return Err(Invalid::NotObject);
     };
-    (!text.is_empty() && text.len() <= MAX_ID_BYTES).then_some(text)
+    object.insert("id".into(), Value::String(message_id.to_string()));
+    object.insert("ts".into(), Value::from(server_ts));
+    Ok(serde_json::to_vec(&Value::Object(object)).expect("a JSON map serialises"))
 }
 
 /// A message id brought by a trusted sender: printable ASCII that fits the table.
-fn message_id(value: &Value) -> Option<String> {
-    let text = value.as_str()?;
+fn message_id(raw: &RawValue) -> Option<String> {
+    let text = serde_json::from_str::<String>(raw.get()).ok()?;
     (!text.is_empty() && text.len() <= MAX_ID_BYTES && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| text.to_string())
+        .then_some(text)
 }
 
 /// A new message id: a UUIDv7 (48-bit ms timestamp first, so ids sort by time; monotonic
@@ -305,6 +416,44 @@ mod tests {
             accept(Kind::Chat, "2", &huge, user, MAX, 0, String::new),
             Err(Invalid::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn stamping_keeps_the_senders_bytes_and_never_doubles_a_key() {
+        let user = Sender::User("1");
+        let spaced =
+            b" {\"type\" : \"CHAT\", \"fromId\":1,\"toId\":2,\"content\":\"a\\u00e9}\"}  \n";
+        let stamped = accept(Kind::Chat, "2", spaced, user, MAX, 7, || "m-1".into()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&stamped.payload).unwrap(),
+            " {\"type\" : \"CHAT\", \"fromId\":1,\"toId\":2,\"content\":\"a\\u00e9}\",\"id\":\"m-1\",\"ts\":7}"
+        );
+        assert_eq!(stamped.content, "aé}");
+        // An id or ts the sender may not set (even null) is replaced, not repeated.
+        for extra in [r#""id":null"#, r#""ts":"x""#, r#""id":"mine","ts":1"#] {
+            let payload = format!(r#"{{"type":"CHAT","fromId":1,"toId":2,"content":"x",{extra}}}"#);
+            let stamped = accept(Kind::Chat, "2", payload.as_bytes(), user, MAX, 7, || {
+                "m-2".into()
+            })
+            .unwrap();
+            let text = std::str::from_utf8(&stamped.payload).unwrap();
+            assert_eq!(text.matches("\"id\"").count(), 1, "{text}");
+            assert_eq!(text.matches("\"ts\"").count(), 1, "{text}");
+            let out = fields(&stamped.payload).unwrap();
+            assert_eq!(
+                (out["id"].as_str(), out["ts"].as_i64()),
+                (Some("m-2"), Some(7))
+            );
+        }
+        // Duplicate keys are refused: readers disagree on which one counts.
+        let twice = br#"{"type":"CHAT","fromId":1,"toId":2,"toId":3,"content":"x"}"#;
+        assert!(matches!(
+            accept(Kind::Chat, "2", twice, user, MAX, 7, String::new),
+            Err(Invalid::NotJson(_))
+        ));
+        // Escaped keys are still recognised.
+        let escaped = br#"{"\u0074ype":"CHAT","fromId":1,"toId":2,"content":"x"}"#;
+        assert!(accept(Kind::Chat, "2", escaped, user, MAX, 7, String::new).is_ok());
     }
 
     #[test]

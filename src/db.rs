@@ -170,15 +170,20 @@ impl Db {
         result.map_err(|e| self.classify(e))
     }
 
-    /// Runs one statement inside a transaction and commits it. Waits at most the timeouts;
-    /// fails at once while MySQL is known to be down.
-    pub fn execute_in_transaction(&self, sql: &str, values: Vec<Value>) -> Result<(), DbError> {
+    /// Runs prepared statements inside one transaction and commits them. Waits at most the
+    /// timeouts; fails at once while MySQL is known to be down.
+    pub fn execute_in_transaction(
+        &self,
+        statements: Vec<(&str, Vec<Value>)>,
+    ) -> Result<(), DbError> {
         if self.is_down() {
             return Err(DbError::Unavailable("still unreachable".into()));
         }
         let result = self.shared.conn(self.wait).and_then(|mut conn| {
             let mut tx = conn.start_transaction(mysql::TxOpts::default())?;
-            tx.exec_drop(sql, values)?;
+            for (sql, values) in statements {
+                tx.exec_drop(sql, values)?;
+            }
             tx.commit()
         });
         result.map_err(|e| match e {

@@ -18,7 +18,7 @@ use mysql::{Row, Value};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Rows read per rules query at most (groups of a user, ACL rows of an access level).
 const MAX_RULE_ROWS: usize = 10_000;
@@ -192,7 +192,14 @@ impl Plugin {
             client.pointer,
             identity,
             Instant::now(),
-            || self.rules.load(&identity.username, &identity.user_id),
+            || {
+                let started = Instant::now();
+                let rules = self.rules.load(&identity.username, &identity.user_id);
+                self.auth
+                    .times
+                    .add(RULES_LABEL, Duration::ZERO, started.elapsed());
+                rules
+            },
         );
         match loaded {
             Ok(()) => decision,
@@ -401,6 +408,7 @@ impl Plugin {
                         "refreshes": stats.refreshes,
                         "refreshFailures": stats.refresh_failures,
                         "cachedLogins": self.auth.cached_logins(),
+                        "loginTimes": login_times(&self.auth.times),
                         "databaseDown": self.rules.db.is_down(),
                     });
                     let mut data = data;
@@ -462,6 +470,25 @@ impl Plugin {
         }
         std::mem::take(outbox)
     }
+}
+
+/// The `loginTimes` entry that counts loading a user's groups and ACL rows at login.
+const RULES_LABEL: &str = "rules";
+
+/// `{"<format>": {"logins", "hashMicros", "databaseMicros"}, "rules": {...}}`.
+fn login_times(times: &crate::auth::LoginTimes) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (label, time) in times.snapshot() {
+        out.insert(
+            label,
+            json!({
+                "logins": time.logins,
+                "hashMicros": time.hash.as_micros() as u64,
+                "databaseMicros": time.database.as_micros() as u64,
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 fn storage_stats(store: &Store) -> serde_json::Value {

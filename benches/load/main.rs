@@ -416,6 +416,11 @@ fn main() {
         ),
     ];
     let mut results: Vec<(Figures, Figures, Option<Stored>)> = Vec::new();
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let loads: Vec<_> = loads
+        .into_iter()
+        .filter(|(name, _, _)| name.contains(only.as_str()))
+        .collect();
     for (name, load, _) in &loads {
         let bare = {
             let broker = start_broker(&bench, Kind::Bare);
@@ -423,7 +428,9 @@ fn main() {
         };
         let broker = start_broker(&bench, Kind::Plugin);
         let before = message_rows(&bench);
+        let profiler = profile(broker.pid(), name);
         let plugin = runtime.block_on(traffic::run(&bench, broker.port, broker.pid(), load));
+        drop(profiler);
         let last_delivery = bench.epoch + Duration::from_nanos(plugin.last_delivery_ns);
         let stored = wait_for_rows(&bench, before, plugin.sent, last_delivery);
         drop(broker);
@@ -442,6 +449,28 @@ fn main() {
                 _ => None,
             };
             rows.push(r);
+            let per_message = |cpu: f64, f: &Figures| cpu * 1e6 / f.delivered.max(1) as f64;
+            rows.push(row(
+                name,
+                "broker CPU per msg (all threads)",
+                per_message(bare.broker_cpu, bare),
+                per_message(plugin.broker_cpu, plugin),
+                "us",
+            ));
+            rows.push(row(
+                name,
+                "broker thread CPU per msg",
+                per_message(bare.broker_thread_cpu, bare),
+                per_message(plugin.broker_thread_cpu, plugin),
+                "us",
+            ));
+            rows.push(row(
+                name,
+                "MariaDB CPU per msg",
+                per_message(bare.db_cpu, bare),
+                per_message(plugin.db_cpu, plugin),
+                "us",
+            ));
             rows.push(row(name, "latency p50", bare.p50_ms, plugin.p50_ms, "ms"));
             rows.push(row(name, "latency p99", bare.p99_ms, plugin.p99_ms, "ms"));
             rows.push(row(name, "lost", bare.lost as f64, plugin.lost as f64, ""));
@@ -510,8 +539,242 @@ fn main() {
             });
         }
     }
-    let _ = &mut notes;
+    if only.is_empty() || "connect storm".contains(only.as_str()) {
+        connect_storms(&bench, &runtime, &mut rows, &mut notes);
+    }
+    if only.is_empty() || "memory".contains(only.as_str()) {
+        memory(&bench, &runtime, &mut rows);
+    }
+    if only.is_empty() || "old design".contains(only.as_str()) {
+        old_design(&bench, &runtime, &mut rows);
+    }
     print_table(&rows);
+    for note in notes {
+        println!("{note}");
+    }
+}
+
+/// 5,000 users, 50 at a time: first logins on a fresh broker (cold), then again (warm,
+/// within `auth_cacheseconds`); the bare broker checks a `password_file` of the same users.
+/// Then first logins per password format, with the plugin's own split of broker-thread time
+/// into hash and database (from `getStats`).
+fn connect_storms(
+    bench: &Bench,
+    runtime: &tokio::runtime::Runtime,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) {
+    let users: Vec<User> = (1..=5_000).map(user).collect();
+    let bare = start_broker(bench, Kind::BarePasswordFile);
+    let bare_cold = runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50));
+    let bare_warm = runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50));
+    drop(bare);
+    let plugin = start_broker(bench, Kind::Plugin);
+    let cold = runtime.block_on(storm::storm(plugin.port, plugin.pid(), &users, 50));
+    let warm = runtime.block_on(storm::storm(plugin.port, plugin.pid(), &users, 50));
+    let mut r = row(
+        "connect storm 5000 users",
+        "first logins/s (cold)",
+        bare_cold.rate(),
+        cold.rate(),
+        "/s",
+    );
+    r.target = Some((0.2, true));
+    rows.push(r);
+    let mut r = row(
+        "connect storm 5000 users",
+        "reconnects/s (warm)",
+        bare_warm.rate(),
+        warm.rate(),
+        "/s",
+    );
+    r.target = Some((0.95, true));
+    rows.push(r);
+    rows.push(row(
+        "connect storm 5000 users",
+        "refused",
+        (bare_cold.refused + bare_warm.refused) as f64,
+        (cold.refused + warm.refused) as f64,
+        "",
+    ));
+    let per_login = |f: &storm::StormFigures| f.broker_cpu * 1e6 / f.connects.max(1) as f64;
+    rows.push(row(
+        "connect storm 5000 users",
+        "broker CPU per first login",
+        per_login(&bare_cold),
+        per_login(&cold),
+        "us",
+    ));
+    rows.push(row(
+        "connect storm 5000 users",
+        "broker CPU per reconnect",
+        per_login(&bare_warm),
+        per_login(&warm),
+        "us",
+    ));
+    drop(plugin);
+    // Per format, on a fresh broker: every login a first login.
+    let plugin = start_broker(bench, Kind::Plugin);
+    let mut table = String::from(
+        "\nFirst logins per password format (fresh broker, 50 at a time; broker-thread time per \
+         login from getStats: hash check, user row, and loading groups + ACL rows):\n\n\
+         | format | users | logins/s | hash ms/login | user row ms/login | rules ms/login |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for &(label, first, count) in FORMAT_USERS {
+        let users: Vec<User> = (first..first + count).map(user).collect();
+        let before = runtime.block_on(stats(plugin.port));
+        let figures = runtime.block_on(storm::storm(plugin.port, plugin.pid(), &users, 50));
+        let after = runtime.block_on(stats(plugin.port));
+        let delta = |key: &str, field: &str| -> f64 {
+            let value = |v: &serde_json::Value| v["loginTimes"][key][field].as_f64().unwrap_or(0.0);
+            value(&after) - value(&before)
+        };
+        // The format's own entry: the one whose login count grew.
+        let entry = after["loginTimes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != "rules")
+            .map(|(k, _)| k.clone())
+            .max_by(|a, b| delta(a, "logins").total_cmp(&delta(b, "logins")))
+            .unwrap_or_default();
+        let logins = delta(&entry, "logins").max(1.0);
+        let rule_loads = delta("rules", "logins").max(1.0);
+        let _ = writeln!(
+            table,
+            "| {label} | {count} | {:.0} | {:.3} | {:.3} | {:.3} |",
+            figures.rate(),
+            delta(&entry, "hashMicros") / logins / 1e3,
+            delta(&entry, "databaseMicros") / logins / 1e3,
+            delta("rules", "databaseMicros") / rule_loads / 1e3,
+        );
+        assert_eq!(figures.refused, 0, "{label}: logins refused");
+    }
+    notes.push(table);
+}
+
+/// Broker RSS with 10,000 authenticated clients connected, bare and with the plugin.
+fn memory(bench: &Bench, runtime: &tokio::runtime::Runtime, rows: &mut Vec<Row>) {
+    let users: Vec<User> = (1..=USERS).map(user).collect();
+    let bare = start_broker(bench, Kind::Bare);
+    let bare_figures = runtime.block_on(storm::memory(bare.port, bare.pid(), &users));
+    drop(bare);
+    let plugin = start_broker(bench, Kind::Plugin);
+    let figures = runtime.block_on(storm::memory(plugin.port, plugin.pid(), &users));
+    drop(plugin);
+    let name = "memory, 10000 clients";
+    rows.push(row(
+        name,
+        "RSS before clients",
+        bare_figures.rss_before_kib as f64 / 1024.0,
+        figures.rss_before_kib as f64 / 1024.0,
+        "MiB",
+    ));
+    rows.push(row(
+        name,
+        "RSS with clients",
+        bare_figures.rss_after_kib as f64 / 1024.0,
+        figures.rss_after_kib as f64 / 1024.0,
+        "MiB",
+    ));
+    rows.push(row(
+        name,
+        "bytes per client (5000 -> 10000)",
+        bare_figures.per_client_bytes(),
+        figures.per_client_bytes(),
+        "B",
+    ));
+    rows.push(Row {
+        scenario: name.into(),
+        metric: "plugin bytes per client (beyond bare)",
+        bare: None,
+        plugin: Some(figures.per_client_bytes() - bare_figures.per_client_bytes()),
+        target: None,
+        unit: "B (target < 1024)",
+    });
+}
+
+/// The bare broker plus the old separate persister (one INSERT per message), under the
+/// inbox loads: rows per second it keeps up with, and messages it never stores.
+fn old_design(bench: &Bench, runtime: &tokio::runtime::Runtime, rows: &mut Vec<Row>) {
+    for qos in [0u8, 1] {
+        bench
+            .root()
+            .query_drop("TRUNCATE TABLE old_messages")
+            .unwrap();
+        let broker = start_broker(bench, Kind::Bare);
+        let db = mysql::Opts::from(
+            mysql::OptsBuilder::new()
+                .ip_or_hostname(Some("127.0.0.1"))
+                .tcp_port(bench.db.port)
+                .user(Some("root"))
+                .db_name(Some(&bench.dbname))
+                .prefer_socket(false),
+        );
+        let persister = old_design::Persister::start(broker.port, db, "old_messages", qos);
+        let load = inbox_load(bench, qos, 4_000, None);
+        let figures = runtime.block_on(traffic::run(bench, broker.port, broker.pid(), &load));
+        let stored = persister.finish(Duration::from_secs(3));
+        let name = format!("old design, inbox QoS {qos}");
+        rows.push(Row {
+            scenario: name.clone(),
+            metric: "rows/s the persister keeps up with",
+            bare: Some(stored.rows as f64 / stored.seconds),
+            plugin: None,
+            target: None,
+            unit: "rows/s",
+        });
+        rows.push(Row {
+            scenario: name,
+            metric: "messages never stored",
+            bare: Some(
+                (figures.sent - stored.rows.min(figures.sent)) as f64 / figures.sent as f64 * 100.0,
+            ),
+            plugin: None,
+            target: None,
+            unit: "%",
+        });
+    }
+}
+
+/// `getStats` over `$CONTROL/chat-auth/v1`, as the bench's superuser.
+async fn stats(port: u16) -> serde_json::Value {
+    let mut conn = match client::connect(port, "bench-admin-stats", Some(ADMIN)).await {
+        Ok(Ok(conn)) => conn,
+        other => panic!("admin login failed: {:?}", other.err()),
+    };
+    assert!(
+        conn.subscribe("$CONTROL/chat-auth/v1/response", 0)
+            .await
+            .unwrap()
+            < 3
+    );
+    let mut out = Vec::new();
+    wire::publish(
+        &mut out,
+        "$CONTROL/chat-auth/v1",
+        br#"{"commands":[{"command":"getStats"}]}"#,
+        0,
+        0,
+    );
+    use tokio::io::AsyncWriteExt;
+    conn.writer.write_all(&out).await.unwrap();
+    let mut answer = None;
+    while answer.is_none() {
+        conn.reader
+            .packets(|packet| {
+                if let Some((_, _, _, body)) = packet.publish() {
+                    if packet.kind == wire::PUBLISH {
+                        answer = serde_json::from_slice::<serde_json::Value>(body).ok();
+                    }
+                }
+            })
+            .await
+            .expect("getStats answer");
+    }
+    conn.disconnect().await;
+    answer.unwrap()["responses"][0]["data"].clone()
 }
 
 fn print_table(rows: &[Row]) {
@@ -542,6 +805,44 @@ fn print_table(rows: &[Row]) {
             ratio,
             target
         );
+    }
+}
+
+/// With `BENCH_PERF=1`, `perf record -g` of the plugin broker during a scenario, into
+/// `target/perf-<scenario>.data`; stopped (SIGINT) when dropped.
+struct Profiler(std::process::Child);
+
+fn profile(pid: u32, scenario: &str) -> Option<Profiler> {
+    std::env::var_os("BENCH_PERF")?;
+    let out = format!(
+        "{}/../perf-{}.data",
+        env!("CARGO_TARGET_TMPDIR"),
+        scenario.replace(' ', "-").replace('/', "")
+    );
+    let child = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-g",
+            "-F",
+            "1999",
+            "-o",
+            &out,
+            "-p",
+            &pid.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    Some(Profiler(child))
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
+        let _ = self.0.wait();
     }
 }
 

@@ -68,18 +68,48 @@ async fn connect(port: u16, user: &User) -> Option<Conn> {
 pub struct MemoryFigures {
     pub clients: usize,
     pub rss_before_kib: u64,
+    /// With the first half of the clients connected.
+    pub rss_half_kib: u64,
     pub rss_after_kib: u64,
 }
 
 impl MemoryFigures {
+    /// The growth per client from half to all of them: fixed costs that arrive with the
+    /// first clients (database connections, buffers) are not counted per client.
     pub fn per_client_bytes(&self) -> f64 {
-        (self.rss_after_kib as f64 - self.rss_before_kib as f64) * 1024.0 / self.clients as f64
+        (self.rss_after_kib as f64 - self.rss_half_kib as f64) * 1024.0
+            / (self.clients - self.clients / 2) as f64
     }
 }
 
-/// Connects every user and keeps them connected while the broker's RSS is read.
+/// Connects every user and keeps them connected while the broker's RSS is read, at half
+/// and at all of them.
 pub async fn memory(port: u16, broker_pid: u32, users: &[User]) -> MemoryFigures {
     let rss_before_kib = rss_kib(broker_pid);
+    let half = users.len() / 2;
+    let mut connected = connect_all(port, &users[..half]).await;
+    settle().await;
+    let rss_half_kib = rss_kib(broker_pid);
+    connected.extend(connect_all(port, &users[half..]).await);
+    settle().await;
+    let figures = MemoryFigures {
+        clients: connected.len(),
+        rss_before_kib,
+        rss_half_kib,
+        rss_after_kib: rss_kib(broker_pid),
+    };
+    for conn in connected {
+        conn.disconnect().await;
+    }
+    figures
+}
+
+/// Lets the broker settle (the plugin's background work lands within a tick).
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+}
+
+async fn connect_all(port: u16, users: &[User]) -> Vec<Conn> {
     let users = Arc::new(users.to_vec());
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
@@ -99,17 +129,7 @@ pub async fn memory(port: u16, broker_pid: u32, users: &[User]) -> MemoryFigures
     for worker in workers {
         connected.extend(worker.await.expect("memory worker"));
     }
-    // Let the broker settle (the plugin's background loads land within a tick).
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let figures = MemoryFigures {
-        clients: connected.len(),
-        rss_before_kib,
-        rss_after_kib: rss_kib(broker_pid),
-    };
-    for conn in connected {
-        conn.disconnect().await;
-    }
-    figures
+    connected
 }
 
 pub fn rss_kib(pid: u32) -> u64 {

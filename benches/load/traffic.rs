@@ -42,6 +42,8 @@ pub struct Figures {
     pub p99_ms: f64,
     /// Broker process CPU seconds (all its threads) over the run.
     pub broker_cpu: f64,
+    /// CPU seconds of the broker's main thread (the event loop every callback runs on).
+    pub broker_thread_cpu: f64,
     /// This process's CPU seconds (the load generator) over the run.
     pub generator_cpu: f64,
     pub db_cpu: f64,
@@ -162,6 +164,7 @@ pub async fn run(bench: &Bench, port: u16, broker_pid: u32, load: &Load) -> Figu
     for flow in &load.flows {
         publishers.push(login(port, &flow.sender, "pub").await);
     }
+    let thread_before = thread_cpu_seconds(broker_pid);
     let cpu_before = (
         cpu_seconds(broker_pid),
         cpu_seconds(std::process::id()),
@@ -198,6 +201,7 @@ pub async fn run(bench: &Bench, port: u16, broker_pid: u32, load: &Load) -> Figu
     }
     let last_ns = tally.last_delivery_ns.load(Ordering::Relaxed).max(start_ns);
     let seconds = (last_ns - start_ns) as f64 / 1e9;
+    let thread_after = thread_cpu_seconds(broker_pid);
     let cpu_after = (
         cpu_seconds(broker_pid),
         cpu_seconds(std::process::id()),
@@ -233,6 +237,7 @@ pub async fn run(bench: &Bench, port: u16, broker_pid: u32, load: &Load) -> Figu
         p50_ms,
         p99_ms,
         broker_cpu: cpu_after.0 - cpu_before.0,
+        broker_thread_cpu: thread_after - thread_before,
         generator_cpu: cpu_after.1 - cpu_before.1,
         db_cpu: cpu_after.2 - cpu_before.2,
         last_delivery_ns: last_ns,
@@ -311,7 +316,16 @@ async fn publish(
 
 /// User plus system CPU seconds of a process, all threads.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User plus system CPU seconds of a process's main thread.
+pub fn thread_cpu_seconds(pid: u32) -> f64 {
+    stat_cpu_seconds(&format!("/proc/{pid}/task/{pid}/stat"))
+}
+
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the ")" of the command name: utime is the 12th, stime the 13th.

@@ -13,7 +13,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,9 @@ pub struct Store {
     full: bool,
 }
 
+/// How often the writer looks for a full batch while it gathers one.
+const GATHER_POLL: Duration = Duration::from_millis(5);
+
 /// How long shutdown waits for MySQL to take what is queued (the rest stays spooled).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -118,6 +121,7 @@ impl Store {
             counters: counters.clone(),
             stop: stop.clone(),
             rejected: config.spool_dir.join("rejected.jsonl"),
+            insert_sql: Default::default(),
             failing: false,
         };
         let writer = std::thread::Builder::new()
@@ -198,38 +202,52 @@ struct Writer {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     rejected: PathBuf,
+    /// INSERT statements by row count (a handful of fixed sizes).
+    insert_sql: std::collections::HashMap<usize, String>,
     /// Inside a run of failed attempts (one warning per run).
     failing: bool,
 }
 
 impl Writer {
     fn run(mut self, queue: Receiver<Queued>) {
-        let mut open = true;
-        while open {
+        loop {
+            // Blocks only while idle: the first message of a batch wakes the writer once.
             let Ok(first) = queue.recv() else {
                 return;
             };
             let mut batch = vec![first];
             let deadline = Instant::now() + self.flush;
-            while batch.len() < self.batch_rows {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match queue.recv_timeout(left) {
-                    Ok(item) => batch.push(item),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        open = false;
-                        break;
+            let mut open = true;
+            // Gather without being woken per message (a wake-up per message cost the broker
+            // thread a futex call each): poll until the batch is full or the flush time ends.
+            loop {
+                while batch.len() < self.batch_rows {
+                    match queue.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
                     }
                 }
+                let now = Instant::now();
+                if !open || batch.len() >= self.batch_rows || now >= deadline {
+                    break;
+                }
+                std::thread::sleep((deadline - now).min(GATHER_POLL));
             }
             if !self.write(&batch) {
                 return; // stopping with MySQL unavailable: the spool replays it next start
             }
-        }
-        // Shutdown: what is still queued.
-        let rest: Vec<Queued> = queue.try_iter().collect();
-        for chunk in rest.chunks(self.batch_rows) {
-            if !self.write(chunk) {
+            if !open {
+                // Shutdown: what is still queued.
+                let rest: Vec<Queued> = queue.try_iter().collect();
+                for chunk in rest.chunks(self.batch_rows) {
+                    if !self.write(chunk) {
+                        return;
+                    }
+                }
                 return;
             }
         }
@@ -335,32 +353,65 @@ impl Writer {
         }
     }
 
-    /// One multi-row INSERT in a transaction; rows already present (a replay) are skipped.
-    fn insert(&self, batch: &[Queued]) -> Result<(), DbError> {
-        let mut sql = self.insert_prefix.clone();
-        let mut values = Vec::with_capacity(batch.len() * 9);
-        for (i, item) in batch.iter().enumerate() {
-            sql.push_str(if i == 0 {
-                "(?,?,?,?,?,?,?,?,?)"
-            } else {
-                ",(?,?,?,?,?,?,?,?,?)"
-            });
-            let r = &item.record;
-            values.extend([
-                Value::from(&r.message_id),
-                Value::from(&r.kind),
-                Value::from(&r.from_id),
-                Value::from(&r.to_id),
-                Value::from(&r.content),
-                Value::from(&r.topic),
-                Value::from(r.qos),
-                Value::from(&r.client_id),
-                Value::from(r.server_ts),
-            ]);
+    /// Multi-row INSERTs in one transaction; rows already present (a replay) are skipped.
+    /// A batch is cut into a few fixed sizes, so the server prepares each statement once
+    /// per connection (one statement per batch length re-prepared nearly every batch).
+    fn insert(&mut self, batch: &[Queued]) -> Result<(), DbError> {
+        let mut statements = Vec::new();
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let rows = statement_rows(rest.len(), self.batch_rows);
+            let (chunk, after) = rest.split_at(rows);
+            rest = after;
+            let mut values = Vec::with_capacity(rows * 9);
+            for item in chunk {
+                let r = &item.record;
+                values.extend([
+                    Value::from(&r.message_id),
+                    Value::from(&r.kind),
+                    Value::from(&r.from_id),
+                    Value::from(&r.to_id),
+                    Value::from(&r.content),
+                    Value::from(&r.topic),
+                    Value::from(r.qos),
+                    Value::from(&r.client_id),
+                    Value::from(r.server_ts),
+                ]);
+            }
+            statements.push((rows, values));
         }
-        sql.push_str(" ON DUPLICATE KEY UPDATE message_id = message_id");
-        self.db.execute_in_transaction(&sql, values)
+        for (rows, _) in &statements {
+            if !self.insert_sql.contains_key(rows) {
+                let mut sql = self.insert_prefix.clone();
+                for i in 0..*rows {
+                    sql.push_str(if i == 0 {
+                        "(?,?,?,?,?,?,?,?,?)"
+                    } else {
+                        ",(?,?,?,?,?,?,?,?,?)"
+                    });
+                }
+                sql.push_str(" ON DUPLICATE KEY UPDATE message_id = message_id");
+                self.insert_sql.insert(*rows, sql);
+            }
+        }
+        let statements = statements
+            .into_iter()
+            .map(|(rows, values)| (self.insert_sql[&rows].as_str(), values))
+            .collect();
+        self.db.execute_in_transaction(statements)
     }
+}
+
+/// Rows of the next INSERT for `left` rows: the batch size, or a power of ten below it.
+fn statement_rows(left: usize, batch_rows: usize) -> usize {
+    if left >= batch_rows {
+        return batch_rows;
+    }
+    let mut size = 1;
+    while size * 10 <= left && size * 10 < batch_rows {
+        size *= 10;
+    }
+    size
 }
 
 /// A table name as the option gives it: `name` or `database.name`, letters, digits and `_`.
@@ -381,6 +432,30 @@ pub fn quoted_table(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_use_a_few_statement_sizes() {
+        let split = |mut left: usize, batch: usize| {
+            let mut sizes = Vec::new();
+            while left > 0 {
+                let rows = statement_rows(left, batch);
+                sizes.push(rows);
+                left -= rows;
+            }
+            sizes
+        };
+        assert_eq!(split(500, 500), [500]);
+        assert_eq!(
+            split(1234, 500),
+            [500, 500, 100, 100, 10, 10, 10, 1, 1, 1, 1]
+        );
+        assert_eq!(split(7, 500), [1; 7]);
+        assert_eq!(split(25, 20), [20, 1, 1, 1, 1, 1]);
+        assert_eq!(
+            split(99, 50),
+            [50, 10, 10, 10, 10, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+        );
+    }
 
     #[test]
     fn table_names_are_checked_and_quoted() {

@@ -2,7 +2,7 @@
 //! MESSAGE callback returns, and replayed at start until MySQL has it.
 //!
 //! Files in the spool directory: `segment-<n>.log` (frames: u32 length, u32 CRC-32, the
-//! record as JSON) and `checkpoint` (`<segment> <offset>`: everything before it is in
+//! record in a small binary encoding) and `checkpoint` (`<segment> <offset>`: everything before it is in
 //! MySQL). Segments wholly before the checkpoint are deleted.
 
 use super::Record;
@@ -42,6 +42,8 @@ pub struct Spool {
     file: File,
     written: u64,
     rotate_at: u64,
+    /// Reused for every frame: no allocation per message.
+    frame: Vec<u8>,
     pub usage: Arc<Usage>,
 }
 
@@ -83,6 +85,7 @@ impl Spool {
                 file,
                 written: 0,
                 rotate_at,
+                frame: Vec::with_capacity(4096),
                 usage,
             },
             pending,
@@ -97,12 +100,15 @@ impl Spool {
             self.file = create_segment(&self.dir, self.segment)?;
             self.written = 0;
         }
-        let body = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
-        self.file.write_all(&frame)?;
+        let frame = &mut self.frame;
+        frame.clear();
+        frame.resize(FRAME_HEADER, 0);
+        encode(record, frame);
+        let body_len = frame.len() - FRAME_HEADER;
+        let crc = crc32fast::hash(&frame[FRAME_HEADER..]);
+        frame[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.file.write_all(frame)?;
         if self.fsync {
             self.file.sync_data()?;
         }
@@ -221,8 +227,7 @@ fn read_segment(dir: &Path, id: u64, start: u64) -> io::Result<Vec<Replayed>> {
             let body = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len)?;
             (len <= MAX_FRAME && crc32fast::hash(body) == crc).then_some(body)
         });
-        let Some(record) = frame.and_then(|body| serde_json::from_slice::<Record>(body).ok())
-        else {
+        let Some(record) = frame.and_then(decode) else {
             log::warn!(
                 "spool {}: damaged data from byte {at} of {} ignored (a crash during a write)",
                 path.display(),
@@ -242,6 +247,63 @@ fn read_segment(dir: &Path, id: u64, start: u64) -> io::Result<Vec<Replayed>> {
         ));
     }
     Ok(records)
+}
+
+const ENCODING_V1: u8 = 1;
+
+/// The record as a version byte, then each field: strings as u32 length + UTF-8 bytes,
+/// `qos` as one byte, `server_ts` as i64. Cheaper than JSON on the broker thread.
+fn encode(record: &Record, out: &mut Vec<u8>) {
+    out.push(ENCODING_V1);
+    for text in [
+        &record.message_id,
+        &record.kind,
+        &record.from_id,
+        &record.to_id,
+        &record.content,
+        &record.topic,
+        &record.client_id,
+    ] {
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(record.qos);
+    out.extend_from_slice(&record.server_ts.to_le_bytes());
+}
+
+fn decode(body: &[u8]) -> Option<Record> {
+    let (&version, mut rest) = body.split_first()?;
+    if version != ENCODING_V1 {
+        return None;
+    }
+    let mut text = || -> Option<String> {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let bytes = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        String::from_utf8(bytes.to_vec()).ok()
+    };
+    let (message_id, kind, from_id, to_id, content, topic, client_id) = (
+        text()?,
+        text()?,
+        text()?,
+        text()?,
+        text()?,
+        text()?,
+        text()?,
+    );
+    let (&qos, rest) = rest.split_first()?;
+    let server_ts = i64::from_le_bytes(rest.try_into().ok()?);
+    Some(Record {
+        message_id,
+        kind,
+        from_id,
+        to_id,
+        content,
+        topic,
+        qos,
+        client_id,
+        server_ts,
+    })
 }
 
 #[cfg(test)]
