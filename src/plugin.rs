@@ -12,7 +12,7 @@ use crate::logging::printable;
 use crate::query::{Param, Query};
 use crate::refresh::{Refresher, RuleSource};
 use crate::sessions::{Applied, Author, DEFAULT_OFFLINE_CAP, Registry, RuleSet};
-use crate::store::{Record, Store, StoreRefusal};
+use crate::store::{NewRecord, Store, StoreRefusal};
 use crate::topic;
 use mysql::{Row, Value};
 use serde_json::json;
@@ -296,18 +296,18 @@ impl Plugin {
             }
         };
         if let Some(store) = &mut state.store {
-            let record = Record {
-                message_id: stamped.message_id,
-                kind: stamped.kind.name().to_string(),
-                from_id: stamped.from_id,
-                to_id: stamped.to_id,
-                content: stamped.content,
-                topic: topic.to_string(),
+            let record = NewRecord {
+                message_id: &stamped.message_id,
+                kind: stamped.kind.name(),
+                from_id: &stamped.from_id,
+                to_id: &stamped.to_id,
+                content: &stamped.content,
+                topic,
                 qos,
-                client_id: truncate(&client_name, 256).to_string(),
+                client_id: truncate(&client_name, 256),
                 server_ts: stamped.server_ts,
             };
-            match store.put(record) {
+            match store.put(&record) {
                 Ok(()) => {}
                 Err(StoreRefusal::SpoolFull) => return MessageVerdict::Deny,
                 Err(StoreRefusal::Io(e)) => {

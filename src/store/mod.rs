@@ -31,6 +31,37 @@ pub struct Record {
     pub server_ts: i64,
 }
 
+impl Record {
+    pub fn borrowed(&self) -> NewRecord<'_> {
+        NewRecord {
+            message_id: &self.message_id,
+            kind: &self.kind,
+            from_id: &self.from_id,
+            to_id: &self.to_id,
+            content: &self.content,
+            topic: &self.topic,
+            qos: self.qos,
+            client_id: &self.client_id,
+            server_ts: self.server_ts,
+        }
+    }
+}
+
+/// A chat message to store, borrowed from the MESSAGE callback: the broker thread encodes
+/// it into the spool without copying each field.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    pub message_id: &'a str,
+    pub kind: &'a str,
+    pub from_id: &'a str,
+    pub to_id: &'a str,
+    pub content: &'a str,
+    pub topic: &'a str,
+    pub qos: u8,
+    pub client_id: &'a str,
+    pub server_ts: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub table: String,
@@ -58,7 +89,8 @@ pub enum StoreRefusal {
 }
 
 struct Queued {
-    record: Record,
+    /// The record as the spool encodes it (`spool::decode`), decoded on the writer thread.
+    body: Vec<u8>,
     position: Position,
     size: u64,
 }
@@ -99,9 +131,9 @@ impl Store {
                 pending.len()
             );
         }
-        for (record, position, size) in pending {
+        for (body, position, size) in pending {
             let _ = queue.send(Queued {
-                record,
+                body,
                 position,
                 size,
             });
@@ -141,7 +173,7 @@ impl Store {
 
     /// Spools and queues one message. Refuses when the spool holds `spool_max_bytes` not yet
     /// in MySQL (one warning per episode), or when the spool cannot be written.
-    pub fn put(&mut self, record: Record) -> Result<(), StoreRefusal> {
+    pub fn put(&mut self, record: &NewRecord<'_>) -> Result<(), StoreRefusal> {
         let pending = self.usage().pending_bytes.load(Ordering::Relaxed);
         if pending >= self.max_bytes {
             if !self.full {
@@ -158,10 +190,10 @@ impl Store {
             self.full = false;
             log::warn!("spool has room again: chat messages are accepted");
         }
-        let (position, size) = self.spool.append(&record).map_err(StoreRefusal::Io)?;
+        let (position, size, body) = self.spool.append(record).map_err(StoreRefusal::Io)?;
         if let Some(queue) = &self.queue {
             let _ = queue.send(Queued {
-                record,
+                body,
                 position,
                 size,
             });
@@ -306,12 +338,13 @@ impl Writer {
                 match self.insert(std::slice::from_ref(item)) {
                     Ok(()) => break,
                     Err(DbError::Query(e)) => {
+                        let record = spool::decode(&item.body);
                         log::error!(
                             "chat message {} cannot be stored ({e}); kept in {}",
-                            item.record.message_id,
+                            record.as_ref().map_or("(undecodable)", |r| &r.message_id),
                             self.rejected.display()
                         );
-                        self.keep_rejected(&item.record);
+                        self.keep_rejected(record.as_ref(), &item.body);
                         self.counters.rejected_rows.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -327,9 +360,12 @@ impl Writer {
         true
     }
 
-    fn keep_rejected(&self, record: &Record) {
+    fn keep_rejected(&self, record: Option<&Record>, body: &[u8]) {
         use std::io::Write;
-        let line = serde_json::to_string(record).unwrap_or_default();
+        let line = match record {
+            Some(record) => serde_json::to_string(record).unwrap_or_default(),
+            None => serde_json::json!({ "undecodable": hex::encode(body) }).to_string(),
+        };
         let result = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -365,16 +401,18 @@ impl Writer {
             rest = after;
             let mut values = Vec::with_capacity(rows * 9);
             for item in chunk {
-                let r = &item.record;
+                // Decoded here, on the writer thread: its allocations never touch the broker's.
+                let r = spool::decode(&item.body)
+                    .ok_or_else(|| DbError::Query("a spool record cannot be decoded".into()))?;
                 values.extend([
-                    Value::from(&r.message_id),
-                    Value::from(&r.kind),
-                    Value::from(&r.from_id),
-                    Value::from(&r.to_id),
-                    Value::from(&r.content),
-                    Value::from(&r.topic),
+                    Value::Bytes(r.message_id.into_bytes()),
+                    Value::Bytes(r.kind.into_bytes()),
+                    Value::Bytes(r.from_id.into_bytes()),
+                    Value::Bytes(r.to_id.into_bytes()),
+                    Value::Bytes(r.content.into_bytes()),
+                    Value::Bytes(r.topic.into_bytes()),
                     Value::from(r.qos),
-                    Value::from(&r.client_id),
+                    Value::Bytes(r.client_id.into_bytes()),
                     Value::from(r.server_ts),
                 ]);
             }

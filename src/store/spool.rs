@@ -5,7 +5,7 @@
 //! record in a small binary encoding) and `checkpoint` (`<segment> <offset>`: everything before it is in
 //! MySQL). Segments wholly before the checkpoint are deleted.
 
-use super::Record;
+use super::{NewRecord, Record};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,8 +23,9 @@ pub struct Position {
     pub end: u64,
 }
 
-/// A record found in the spool at start, with where it ends and its size in the spool.
-pub type Replayed = (Record, Position, u64);
+/// An encoded record (see `decode`) found in the spool at start, with where it ends and its
+/// size in the spool.
+pub type Replayed = (Vec<u8>, Position, u64);
 
 /// Counters shared by the broker thread (appends) and the writer (commits).
 #[derive(Debug, Default)]
@@ -67,10 +68,10 @@ impl Spool {
             } else {
                 0
             };
-            for (record, position, size) in read_segment(dir, id, start)? {
+            for (body, position, size) in read_segment(dir, id, start)? {
                 usage.pending_bytes.fetch_add(size, Ordering::Relaxed);
                 usage.pending_records.fetch_add(1, Ordering::Relaxed);
-                pending.push((record, position, size));
+                pending.push((body, position, size));
             }
         }
         let segment = segments
@@ -93,8 +94,9 @@ impl Spool {
     }
 
     /// Appends one record (one `write` call, so a killed broker never leaves half a frame
-    /// behind; with `fsync` it is on disk before this returns). Returns its end and size.
-    pub fn append(&mut self, record: &Record) -> io::Result<(Position, u64)> {
+    /// behind; with `fsync` it is on disk before this returns). Returns its end, its size
+    /// and its encoding (for the writer thread: one allocation crosses threads, not nine).
+    pub fn append(&mut self, record: &NewRecord<'_>) -> io::Result<(Position, u64, Vec<u8>)> {
         if self.written >= self.rotate_at {
             self.segment += 1;
             self.file = create_segment(&self.dir, self.segment)?;
@@ -122,6 +124,7 @@ impl Spool {
                 end: self.written,
             },
             size,
+            self.frame[FRAME_HEADER..].to_vec(),
         ))
     }
 }
@@ -227,7 +230,7 @@ fn read_segment(dir: &Path, id: u64, start: u64) -> io::Result<Vec<Replayed>> {
             let body = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len)?;
             (len <= MAX_FRAME && crc32fast::hash(body) == crc).then_some(body)
         });
-        let Some(record) = frame.and_then(decode) else {
+        let Some(body) = frame.filter(|body| decode(body).is_some()) else {
             log::warn!(
                 "spool {}: damaged data from byte {at} of {} ignored (a crash during a write)",
                 path.display(),
@@ -238,7 +241,7 @@ fn read_segment(dir: &Path, id: u64, start: u64) -> io::Result<Vec<Replayed>> {
         let size = (FRAME_HEADER + frame.map_or(0, <[u8]>::len)) as u64;
         at += size as usize;
         records.push((
-            record,
+            body.to_vec(),
             Position {
                 segment: id,
                 end: at as u64,
@@ -253,16 +256,16 @@ const ENCODING_V1: u8 = 1;
 
 /// The record as a version byte, then each field: strings as u32 length + UTF-8 bytes,
 /// `qos` as one byte, `server_ts` as i64. Cheaper than JSON on the broker thread.
-fn encode(record: &Record, out: &mut Vec<u8>) {
+fn encode(record: &NewRecord<'_>, out: &mut Vec<u8>) {
     out.push(ENCODING_V1);
     for text in [
-        &record.message_id,
-        &record.kind,
-        &record.from_id,
-        &record.to_id,
-        &record.content,
-        &record.topic,
-        &record.client_id,
+        record.message_id,
+        record.kind,
+        record.from_id,
+        record.to_id,
+        record.content,
+        record.topic,
+        record.client_id,
     ] {
         out.extend_from_slice(&(text.len() as u32).to_le_bytes());
         out.extend_from_slice(text.as_bytes());
@@ -271,7 +274,8 @@ fn encode(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&record.server_ts.to_le_bytes());
 }
 
-fn decode(body: &[u8]) -> Option<Record> {
+/// A record from its spool encoding; `None` if it is not one.
+pub fn decode(body: &[u8]) -> Option<Record> {
     let (&version, mut rest) = body.split_first()?;
     if version != ENCODING_V1 {
         return None;
@@ -338,7 +342,7 @@ mod tests {
         assert!(pending.is_empty());
         let mut positions = Vec::new();
         for n in 0..10 {
-            positions.push(spool.append(&record(n)).unwrap());
+            positions.push(spool.append(&record(n).borrowed()).unwrap());
         }
         let mut checkpoint = Checkpoint::new(&dir, spool.usage.clone());
         let committed: u64 = positions[..4].iter().map(|p| p.1).sum();
@@ -346,9 +350,10 @@ mod tests {
         assert_eq!(spool.usage.pending_records.load(Ordering::Relaxed), 6);
         drop(spool);
         let (_spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
-        let ids: Vec<String> = pending.iter().map(|p| p.0.message_id.clone()).collect();
+        let records: Vec<Record> = pending.iter().map(|p| decode(&p.0).unwrap()).collect();
+        let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_str()).collect();
         assert_eq!(ids, ["m4", "m5", "m6", "m7", "m8", "m9"]);
-        assert_eq!(pending[0].0, record(4));
+        assert_eq!(records[0], record(4));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -358,7 +363,7 @@ mod tests {
         let (mut spool, _) = Spool::open(&dir, true, 200).unwrap();
         let mut last = None;
         for n in 0..20 {
-            last = Some(spool.append(&record(n)).unwrap());
+            last = Some(spool.append(&record(n).borrowed()).unwrap());
         }
         assert!(segment_ids(&dir).unwrap().len() > 3);
         let total = spool.usage.pending_bytes.load(Ordering::Relaxed);
@@ -368,14 +373,14 @@ mod tests {
         assert_eq!(segment_ids(&dir).unwrap().len(), 1);
         assert_eq!(spool.usage.pending_bytes.load(Ordering::Relaxed), 0);
         // A half-written frame after a machine crash.
-        spool.append(&record(20)).unwrap();
+        spool.append(&record(20).borrowed()).unwrap();
         let segment = segment_path(&dir, spool.segment);
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
         file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         drop(spool);
         let (_spool, pending) = Spool::open(&dir, false, 200).unwrap();
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].0.message_id, "m20");
+        assert_eq!(decode(&pending[0].0).unwrap().message_id, "m20");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

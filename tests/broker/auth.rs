@@ -792,7 +792,7 @@ fn hung_mysql_costs_at_most_the_timeout() {
     let broker = chat_broker(
         &db,
         &dbname,
-        "auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 500\n",
+        "auth_opt_connect_timeout_ms 1000\nauth_opt_query_timeout_ms 1000\n",
     );
     assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Accepted);
     db.pause();
@@ -802,15 +802,16 @@ fn hung_mysql_costs_at_most_the_timeout() {
     assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
     let first = start.elapsed();
     assert!(
-        first < Duration::from_millis(2_500),
+        first < Duration::from_millis(4_500),
         "first login took {first:?}"
     );
     let start = Instant::now();
     for _ in 0..5 {
         assert_eq!(connect(broker.port, "alice", "secret"), Outcome::Refused(5));
     }
+    // Waiting for the timeout each would take 5 s; a loaded CI machine needs some slack.
     let five = start.elapsed();
-    assert!(five < Duration::from_secs(1), "five logins took {five:?}");
+    assert!(five < Duration::from_millis(2_500), "five logins took {five:?}");
     db.resume();
     eventually("login after MySQL resumed", Duration::from_secs(10), || {
         connect(broker.port, "alice", "secret") == Outcome::Accepted

@@ -1,0 +1,76 @@
+//! The broker-thread work of one chat message: validating and stamping the payload, and
+//! appending it to the spool (one write(2) to the page cache).
+//!
+//! `cargo bench --bench chat`
+
+use chat_auth::chat::{Kind, Sender, accept, new_message_id};
+use chat_auth::store::Record;
+use chat_auth::store::spool::Spool;
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+
+const MAX: usize = 65_536;
+
+fn payload(content: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "type": "CHAT", "fromId": 1017, "toId": 42, "content": content
+    }))
+    .unwrap()
+}
+
+fn validation_and_stamping(c: &mut Criterion) {
+    let mut group = c.benchmark_group("chat");
+    let short = payload(&"x".repeat(100));
+    let escaped = payload(&"quote \" backslash \\ emoji 😀 ".repeat(4));
+    let large = payload(&"y".repeat(MAX));
+    let forged = serde_json::to_vec(&serde_json::json!({
+        "type": "CHAT", "fromId": 7, "toId": 42, "content": "x"
+    }))
+    .unwrap();
+    let user = Sender::User("1017");
+    assert!(accept(Kind::Chat, "42", &short, user, MAX, 0, new_message_id).is_ok());
+    assert!(accept(Kind::Chat, "42", &forged, user, MAX, 0, new_message_id).is_err());
+    for (name, bytes) in [
+        ("accept 100-byte content", &short),
+        ("accept 100 bytes with escapes", &escaped),
+        ("accept 64 KiB content", &large),
+        ("refuse a forged fromId", &forged),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                accept(
+                    Kind::Chat,
+                    "42",
+                    black_box(bytes),
+                    user,
+                    MAX,
+                    1_795_000_000_000,
+                    new_message_id,
+                )
+            })
+        });
+    }
+    group.bench_function("new message id (UUIDv7)", |b| b.iter(new_message_id));
+    let dir = std::env::temp_dir().join(format!("chat-auth-bench-spool-{}", std::process::id()));
+    let (mut spool, _) = Spool::open(&dir, false, 64 << 20).unwrap();
+    let record = Record {
+        message_id: new_message_id(),
+        kind: "CHAT".into(),
+        from_id: "1017".into(),
+        to_id: "42".into(),
+        content: "x".repeat(100),
+        topic: "/users/42/messages".into(),
+        qos: 1,
+        client_id: "phone-1017".into(),
+        server_ts: 1_795_000_000_000,
+    };
+    group.bench_function("spool append (100-byte content)", |b| {
+        b.iter(|| spool.append(black_box(&record.borrowed())).unwrap())
+    });
+    group.finish();
+    drop(spool);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+criterion_group!(benches, validation_and_stamping);
+criterion_main!(benches);
