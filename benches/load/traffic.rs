@@ -52,6 +52,22 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// Sums another run of the same load into this one (latencies: the worse of the two).
+    pub fn add(&mut self, other: &Figures) {
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.seconds += other.seconds;
+        self.p50_ms = self.p50_ms.max(other.p50_ms);
+        self.p99_ms = self.p99_ms.max(other.p99_ms);
+        self.broker_cpu += other.broker_cpu;
+        self.broker_thread_cpu += other.broker_thread_cpu;
+        self.generator_cpu += other.generator_cpu;
+        self.db_cpu += other.db_cpu;
+        self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
+    }
+
     pub fn rate(&self) -> f64 {
         self.delivered as f64 / self.seconds
     }

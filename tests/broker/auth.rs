@@ -811,7 +811,10 @@ fn hung_mysql_costs_at_most_the_timeout() {
     }
     // Waiting for the timeout each would take 5 s; a loaded CI machine needs some slack.
     let five = start.elapsed();
-    assert!(five < Duration::from_millis(2_500), "five logins took {five:?}");
+    assert!(
+        five < Duration::from_millis(2_500),
+        "five logins took {five:?}"
+    );
     db.resume();
     eventually("login after MySQL resumed", Duration::from_secs(10), || {
         connect(broker.port, "alice", "secret") == Outcome::Accepted
