@@ -6,13 +6,14 @@
 //! and remember the broker's `struct mosquitto` pointer, so a stale connection whose id
 //! was taken over is never judged under the newcomer's identity.
 
-use crate::acl::{self, Access, ChatTopics, Patterns, Subject};
+use crate::acl::{self, Access, ChatTopics, GroupIds, Patterns, Subject};
 use crate::auth::Identity;
 use crate::control::Reply;
 use crate::db::DbError;
 use crate::logging::printable;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How soon a failed refresh is tried again (or the refresh period, if shorter).
@@ -27,7 +28,7 @@ pub const DEFAULT_OFFLINE_CAP: usize = 100_000;
 pub struct RuleSet {
     /// The chat identity the groups were loaded for.
     pub user_id: String,
-    pub groups: HashSet<String>,
+    pub groups: GroupIds,
     /// auth-plug ACL rows, not yet expanded (`%u`, `%c` differ per client).
     pub rows: Patterns,
 }
@@ -60,7 +61,11 @@ pub enum Applied {
 }
 
 struct UserEntry {
+    /// As loaded, except that rows without `%c` are stored with `%u` already expanded
+    /// (the same for every client of the user, so held once instead of per client).
     rules: RuleSet,
+    /// Some row has `%c`: each client expands the rows itself.
+    per_client: bool,
     /// Bumped whenever `rules` change, so clients re-expand their patterns once.
     generation: u64,
     /// Sessions (online or offline) using these rules; at 0 the entry lives until it is due.
@@ -71,12 +76,14 @@ struct UserEntry {
 
 struct Session {
     pointer: usize,
-    username: String,
+    /// Shared with the user entry's key.
+    username: Arc<str>,
     superuser: bool,
     online: bool,
     /// The user entry generation `patterns` were expanded from (0: not yet).
     generation: u64,
-    patterns: Patterns,
+    /// This client's own expansion, only for users with `%c` rows.
+    patterns: Option<Box<Patterns>>,
 }
 
 /// The publisher of a message, as far as the registry knows.
@@ -108,8 +115,8 @@ pub struct Registry {
     refresh: Duration,
     offline_cap: usize,
     sessions: HashMap<Box<[u8]>, Session>,
-    users: HashMap<String, UserEntry>,
-    due: BinaryHeap<Reverse<(Instant, String)>>,
+    users: HashMap<Arc<str>, UserEntry>,
+    due: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     /// Offline sessions in the order they went offline (may hold stale entries).
     offline: VecDeque<(Box<[u8]>, usize)>,
     offline_count: usize,
@@ -149,7 +156,7 @@ impl Registry {
         if !identity.superuser {
             let held = self
                 .users
-                .get(&identity.username)
+                .get(identity.username.as_str())
                 .is_some_and(|e| e.rules.user_id == identity.user_id);
             if !held {
                 let rules = load()?;
@@ -168,8 +175,12 @@ impl Registry {
         if !online {
             self.offline_count += 1;
         }
+        let username = match self.users.get_key_value(identity.username.as_str()) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(identity.username.as_str()),
+        };
         if !identity.superuser {
-            if let Some(entry) = self.users.get_mut(&identity.username) {
+            if let Some(entry) = self.users.get_mut(&username) {
                 entry.clients += 1;
             }
         }
@@ -177,11 +188,11 @@ impl Registry {
             client_id.into(),
             Session {
                 pointer,
-                username: identity.username.clone(),
+                username,
                 superuser: identity.superuser,
                 online,
                 generation: 0,
-                patterns: Patterns::default(),
+                patterns: None,
             },
         );
         Ok(())
@@ -228,18 +239,28 @@ impl Registry {
         let Some(entry) = self.users.get(&session.username) else {
             return false;
         };
-        if session.generation != entry.generation {
-            let client_id = String::from_utf8_lossy(client_id);
-            session.patterns = expand_all(&entry.rules.rows, &session.username, &client_id);
-            session.generation = entry.generation;
-        }
+        let patterns = if entry.per_client {
+            if session.generation != entry.generation || session.patterns.is_none() {
+                let client_id = String::from_utf8_lossy(client_id);
+                session.patterns = Some(Box::new(expand_all(
+                    &entry.rules.rows,
+                    &session.username,
+                    &client_id,
+                )));
+                session.generation = entry.generation;
+            }
+            session.patterns.as_deref().unwrap_or(&entry.rules.rows)
+        } else {
+            session.patterns = None;
+            &entry.rules.rows
+        };
         acl::allowed(
             self.chat.as_ref(),
             Subject {
                 user_id: &entry.rules.user_id,
                 superuser: false,
                 groups: Some(&entry.rules.groups),
-                patterns: &session.patterns,
+                patterns,
             },
             access,
             topic,
@@ -291,7 +312,7 @@ impl Registry {
             if !entry.in_flight {
                 entry.in_flight = true;
                 jobs.push(Job {
-                    username,
+                    username: username.to_string(),
                     user_id: entry.rules.user_id.clone(),
                     reply: None,
                 });
@@ -309,7 +330,7 @@ impl Registry {
             .map(|(username, entry)| {
                 entry.in_flight = true;
                 Job {
-                    username: username.clone(),
+                    username: username.to_string(),
                     user_id: entry.rules.user_id.clone(),
                     reply: None,
                 }
@@ -333,7 +354,7 @@ impl Registry {
         let Loaded { job, result } = loaded;
         let Some(entry) = self
             .users
-            .get_mut(&job.username)
+            .get_mut(job.username.as_str())
             .filter(|e| e.rules.user_id == job.user_id)
         else {
             return Applied::Gone;
@@ -343,7 +364,10 @@ impl Registry {
             Ok(rules) => {
                 self.refreshes += 1;
                 self.install(&job.username, rules, now);
-                let clients = self.users.get(&job.username).map_or(0, |e| e.clients);
+                let clients = self
+                    .users
+                    .get(job.username.as_str())
+                    .map_or(0, |e| e.clients);
                 Applied::Refreshed { clients }
             }
             Err(e) => {
@@ -354,7 +378,12 @@ impl Registry {
                 );
                 let retry = now + self.refresh.min(RETRY_AFTER_FAILURE);
                 entry.next_due = retry;
-                self.due.push(Reverse((retry, job.username)));
+                let key = self
+                    .users
+                    .get_key_value(job.username.as_str())
+                    .map(|(key, _)| key.clone())
+                    .unwrap_or_else(|| Arc::from(job.username.as_str()));
+                self.due.push(Reverse((retry, key)));
                 Applied::Failed(e.to_string())
             }
         }
@@ -373,10 +402,16 @@ impl Registry {
 
     fn install(&mut self, username: &str, rules: RuleSet, now: Instant) {
         let next_due = now + self.refresh;
-        match self.users.get_mut(username) {
+        let (rules, per_client) = normalize(rules, username);
+        let key = match self.users.get_key_value(username) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(username),
+        };
+        match self.users.get_mut(&key) {
             Some(entry) => {
                 if entry.rules != rules {
                     entry.rules = rules;
+                    entry.per_client = per_client;
                     entry.generation = self.next_generation;
                     self.next_generation += 1;
                 }
@@ -384,9 +419,10 @@ impl Registry {
             }
             None => {
                 self.users.insert(
-                    username.to_string(),
+                    key.clone(),
                     UserEntry {
                         rules,
+                        per_client,
                         generation: self.next_generation,
                         clients: 0,
                         next_due,
@@ -396,7 +432,7 @@ impl Registry {
                 self.next_generation += 1;
             }
         }
-        self.due.push(Reverse((next_due, username.to_string())));
+        self.due.push(Reverse((next_due, key)));
     }
 
     fn remove_session(&mut self, client_id: &[u8]) {
@@ -438,6 +474,20 @@ impl Registry {
                 .retain(|(id, pointer)| is_live(sessions, id, *pointer));
         }
     }
+}
+
+/// Rules as a user entry holds them: without `%c`, the rows are expanded for the user now
+/// (`%u` is the same for all their clients). `true` when clients must expand them.
+fn normalize(mut rules: RuleSet, username: &str) -> (RuleSet, bool) {
+    let rows = &rules.rows;
+    let per_client = [&rows.read, &rows.write, &rows.subscribe]
+        .into_iter()
+        .flatten()
+        .any(|pattern| pattern.contains("%c"));
+    if !per_client {
+        rules.rows = expand_all(&rules.rows, username, "");
+    }
+    (rules, per_client)
 }
 
 /// One client's patterns: `%u`/`%c` substituted; a row that would widen is dropped.
