@@ -40,22 +40,76 @@ pub struct Patterns {
     pub subscribe: Vec<String>,
 }
 
-/// A user's group ids, sorted and packed into one string with their end offsets: two
-/// allocations however many groups (a `HashSet<String>` cost about 75 bytes per id), looked
-/// up by binary search.
+/// ACL patterns as a user (or a `%c` client) holds them: each distinct pattern once, with
+/// the accesses it grants (a `rw = 3` row is one string, not three).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupIds {
-    text: Box<str>,
-    ends: Box<[u32]>,
+pub struct PatternSet(Box<[(Box<str>, u8)]>);
+
+const GRANTS_READ: u8 = 1;
+const GRANTS_WRITE: u8 = 2;
+const GRANTS_SUBSCRIBE: u8 = 4;
+
+impl PatternSet {
+    /// The patterns granting `access` (`Unsubscribe` reads as `Read`; it never gets here).
+    pub fn granting(&self, access: Access) -> impl Iterator<Item = &str> {
+        let bit = match access {
+            Access::Write => GRANTS_WRITE,
+            Access::Subscribe => GRANTS_SUBSCRIBE,
+            Access::Read | Access::Unsubscribe => GRANTS_READ,
+        };
+        self.0
+            .iter()
+            .filter(move |(_, grants)| grants & bit != 0)
+            .map(|(pattern, _)| &**pattern)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every pattern once, each passed through `map` (`None` drops it).
+    pub fn map(&self, mut map: impl FnMut(&str) -> Option<String>) -> PatternSet {
+        PatternSet(
+            self.0
+                .iter()
+                .filter_map(|(pattern, grants)| Some((map(pattern)?.into_boxed_str(), *grants)))
+                .collect(),
+        )
+    }
 }
+
+impl From<&Patterns> for PatternSet {
+    fn from(patterns: &Patterns) -> PatternSet {
+        let mut merged: Vec<(Box<str>, u8)> = Vec::new();
+        for (list, bit) in [
+            (&patterns.read, GRANTS_READ),
+            (&patterns.write, GRANTS_WRITE),
+            (&patterns.subscribe, GRANTS_SUBSCRIBE),
+        ] {
+            for pattern in list {
+                match merged.iter_mut().find(|(p, _)| **p == **pattern) {
+                    Some((_, grants)) => *grants |= bit,
+                    None => merged.push((pattern.as_str().into(), bit)),
+                }
+            }
+        }
+        PatternSet(merged.into_boxed_slice())
+    }
+}
+
+/// A user's group ids, sorted and packed into one allocation (a `u32` count, the `u32` end
+/// offset of each id, then the ids' bytes): a `HashSet<String>` cost about 75 bytes per id.
+/// Looked up by binary search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupIds(Box<[u8]>);
 
 impl GroupIds {
     pub fn contains(&self, id: &str) -> bool {
         let mut low = 0;
-        let mut high = self.ends.len();
+        let mut high = self.len();
         while low < high {
             let middle = (low + high) / 2;
-            match self.get(middle).cmp(id) {
+            match self.get(middle).cmp(id.as_bytes()) {
                 std::cmp::Ordering::Less => low = middle + 1,
                 std::cmp::Ordering::Greater => high = middle,
                 std::cmp::Ordering::Equal => return true,
@@ -65,39 +119,53 @@ impl GroupIds {
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.word(0)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        (0..self.ends.len()).map(|i| self.get(i))
+        // Built from `str`s, cut at their own boundaries: always UTF-8.
+        (0..self.len()).map(|i| std::str::from_utf8(self.get(i)).unwrap_or_default())
     }
 
-    fn get(&self, index: usize) -> &str {
-        let start = index.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
-        &self.text[start..self.ends[index] as usize]
+    /// The `index`-th `u32` of the header (0: the count); 0 for an empty set.
+    fn word(&self, index: usize) -> usize {
+        self.0
+            .get(index * 4..index * 4 + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    fn get(&self, index: usize) -> &[u8] {
+        let text = &self.0[4 + 4 * self.len()..];
+        let start = if index == 0 { 0 } else { self.word(index) };
+        &text[start..self.word(index + 1)]
     }
 }
 
 impl<S: AsRef<str>> FromIterator<S> for GroupIds {
     fn from_iter<I: IntoIterator<Item = S>>(ids: I) -> GroupIds {
         let mut ids: Vec<S> = ids.into_iter().collect();
+        if ids.is_empty() {
+            return GroupIds::default();
+        }
         ids.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
         ids.dedup_by(|a, b| a.as_ref() == b.as_ref());
-        let mut text = String::with_capacity(ids.iter().map(|id| id.as_ref().len()).sum());
-        let mut ends = Vec::with_capacity(ids.len());
+        let text_len: usize = ids.iter().map(|id| id.as_ref().len()).sum();
+        let mut packed = Vec::with_capacity(4 + 4 * ids.len() + text_len);
+        packed.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        let mut end = 0u32;
         for id in &ids {
-            text.push_str(id.as_ref());
-            // Group ids are at most a few dozen bytes; 4 GiB of them is not a user's groups.
-            ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+            // A user's group ids are a few dozen bytes each, never 4 GiB together.
+            end = end.saturating_add(id.as_ref().len() as u32);
+            packed.extend_from_slice(&end.to_le_bytes());
         }
-        GroupIds {
-            text: text.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
+        for id in &ids {
+            packed.extend_from_slice(id.as_ref().as_bytes());
         }
+        GroupIds(packed.into_boxed_slice())
     }
 }
 
@@ -109,7 +177,7 @@ pub struct Subject<'a> {
     /// `None` while the client's rules were never loaded: everything but superuser and
     /// unsubscribe is refused.
     pub groups: Option<&'a GroupIds>,
-    pub patterns: &'a Patterns,
+    pub patterns: &'a PatternSet,
 }
 
 /// The decision for one check. `chat` is `None` when the chat rules are disabled.
@@ -139,8 +207,7 @@ pub fn allowed(
         }
         return subject
             .patterns
-            .subscribe
-            .iter()
+            .granting(Access::Subscribe)
             .any(|pattern| topic::covered_by(filter, pattern));
     }
     if let Some(chat) = chat {
@@ -156,12 +223,9 @@ pub fn allowed(
             return groups.contains(group) && !(access == Access::Write && retain);
         }
     }
-    let patterns = match access {
-        Access::Write => &subject.patterns.write,
-        _ => &subject.patterns.read,
-    };
-    patterns
-        .iter()
+    subject
+        .patterns
+        .granting(access)
         .any(|pattern| topic::matches(pattern, topic))
 }
 
@@ -219,6 +283,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pattern_sets_hold_each_pattern_once_with_its_accesses() {
+        let patterns = Patterns {
+            read: vec!["a/#".into(), "b/+".into()],
+            write: vec!["a/#".into()],
+            subscribe: vec!["a/#".into(), "c".into()],
+        };
+        let set = PatternSet::from(&patterns);
+        assert_eq!(set.0.len(), 3);
+        let granting = |access| set.granting(access).collect::<Vec<_>>();
+        assert_eq!(granting(Access::Read), ["a/#", "b/+"]);
+        assert_eq!(granting(Access::Write), ["a/#"]);
+        assert_eq!(granting(Access::Subscribe), ["a/#", "c"]);
+        let mapped = set.map(|p| (p != "b/+").then(|| p.replace('a', "x")));
+        assert_eq!(mapped.granting(Access::Read).collect::<Vec<_>>(), ["x/#"]);
+        assert!(PatternSet::default().is_empty());
+    }
+
+    #[test]
     fn group_ids_are_a_sorted_set() {
         let groups: GroupIds = ["10", "7", "", "abc", "7", "1", "100"]
             .into_iter()
@@ -243,14 +325,14 @@ mod tests {
 
     struct Case {
         groups: GroupIds,
-        patterns: Patterns,
+        patterns: PatternSet,
     }
 
     impl Case {
         fn new(groups: &[&str], patterns: Patterns) -> Case {
             Case {
                 groups: groups.iter().map(|g| g.to_string()).collect(),
-                patterns,
+                patterns: PatternSet::from(&patterns),
             }
         }
 
@@ -337,7 +419,7 @@ mod tests {
 
     #[test]
     fn superuser_and_unloaded_rules() {
-        let patterns = Patterns::default();
+        let patterns = PatternSet::default();
         let root = Subject {
             user_id: "0",
             superuser: true,

@@ -243,13 +243,19 @@ fn format_label(stored: &[u8], settings: &HashSettings) -> String {
 struct CredentialCache {
     key: [u8; 32],
     ttl: Duration,
-    entries: Mutex<HashMap<String, CachedLogin>>,
+    /// Expiry times are whole seconds after this (4 bytes per entry, not 16).
+    created: Instant,
+    entries: Mutex<HashMap<Box<str>, CachedLogin>>,
 }
 
+/// Kept small: one per connected user (the username is the map's key).
 struct CachedLogin {
-    mac: [u8; 32],
-    identity: Identity,
-    expires: Instant,
+    /// The first 128 bits of the HMAC: ample for an equality check under a secret key.
+    mac: [u8; 16],
+    user_id: Box<str>,
+    superuser: bool,
+    /// Seconds after `created`, rounded so an entry never outlives the TTL.
+    expires: u32,
 }
 
 /// Bound on remembered logins; expired ones are swept when it is reached.
@@ -262,6 +268,7 @@ impl CredentialCache {
         CredentialCache {
             key,
             ttl,
+            created: Instant::now(),
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -280,31 +287,45 @@ impl CredentialCache {
         let mac = self.mac(username, password);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(username)?;
-        (entry.expires > now && hash::constant_time_eq(&entry.mac, &mac))
-            .then(|| entry.identity.clone())
+        (entry.expires > self.seconds(now) && hash::constant_time_eq(&entry.mac, &mac[..16])).then(
+            || Identity {
+                username: username.to_string(),
+                user_id: entry.user_id.to_string(),
+                superuser: entry.superuser,
+            },
+        )
     }
 
     fn put(&self, username: &str, password: &[u8], identity: Identity, now: Instant) {
         let mac = self.mac(username, password);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CACHE_MAX_ENTRIES && !entries.contains_key(username) {
+            let now = self.seconds(now);
             entries.retain(|_, e| e.expires > now);
             if entries.len() >= CACHE_MAX_ENTRIES {
                 return;
             }
         }
+        let mut short_mac = [0u8; 16];
+        short_mac.copy_from_slice(&mac[..16]);
         entries.insert(
-            username.to_string(),
+            username.into(),
             CachedLogin {
-                mac,
-                identity,
-                expires: now + self.ttl,
+                mac: short_mac,
+                user_id: identity.user_id.into_boxed_str(),
+                superuser: identity.superuser,
+                expires: self.seconds(now).saturating_add(self.ttl.as_secs() as u32),
             },
         );
     }
 
     fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whole seconds from `created` to `now` (rounded down; 0 before it).
+    fn seconds(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.created).as_secs() as u32
     }
 }
 

@@ -6,7 +6,7 @@
 //! and remember the broker's `struct mosquitto` pointer, so a stale connection whose id
 //! was taken over is never judged under the newcomer's identity.
 
-use crate::acl::{self, Access, ChatTopics, GroupIds, Patterns, Subject};
+use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, Patterns, Subject};
 use crate::auth::Identity;
 use crate::control::Reply;
 use crate::db::DbError;
@@ -60,16 +60,23 @@ pub enum Applied {
     Gone,
 }
 
+/// A user's rules as held: the rows without `%c` are stored with `%u` already expanded
+/// (the same for every client of the user, so held once instead of per client).
+#[derive(Debug, PartialEq, Eq)]
+struct HeldRules {
+    user_id: Box<str>,
+    groups: GroupIds,
+    rows: PatternSet,
+}
+
 struct UserEntry {
-    /// As loaded, except that rows without `%c` are stored with `%u` already expanded
-    /// (the same for every client of the user, so held once instead of per client).
-    rules: RuleSet,
+    rules: HeldRules,
     /// Some row has `%c`: each client expands the rows itself.
     per_client: bool,
     /// Bumped whenever `rules` change, so clients re-expand their patterns once.
-    generation: u64,
+    generation: u32,
     /// Sessions (online or offline) using these rules; at 0 the entry lives until it is due.
-    clients: usize,
+    clients: u32,
     next_due: Instant,
     in_flight: bool,
 }
@@ -81,9 +88,10 @@ struct Session {
     superuser: bool,
     online: bool,
     /// The user entry generation `patterns` were expanded from (0: not yet).
-    generation: u64,
-    /// This client's own expansion, only for users with `%c` rows.
-    patterns: Option<Box<Patterns>>,
+    generation: u32,
+    /// This client's own expansion, only for users with `%c` rows (boxed: most clients
+    /// have none, and every session pays for the field).
+    patterns: Option<Box<PatternSet>>,
 }
 
 /// The publisher of a message, as far as the registry knows.
@@ -120,7 +128,8 @@ pub struct Registry {
     /// Offline sessions in the order they went offline (may hold stale entries).
     offline: VecDeque<(Box<[u8]>, usize)>,
     offline_count: usize,
-    next_generation: u64,
+    /// Wraps after 4 billion rule changes, skipping 0 (a client's "not yet expanded").
+    next_generation: u32,
     refreshes: u64,
     refresh_failures: u64,
 }
@@ -157,7 +166,7 @@ impl Registry {
             let held = self
                 .users
                 .get(identity.username.as_str())
-                .is_some_and(|e| e.rules.user_id == identity.user_id);
+                .is_some_and(|e| *e.rules.user_id == *identity.user_id);
             if !held {
                 let rules = load()?;
                 self.install(&identity.username, rules, now);
@@ -313,7 +322,7 @@ impl Registry {
                 entry.in_flight = true;
                 jobs.push(Job {
                     username: username.to_string(),
-                    user_id: entry.rules.user_id.clone(),
+                    user_id: entry.rules.user_id.to_string(),
                     reply: None,
                 });
             }
@@ -331,7 +340,7 @@ impl Registry {
                 entry.in_flight = true;
                 Job {
                     username: username.to_string(),
-                    user_id: entry.rules.user_id.clone(),
+                    user_id: entry.rules.user_id.to_string(),
                     reply: None,
                 }
             })
@@ -344,7 +353,7 @@ impl Registry {
         entry.in_flight = true;
         Some(Job {
             username: username.to_string(),
-            user_id: entry.rules.user_id.clone(),
+            user_id: entry.rules.user_id.to_string(),
             reply,
         })
     }
@@ -355,7 +364,7 @@ impl Registry {
         let Some(entry) = self
             .users
             .get_mut(job.username.as_str())
-            .filter(|e| e.rules.user_id == job.user_id)
+            .filter(|e| *e.rules.user_id == *job.user_id)
         else {
             return Applied::Gone;
         };
@@ -367,7 +376,7 @@ impl Registry {
                 let clients = self
                     .users
                     .get(job.username.as_str())
-                    .map_or(0, |e| e.clients);
+                    .map_or(0, |e| e.clients as usize);
                 Applied::Refreshed { clients }
             }
             Err(e) => {
@@ -412,8 +421,7 @@ impl Registry {
                 if entry.rules != rules {
                     entry.rules = rules;
                     entry.per_client = per_client;
-                    entry.generation = self.next_generation;
-                    self.next_generation += 1;
+                    entry.generation = take_generation(&mut self.next_generation);
                 }
                 entry.next_due = next_due;
             }
@@ -423,13 +431,12 @@ impl Registry {
                     UserEntry {
                         rules,
                         per_client,
-                        generation: self.next_generation,
+                        generation: take_generation(&mut self.next_generation),
                         clients: 0,
                         next_due,
                         in_flight: false,
                     },
                 );
-                self.next_generation += 1;
             }
         }
         self.due.push(Reverse((next_due, key)));
@@ -476,32 +483,38 @@ impl Registry {
     }
 }
 
+/// The next rules generation; wraps after 4 billion changes, skipping 0 (a client's
+/// "not yet expanded").
+fn take_generation(next: &mut u32) -> u32 {
+    let generation = *next;
+    *next = next.wrapping_add(1).max(1);
+    generation
+}
+
 /// Rules as a user entry holds them: without `%c`, the rows are expanded for the user now
 /// (`%u` is the same for all their clients). `true` when clients must expand them.
-fn normalize(mut rules: RuleSet, username: &str) -> (RuleSet, bool) {
-    let rows = &rules.rows;
-    let per_client = [&rows.read, &rows.write, &rows.subscribe]
+fn normalize(rules: RuleSet, username: &str) -> (HeldRules, bool) {
+    let rows = PatternSet::from(&rules.rows);
+    let per_client = [&rules.rows.read, &rules.rows.write, &rules.rows.subscribe]
         .into_iter()
         .flatten()
         .any(|pattern| pattern.contains("%c"));
-    if !per_client {
-        rules.rows = expand_all(&rules.rows, username, "");
-    }
-    (rules, per_client)
+    let rows = if per_client {
+        rows
+    } else {
+        expand_all(&rows, username, "")
+    };
+    let held = HeldRules {
+        user_id: rules.user_id.into_boxed_str(),
+        groups: rules.groups,
+        rows,
+    };
+    (held, per_client)
 }
 
 /// One client's patterns: `%u`/`%c` substituted; a row that would widen is dropped.
-fn expand_all(rows: &Patterns, username: &str, client_id: &str) -> Patterns {
-    let expand = |list: &[String]| -> Vec<String> {
-        list.iter()
-            .filter_map(|p| acl::expand(p, username, client_id))
-            .collect()
-    };
-    Patterns {
-        read: expand(&rows.read),
-        write: expand(&rows.write),
-        subscribe: expand(&rows.subscribe),
-    }
+fn expand_all(rows: &PatternSet, username: &str, client_id: &str) -> PatternSet {
+    rows.map(|pattern| acl::expand(pattern, username, client_id))
 }
 
 #[cfg(test)]
