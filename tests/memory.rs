@@ -93,8 +93,7 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
     }
     let per_client = (LIVE.load(Ordering::Relaxed) - before) as f64 / CLIENTS as f64;
     println!("{per_client:.0} heap bytes per client");
-    // Measured 2026-11-23: 522 bytes (2026-11-23 before the compaction: about 1,500). The
-    // bound leaves room for hash-table growth
-    // steps, not for a new per-client copy of anything.
+    // Measured 2026-11-23: 522 bytes. The bound leaves room for hash-table growth steps,
+    // not for a new per-client copy of anything.
     assert!(per_client < 650.0, "{per_client:.0} heap bytes per client");
 }
