@@ -368,6 +368,24 @@ struct Row {
     unit: &'static str,
 }
 
+/// A figure measured on one side only (`None` on the other).
+fn one_side(
+    scenario: &str,
+    metric: &'static str,
+    bare: Option<f64>,
+    plugin: Option<f64>,
+    unit: &'static str,
+) -> Row {
+    Row {
+        scenario: scenario.into(),
+        metric,
+        bare,
+        plugin,
+        target: None,
+        unit,
+    }
+}
+
 fn row(scenario: &str, metric: &'static str, bare: f64, plugin: f64, unit: &'static str) -> Row {
     Row {
         scenario: scenario.into(),
@@ -527,22 +545,21 @@ fn main() {
             "cores",
         ));
         if let Some(stored) = stored {
-            rows.push(Row {
-                scenario: name.clone(),
-                metric: "rows stored / sent",
-                bare: None,
-                plugin: Some(stored.rows as f64 / plugin.sent as f64),
-                target: None,
-                unit: "",
-            });
-            rows.push(Row {
-                scenario: name.clone(),
-                metric: "last row after last delivery",
-                bare: None,
-                plugin: Some(stored.delay_ms),
-                target: None,
-                unit: "ms",
-            });
+            let stored_share = stored.rows as f64 / plugin.sent as f64;
+            rows.push(one_side(
+                name,
+                "rows stored / sent",
+                None,
+                Some(stored_share),
+                "",
+            ));
+            rows.push(one_side(
+                name,
+                "last row after last delivery",
+                None,
+                Some(stored.delay_ms),
+                "ms",
+            ));
         }
     }
     if only.is_empty() || "connect storm".contains(only.as_str()) {
@@ -670,35 +687,36 @@ fn memory(bench: &Bench, runtime: &tokio::runtime::Runtime, rows: &mut Vec<Row>)
     let figures = runtime.block_on(storm::memory(plugin.port, plugin.pid(), &users));
     drop(plugin);
     let name = "memory, 10000 clients";
-    rows.push(row(
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for (metric, bare, plugin, unit) in [
+        (
+            "RSS before clients",
+            mib(bare_figures.rss_before_kib),
+            mib(figures.rss_before_kib),
+            "MiB",
+        ),
+        (
+            "RSS with clients",
+            mib(bare_figures.rss_after_kib),
+            mib(figures.rss_after_kib),
+            "MiB",
+        ),
+        (
+            "bytes per client (5000 -> 10000)",
+            bare_figures.per_client_bytes(),
+            figures.per_client_bytes(),
+            "B",
+        ),
+    ] {
+        rows.push(row(name, metric, bare, plugin, unit));
+    }
+    rows.push(one_side(
         name,
-        "RSS before clients",
-        bare_figures.rss_before_kib as f64 / 1024.0,
-        figures.rss_before_kib as f64 / 1024.0,
-        "MiB",
+        "plugin bytes per client (beyond bare)",
+        None,
+        Some(figures.per_client_bytes() - bare_figures.per_client_bytes()),
+        "B (target < 1024)",
     ));
-    rows.push(row(
-        name,
-        "RSS with clients",
-        bare_figures.rss_after_kib as f64 / 1024.0,
-        figures.rss_after_kib as f64 / 1024.0,
-        "MiB",
-    ));
-    rows.push(row(
-        name,
-        "bytes per client (5000 -> 10000)",
-        bare_figures.per_client_bytes(),
-        figures.per_client_bytes(),
-        "B",
-    ));
-    rows.push(Row {
-        scenario: name.into(),
-        metric: "plugin bytes per client (beyond bare)",
-        bare: None,
-        plugin: Some(figures.per_client_bytes() - bare_figures.per_client_bytes()),
-        target: None,
-        unit: "B (target < 1024)",
-    });
 }
 
 /// The bare broker plus the old separate persister (one INSERT per message), under the
@@ -723,24 +741,22 @@ fn old_design(bench: &Bench, runtime: &tokio::runtime::Runtime, rows: &mut Vec<R
         let figures = runtime.block_on(traffic::run(bench, broker.port, broker.pid(), &load));
         let stored = persister.finish(Duration::from_secs(3));
         let name = format!("old design, inbox QoS {qos}");
-        rows.push(Row {
-            scenario: name.clone(),
-            metric: "rows/s the persister keeps up with",
-            bare: Some(stored.rows as f64 / stored.seconds),
-            plugin: None,
-            target: None,
-            unit: "rows/s",
-        });
-        rows.push(Row {
-            scenario: name,
-            metric: "messages never stored",
-            bare: Some(
-                (figures.sent - stored.rows.min(figures.sent)) as f64 / figures.sent as f64 * 100.0,
-            ),
-            plugin: None,
-            target: None,
-            unit: "%",
-        });
+        let never_stored = figures.sent - stored.rows.min(figures.sent);
+        let rows_per_second = stored.rows as f64 / stored.seconds;
+        rows.push(one_side(
+            &name,
+            "rows/s the persister keeps up with",
+            Some(rows_per_second),
+            None,
+            "rows/s",
+        ));
+        rows.push(one_side(
+            &name,
+            "messages never stored",
+            Some(never_stored as f64 / figures.sent as f64 * 100.0),
+            None,
+            "%",
+        ));
     }
 }
 
