@@ -68,18 +68,40 @@ impl Shared {
     }
 
     /// A connection, waiting at most `wait`. A pool whose lock was poisoned by a panic in
-    /// the driver is useless forever, so it is replaced by a fresh one.
+    /// the driver is replaced, so one panic cannot refuse every later login.
     fn conn(&self, wait: Duration) -> mysql::Result<PooledConn> {
         let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let result = catch_unwind(AssertUnwindSafe(|| pool.try_get_conn(wait)))
             .unwrap_or_else(|_| Err(DriverError::PoisonedPoolMutex.into()));
         if let Err(mysql::Error::DriverError(DriverError::PoisonedPoolMutex)) = &result {
             log::error!("the MySQL pool was broken by an internal panic; replacing it");
-            if let Ok(fresh) = Pool::new(self.opts.clone()) {
-                *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
-            }
+            self.replace_pool();
         }
         result
+    }
+
+    /// Runs `work` on a pooled connection. Connections are not pinged at every checkout (that
+    /// doubled the round trips of every query); a connection found dead instead takes the
+    /// whole pool with it (its siblings died with the same server) and `work` runs once
+    /// more on a fresh connection, so a MySQL restart costs no login.
+    fn with_conn<T>(
+        &self,
+        wait: Duration,
+        mut work: impl FnMut(&mut PooledConn) -> mysql::Result<T>,
+    ) -> mysql::Result<T> {
+        match self.conn(wait).and_then(|mut conn| work(&mut conn)) {
+            Err(e) if e.is_connectivity_error() => {
+                self.replace_pool();
+                self.conn(wait).and_then(|mut conn| work(&mut conn))
+            }
+            other => other,
+        }
+    }
+
+    fn replace_pool(&self) {
+        if let Ok(fresh) = Pool::new(self.opts.clone()) {
+            *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
     }
 }
 
@@ -130,10 +152,9 @@ impl Db {
         if self.is_down() {
             return Err(DbError::Unavailable("still unreachable".into()));
         }
-        let result = self
-            .shared
-            .conn(self.wait)
-            .and_then(|mut conn| conn.exec_first::<Row, _, _>(&query.sql, values));
+        let result = self.shared.with_conn(self.wait, |conn| {
+            conn.exec_first::<Row, _, _>(&query.sql, values.clone())
+        });
         result.map_err(|e| self.classify(e))
     }
 
@@ -148,10 +169,10 @@ impl Db {
         if self.is_down() {
             return Err(DbError::Unavailable("still unreachable".into()));
         }
-        let result = self.shared.conn(self.wait).and_then(|mut conn| {
+        let result = self.shared.with_conn(self.wait, |conn| {
             let mut rows = Vec::new();
             let mut dropped = 0usize;
-            for row in conn.exec_iter(&query.sql, values)? {
+            for row in conn.exec_iter(&query.sql, values.clone())? {
                 let row = row?;
                 if rows.len() < limit {
                     rows.push(row);
@@ -186,6 +207,10 @@ impl Db {
             }
             tx.commit()
         });
+        if matches!(&result, Err(e) if e.is_connectivity_error()) {
+            // The writer retries the batch; let it find fresh connections.
+            self.shared.replace_pool();
+        }
         result.map_err(|e| match e {
             mysql::Error::MySqlError(server) if ROW_ERRORS.contains(&server.code) => {
                 DbError::Query(server.to_string())
@@ -237,7 +262,9 @@ fn opts(config: &DbConfig) -> Result<Opts, String> {
             PoolOpts::default()
                 .with_constraints(constraints)
                 // Keeps prepared statements cached across uses; no transaction is left open.
-                .with_reset_connection(false),
+                .with_reset_connection(false)
+                // No COM_PING per checkout: `Shared::with_conn` handles dead connections.
+                .with_check_health(false),
         );
     if let Some(socket) = &config.socket {
         builder = builder.socket(Some(socket.to_string_lossy().into_owned()));
@@ -302,8 +329,10 @@ fn probe_once(
     checks: &StatementChecks,
     checked: bool,
 ) -> Result<(), String> {
-    let mut conn = shared.conn(wait).map_err(|e| e.to_string())?;
-    conn.query_drop("DO 1").map_err(|e| e.to_string())?;
+    let mut conn = shared
+        .with_conn(wait, |conn| conn.query_drop("DO 1"))
+        .and_then(|()| shared.conn(wait))
+        .map_err(|e| e.to_string())?;
     if !checked {
         for (option, sql) in checks {
             if let Err(e) = conn.prep(sql) {
