@@ -588,13 +588,24 @@ fn connect_storms(
     notes: &mut Vec<String>,
 ) {
     let users: Vec<User> = (1..=5_000).map(user).collect();
-    let bare = start_broker(bench, Kind::BarePasswordFile);
-    let bare_cold = runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50));
-    let bare_warm = runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50));
-    drop(bare);
-    let plugin = start_broker(bench, Kind::Plugin);
-    let cold = runtime.block_on(storm::storm(plugin.port, plugin.pid(), &users, 50));
-    let warm = runtime.block_on(storm::storm(plugin.port, plugin.pid(), &users, 50));
+    // Three alternating rounds, each on fresh brokers (so every plugin round starts cold):
+    // single storms on this shared machine moved by a third from run to run.
+    let mut bare_cold = storm::StormFigures::default();
+    let mut bare_warm = storm::StormFigures::default();
+    let mut cold = storm::StormFigures::default();
+    let mut warm = storm::StormFigures::default();
+    let mut plugin = None;
+    for _ in 0..3 {
+        let bare = start_broker(bench, Kind::BarePasswordFile);
+        bare_cold.add(&runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50)));
+        bare_warm.add(&runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50)));
+        drop(bare);
+        drop(plugin.take());
+        let broker = start_broker(bench, Kind::Plugin);
+        cold.add(&runtime.block_on(storm::storm(broker.port, broker.pid(), &users, 50)));
+        warm.add(&runtime.block_on(storm::storm(broker.port, broker.pid(), &users, 50)));
+        plugin = Some(broker);
+    }
     let mut r = row(
         "connect storm 5000 users",
         "first logins/s (cold)",

@@ -16,6 +16,14 @@ pub struct StormFigures {
 }
 
 impl StormFigures {
+    /// Sums another storm into this one.
+    pub fn add(&mut self, other: &StormFigures) {
+        self.connects += other.connects;
+        self.refused += other.refused;
+        self.seconds += other.seconds;
+        self.broker_cpu += other.broker_cpu;
+    }
+
     pub fn rate(&self) -> f64 {
         self.connects as f64 / self.seconds
     }
