@@ -90,7 +90,7 @@ impl Shared {
         mut work: impl FnMut(&mut PooledConn) -> mysql::Result<T>,
     ) -> mysql::Result<T> {
         match self.conn(wait).and_then(|mut conn| work(&mut conn)) {
-            Err(e) if e.is_connectivity_error() => {
+            Err(e) if connection_died(&e) => {
                 self.replace_pool();
                 self.conn(wait).and_then(|mut conn| work(&mut conn))
             }
@@ -207,7 +207,7 @@ impl Db {
             }
             tx.commit()
         });
-        if matches!(&result, Err(e) if e.is_connectivity_error()) {
+        if matches!(&result, Err(e) if connection_died(e)) {
             // The writer retries the batch; let it find fresh connections.
             self.shared.replace_pool();
         }
@@ -242,6 +242,23 @@ impl Drop for Db {
             let _ = prober.join();
         }
     }
+}
+
+/// Whether an error means the connection is unusable (I/O, protocol, TLS), as opposed to
+/// the server refusing a statement or every pooled connection being busy.
+fn connection_died(error: &mysql::Error) -> bool {
+    !matches!(
+        error,
+        mysql::Error::DriverError(
+            DriverError::Timeout
+                | DriverError::MismatchedStmtParams(..)
+                | DriverError::Params(_)
+                | DriverError::MixedParams
+        ) | mysql::Error::MySqlError(_)
+            | mysql::Error::UrlError(_)
+            | mysql::Error::FromValueError(_)
+            | mysql::Error::FromRowError(_)
+    )
 }
 
 fn opts(config: &DbConfig) -> Result<Opts, String> {
@@ -362,6 +379,20 @@ pub fn value_bytes(value: &Value) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_connections_are_told_from_refused_statements_and_a_busy_pool() {
+        assert!(connection_died(&mysql::Error::server_disconnected()));
+        assert!(connection_died(&DriverError::PacketOutOfSync.into()));
+        assert!(!connection_died(&DriverError::MixedParams.into()));
+        assert!(!connection_died(&DriverError::Timeout.into()));
+        let refused = mysql::Error::MySqlError(mysql::MySqlError {
+            state: "42000".into(),
+            message: "SELECT command denied".into(),
+            code: 1142,
+        });
+        assert!(!connection_died(&refused));
+    }
 
     #[test]
     fn values_read_as_text() {
