@@ -32,7 +32,8 @@ impl ChatTopics {
     }
 }
 
-/// auth-plug ACL patterns of one client, already expanded (`%u`, `%c`), by access.
+/// auth-plug ACL patterns by access, as `aclquery` returns them (see `PatternSet` for how
+/// they are held).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Patterns {
     pub read: Vec<String>,
