@@ -15,6 +15,19 @@ mod store;
 
 use libtest_mimic::{Arguments, Trial};
 
+/// One libtest-mimic trial per `(name, test)`; a test fails by panicking.
+fn trials(tests: &[(&'static str, fn())]) -> Vec<Trial> {
+    tests
+        .iter()
+        .map(|&(name, test)| {
+            Trial::test(name, move || {
+                test();
+                Ok(())
+            })
+        })
+        .collect()
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = auth::trials();

@@ -31,23 +31,16 @@ pub fn trials() -> Vec<Trial> {
             state_is_empty_after_thousands_of_clients,
         ),
     ];
-    tests
-        .iter()
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                test();
-                Ok(())
-            })
-        })
-        .collect()
+    crate::trials(tests)
 }
 
-const PASSWORD: &str = "s3cret pw";
-const USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
+/// The password `chat_db` gives every user.
+pub const PASSWORD: &str = "s3cret pw";
+pub const USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
      is_superuser FROM users WHERE username = ? LIMIT 1\n";
 const QUIET: Duration = Duration::from_millis(600);
 const SOON: Duration = Duration::from_secs(5);
-const NOT_AUTHORIZED: u8 = 0x87;
+pub const NOT_AUTHORIZED: u8 = 0x87;
 
 /// A database with alice (1), bob (2), carol (3), dave (4) and the superuser admin (5);
 /// group 10 holds alice, bob and carol.

@@ -43,15 +43,7 @@ pub fn trials() -> Vec<Trial> {
             hung_mysql_costs_at_most_the_timeout,
         ),
     ];
-    tests
-        .iter()
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                test();
-                Ok(())
-            })
-        })
-        .collect()
+    crate::trials(tests)
 }
 
 /// A raw CONNECT's username and password, either possibly absent.

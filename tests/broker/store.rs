@@ -1,7 +1,7 @@
 //! Chat messages stored from inside the broker: exact rows, refusals, MySQL down, the broker
 //! killed, the spool limit.
 
-use crate::acl::chat_db;
+use crate::acl::{NOT_AUTHORIZED, PASSWORD, USERQUERY, chat_db};
 use crate::harness::{Broker, MariaDb, eventually, fresh_dir, shared};
 use crate::mqtt::{Mqtt, accepted};
 use libtest_mimic::Trial;
@@ -37,22 +37,10 @@ pub fn trials() -> Vec<Trial> {
             missing_grant_keeps_messages_until_fixed,
         ),
     ];
-    tests
-        .iter()
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                test();
-                Ok(())
-            })
-        })
-        .collect()
+    crate::trials(tests)
 }
 
-const PASSWORD: &str = "s3cret pw";
-const USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
-     is_superuser FROM users WHERE username = ? LIMIT 1\n";
 const SOON: Duration = Duration::from_secs(10);
-const NOT_AUTHORIZED: u8 = 0x87;
 
 /// The chat database plus the right to write messages.
 fn store_db(db: &MariaDb, test: &str) -> String {
