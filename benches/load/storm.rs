@@ -31,37 +31,54 @@ impl StormFigures {
 
 /// Every user logs in once, `concurrency` at a time, and leaves.
 pub async fn storm(port: u16, broker_pid: u32, users: &[User], concurrency: usize) -> StormFigures {
-    let users = Arc::new(users.to_vec());
-    let next = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
     let cpu_before = crate::traffic::cpu_seconds(broker_pid);
     let start = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (users, next, refused) = (users.clone(), next.clone(), refused.clone());
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(user) = users.get(i) else { break };
-                match connect(port, user).await {
-                    Some(conn) => conn.disconnect().await,
-                    None => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+    let accepted = each_user(users, concurrency, move |user| async move {
+        match connect(port, &user).await {
+            Some(conn) => {
+                conn.disconnect().await;
+                true
             }
-        }));
-    }
-    for worker in workers {
-        worker.await.expect("storm worker");
-    }
-    let refused = refused.load(Ordering::Relaxed);
+            None => false,
+        }
+    })
+    .await;
+    let refused = accepted.iter().filter(|ok| !**ok).count();
     StormFigures {
         connects: users.len() - refused,
         refused,
         seconds: start.elapsed().as_secs_f64(),
         broker_cpu: crate::traffic::cpu_seconds(broker_pid) - cpu_before,
     }
+}
+
+/// Runs `action` for every user, `concurrency` at a time; the results in no set order.
+async fn each_user<T, F, Fut>(users: &[User], concurrency: usize, action: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(User) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
+    let users = Arc::new(users.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (users, next, action) = (users.clone(), next.clone(), action.clone());
+        workers.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(user) = users.get(i) else { break };
+                results.push(action(user.clone()).await);
+            }
+            results
+        }));
+    }
+    let mut results = Vec::with_capacity(users.len());
+    for worker in workers {
+        results.extend(worker.await.expect("load worker"));
+    }
+    results
 }
 
 async fn connect(port: u16, user: &User) -> Option<Conn> {
@@ -118,26 +135,10 @@ async fn settle() {
 }
 
 async fn connect_all(port: u16, users: &[User]) -> Vec<Conn> {
-    let users = Arc::new(users.to_vec());
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..50 {
-        let (users, next) = (users.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(user) = users.get(i) else { break };
-                held.push(connect(port, user).await.expect("memory-test login"));
-            }
-            held
-        }));
-    }
-    let mut connected = Vec::new();
-    for worker in workers {
-        connected.extend(worker.await.expect("memory worker"));
-    }
-    connected
+    each_user(users, 50, move |user| async move {
+        connect(port, &user).await.expect("memory-test login")
+    })
+    .await
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
