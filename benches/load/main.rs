@@ -462,6 +462,7 @@ fn main() {
         for _ in 0..rounds {
             let round = {
                 let broker = start_broker(&bench, Kind::Bare);
+                let _profiler = profile(broker.pid(), &format!("{name} bare"));
                 runtime.block_on(traffic::run(&bench, broker.port, broker.pid(), load))
             };
             bare.add(&round);
@@ -491,7 +492,34 @@ fn main() {
                 "inbox QoS 1" => Some((0.90, true)),
                 _ => None,
             };
-            rows.push(r);
+            if let Some((ratio, _)) = r.target {
+                // What the target rate costs the machine even if the plugin's own work were
+                // free: the bare broker's and the generator's CPU per message, plus the
+                // database's per stored row. Above the core count, no plugin can meet it here.
+                let per_message = |cpu: f64, f: &Figures| cpu / f.delivered.max(1) as f64;
+                let floor = ratio
+                    * bare.rate()
+                    * (per_message(bare.broker_cpu, bare)
+                        + per_message(bare.generator_cpu, bare)
+                        + per_message(plugin.db_cpu, plugin));
+                rows.push(r);
+                rows.push(one_side(
+                    name,
+                    "cores the target rate needs without plugin work (bare broker + generator + MariaDB)",
+                    None,
+                    Some(floor),
+                    "cores",
+                ));
+                rows.push(one_side(
+                    name,
+                    "cores on this machine",
+                    None,
+                    Some(cores()),
+                    "cores",
+                ));
+            } else {
+                rows.push(r);
+            }
         }
         let per_message = |cpu: f64, f: &Figures| cpu * 1e6 / f.delivered.max(1) as f64;
         let mut r = row(
@@ -841,7 +869,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// With `BENCH_PERF=1`, `perf record -g` of the plugin broker during a scenario, into
+/// With `BENCH_PERF=1`, `perf record -g` of each broker during a scenario, into
 /// `target/perf-<scenario>.data`; stopped (SIGINT) when dropped.
 struct Profiler(std::process::Child);
 
@@ -877,6 +905,10 @@ impl Drop for Profiler {
         unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
         let _ = self.0.wait();
     }
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 fn raise_fd_limit() {
