@@ -1,5 +1,5 @@
 //! The broker-thread work of one chat message: validating and stamping the payload, and
-//! appending it to the spool (one write(2) to the page cache).
+//! appending it to the spool (a copy into the memory-mapped segment).
 //!
 //! `cargo bench --bench chat`
 

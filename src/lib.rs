@@ -1,5 +1,6 @@
 //! chat-auth: a Mosquitto 2.0 plugin. The safe core (config, query, hash, auth, acl, topic,
-//! sessions, control, db, refresh) never calls the broker; `ffi` is the only place with `unsafe` and broker calls.
+//! sessions, control, db, refresh, store) never calls the broker; `ffi` is the only place
+//! with `unsafe`: the broker calls, and the spool's memory-mapped segment file.
 
 pub mod acl;
 pub mod auth;
