@@ -36,5 +36,8 @@ fn main() {
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();
+    if !conclusion.has_failed() {
+        harness::remove_run_dir();
+    }
     conclusion.exit();
 }

@@ -603,6 +603,8 @@ fn main() {
     for note in notes {
         println!("{note}");
     }
+    drop(bench);
+    harness::remove_run_dir();
 }
 
 /// 5,000 users, 50 at a time: first logins on a fresh broker (cold), then again (warm,

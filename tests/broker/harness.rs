@@ -15,16 +15,32 @@ use std::time::{Duration, Instant};
 pub const DB_USER: &str = "chatauth";
 pub const DB_PASS: &str = "chatauth-test-pw";
 
-/// A directory for this run's files, under `target/` (ignored by git).
+const RUN_DIR_PREFIX: &str = "broker-tests-";
+
+/// A directory for this run's files, under `target/` (ignored by git). Directories left by
+/// earlier runs whose process is gone (a failed or killed run keeps its files for a look)
+/// are removed first, so repeated runs do not fill the disk.
 pub fn run_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("broker-tests-{}", std::process::id()));
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(RUN_DIR_PREFIX));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = parent.join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the test run directory");
         dir
     })
+}
+
+/// Removes this run's directory; call it after every server is stopped, when the run passed.
+pub fn remove_run_dir() {
+    let _ = std::fs::remove_dir_all(run_dir());
 }
 
 /// A fresh subdirectory of the run directory.
