@@ -17,7 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, compiler_fence};
 
 const FRAME_HEADER: usize = 8;
 /// A frame longer than this is corruption, not a record.
@@ -56,7 +56,8 @@ struct Segment {
 }
 
 impl Segment {
-    fn create(dir: &Path, id: u64, len: u64) -> io::Result<Segment> {
+    /// With `fsync`, the new file's size and directory entry are on disk before it is used.
+    fn create(dir: &Path, id: u64, len: u64, fsync: bool) -> io::Result<Segment> {
         let path = segment_path(dir, id);
         let file = OpenOptions::new()
             .read(true)
@@ -64,6 +65,13 @@ impl Segment {
             .create_new(true)
             .open(&path)?;
         let mapped = mapped_file::preallocate(&file, len)
+            .and_then(|()| {
+                if fsync {
+                    file.sync_all()?;
+                    File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })
             .and_then(|()| mapped_file::map_window(&file, 0, WINDOW.min(len) as usize));
         match mapped {
             Ok(window) => Ok(Segment {
@@ -98,6 +106,8 @@ impl Segment {
         let at = (self.written - self.window_start) as usize;
         let target = &mut self.window[at..at + frame.len()];
         target[FRAME_HEADER..].copy_from_slice(&frame[FRAME_HEADER..]);
+        // The compiler may not move the header's stores before the body's.
+        compiler_fence(Ordering::Release);
         target[..FRAME_HEADER].copy_from_slice(&frame[..FRAME_HEADER]);
         if fsync {
             self.window.flush_range(at, frame.len())?;
@@ -148,7 +158,7 @@ impl Spool {
         let segment = segments
             .last()
             .map_or(checkpoint.segment.max(1), |last| last + 1);
-        let current = Segment::create(dir, segment, rotate_at)?;
+        let current = Segment::create(dir, segment, rotate_at, fsync)?;
         Ok((
             Spool {
                 dir: dir.to_path_buf(),
@@ -177,7 +187,12 @@ impl Spool {
         let size = frame.len() as u64;
         if self.current.room() < size {
             // A record bigger than a segment gets a segment of its own size.
-            self.current = Segment::create(&self.dir, self.segment + 1, self.rotate_at.max(size))?;
+            self.current = Segment::create(
+                &self.dir,
+                self.segment + 1,
+                self.rotate_at.max(size),
+                self.fsync,
+            )?;
             self.segment += 1;
         }
         self.current.append(frame, self.fsync)?;
@@ -480,10 +495,10 @@ mod tests {
         let dir = temp_dir("no-room");
         fs::create_dir_all(&dir).unwrap();
         // 1 PiB: more than this disk (or than the filesystem allows in one file).
-        assert!(Segment::create(&dir, 7, 1 << 50).is_err());
+        assert!(Segment::create(&dir, 7, 1 << 50, false).is_err());
         assert!(segment_ids(&dir).unwrap().is_empty());
         // The next attempt starts clean.
-        assert!(Segment::create(&dir, 7, 4096).is_ok());
+        assert!(Segment::create(&dir, 7, 4096, true).is_ok());
         fs::remove_dir_all(&dir).unwrap();
     }
 
