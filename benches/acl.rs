@@ -5,7 +5,7 @@
 
 use chat_auth::acl::{Access, ChatTopics, Patterns};
 use chat_auth::auth::Identity;
-use chat_auth::sessions::{DEFAULT_OFFLINE_CAP, Registry, RuleSet};
+use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry, RuleSet};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -15,13 +15,14 @@ const CLIENTS: usize = 10_000;
 
 fn loaded_registry() -> Mutex<Registry> {
     let chat = ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap();
-    let mut registry = Registry::new(Some(chat), Duration::from_secs(60), DEFAULT_OFFLINE_CAP);
+    let mut registry = Registry::new(Some(chat), Duration::from_secs(60), OfflineCaps::default());
     let now = Instant::now();
     for n in 0..CLIENTS {
         let identity = Identity {
             username: format!("user{n}"),
             user_id: n.to_string(),
             superuser: false,
+            proof: None,
         };
         let rules = RuleSet {
             user_id: n.to_string(),
@@ -34,9 +35,14 @@ fn loaded_registry() -> Mutex<Registry> {
             },
         };
         registry
-            .login(format!("client-{n}").as_bytes(), n, &identity, now, || {
-                Ok(rules)
-            })
+            .login(
+                format!("client-{n}").as_bytes(),
+                n + 1,
+                LoginKind::Connect { persistent: false },
+                &identity,
+                now,
+                || Ok(rules),
+            )
             .unwrap();
     }
     Mutex::new(registry)
@@ -45,12 +51,16 @@ fn loaded_registry() -> Mutex<Registry> {
 fn acl_checks(c: &mut Criterion) {
     let registry = loaded_registry();
     let id = b"client-4242".as_slice();
-    let pointer = 4242;
+    let pointer = 4243;
     let check = |access, topic: &str| {
-        registry
-            .lock()
-            .unwrap()
-            .check(black_box(id), pointer, access, black_box(topic), false)
+        registry.lock().unwrap().check(
+            black_box(id),
+            pointer,
+            access,
+            black_box(topic),
+            false,
+            &NoFacts,
+        )
     };
     // The first check of a client expands its patterns once; steady state follows.
     assert!(check(Access::Read, "/users/4242/messages"));

@@ -30,6 +30,11 @@ impl ChatTopics {
             group: Template::parse(group)?,
         })
     }
+
+    /// Whether `topic` is an inbox or a group topic.
+    pub fn is_chat(&self, topic: &str) -> bool {
+        self.inbox.id_of(topic).is_some() || self.group.id_of(topic).is_some()
+    }
 }
 
 /// auth-plug ACL patterns by access, as `aclquery` returns them (see `PatternSet` for how

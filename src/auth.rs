@@ -4,6 +4,7 @@
 use crate::db::DbError;
 use crate::hash::{self, HashError, HashSettings};
 use crate::logging::printable;
+use crate::throttle::{Event, Throttle, ThrottleConfig};
 use hmac::{KeyInit, Mac};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -27,6 +28,23 @@ pub trait UserSource {
     fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError>;
     /// `None` when no `superquery` is configured.
     fn superquery(&self, username: &str) -> Option<Result<bool, DbError>>;
+
+    /// The user's stored hash now (`None`: no such user, or no hash).
+    fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self
+            .fetch_user(username)?
+            .and_then(|record| record.hash)
+            .filter(|h| !h.is_empty()))
+    }
+}
+
+impl<T: UserSource + ?Sized> UserSource for std::sync::Arc<T> {
+    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        (**self).fetch_user(username)
+    }
+    fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
+        (**self).superquery(username)
+    }
 }
 
 /// Who an accepted client is, for the ACL and chat rules.
@@ -35,6 +53,16 @@ pub struct Identity {
     pub username: String,
     pub user_id: String,
     pub superuser: bool,
+    /// What was verified, so a re-check of the same connection (SIGHUP) needs no hash.
+    pub proof: Option<Proof>,
+}
+
+/// A verified login, as keyed MACs (the key is made at start and never stored): the
+/// password, and the stored hash it was verified against. Neither can be read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof {
+    pub password: [u8; 16],
+    pub stored_hash: [u8; 8],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +75,19 @@ pub enum Refusal {
     Database(DbError),
     /// The broker passed no client id (never seen; refused rather than guessed).
     NoClientId,
+    /// Too many failed logins for the username or from the address: refused unchecked.
+    Throttled,
+}
+
+impl Refusal {
+    /// Whether the attempt counts as a failure for the throttle (the client's fault, not
+    /// the database's).
+    fn counts_as_failure(&self) -> bool {
+        !matches!(
+            self,
+            Refusal::Database(_) | Refusal::NoClientId | Refusal::Throttled
+        )
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -59,6 +100,7 @@ impl std::fmt::Display for Refusal {
             Refusal::UnusableHash(e) => write!(f, "{e}"),
             Refusal::Database(e) => write!(f, "{e}"),
             Refusal::NoClientId => f.write_str("no client id"),
+            Refusal::Throttled => f.write_str("too many failed logins; throttled"),
         }
     }
 }
@@ -75,7 +117,9 @@ pub struct Authenticator<S> {
     source: S,
     hash: HashSettings,
     superusers: Option<glob::Pattern>,
+    secret: Secret,
     cache: Option<CredentialCache>,
+    throttle: Mutex<Throttle>,
     /// Time spent on logins the cache did not answer.
     pub times: LoginTimes,
 }
@@ -86,23 +130,28 @@ impl<S: UserSource> Authenticator<S> {
         hash: HashSettings,
         superusers: Option<glob::Pattern>,
         cache_ttl: Duration,
+        throttle: ThrottleConfig,
     ) -> Self {
         let cache = (!cache_ttl.is_zero()).then(|| CredentialCache::new(cache_ttl));
         Authenticator {
             source,
             hash,
             superusers,
+            secret: Secret::new(),
             cache,
+            throttle: Mutex::new(Throttle::new(throttle)),
             times: LoginTimes::default(),
         }
     }
 
     /// Decides one CONNECT. `username` and `password` are as the broker passed them (NULL
-    /// becomes `None`); nothing here can let a client in because something failed.
+    /// becomes `None`), `address` is the client's; nothing here can let a client in because
+    /// something failed. Logins refused for a reason of the client's are throttled.
     pub fn login(
         &self,
         username: Option<&[u8]>,
         password: Option<&[u8]>,
+        address: Option<&str>,
         now: Instant,
     ) -> Decision {
         let Some(username) = username else {
@@ -113,7 +162,24 @@ impl<S: UserSource> Authenticator<S> {
             log::info!("login refused: username is not UTF-8");
             return Decision::Refuse(Refusal::UnknownUser);
         };
+        if !self.throttle().admit(username, address, now) {
+            log::debug!(
+                "login refused for user '{}': throttled",
+                printable(username)
+            );
+            return Decision::Refuse(Refusal::Throttled);
+        }
+        let started = Instant::now();
         let decision = self.decide(username, password, now);
+        let events = match &decision {
+            Decision::Refuse(why) if why.counts_as_failure() => {
+                self.throttle()
+                    .failed(username, address, started.elapsed(), now)
+            }
+            Decision::Allow(_) => self.throttle().succeeded(username, address),
+            _ => Vec::new(),
+        };
+        log_throttle_events(events);
         match &decision {
             Decision::Allow(identity) => log::debug!(
                 "login accepted for user '{}' (user id '{}'{})",
@@ -136,6 +202,41 @@ impl<S: UserSource> Authenticator<S> {
         decision
     }
 
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends throttling episodes that are over (logged); call it now and then (TICK).
+    pub fn tick(&self, now: Instant) {
+        let events = self.throttle().sweep(now);
+        log_throttle_events(events);
+    }
+
+    /// A re-check (SIGHUP) of a connection the plugin let in: whether `password` is the one
+    /// `proof` verified, so it stays without hashing again (the user row is read again in
+    /// the background, see [`Authenticator::still_valid`] and [`UserSource::stored_hash`]). A session restored after a
+    /// restart has no proof and the broker no password for it: it stays as it is.
+    pub fn same_login(
+        &self,
+        username: &str,
+        password: Option<&[u8]>,
+        proof: Option<&Proof>,
+    ) -> bool {
+        match (proof, password) {
+            (Some(proof), Some(password)) => hash::constant_time_eq(
+                &self.secret.login_mac(username, password)[..16],
+                &proof.password,
+            ),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a session's proof still holds for the stored hash read now.
+    pub fn still_valid(&self, proof: &Proof, stored: &[u8]) -> bool {
+        hash::constant_time_eq(&self.secret.hash_fingerprint(stored), &proof.stored_hash)
+    }
+
     fn decide(&self, username: &str, password: Option<&[u8]>, now: Instant) -> Decision {
         let Some(password) = password else {
             return Decision::Refuse(Refusal::NoPassword);
@@ -143,7 +244,7 @@ impl<S: UserSource> Authenticator<S> {
         if let Some(identity) = self
             .cache
             .as_ref()
-            .and_then(|c| c.get(username, password, now))
+            .and_then(|c| c.get(username, &self.secret.login_mac(username, password), now))
         {
             return Decision::Allow(identity);
         }
@@ -185,15 +286,28 @@ impl<S: UserSource> Authenticator<S> {
                     false
                 }
             };
+        let login_mac = self.secret.login_mac(username, password);
+        let mut proof = Proof {
+            password: [0; 16],
+            stored_hash: self.secret.hash_fingerprint(stored),
+        };
+        proof.password.copy_from_slice(&login_mac[..16]);
         let identity = Identity {
             username: username.to_string(),
             user_id: record.user_id.unwrap_or_else(|| username.to_string()),
             superuser,
+            proof: Some(proof),
         };
         if let Some(cache) = &self.cache {
-            cache.put(username, password, identity.clone(), now);
+            cache.put(username, &login_mac, identity.clone(), now);
         }
         Decision::Allow(identity)
+    }
+
+    /// Usernames and addresses the throttle remembers failures of (for stats).
+    pub fn throttled_keys(&self) -> serde_json::Value {
+        let (users, addresses) = self.throttle().tracked();
+        serde_json::json!({ "usernames": users, "addresses": addresses })
     }
 
     /// Number of remembered logins (for tests and stats).
@@ -237,11 +351,68 @@ fn format_label(stored: &[u8], settings: &HashSettings) -> String {
         .map_or_else(|| "unrecognised".to_string(), |format| format.to_string())
 }
 
-/// Successful logins remembered for `ttl`, keyed by username, holding only an HMAC of the
-/// password under a key made at start and never stored: a memory dump reveals no password
-/// and no fast unsalted hash to crack.
-struct CredentialCache {
+fn log_throttle_events(events: Vec<Event>) {
+    for event in events {
+        match event {
+            Event::Started {
+                kind,
+                key,
+                failures,
+                blocked_for,
+            } => log::warn!(
+                "login throttled for {kind} '{}': {failures} failed logins; further logins \
+                 are refused without checking for {} ms, growing while they go on",
+                printable(&key),
+                blocked_for.as_millis()
+            ),
+            Event::Ended { kind, key, refused } => log::info!(
+                "login throttling for {kind} '{}' ended ({refused} logins refused unchecked)",
+                printable(&key)
+            ),
+        }
+    }
+}
+
+/// The key of the plugin's keyed MACs, made at start and never stored: a memory dump
+/// reveals no password and no fast unsalted hash to crack.
+struct Secret {
     key: [u8; 32],
+}
+
+impl Secret {
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the OS random source failed");
+        Secret { key }
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .expect("HMAC takes any key length");
+        for part in parts {
+            // Length-prefixed so ("ab","c") and ("a","bc") differ.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A username and password.
+    fn login_mac(&self, username: &str, password: &[u8]) -> [u8; 32] {
+        self.mac(&[b"login", username.as_bytes(), password])
+    }
+
+    /// A stored hash, to tell later whether it changed.
+    fn hash_fingerprint(&self, stored: &[u8]) -> [u8; 8] {
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&self.mac(&[b"stored", stored])[..8]);
+        fingerprint
+    }
+}
+
+/// Successful logins remembered for `ttl`, keyed by username, holding only the keyed MAC
+/// of the username and password (see [`Secret`]).
+struct CredentialCache {
     ttl: Duration,
     /// Expiry times are whole seconds after this (4 bytes per entry, not 16).
     created: Instant,
@@ -250,8 +421,10 @@ struct CredentialCache {
 
 /// Kept small: one per connected user (the username is the map's key).
 struct CachedLogin {
-    /// The first 128 bits of the HMAC: ample for an equality check under a secret key.
+    /// The first 128 bits of the MAC: ample for an equality check under a secret key.
     mac: [u8; 16],
+    /// The fingerprint of the stored hash the password was verified against.
+    stored_hash: [u8; 8],
     user_id: Box<str>,
     superuser: bool,
     /// Seconds after `created`, rounded so an entry never outlives the TTL.
@@ -263,41 +436,29 @@ const CACHE_MAX_ENTRIES: usize = 100_000;
 
 impl CredentialCache {
     fn new(ttl: Duration) -> Self {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("the OS random source failed");
         CredentialCache {
-            key,
             ttl,
             created: Instant::now(),
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    fn mac(&self, username: &str, password: &[u8]) -> [u8; 32] {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
-            .expect("HMAC takes any key length");
-        // Length-prefixed so ("ab","c") and ("a","bc") differ.
-        mac.update(&(username.len() as u64).to_be_bytes());
-        mac.update(username.as_bytes());
-        mac.update(password);
-        mac.finalize().into_bytes().into()
-    }
-
-    fn get(&self, username: &str, password: &[u8], now: Instant) -> Option<Identity> {
-        let mac = self.mac(username, password);
+    fn get(&self, username: &str, login_mac: &[u8; 32], now: Instant) -> Option<Identity> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(username)?;
-        (entry.expires > self.seconds(now) && hash::constant_time_eq(&entry.mac, &mac[..16])).then(
-            || Identity {
+        (entry.expires > self.seconds(now) && hash::constant_time_eq(&entry.mac, &login_mac[..16]))
+            .then(|| Identity {
                 username: username.to_string(),
                 user_id: entry.user_id.to_string(),
                 superuser: entry.superuser,
-            },
-        )
+                proof: Some(Proof {
+                    password: entry.mac,
+                    stored_hash: entry.stored_hash,
+                }),
+            })
     }
 
-    fn put(&self, username: &str, password: &[u8], identity: Identity, now: Instant) {
-        let mac = self.mac(username, password);
+    fn put(&self, username: &str, login_mac: &[u8; 32], identity: Identity, now: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CACHE_MAX_ENTRIES && !entries.contains_key(username) {
             let now = self.seconds(now);
@@ -307,11 +468,12 @@ impl CredentialCache {
             }
         }
         let mut short_mac = [0u8; 16];
-        short_mac.copy_from_slice(&mac[..16]);
+        short_mac.copy_from_slice(&login_mac[..16]);
         entries.insert(
             username.into(),
             CachedLogin {
                 mac: short_mac,
+                stored_hash: identity.proof.map_or([0; 8], |p| p.stored_hash),
                 user_id: identity.user_id.into_boxed_str(),
                 superuser: identity.superuser,
                 expires: self.seconds(now).saturating_add(self.ttl.as_secs() as u32),
@@ -402,6 +564,7 @@ mod tests {
             HashSettings::default(),
             Some(glob::Pattern::new("S*").unwrap()),
             Duration::from_secs(ttl),
+            ThrottleConfig::default(),
         )
     }
 
@@ -409,12 +572,12 @@ mod tests {
     fn right_password_gives_identity() {
         let a = auth(table(), 0);
         let now = Instant::now();
-        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), now) else {
+        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), None, now) else {
             panic!("refused");
         };
         assert_eq!(id.user_id, "17");
         assert!(!id.superuser);
-        let Decision::Allow(id) = a.login(Some(b"Sam"), Some(b"secret"), now) else {
+        let Decision::Allow(id) = a.login(Some(b"Sam"), Some(b"secret"), None, now) else {
             panic!("refused");
         };
         assert_eq!(id.user_id, "Sam");
@@ -439,10 +602,12 @@ mod tests {
                 Refusal::UnusableHash(HashError::Unrecognised),
             ),
         ];
-        for (user, pw, why) in cases {
-            assert_eq!(a.login(*user, *pw, now), Decision::Refuse(why.clone()));
+        for (i, (user, pw, why)) in cases.iter().enumerate() {
+            // Apart in time: each failure blocks its username for twice what it cost.
+            let at = now + Duration::from_millis(100) * i as u32;
+            assert_eq!(a.login(*user, *pw, None, at), Decision::Refuse(why.clone()));
         }
-        assert_eq!(a.login(None, Some(b"x"), now), Decision::Defer);
+        assert_eq!(a.login(None, Some(b"x"), None, now), Decision::Defer);
     }
 
     #[test]
@@ -450,7 +615,8 @@ mod tests {
         let mut t = table();
         t.superquery = Some(true);
         let a = auth(t, 0);
-        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), Instant::now()) else {
+        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), None, Instant::now())
+        else {
             panic!("refused");
         };
         assert!(id.superuser);
@@ -461,27 +627,27 @@ mod tests {
         let a = auth(table(), 10);
         let t0 = Instant::now();
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), t0),
+            a.login(Some(b"alice"), Some(b"secret"), None, t0),
             Decision::Allow(_)
         ));
         assert_eq!(a.source.fetches.get(), 1);
         a.source.down.set(true);
         let t1 = t0 + Duration::from_secs(9);
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), t1),
+            a.login(Some(b"alice"), Some(b"secret"), None, t1),
             Decision::Allow(_)
         ));
         assert_eq!(a.source.fetches.get(), 1, "served from the cache");
         // A different password is never answered from the cache.
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secreT"), t1),
+            a.login(Some(b"alice"), Some(b"secreT"), None, t1),
             Decision::Refuse(_)
         ));
         assert_eq!(a.source.fetches.get(), 2);
         // After the TTL the database is asked again (and is down: refused).
         let t2 = t0 + Duration::from_secs(11);
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), t2),
+            a.login(Some(b"alice"), Some(b"secret"), None, t2),
             Decision::Refuse(Refusal::Database(_))
         ));
         assert_eq!(a.cached_logins(), 1);
@@ -491,7 +657,7 @@ mod tests {
     fn failures_are_not_cached() {
         let a = auth(table(), 10);
         let now = Instant::now();
-        a.login(Some(b"alice"), Some(b"nope"), now);
+        a.login(Some(b"alice"), Some(b"nope"), None, now);
         assert_eq!(a.cached_logins(), 0);
     }
 
@@ -507,7 +673,7 @@ mod tests {
             (b"nobody", b"x", false),
         ];
         for (user, password, accepted) in logins {
-            let decision = a.login(Some(user), Some(password), t0);
+            let decision = a.login(Some(user), Some(password), None, t0);
             assert_eq!(matches!(decision, Decision::Allow(_)), accepted);
         }
         let times = a.times.snapshot();
@@ -517,11 +683,87 @@ mod tests {
     }
 
     #[test]
-    fn cache_holds_no_password_bytes() {
-        let cache = CredentialCache::new(Duration::from_secs(5));
-        let a = cache.mac("alice", b"secret");
-        let b = CredentialCache::new(Duration::from_secs(5)).mac("alice", b"secret");
+    fn macs_hold_no_password_bytes() {
+        let secret = Secret::new();
+        let a = secret.login_mac("alice", b"secret");
+        let b = Secret::new().login_mac("alice", b"secret");
         assert_ne!(a, b, "keyed per process");
-        assert_ne!(cache.mac("ab", b"c"), cache.mac("a", b"bc"));
+        assert_ne!(secret.login_mac("ab", b"c"), secret.login_mac("a", b"bc"));
+    }
+
+    #[test]
+    fn a_recheck_needs_the_verified_password_and_notices_a_new_hash() {
+        let a = auth(table(), 0);
+        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), None, Instant::now())
+        else {
+            panic!("refused");
+        };
+        let proof = id.proof.expect("a verified login has a proof");
+        assert!(a.same_login("alice", Some(b"secret"), Some(&proof)));
+        assert!(!a.same_login("alice", Some(b"other"), Some(&proof)));
+        assert!(!a.same_login("bob", Some(b"secret"), Some(&proof)));
+        assert!(!a.same_login("alice", None, Some(&proof)));
+        assert!(a.same_login("alice", None, None), "a restored session");
+        assert!(a.still_valid(&proof, SECRET));
+        assert!(!a.still_valid(&proof, b"*0000000000000000000000000000000000000000"));
+        assert_eq!(
+            a.source.stored_hash("alice").unwrap().as_deref(),
+            Some(SECRET)
+        );
+        assert_eq!(a.source.stored_hash("nobody").unwrap(), None);
+    }
+
+    #[test]
+    fn cached_logins_carry_the_same_proof() {
+        let a = auth(table(), 10);
+        let now = Instant::now();
+        let first = a.login(Some(b"alice"), Some(b"secret"), None, now);
+        a.source.down.set(true);
+        let cached = a.login(Some(b"alice"), Some(b"secret"), None, now);
+        assert_eq!(first, cached);
+    }
+
+    #[test]
+    fn a_wrong_password_flood_is_refused_unchecked() {
+        let a = auth(table(), 0);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            now += Duration::from_millis(100);
+            assert_eq!(
+                a.login(Some(b"alice"), Some(b"guess"), Some("10.1.1.1"), now),
+                Decision::Refuse(Refusal::WrongPassword)
+            );
+        }
+        let fetches = a.source.fetches.get();
+        for _ in 0..100 {
+            assert_eq!(
+                a.login(Some(b"alice"), Some(b"guess"), Some("10.1.1.1"), now),
+                Decision::Refuse(Refusal::Throttled)
+            );
+        }
+        assert_eq!(a.source.fetches.get(), fetches, "no row read, no hash");
+        // Even the right password waits for the block to end...
+        assert_eq!(
+            a.login(Some(b"alice"), Some(b"secret"), Some("10.2.2.2"), now),
+            Decision::Refuse(Refusal::Throttled)
+        );
+        // ...then gets in, and the count starts over.
+        let later = now + Duration::from_secs(2);
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secret"), Some("10.2.2.2"), later),
+            Decision::Allow(_)
+        ));
+        assert_eq!(
+            a.login(Some(b"alice"), Some(b"guess"), Some("10.2.2.2"), later),
+            Decision::Refuse(Refusal::WrongPassword)
+        );
+        // A database outage is not the client's fault.
+        a.source.down.set(true);
+        for _ in 0..10 {
+            assert!(matches!(
+                a.login(Some(b"Sam"), Some(b"x"), None, later),
+                Decision::Refuse(Refusal::Database(_))
+            ));
+        }
     }
 }

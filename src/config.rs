@@ -4,7 +4,9 @@
 use crate::acl::ChatTopics;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
 use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
+use crate::sessions::OfflineCaps;
 use crate::store::{StoreConfig, quoted_table};
+use crate::throttle::ThrottleConfig;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +73,10 @@ pub struct Config {
     /// Message storage; `None` unless `persist_enabled`.
     pub persist: Option<StoreConfig>,
     pub log_level: log::LevelFilter,
+    pub throttle: ThrottleConfig,
+    pub offline: OfflineCaps,
+    /// Where persistent sessions are kept across restarts; `None`: not kept.
+    pub session_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +185,12 @@ const OWN_KEYS: &[&str] = &[
     "persist_spool_dir",
     "persist_spool_max_mb",
     "persist_fsync",
+    "login_throttle_failures",
+    "login_throttle_address_failures",
+    "login_throttle_max_seconds",
+    "offline_sessions_max",
+    "offline_sessions_per_user",
+    "session_file",
 ];
 
 impl Config {
@@ -383,6 +395,49 @@ impl Config {
             .transpose()?;
         let persist = persist_config(&get, validation.is_some())?;
 
+        let throttle = ThrottleConfig {
+            user_failures: get("login_throttle_failures")
+                .map(|v| number::<u32>("login_throttle_failures", v, 0, 1_000))
+                .transpose()?
+                .unwrap_or(ThrottleConfig::default().user_failures),
+            address_failures: get("login_throttle_address_failures")
+                .map(|v| number::<u32>("login_throttle_address_failures", v, 0, 100_000))
+                .transpose()?
+                .unwrap_or(ThrottleConfig::default().address_failures),
+            max: Duration::from_secs(
+                get("login_throttle_max_seconds")
+                    .map(|v| number::<u64>("login_throttle_max_seconds", v, 1, 86_400))
+                    .transpose()?
+                    .unwrap_or(ThrottleConfig::default().max.as_secs()),
+            ),
+            ..ThrottleConfig::default()
+        };
+        let offline = OfflineCaps {
+            total: get("offline_sessions_max")
+                .map(|v| number::<usize>("offline_sessions_max", v, 0, 10_000_000))
+                .transpose()?
+                .unwrap_or(OfflineCaps::default().total),
+            per_user: get("offline_sessions_per_user")
+                .map(|v| number::<usize>("offline_sessions_per_user", v, 1, 100_000))
+                .transpose()?
+                .unwrap_or(OfflineCaps::default().per_user),
+        };
+        let session_file = match get("session_file") {
+            Some("none") => None,
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                if parent.is_some_and(|p| !p.is_dir()) {
+                    return Err(err(
+                        "session_file",
+                        format!("the directory of '{}' does not exist", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+            None => persist.as_ref().map(|p| p.spool_dir.join("sessions.jsonl")),
+        };
+
         let config = Config {
             db,
             userquery,
@@ -398,6 +453,9 @@ impl Config {
             validation,
             persist,
             log_level,
+            throttle,
+            offline,
+            session_file,
         };
         Ok((config, warnings))
     }
@@ -705,6 +763,27 @@ mod tests {
             (&[("chat_max_content_bytes", "0")], "chat_max_content_bytes"),
             (&[("persist_enabled", "true")], "persist_spool_dir"),
             (
+                &[("login_throttle_failures", "-1")],
+                "login_throttle_failures",
+            ),
+            (
+                &[("login_throttle_address_failures", "-1")],
+                "login_throttle_address_failures",
+            ),
+            (
+                &[("login_throttle_max_seconds", "0")],
+                "login_throttle_max_seconds",
+            ),
+            (
+                &[("offline_sessions_per_user", "0")],
+                "offline_sessions_per_user",
+            ),
+            (&[("offline_sessions_max", "x")], "offline_sessions_max"),
+            (
+                &[("session_file", "/nonexistent-dir/sessions.jsonl")],
+                "session_file",
+            ),
+            (
                 &[
                     ("persist_enabled", "true"),
                     ("chat_validate", "false"),
@@ -795,6 +874,36 @@ mod tests {
         assert!(!store.fsync);
         let (config, _) = parse(&[("chat_enabled", "false")]).unwrap();
         assert!(config.validation.is_none());
+    }
+
+    #[test]
+    fn throttle_offline_and_session_file_options() {
+        let (config, _) = parse(&[]).unwrap();
+        assert_eq!(config.throttle, ThrottleConfig::default());
+        assert_eq!(config.offline, OfflineCaps::default());
+        assert_eq!(config.session_file, None);
+        let (config, _) = parse(&[
+            ("login_throttle_failures", "0"),
+            ("login_throttle_max_seconds", "5"),
+            ("offline_sessions_per_user", "2"),
+            ("persist_enabled", "true"),
+            ("persist_spool_dir", "/var/lib/chat-auth"),
+        ])
+        .unwrap();
+        assert!(!config.throttle.enabled());
+        assert_eq!(config.throttle.max, Duration::from_secs(5));
+        assert_eq!(config.offline.per_user, 2);
+        assert_eq!(
+            config.session_file,
+            Some(PathBuf::from("/var/lib/chat-auth/sessions.jsonl"))
+        );
+        let (config, _) = parse(&[
+            ("persist_enabled", "true"),
+            ("persist_spool_dir", "/var/lib/chat-auth"),
+            ("session_file", "none"),
+        ])
+        .unwrap();
+        assert_eq!(config.session_file, None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! edge owns one `Plugin` and forwards each broker event to it.
 
 use crate::acl::{Access, ChatTopics, Patterns};
-use crate::auth::{Authenticator, Decision, Refusal, UserRecord, UserSource};
+use crate::auth::{Authenticator, Decision, Identity, Refusal, UserRecord, UserSource};
 use crate::chat::{self, Kind, Sender};
 use crate::config::Config;
 use crate::config::ValidationConfig;
@@ -10,13 +10,15 @@ use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError, value_bytes};
 use crate::logging::printable;
 use crate::query::{Param, Query};
-use crate::refresh::{Refresher, RuleSource};
-use crate::sessions::{Applied, Author, DEFAULT_OFFLINE_CAP, Registry, RuleSet};
+use crate::refresh::{Done, Refresher, RuleSource, Work};
+use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Registry, RuleSet};
 use crate::store::{NewRecord, Store, StoreRefusal};
 use crate::topic;
 use mysql::{Row, Value};
 use serde_json::json;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,13 +26,15 @@ use std::time::{Duration, Instant};
 const MAX_RULE_ROWS: usize = 10_000;
 
 /// A client as the broker identifies it in a callback.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Client<'a> {
     /// `mosquitto_client_id`; `None` only for clients refused before they had one.
     pub id: Option<&'a [u8]>,
     /// The broker's `struct mosquitto *`, as an address: tells connections apart when a
     /// client id is taken over.
     pub pointer: usize,
+    /// The rest, asked of the broker only when needed.
+    pub facts: &'a dyn ClientFacts,
 }
 
 /// A broker call to make from the main thread (at TICK).
@@ -42,13 +46,16 @@ pub enum Action {
         payload: Vec<u8>,
     },
     KickUser(String),
+    /// Disconnects the client with this id (its login no longer holds).
+    KickClient(Vec<u8>),
 }
 
 pub struct Plugin {
-    auth: Authenticator<MysqlUsers>,
+    auth: Authenticator<Arc<MysqlUsers>>,
     rules: Arc<MysqlRules>,
     chat: Option<ChatTopics>,
     validation: Option<ValidationConfig>,
+    session_file: Option<PathBuf>,
     /// Touched only by broker callbacks (one thread), so the lock is never contended.
     state: Mutex<State>,
 }
@@ -61,7 +68,24 @@ struct State {
     store: Option<Store>,
     last_stats_log: Instant,
     last_stats: (u64, u64),
+    /// Set at a RELOAD: the broker is re-checking every client it holds (SIGHUP), one
+    /// BASIC_AUTH after another, before anything else happens. Ends at the next TICK, ACL
+    /// check, MESSAGE or control message (TICK does not fire on 2.0.11 with
+    /// `per_listener_settings true`), and after `RECHECK_WINDOW` in any case.
+    recheck_window: Option<Instant>,
+    /// Logins verified during this reload for clients the plugin holds no session for (an
+    /// offline session it forgot): each username and password is hashed once per reload.
+    recheck_memo: HashMap<String, Identity>,
+    /// Users whose row is read again after a re-check answered from memory, and when.
+    user_checks: HashMap<String, Instant>,
+    last_session_save: Instant,
 }
+
+/// The longest a reload's re-check window lasts without another event ending it.
+const RECHECK_WINDOW: Duration = Duration::from_secs(5);
+
+/// How often the sessions file is written when sessions changed (and at shutdown).
+const SESSION_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What to do with a PUBLISH (MOSQ_EVT_MESSAGE).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,19 +121,48 @@ impl Plugin {
             }
         }
         let db = Arc::new(Db::start(&config.db, checks)?);
-        let users = MysqlUsers {
+        let users = Arc::new(MysqlUsers {
             db: Arc::clone(&db),
             userquery: config.userquery,
             superquery: config.superquery,
-        };
-        let acl = config.acl;
-        let rules = Arc::new(MysqlRules {
-            db,
-            groupsquery: acl.groupsquery,
-            aclquery: acl.aclquery,
-            subscribe_level: acl.subscribe_level,
         });
-        let refresher = Refresher::start(rules.clone())?;
+        let acl = config.acl;
+        let rules = Arc::new(MysqlRules::new(
+            db,
+            acl.groupsquery,
+            acl.aclquery,
+            acl.subscribe_level,
+        ));
+        let refresher = Refresher::start(Arc::new(Background {
+            rules: Arc::clone(&rules),
+            users: Arc::clone(&users),
+        }))?;
+        let mut registry = Registry::new(acl.chat.clone(), acl.refresh, config.offline);
+        if let Some(path) = &config.session_file {
+            match crate::session_file::load(path) {
+                Ok((saved, unreadable)) => {
+                    if unreadable > 0 {
+                        log::warn!(
+                            "{} lines of the sessions file {} could not be read; those \
+                             clients get their rules at their next login",
+                            unreadable,
+                            path.display()
+                        );
+                    }
+                    let count = saved.len();
+                    for job in registry.restore(saved, Instant::now()) {
+                        refresher.submit(Work::Rules(job));
+                    }
+                    if count > 0 {
+                        log::info!(
+                            "restored {count} persistent sessions from {}",
+                            path.display()
+                        );
+                    }
+                }
+                Err(e) => log::warn!("{e}; no session is restored"),
+            }
+        }
         let store = config
             .persist
             .as_ref()
@@ -148,17 +201,28 @@ impl Plugin {
             );
         }
         Ok(Plugin {
-            auth: Authenticator::new(users, config.hash, config.superusers, config.auth_cache),
+            auth: Authenticator::new(
+                users,
+                config.hash,
+                config.superusers,
+                config.auth_cache,
+                config.throttle,
+            ),
             rules,
-            chat: acl.chat.clone(),
+            chat: acl.chat,
             validation: config.validation,
+            session_file: config.session_file,
             state: Mutex::new(State {
-                registry: Registry::new(acl.chat, acl.refresh, DEFAULT_OFFLINE_CAP),
+                registry,
                 refresher,
                 outbox: Vec::new(),
                 store,
                 last_stats_log: Instant::now(),
                 last_stats: (0, 0),
+                recheck_window: None,
+                recheck_memo: HashMap::new(),
+                user_checks: HashMap::new(),
+                last_session_save: Instant::now(),
             }),
         })
     }
@@ -169,38 +233,76 @@ impl Plugin {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One CONNECT: the password, then the client's rules (loaded now unless held already).
+    /// One CONNECT, or the broker re-checking a client it holds (SIGHUP): the password,
+    /// then the client's rules, loaded now so that changes committed before the CONNECT
+    /// apply to it.
     pub fn basic_auth(
         &self,
         client: Client<'_>,
         username: Option<&[u8]>,
         password: Option<&[u8]>,
     ) -> Decision {
-        let decision = self.auth.login(username, password, Instant::now());
-        let Decision::Allow(identity) = &decision else {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.registry.event();
+        let rechecking = state
+            .recheck_window
+            .is_some_and(|since| now.duration_since(since) < RECHECK_WINDOW);
+        if let (true, Some(client_id), Some(name)) = (
+            rechecking,
+            client.id,
+            username.and_then(|u| std::str::from_utf8(u).ok()),
+        ) {
+            let held = state
+                .registry
+                .recheck_target(client_id, client.pointer, name);
+            match held {
+                Some(identity)
+                    if self
+                        .auth
+                        .same_login(name, password, identity.proof.as_ref()) =>
+                {
+                    // Verified before against this very password: no hash, no waiting on
+                    // MySQL; the row is read again in the background.
+                    state.registry.rechecked(client_id, client.pointer);
+                    state.user_checks.insert(name.to_string(), now);
+                    return Decision::Allow(identity);
+                }
+                // Another password than the verified one: checked in full below.
+                Some(_) => {}
+                None => return self.recheck_unheld(state, client, name, password, now),
+            }
+        }
+        drop(state);
+        let address = client.facts.address();
+        let decision = self.auth.login(username, password, address.as_deref(), now);
+        let mut state = self.state();
+        let Some(client_id) = client.id else {
+            if let Decision::Allow(identity) = &decision {
+                log::warn!(
+                    "login refused for user '{}': the broker gave no client id",
+                    printable(&identity.username)
+                );
+                return Decision::Refuse(Refusal::NoClientId);
+            }
             return decision;
         };
-        let Some(client_id) = client.id else {
-            log::warn!(
-                "login refused for user '{}': the broker gave no client id",
-                printable(&identity.username)
-            );
-            return Decision::Refuse(Refusal::NoClientId);
+        let Decision::Allow(identity) = &decision else {
+            state.registry.refused(client_id, client.pointer);
+            return decision;
         };
-        let loaded = self.state().registry.login(
-            client_id,
-            client.pointer,
-            identity,
-            Instant::now(),
-            || {
-                let started = Instant::now();
-                let rules = self.rules.load(&identity.username, &identity.user_id);
-                self.auth
-                    .times
-                    .add(RULES_LABEL, Duration::ZERO, started.elapsed());
-                rules
-            },
-        );
+        let kind = if rechecking && client.id.is_some() {
+            LoginKind::Recheck
+        } else {
+            LoginKind::Connect {
+                persistent: !client.facts.clean_session(),
+            }
+        };
+        let loaded = state
+            .registry
+            .login(client_id, client.pointer, kind, identity, now, || {
+                self.load_rules(identity)
+            });
         match loaded {
             Ok(()) => decision,
             Err(e) => {
@@ -208,9 +310,57 @@ impl Plugin {
                     "login refused for user '{}': cannot load their groups and ACL rows ({e})",
                     printable(&identity.username)
                 );
+                state.registry.refused(client_id, client.pointer);
                 Decision::Refuse(Refusal::Database(e))
             }
         }
+    }
+
+    /// A re-check of a client the plugin holds no session for (an offline session it
+    /// forgot, by a cap): checked once per username and password in this reload, however
+    /// many such clients one account left behind; no session is made (it stays forgotten).
+    fn recheck_unheld(
+        &self,
+        state: std::sync::MutexGuard<'_, State>,
+        client: Client<'_>,
+        name: &str,
+        password: Option<&[u8]>,
+        now: Instant,
+    ) -> Decision {
+        if let Some(identity) = state
+            .recheck_memo
+            .get(name)
+            .filter(|i| self.auth.same_login(name, password, i.proof.as_ref()))
+        {
+            return Decision::Allow(identity.clone());
+        }
+        drop(state);
+        let address = client.facts.address();
+        let decision = self
+            .auth
+            .login(Some(name.as_bytes()), password, address.as_deref(), now);
+        if let Decision::Allow(identity) = &decision {
+            self.state()
+                .recheck_memo
+                .insert(name.to_string(), identity.clone());
+        }
+        decision
+    }
+
+    /// Ends a reload's re-check window: any event but BASIC_AUTH and DISCONNECT.
+    fn end_recheck(state: &mut State) {
+        if state.recheck_window.take().is_some() {
+            state.recheck_memo.clear();
+        }
+    }
+
+    fn load_rules(&self, identity: &Identity) -> Result<RuleSet, DbError> {
+        let started = Instant::now();
+        let rules = self.rules.load(&identity.username, &identity.user_id);
+        self.auth
+            .times
+            .add(RULES_LABEL, Duration::ZERO, started.elapsed());
+        rules
     }
 
     /// An ACL check; in memory only. Anything unknown is refused.
@@ -224,10 +374,17 @@ impl Plugin {
         let (Some(client_id), Ok(topic)) = (client.id, std::str::from_utf8(topic)) else {
             return false;
         };
-        let allowed = self
-            .state()
-            .registry
-            .check(client_id, client.pointer, access, topic, retain);
+        let mut state = self.state();
+        Self::end_recheck(&mut state);
+        let allowed = state.registry.check(
+            client_id,
+            client.pointer,
+            access,
+            topic,
+            retain,
+            client.facts,
+        );
+        drop(state);
         if !allowed && log::log_enabled!(log::Level::Debug) {
             log::debug!(
                 "{access:?} of '{}' refused for client '{}'",
@@ -247,6 +404,11 @@ impl Plugin {
         payload: &[u8],
         qos: u8,
     ) -> MessageVerdict {
+        let mut state = self.state();
+        Self::end_recheck(&mut state);
+        // The PUBLISH whose WRITE check came just before is validated here (see
+        // `Registry::check` for the ones that never are).
+        state.registry.event();
         let (Some(chat), Some(validation)) = (&self.chat, &self.validation) else {
             return MessageVerdict::Pass;
         };
@@ -262,7 +424,6 @@ impl Plugin {
         };
         let client_id = client.id.unwrap_or_default();
         let client_name = String::from_utf8_lossy(client_id);
-        let mut state = self.state();
         let sender = match state.registry.author(client_id, client.pointer) {
             Author::User(user_id) => Sender::User(user_id),
             Author::Superuser | Author::NoSession => Sender::Trusted,
@@ -327,13 +488,16 @@ impl Plugin {
         }
     }
 
-    /// SIGHUP: every connected user's rules are reloaded in the background.
+    /// SIGHUP: every connected user's rules are reloaded in the background, and the
+    /// broker's re-checks of its clients, which follow at once, are answered from memory.
     pub fn reload(&self) {
         let mut state = self.state();
+        state.recheck_window = Some(Instant::now());
+        state.recheck_memo.clear();
         let jobs = state.registry.refresh_all();
         log::info!("reload: refreshing the rules of {} users", jobs.len());
         for job in jobs {
-            state.refresher.submit(job);
+            state.refresher.submit(Work::Rules(job));
         }
     }
 
@@ -344,6 +508,8 @@ impl Plugin {
         };
         let client_name = String::from_utf8_lossy(client_id).into_owned();
         let mut state = self.state();
+        Self::end_recheck(&mut state);
+        state.registry.event();
         let State {
             registry,
             refresher,
@@ -389,7 +555,7 @@ impl Plugin {
                 Ok(Command::RefreshUser { username }) => {
                     log::info!("control: refreshUser '{}'", printable(&username));
                     match registry.refresh_user(&username, Some(reply.clone())) {
-                        Some(job) => refresher.submit(job),
+                        Some(job) => refresher.submit(Work::Rules(job)),
                         None => answer(outbox, &reply, Ok(Some(json!({ "clients": 0 })))),
                     }
                 }
@@ -404,6 +570,9 @@ impl Plugin {
                         "sessions": stats.sessions,
                         "onlineSessions": stats.online,
                         "offlineSessions": stats.offline,
+                        "restoredSessions": stats.restored,
+                        "unvalidatedDeliveriesRefused": stats.unvalidated_refused,
+                        "throttledKeys": self.auth.throttled_keys(),
                         "usersWithRules": stats.users,
                         "refreshes": stats.refreshes,
                         "refreshFailures": stats.refresh_failures,
@@ -421,11 +590,13 @@ impl Plugin {
         }
     }
 
-    /// The main loop's tick: applies refreshed rules, starts due refreshes, and hands back
-    /// the broker calls to make.
+    /// The main loop's tick: applies background results (rules, user rows read again,
+    /// the sessions file), starts due work, and hands back the broker calls to make.
     pub fn tick(&self) -> Vec<Action> {
         let now = Instant::now();
+        self.auth.tick(now);
         let mut state = self.state();
+        Self::end_recheck(&mut state);
         let State {
             registry,
             refresher,
@@ -433,25 +604,79 @@ impl Plugin {
             store,
             last_stats_log,
             last_stats,
+            user_checks,
+            last_session_save,
+            ..
         } = &mut *state;
-        for loaded in refresher.ready() {
-            let reply = loaded.job.reply.clone();
-            let applied = registry.apply(loaded, now);
-            if let Some(reply) = reply {
-                let outcome = match applied {
-                    Applied::Refreshed { clients } => Ok(Some(json!({ "clients": clients }))),
-                    Applied::Gone => Ok(Some(json!({ "clients": 0 }))),
-                    Applied::Failed(e) => Err(e),
-                };
-                outbox.push(Action::Publish {
-                    client_id: reply.client_id.clone(),
-                    topic: control::RESPONSE_TOPIC.into(),
-                    payload: control::response(&reply, outcome),
-                });
+        for done in refresher.ready() {
+            match done {
+                Done::Rules(loaded) => {
+                    let reply = loaded.job.reply.clone();
+                    let applied = registry.apply(*loaded, now);
+                    if let Some(reply) = reply {
+                        let outcome = match applied {
+                            Applied::Refreshed { clients } => {
+                                Ok(Some(json!({ "clients": clients })))
+                            }
+                            Applied::Gone => Ok(Some(json!({ "clients": 0 }))),
+                            Applied::Failed(e) => Err(e),
+                        };
+                        outbox.push(Action::Publish {
+                            client_id: reply.client_id.clone(),
+                            topic: control::RESPONSE_TOPIC.into(),
+                            payload: control::response(&reply, outcome),
+                        });
+                    }
+                }
+                Done::UserChecked { username, result } => {
+                    let ended = match result {
+                        Ok(Some(stored)) => registry.user_checked(
+                            &username,
+                            Some(&|proof: &crate::auth::Proof| {
+                                self.auth.still_valid(proof, &stored)
+                            }),
+                        ),
+                        Ok(None) => registry.user_checked(&username, None),
+                        Err(e) => {
+                            // Verified at its login, so kept; read again once MySQL answers.
+                            log::debug!(
+                                "re-reading the row of user '{}' failed ({e}); retried",
+                                printable(&username)
+                            );
+                            user_checks.insert(username, now + USER_CHECK_RETRY);
+                            Vec::new()
+                        }
+                    };
+                    outbox.extend(ended.into_iter().map(|id| Action::KickClient(id.into())));
+                }
+                Done::Saved { path, result } => match result {
+                    Ok(count) => log::debug!("{count} sessions saved to {}", path.display()),
+                    Err(e) => log::warn!("sessions file not saved: {e}"),
+                },
             }
         }
         for job in registry.due_jobs(now) {
-            refresher.submit(job);
+            refresher.submit(Work::Rules(job));
+        }
+        if !user_checks.is_empty() {
+            user_checks.retain(|username, at| {
+                if *at > now {
+                    return true;
+                }
+                refresher.submit(Work::CheckUser(username.clone()));
+                false
+            });
+        }
+        if let Some(path) = &self.session_file {
+            if now.duration_since(*last_session_save) >= SESSION_SAVE_INTERVAL {
+                *last_session_save = now;
+                if let Some(sessions) = registry.persistent_sessions(false) {
+                    refresher.submit(Work::SaveSessions {
+                        path: path.clone(),
+                        sessions,
+                    });
+                }
+            }
         }
         if let Some(store) = store {
             if now.duration_since(*last_stats_log) >= STATS_LOG_INTERVAL {
@@ -469,6 +694,30 @@ impl Plugin {
             }
         }
         std::mem::take(outbox)
+    }
+}
+
+/// How soon a user row that could not be read again is tried once more.
+const USER_CHECK_RETRY: Duration = Duration::from_secs(5);
+
+impl Drop for Plugin {
+    /// At shutdown the sessions file is written once more, on this thread: it must be on
+    /// disk before the broker restarts.
+    fn drop(&mut self) {
+        let Some(path) = &self.session_file else {
+            return;
+        };
+        let mut state = self.state();
+        if let Some(sessions) = state.registry.persistent_sessions(true) {
+            match crate::session_file::save(path, &sessions) {
+                Ok(()) => log::info!(
+                    "{} persistent sessions saved to {}",
+                    sessions.len(),
+                    path.display()
+                ),
+                Err(e) => log::error!("sessions file not saved at shutdown: {e}"),
+            }
+        }
     }
 }
 
@@ -520,35 +769,158 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Groups and ACL rows read with `groupsquery` and `aclquery`.
+/// One query a user's rules are read with: the groups, or the ACL rows of an access level
+/// (0: a query without `%d`, its rows grant every access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RulePart {
+    Groups,
+    Acl(u8),
+}
+
+/// Groups and ACL rows read with `groupsquery` and `aclquery`: in one round trip when
+/// MariaDB takes the queries as one `UNION ALL` of derived tables (each part tagged by its
+/// index), else one query per part.
 pub struct MysqlRules {
     db: Arc<Db>,
     groupsquery: Option<Query>,
     aclquery: Option<Query>,
-    subscribe_level: u8,
+    parts: Vec<RulePart>,
+    /// The parts as one statement (`None` with a single part).
+    combined: Option<Query>,
+    /// Cleared for good when the server refuses the combined statement (e.g. the queries
+    /// return different numbers of columns).
+    combined_works: AtomicBool,
 }
 
 impl MysqlRules {
-    fn texts(&self, query: &Query, values: Vec<Value>) -> Result<Vec<String>, DbError> {
-        Ok(self
-            .db
-            .rows(query, values, MAX_RULE_ROWS)?
-            .iter()
-            .filter_map(|row| row.as_ref(0).and_then(value_bytes))
-            .filter_map(|bytes| String::from_utf8(bytes).ok())
-            .collect())
+    fn new(
+        db: Arc<Db>,
+        groupsquery: Option<Query>,
+        aclquery: Option<Query>,
+        subscribe_level: u8,
+    ) -> Self {
+        let mut parts = Vec::new();
+        if groupsquery.is_some() {
+            parts.push(RulePart::Groups);
+        }
+        if let Some(query) = &aclquery {
+            if query.params.contains(&Param::Access) {
+                parts.push(RulePart::Acl(1));
+                parts.push(RulePart::Acl(2));
+                if subscribe_level != 1 {
+                    parts.push(RulePart::Acl(subscribe_level));
+                }
+            } else {
+                parts.push(RulePart::Acl(0));
+            }
+        }
+        let mut rules = MysqlRules {
+            db,
+            groupsquery,
+            aclquery,
+            parts,
+            combined: None,
+            combined_works: AtomicBool::new(true),
+        };
+        if rules.parts.len() > 1 {
+            let sql = rules
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(index, part)| {
+                    format!(
+                        "SELECT {index} AS chat_auth_part, p{index}.* FROM ({}) AS p{index}",
+                        rules.query(*part).sql.trim().trim_end_matches(';')
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            rules.combined = Some(Query {
+                sql,
+                params: Vec::new(),
+            });
+        }
+        rules
     }
 
-    fn acl_rows(&self, query: &Query, username: &str, level: u8) -> Result<Vec<String>, DbError> {
-        let values = query
+    fn query(&self, part: RulePart) -> &Query {
+        match part {
+            RulePart::Groups => self.groupsquery.as_ref(),
+            RulePart::Acl(_) => self.aclquery.as_ref(),
+        }
+        .expect("parts are made from the queries that exist")
+    }
+
+    /// The values for one part's placeholders.
+    fn values(&self, part: RulePart, username: &str, user_id: &str) -> Vec<Value> {
+        self.query(part)
             .params
             .iter()
-            .map(|p| match p {
-                Param::Access => Value::from(level),
+            .map(|param| match (param, part) {
+                (Param::Access, RulePart::Acl(level)) => Value::from(level),
+                (Param::UserId, _) => Value::from(user_id),
                 _ => Value::from(username),
             })
-            .collect();
-        let mut rows = self.texts(query, values)?;
+            .collect()
+    }
+
+    /// The first column of each row as text, by part.
+    fn read(&self, username: &str, user_id: &str) -> Result<Vec<Vec<String>>, DbError> {
+        let text = |value: Option<&Value>| {
+            value
+                .and_then(value_bytes)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+        };
+        if let Some(combined) = self
+            .combined
+            .as_ref()
+            .filter(|_| self.combined_works.load(Ordering::Relaxed))
+        {
+            let values = self
+                .parts
+                .iter()
+                .flat_map(|part| self.values(*part, username, user_id))
+                .collect();
+            match self
+                .db
+                .rows(combined, values, MAX_RULE_ROWS * self.parts.len())
+            {
+                Ok(rows) => {
+                    let mut texts = vec![Vec::new(); self.parts.len()];
+                    for row in rows {
+                        let part = text(row.as_ref(0)).and_then(|t| t.parse::<usize>().ok());
+                        if let (Some(part), Some(value)) = (part, text(row.as_ref(1))) {
+                            if let Some(texts) = texts.get_mut(part) {
+                                texts.push(value);
+                            }
+                        }
+                    }
+                    return Ok(texts);
+                }
+                Err(DbError::Query(why)) => {
+                    self.combined_works.store(false, Ordering::Relaxed);
+                    log::info!(
+                        "groupsquery and aclquery are read with one query each from now on: \
+                         MariaDB refused them as one statement ({why})"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.parts
+            .iter()
+            .map(|part| {
+                let rows = self.db.rows(
+                    self.query(*part),
+                    self.values(*part, username, user_id),
+                    MAX_RULE_ROWS,
+                )?;
+                Ok(rows.iter().filter_map(|row| text(row.as_ref(0))).collect())
+            })
+            .collect()
+    }
+
+    fn valid_patterns(mut rows: Vec<String>, username: &str) -> Vec<String> {
         rows.retain(|pattern| {
             let valid = topic::is_valid_filter(pattern);
             if !valid {
@@ -560,49 +932,56 @@ impl MysqlRules {
             }
             valid
         });
-        Ok(rows)
+        rows
     }
-}
 
-impl RuleSource for MysqlRules {
-    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
-        let groups = match &self.groupsquery {
-            Some(query) => self
-                .texts(query, vec![Value::from(user_id); query.params.len()])?
-                .into_iter()
-                .collect(),
-            None => Default::default(),
-        };
-        let rows = match &self.aclquery {
-            None => Patterns::default(),
-            Some(query) if !query.params.contains(&Param::Access) => {
-                let all = self.acl_rows(query, username, 0)?;
-                Patterns {
-                    read: all.clone(),
-                    write: all.clone(),
-                    subscribe: all,
+    pub fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
+        let texts = self.read(username, user_id)?;
+        let mut groups = Default::default();
+        let mut rows = Patterns::default();
+        for (part, texts) in self.parts.iter().zip(texts) {
+            match part {
+                RulePart::Groups => groups = texts.into_iter().collect(),
+                RulePart::Acl(level) => {
+                    let patterns = Self::valid_patterns(texts, username);
+                    match level {
+                        0 => {
+                            rows.read = patterns.clone();
+                            rows.write = patterns.clone();
+                            rows.subscribe = patterns;
+                        }
+                        1 => rows.read = patterns,
+                        2 => rows.write = patterns,
+                        _ => rows.subscribe = patterns,
+                    }
                 }
             }
-            Some(query) => {
-                let read = self.acl_rows(query, username, 1)?;
-                let write = self.acl_rows(query, username, 2)?;
-                let subscribe = if self.subscribe_level == 1 {
-                    read.clone()
-                } else {
-                    self.acl_rows(query, username, self.subscribe_level)?
-                };
-                Patterns {
-                    read,
-                    write,
-                    subscribe,
-                }
-            }
-        };
+        }
+        if self.parts.contains(&RulePart::Acl(1)) && !self.parts.contains(&RulePart::Acl(4)) {
+            // SUBSCRIBE needs a read row (acl_subscribe_level 1).
+            rows.subscribe = rows.read.clone();
+        }
         Ok(RuleSet {
             user_id: user_id.to_string(),
             groups,
             rows,
         })
+    }
+}
+
+/// The background thread's sources: rules, and user rows read again after a re-check.
+struct Background {
+    rules: Arc<MysqlRules>,
+    users: Arc<MysqlUsers>,
+}
+
+impl RuleSource for Background {
+    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
+        self.rules.load(username, user_id)
+    }
+
+    fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
+        self.users.stored_hash(username)
     }
 }
 

@@ -1,37 +1,63 @@
-//! The background thread that reloads users' rules (groups, ACL rows), so an ACL check
-//! never waits on MySQL. Jobs go in, results come out; the broker thread applies them.
+//! The background thread for the broker thread's slow work: reloading users' rules (groups,
+//! ACL rows), reading a user row again after a SIGHUP re-check, and writing the sessions
+//! file, so no callback waits on MySQL or the disk for them. Work goes in, results come out;
+//! the broker thread applies them (and logs) at TICK.
 
 use crate::db::DbError;
-use crate::sessions::{Job, Loaded, RuleSet};
+use crate::sessions::{Job, Loaded, RuleSet, SavedSession};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
-/// Where rules come from: MySQL in the plugin (see `plugin::MysqlRules`).
+/// Where rules and user rows come from: MySQL in the plugin (see `plugin::Background`).
 pub trait RuleSource: Send + Sync {
     fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError>;
+    /// The user's stored password hash now (`None`: no such user).
+    fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError>;
+}
+
+#[derive(Debug)]
+pub enum Work {
+    Rules(Job),
+    /// Read the user row again (a SIGHUP re-check was answered from memory).
+    CheckUser(String),
+    /// Write the sessions file (atomically: a temporary file renamed over it).
+    SaveSessions {
+        path: PathBuf,
+        sessions: Vec<SavedSession>,
+    },
+}
+
+#[derive(Debug)]
+pub enum Done {
+    Rules(Box<Loaded>),
+    UserChecked {
+        username: String,
+        result: Result<Option<Vec<u8>>, DbError>,
+    },
+    Saved {
+        path: PathBuf,
+        result: Result<usize, String>,
+    },
 }
 
 pub struct Refresher {
-    jobs: Option<Sender<Job>>,
-    results: Receiver<Loaded>,
+    jobs: Option<Sender<Work>>,
+    results: Receiver<Done>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Refresher {
     pub fn start(source: Arc<dyn RuleSource>) -> Result<Refresher, String> {
-        let (jobs, job_queue) = channel::<Job>();
+        let (jobs, job_queue) = channel::<Work>();
         let (done, results) = channel();
         let thread = std::thread::Builder::new()
             .name("chat-auth-refresh".into())
             .spawn(move || {
-                for job in job_queue {
-                    let result = catch_unwind(AssertUnwindSafe(|| {
-                        source.load(&job.username, &job.user_id)
-                    }))
-                    .unwrap_or_else(|_| Err(DbError::Query("internal panic while loading".into())));
-                    if done.send(Loaded { job, result }).is_err() {
+                for work in job_queue {
+                    if done.send(run(&*source, work)).is_err() {
                         return;
                     }
                 }
@@ -44,16 +70,42 @@ impl Refresher {
         })
     }
 
-    pub fn submit(&self, job: Job) {
+    pub fn submit(&self, work: Work) {
         if let Some(jobs) = &self.jobs {
             // Fails only once the thread is gone (shutdown); nothing to do then.
-            let _ = jobs.send(job);
+            let _ = jobs.send(work);
         }
     }
 
     /// Results ready now; never waits.
-    pub fn ready(&self) -> impl Iterator<Item = Loaded> + '_ {
+    pub fn ready(&self) -> impl Iterator<Item = Done> + '_ {
         self.results.try_iter()
+    }
+}
+
+/// One piece of work; a panic becomes an error result, never the end of the thread.
+fn run(source: &dyn RuleSource, work: Work) -> Done {
+    let panicked = || DbError::Query("internal panic in the background thread".into());
+    match work {
+        Work::Rules(job) => {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                source.load(&job.username, &job.user_id)
+            }))
+            .unwrap_or_else(|_| Err(panicked()));
+            Done::Rules(Box::new(Loaded { job, result }))
+        }
+        Work::CheckUser(username) => {
+            let result = catch_unwind(AssertUnwindSafe(|| source.stored_hash(&username)))
+                .unwrap_or_else(|_| Err(panicked()));
+            Done::UserChecked { username, result }
+        }
+        Work::SaveSessions { path, sessions } => {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                crate::session_file::save(&path, &sessions).map(|()| sessions.len())
+            }))
+            .unwrap_or_else(|_| Err("internal panic".into()));
+            Done::Saved { path, result }
+        }
     }
 }
 
@@ -85,14 +137,27 @@ mod tests {
                 ..Default::default()
             })
         }
+        fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
+            Ok((username != "gone").then(|| b"hash".to_vec()))
+        }
     }
 
-    fn job(username: &str) -> Job {
-        Job {
+    fn job(username: &str) -> Work {
+        Work::Rules(Job {
             username: username.into(),
             user_id: "1".into(),
             reply: None,
+        })
+    }
+
+    fn collect(refresher: &Refresher, count: usize) -> Vec<Done> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut results = Vec::new();
+        while results.len() < count && Instant::now() < deadline {
+            results.extend(refresher.ready());
+            std::thread::sleep(Duration::from_millis(5));
         }
+        results
     }
 
     #[test]
@@ -101,22 +166,18 @@ mod tests {
         refresher.submit(job("alice"));
         refresher.submit(job("boom"));
         refresher.submit(job("bob"));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut results = Vec::new();
-        while results.len() < 3 && Instant::now() < deadline {
-            results.extend(refresher.ready());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(results.len(), 3);
-        assert!(
-            results[0]
-                .result
-                .as_ref()
-                .unwrap()
-                .groups
-                .contains("g-alice")
-        );
-        assert!(results[1].result.is_err());
-        assert_eq!(results[2].job.username, "bob");
+        refresher.submit(Work::CheckUser("gone".into()));
+        let results = collect(&refresher, 4);
+        assert_eq!(results.len(), 4);
+        let Done::Rules(alice) = &results[0] else {
+            panic!("{:?}", results[0]);
+        };
+        assert!(alice.result.as_ref().unwrap().groups.contains("g-alice"));
+        assert!(matches!(&results[1], Done::Rules(l) if l.result.is_err()));
+        assert!(matches!(&results[2], Done::Rules(l) if l.job.username == "bob"));
+        assert!(matches!(
+            &results[3],
+            Done::UserChecked { username, result: Ok(None) } if username == "gone"
+        ));
     }
 }

@@ -5,14 +5,29 @@
 //! Clients are keyed by client id (what a persistent session is keyed by in the broker)
 //! and remember the broker's `struct mosquitto` pointer, so a stale connection whose id
 //! was taken over is never judged under the newcomer's identity.
+//!
+//! A session lives as long as the broker's, as far as Mosquitto 2.0 lets a plugin see it:
+//! - online from its login to its DISCONNECT; a clean one then ends;
+//! - a persistent one stays *offline*, judged for deliveries (READ) only: its client can
+//!   not publish or subscribe, so nothing offline (a will, above all) writes as the user;
+//! - the broker tells plugins nothing when it discards an offline session (MQTT 5 expiry,
+//!   `persistent_client_expiration`), so an offline session costs nothing until the broker
+//!   delivers to it: its rules are refreshed only when a delivery finds them due, it is
+//!   forgotten when any connection shows up at its address without logging in (the broker
+//!   discarded it and reused the memory), when its client id logs in again, or by the caps
+//!   (per user, then overall, oldest first);
+//! - a session restored from the sessions file after a restart is offline and not yet tied
+//!   to a broker pointer: the first delivery from a context that never had a connection
+//!   (no address) with the same client id and username ties it.
 
 use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, Patterns, Subject};
-use crate::auth::Identity;
+use crate::auth::{Identity, Proof};
 use crate::control::Reply;
 use crate::db::DbError;
 use crate::logging::printable;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +37,38 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Offline persistent sessions kept for their queued deliveries; beyond this the oldest
 /// are forgotten (their queued chat messages are then refused until they log in again).
 pub const DEFAULT_OFFLINE_CAP: usize = 100_000;
+/// Offline sessions kept per username: one account cannot push out everyone else's.
+pub const DEFAULT_OFFLINE_PER_USER: usize = 16;
+
+/// Client ids of unknown clients logged once; the set is cleared when full.
+const UNKNOWN_LOG_MEMORY: usize = 1024;
+
+/// What the edge can tell about the client of a callback, asked only when needed.
+pub trait ClientFacts {
+    /// The peer address; `None` for a context that never had a connection in this run (a
+    /// session the broker restored from its persistence file).
+    fn address(&self) -> Option<String>;
+    /// The username the broker holds for the client (from the CONNECT, a certificate, or
+    /// the broker's persistence file).
+    fn username(&self) -> Option<String>;
+    /// The CONNECT's clean session / clean start flag.
+    fn clean_session(&self) -> bool;
+}
+
+/// Facts for callers that have none (unit tests, benches).
+pub struct NoFacts;
+
+impl ClientFacts for NoFacts {
+    fn address(&self) -> Option<String> {
+        None
+    }
+    fn username(&self) -> Option<String> {
+        None
+    }
+    fn clean_session(&self) -> bool {
+        true
+    }
+}
 
 /// The rules of one user, as loaded from MySQL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +107,30 @@ pub enum Applied {
     Gone,
 }
 
+/// A persistent session as the sessions file keeps it across a broker restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSession {
+    #[serde(rename = "clientId")]
+    pub client_id: String,
+    pub username: String,
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    pub superuser: bool,
+}
+
+/// How a login relates to the session the registry may already hold for its client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginKind {
+    /// A CONNECT: a new connection, whatever the registry holds for the id.
+    Connect {
+        /// `clean_session` false: the session outlives the connection.
+        persistent: bool,
+    },
+    /// The broker re-checking a connection it holds (SIGHUP): the session keeps its state
+    /// and the rules are refreshed in the background, not here.
+    Recheck,
+}
+
 /// A user's rules as held: the rows without `%c` are stored with `%u` already expanded
 /// (the same for every client of the user, so held once instead of per client).
 #[derive(Debug, PartialEq, Eq)]
@@ -77,21 +148,44 @@ struct UserEntry {
     generation: u32,
     /// Sessions (online or offline) using these rules; at 0 the entry lives until it is due.
     clients: u32,
+    /// Online sessions: only they keep the rules refreshed on a timer.
+    online: u32,
     next_due: Instant,
     in_flight: bool,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Online,
+    /// A persistent session whose client is gone: judged for deliveries only.
+    Offline,
+}
+
+/// `pointer` value of a session restored from the sessions file, not yet seen.
+const UNBOUND: usize = 0;
 
 struct Session {
     pointer: usize,
     /// Shared with the user entry's key.
     username: Arc<str>,
     superuser: bool,
-    online: bool,
+    state: State,
+    /// Logged in with `clean_session` false (kept in the sessions file).
+    persistent: bool,
+    /// The verified password, for the SIGHUP re-check (`None` for restored sessions).
+    proof: Option<Proof>,
     /// The user entry generation `patterns` were expanded from (0: not yet).
     generation: u32,
     /// This client's own expansion, only for users with `%c` rows (boxed: most clients
     /// have none, and every session pays for the field).
     patterns: Option<Box<PatternSet>>,
+}
+
+/// The offline sessions of one user, oldest first (may hold stale entries).
+#[derive(Default)]
+struct OfflineOfUser {
+    order: VecDeque<(Box<[u8]>, usize)>,
+    live: usize,
 }
 
 /// The publisher of a message, as far as the registry knows.
@@ -102,7 +196,7 @@ pub enum Author<'a> {
     /// No session for the client id: a bridge (the only kind of client whose PUBLISH passes
     /// without an ACL check, so without a session).
     NoSession,
-    /// A session that does not match (stale connection) or has no rules.
+    /// A session that does not match (stale connection), is offline, or has no rules.
     Unknown,
 }
 
@@ -111,119 +205,262 @@ pub struct Stats {
     pub sessions: usize,
     pub online: usize,
     pub offline: usize,
+    /// Offline sessions restored from the sessions file that no delivery has tied to a
+    /// broker context yet (part of `offline`).
+    pub restored: usize,
     /// Users whose rules are held (connected users, and recently disconnected ones until
     /// their rules are due).
     pub users: usize,
     pub refreshes: u64,
     pub refresh_failures: u64,
+    /// Deliveries refused because nothing validated them (wills, retained chat messages).
+    pub unvalidated_refused: u64,
+}
+
+/// The limits on offline sessions (`auth_opt_offline_sessions_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineCaps {
+    pub total: usize,
+    pub per_user: usize,
+}
+
+impl Default for OfflineCaps {
+    fn default() -> Self {
+        OfflineCaps {
+            total: DEFAULT_OFFLINE_CAP,
+            per_user: DEFAULT_OFFLINE_PER_USER,
+        }
+    }
 }
 
 pub struct Registry {
     chat: Option<ChatTopics>,
     refresh: Duration,
-    offline_cap: usize,
+    caps: OfflineCaps,
     sessions: HashMap<Box<[u8]>, Session>,
     users: HashMap<Arc<str>, UserEntry>,
     due: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     /// Offline sessions in the order they went offline (may hold stale entries).
     offline: VecDeque<(Box<[u8]>, usize)>,
     offline_count: usize,
+    offline_by_user: HashMap<Arc<str>, OfflineOfUser>,
+    /// Offline sessions not yet tied to a broker pointer.
+    unbound: usize,
     /// Wraps after 4 billion rule changes, skipping 0 (a client's "not yet expanded").
     next_generation: u32,
     refreshes: u64,
     refresh_failures: u64,
+    /// Refreshes asked for by deliveries to offline sessions, handed out by `due_jobs`.
+    wanted: Vec<Job>,
+    /// The time of the last tick: deliveries to offline sessions compare it with the rules'
+    /// due time without reading the clock.
+    clock: Instant,
+    /// The topic (hashed) of a chat-topic WRITE the broker allowed and that MESSAGE has not
+    /// seen yet. Every PUBLISH is followed by its MESSAGE before any delivery; a will (and
+    /// anything else the broker publishes after only a WRITE check) is not, so deliveries of
+    /// that topic before the next event are refused: they were never validated or stamped.
+    unvalidated_write: Option<u64>,
+    unvalidated_refused: u64,
+    /// The connection whose DISCONNECT was the last event: the broker sends its will (a
+    /// WRITE check) right after, before anything else happens.
+    departed: Option<Departed>,
+    /// Client ids already logged as unknown (bounded).
+    unknown_logged: HashSet<Box<[u8]>>,
+    /// The sessions file has to be written again.
+    dirty: bool,
+}
+
+struct Departed {
+    client_id: Box<[u8]>,
+    pointer: usize,
+    username: Arc<str>,
+    superuser: bool,
+}
+
+/// Fixed keys: equal topics must hash equally between a WRITE check and its deliveries.
+/// A collision can only refuse a delivery, never allow one.
+fn topic_hash(topic: &str) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(topic)
 }
 
 impl Registry {
-    pub fn new(chat: Option<ChatTopics>, refresh: Duration, offline_cap: usize) -> Registry {
+    pub fn new(chat: Option<ChatTopics>, refresh: Duration, caps: OfflineCaps) -> Registry {
         Registry {
             chat,
             refresh,
-            offline_cap,
+            caps,
             sessions: HashMap::new(),
             users: HashMap::new(),
             due: BinaryHeap::new(),
             offline: VecDeque::new(),
             offline_count: 0,
+            offline_by_user: HashMap::new(),
+            unbound: 0,
             next_generation: 1,
             refreshes: 0,
             refresh_failures: 0,
+            wanted: Vec::new(),
+            clock: Instant::now(),
+            unvalidated_write: None,
+            unvalidated_refused: 0,
+            departed: None,
+            unknown_logged: HashSet::new(),
+            dirty: false,
         }
     }
 
-    /// Records an accepted login. The user's rules are reused when held (another client of
-    /// the user, or a recent one); otherwise `load` is called, and its error refuses the
-    /// login: a client whose rules are unknown could do nothing anyway.
+    /// Any broker event other than an ACL check: a WRITE check not followed by MESSAGE is
+    /// over (MESSAGE itself calls this too).
+    pub fn event(&mut self) {
+        self.unvalidated_write = None;
+        self.departed = None;
+    }
+
+    /// Records an accepted login. For a CONNECT the user's rules are loaded now with `load`
+    /// (changes committed before the CONNECT apply to it), and its error refuses the login:
+    /// a client whose rules are unknown could do nothing anyway. A recheck keeps the
+    /// session's state and rules.
     pub fn login(
         &mut self,
         client_id: &[u8],
         pointer: usize,
+        kind: LoginKind,
         identity: &Identity,
         now: Instant,
         load: impl FnOnce() -> Result<RuleSet, DbError>,
     ) -> Result<(), DbError> {
-        if !identity.superuser {
-            let held = self
+        self.event();
+        let existing = self
+            .sessions
+            .get(client_id)
+            .filter(|s| s.pointer == pointer || s.pointer == UNBOUND)
+            .filter(|s| *s.username == *identity.username)
+            .map(|s| (s.state, s.persistent));
+        let (state, persistent) = match (kind, existing) {
+            (LoginKind::Recheck, Some(held)) => held,
+            (LoginKind::Recheck, None) => (State::Online, false),
+            (LoginKind::Connect { persistent }, _) => (State::Online, persistent),
+        };
+        let reuse_rules = kind == LoginKind::Recheck
+            && self
                 .users
                 .get(identity.username.as_str())
                 .is_some_and(|e| *e.rules.user_id == *identity.user_id);
-            if !held {
-                let rules = load()?;
-                self.install(&identity.username, rules, now);
-            }
+        if !identity.superuser && !reuse_rules {
+            let rules = load()?;
+            self.install(&identity.username, rules, now);
         }
-        // The same connection logging in again is the broker re-checking everyone at SIGHUP,
-        // offline persistent sessions included: they stay offline.
-        let online = self
-            .sessions
-            .get(client_id)
-            .filter(|s| s.pointer == pointer)
-            .is_none_or(|s| s.online);
         // Otherwise a reconnect or a take-over of the id.
         self.remove_session(client_id);
-        if !online {
-            self.offline_count += 1;
-        }
         let username = match self.users.get_key_value(identity.username.as_str()) {
             Some((key, _)) => key.clone(),
             None => Arc::from(identity.username.as_str()),
         };
-        if !identity.superuser {
-            if let Some(entry) = self.users.get_mut(&username) {
-                entry.clients += 1;
+        if let Some(entry) = self.users.get_mut(&username) {
+            entry.clients += 1;
+            if state == State::Online {
+                entry.online += 1;
             }
         }
         self.sessions.insert(
             client_id.into(),
             Session {
                 pointer,
-                username,
+                username: username.clone(),
                 superuser: identity.superuser,
-                online,
+                state,
+                persistent,
+                proof: identity.proof,
                 generation: 0,
                 patterns: None,
             },
         );
+        if state == State::Offline {
+            self.note_offline(client_id, pointer, &username);
+        }
+        self.dirty |= persistent;
         Ok(())
     }
 
-    /// A client went away. A persistent session (`clean` false) stays, offline, so that
-    /// messages queued for it are still judged by its rules.
-    pub fn disconnect(&mut self, client_id: &[u8], pointer: usize, clean: bool) {
+    /// The identity a SIGHUP re-check of this connection would keep, with the proof of its
+    /// verified password (`None` for a restored session), when its username is `username`.
+    pub fn recheck_target(
+        &self,
+        client_id: &[u8],
+        pointer: usize,
+        username: &str,
+    ) -> Option<Identity> {
+        let session = self.sessions.get(client_id).filter(|s| {
+            (s.pointer == pointer || s.pointer == UNBOUND) && *s.username == *username
+        })?;
+        Some(Identity {
+            username: username.to_string(),
+            user_id: self
+                .users
+                .get(&session.username)
+                .map_or_else(|| username.to_string(), |e| e.rules.user_id.to_string()),
+            superuser: session.superuser,
+            proof: session.proof,
+        })
+    }
+
+    /// A re-check accepted from memory: the session stays as it is (a restored one is now
+    /// tied to this broker context, and its place in the eviction order carries the pointer).
+    pub fn rechecked(&mut self, client_id: &[u8], pointer: usize) {
         let Some(session) = self.sessions.get_mut(client_id) else {
             return;
         };
-        if session.pointer != pointer || !session.online {
+        if session.pointer == UNBOUND {
+            session.pointer = pointer;
+            self.unbound -= 1;
+            let username = session.username.clone();
+            self.offline.push_back((client_id.into(), pointer));
+            if let Some(of_user) = self.offline_by_user.get_mut(&username) {
+                of_user.order.push_back((client_id.into(), pointer));
+            }
+        }
+    }
+
+    /// A login of this connection that was not accepted: a session left at its address
+    /// belonged to an earlier connection (the broker reused the memory) and ends here. A
+    /// session of another connection with the same id is the live one and stays.
+    pub fn refused(&mut self, client_id: &[u8], pointer: usize) {
+        self.event();
+        if self
+            .sessions
+            .get(client_id)
+            .is_some_and(|s| s.pointer == pointer && s.state == State::Offline)
+        {
+            self.remove_session(client_id);
+        }
+    }
+
+    /// A client went away. A persistent session stays, offline, so that messages queued
+    /// for it are still judged by its rules.
+    pub fn disconnect(&mut self, client_id: &[u8], pointer: usize, clean: bool) {
+        self.event();
+        let Some(session) = self.sessions.get_mut(client_id) else {
+            return;
+        };
+        if session.pointer != pointer || session.state != State::Online {
             return;
         }
-        if clean {
+        self.departed = Some(Departed {
+            client_id: client_id.into(),
+            pointer,
+            username: session.username.clone(),
+            superuser: session.superuser,
+        });
+        if clean || !session.persistent {
             self.remove_session(client_id);
-        } else {
-            session.online = false;
-            self.offline_count += 1;
-            self.offline.push_back((client_id.into(), pointer));
-            self.enforce_offline_cap();
+            return;
         }
+        session.state = State::Offline;
+        let username = session.username.clone();
+        if let Some(entry) = self.users.get_mut(&username) {
+            entry.online = entry.online.saturating_sub(1);
+        }
+        self.note_offline(client_id, pointer, &username);
     }
 
     /// The ACL decision for one check; no I/O. A client the registry does not know (never
@@ -235,19 +472,110 @@ impl Registry {
         access: Access,
         topic: &str,
         retain: bool,
+        facts: &dyn ClientFacts,
+    ) -> bool {
+        if access == Access::Read {
+            if let Some(chat) = &self.chat {
+                // Deliveries of chat topics that MESSAGE never validated: a will (see
+                // `unvalidated_write`), or a retained message from before the plugin (a
+                // retained chat PUBLISH is refused at WRITE).
+                let unvalidated = self.unvalidated_write.is_some()
+                    && self.unvalidated_write == Some(topic_hash(topic));
+                if (unvalidated || retain) && chat.is_chat(topic) {
+                    self.unvalidated_refused += 1;
+                    log::debug!(
+                        "delivery of '{}' to client '{}' refused: not a validated chat message \
+                         (a will, or a retained message)",
+                        printable(topic),
+                        printable(&String::from_utf8_lossy(client_id))
+                    );
+                    return false;
+                }
+            }
+        } else {
+            self.unvalidated_write = None;
+        }
+        if let Some(departed) = self.departed.take() {
+            if access == Access::Write
+                && departed.pointer == pointer
+                && *departed.client_id == *client_id
+            {
+                return self.will(&departed, topic, retain);
+            }
+        }
+        let allowed = self.decide(client_id, pointer, access, topic, retain, facts);
+        if allowed
+            && access == Access::Write
+            && self.chat.as_ref().is_some_and(|c| c.is_chat(topic))
+        {
+            self.unvalidated_write = Some(topic_hash(topic));
+        }
+        allowed
+    }
+
+    fn decide(
+        &mut self,
+        client_id: &[u8],
+        pointer: usize,
+        access: Access,
+        topic: &str,
+        retain: bool,
+        facts: &dyn ClientFacts,
     ) -> bool {
         let Some(session) = self.sessions.get_mut(client_id) else {
+            self.note_unknown(client_id, topic, facts);
             return false;
         };
         if session.pointer != pointer {
+            let restored_context = session.pointer == UNBOUND
+                && access == Access::Read
+                && facts.address().is_none()
+                && facts.username().as_deref() == Some(&*session.username);
+            if !restored_context {
+                return false;
+            }
+            self.rechecked(client_id, pointer);
+            return self.decide(client_id, pointer, access, topic, retain, facts);
+        }
+        if session.state == State::Offline && access != Access::Read {
+            if access == Access::Write {
+                // A will sent later than the DISCONNECT (MQTT 5 will delay, session expiry),
+                // or a PUBLISH of a client that never logged in: nothing offline writes.
+                log::debug!(
+                    "publish to '{}' in the name of offline client '{}' refused",
+                    printable(topic),
+                    printable(&String::from_utf8_lossy(client_id))
+                );
+                return false;
+            }
+            // Only a live connection subscribes, and this one reached the address of an
+            // offline session without logging in through the plugin: the broker discarded
+            // that session and reused its memory.
+            log::info!(
+                "client '{}' subscribed at the address of an offline session without logging \
+                 in; the old session of user '{}' is forgotten",
+                printable(&String::from_utf8_lossy(client_id)),
+                printable(&session.username)
+            );
+            self.remove_session(client_id);
+            self.note_unknown(client_id, topic, facts);
             return false;
         }
         if session.superuser || access == Access::Unsubscribe {
             return true;
         }
-        let Some(entry) = self.users.get(&session.username) else {
+        let Some(entry) = self.users.get_mut(&session.username) else {
             return false;
         };
+        if session.state == State::Offline && entry.next_due <= self.clock && !entry.in_flight {
+            // An offline session's rules are refreshed only when the broker delivers to it.
+            entry.in_flight = true;
+            self.wanted.push(Job {
+                username: session.username.to_string(),
+                user_id: entry.rules.user_id.to_string(),
+                reply: None,
+            });
+        }
         let patterns = if entry.per_client {
             if session.generation != entry.generation || session.patterns.is_none() {
                 let client_id = String::from_utf8_lossy(client_id);
@@ -277,10 +605,74 @@ impl Registry {
         )
     }
 
+    /// The will of a connection that just went away, judged as its user's PUBLISH: never
+    /// on a chat topic (a will cannot be validated, stamped or stored), and like any
+    /// PUBLISH elsewhere (a presence topic granted by an `aclquery` row, say).
+    fn will(&mut self, departed: &Departed, topic: &str, retain: bool) -> bool {
+        if self.chat.as_ref().is_some_and(|c| c.is_chat(topic)) {
+            log::info!(
+                "will of client '{}' (user '{}') on chat topic '{}' refused: a will is never \
+                 validated, stamped or stored",
+                printable(&String::from_utf8_lossy(&departed.client_id)),
+                printable(&departed.username),
+                printable(topic)
+            );
+            return false;
+        }
+        if departed.superuser {
+            return true;
+        }
+        let Some(entry) = self.users.get(&departed.username) else {
+            return false;
+        };
+        let patterns = if entry.per_client {
+            &expand_all(
+                &entry.rules.rows,
+                &departed.username,
+                &String::from_utf8_lossy(&departed.client_id),
+            )
+        } else {
+            &entry.rules.rows
+        };
+        acl::allowed(
+            self.chat.as_ref(),
+            Subject {
+                user_id: &entry.rules.user_id,
+                superuser: false,
+                groups: Some(&entry.rules.groups),
+                patterns,
+            },
+            Access::Write,
+            topic,
+            retain,
+        )
+    }
+
+    /// A client with no session: one log line per client id (bounded), naming what it most
+    /// likely is.
+    fn note_unknown(&mut self, client_id: &[u8], topic: &str, facts: &dyn ClientFacts) {
+        if self.unknown_logged.contains(client_id) {
+            return;
+        }
+        if self.unknown_logged.len() >= UNKNOWN_LOG_MEMORY {
+            self.unknown_logged.clear();
+        }
+        self.unknown_logged.insert(client_id.into());
+        let chat = self.chat.as_ref().is_some_and(|c| c.is_chat(topic));
+        log::warn!(
+            "client '{}' (username '{}') is refused everything{}: chat-auth holds no session \
+             for it (it did not log in with a password: a TLS certificate, PSK or anonymous \
+             login, which chat-auth does not support yet; or its session ended)",
+            printable(&String::from_utf8_lossy(client_id)),
+            printable(&facts.username().unwrap_or_default()),
+            if chat { ", chat topics included" } else { "" },
+        );
+    }
+
     /// Who is publishing, for chat payload checks.
     pub fn author(&self, client_id: &[u8], pointer: usize) -> Author<'_> {
         match self.sessions.get(client_id) {
-            Some(s) if s.pointer != pointer => Author::Unknown,
+            Some(s) if s.pointer != pointer || s.state != State::Online => Author::Unknown,
             Some(s) if s.superuser => Author::Superuser,
             Some(s) => self
                 .users
@@ -294,13 +686,16 @@ impl Registry {
     pub fn is_superuser(&self, client_id: &[u8], pointer: usize) -> bool {
         self.sessions
             .get(client_id)
-            .is_some_and(|s| s.pointer == pointer && s.online && s.superuser)
+            .is_some_and(|s| s.pointer == pointer && s.state == State::Online && s.superuser)
     }
 
-    /// Rules whose time has come: refresh jobs for users with clients; users without
-    /// clients are forgotten.
+    /// The tick: rules whose time has come get refresh jobs while the user has an online
+    /// client; users without clients are forgotten; refreshes wanted by deliveries to offline
+    /// sessions are added.
     pub fn due_jobs(&mut self, now: Instant) -> Vec<Job> {
-        let mut jobs = Vec::new();
+        self.event();
+        self.clock = now;
+        let mut jobs = std::mem::take(&mut self.wanted);
         while let Some(Reverse((at, _))) = self.due.peek() {
             if *at > now {
                 break;
@@ -318,7 +713,7 @@ impl Registry {
                 self.users.remove(&username);
                 continue;
             }
-            if !entry.in_flight {
+            if entry.online > 0 && !entry.in_flight {
                 entry.in_flight = true;
                 jobs.push(Job {
                     username: username.to_string(),
@@ -330,12 +725,14 @@ impl Registry {
         jobs
     }
 
-    /// SIGHUP: reload the rules of every user with a client; forget the others.
+    /// SIGHUP: reload the rules of every user with an online client; forget users without
+    /// clients.
     pub fn refresh_all(&mut self) -> Vec<Job> {
+        self.event();
         self.users.retain(|_, entry| entry.clients > 0);
         self.users
             .iter_mut()
-            .filter(|(_, entry)| !entry.in_flight)
+            .filter(|(_, entry)| !entry.in_flight && entry.online > 0)
             .map(|(username, entry)| {
                 entry.in_flight = true;
                 Job {
@@ -349,6 +746,7 @@ impl Registry {
 
     /// `refreshUser`: a job for the user, or `None` when no client of theirs is known.
     pub fn refresh_user(&mut self, username: &str, reply: Option<Reply>) -> Option<Job> {
+        self.event();
         let entry = self.users.get_mut(username).filter(|e| e.clients > 0)?;
         entry.in_flight = true;
         Some(Job {
@@ -398,15 +796,136 @@ impl Registry {
         }
     }
 
+    /// The user row was read again (after a SIGHUP re-check): sessions whose verified
+    /// password no longer holds (`still_valid` false for their proof, or the user is gone:
+    /// `None`) end. Returns the client ids of the online ones, to disconnect.
+    pub fn user_checked(
+        &mut self,
+        username: &str,
+        still_valid: Option<&dyn Fn(&Proof) -> bool>,
+    ) -> Vec<Box<[u8]>> {
+        self.event();
+        let ending: Vec<(Box<[u8]>, State)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| *s.username == *username)
+            .filter(|(_, s)| match (&still_valid, &s.proof) {
+                (None, _) => true,
+                (Some(valid), Some(proof)) => !valid(proof),
+                (Some(_), None) => false,
+            })
+            .map(|(id, s)| (id.clone(), s.state))
+            .collect();
+        let mut kick = Vec::new();
+        for (id, state) in ending {
+            log::warn!(
+                "user '{}' {} since client '{}' logged in; its session ends",
+                printable(username),
+                if still_valid.is_none() {
+                    "no longer exists"
+                } else {
+                    "has another stored password"
+                },
+                printable(&String::from_utf8_lossy(&id))
+            );
+            self.remove_session(&id);
+            if state == State::Online {
+                kick.push(id);
+            }
+        }
+        kick
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             sessions: self.sessions.len(),
             online: self.sessions.len() - self.offline_count,
             offline: self.offline_count,
+            restored: self.unbound,
             users: self.users.len(),
             refreshes: self.refreshes,
             refresh_failures: self.refresh_failures,
+            unvalidated_refused: self.unvalidated_refused,
         }
+    }
+
+    /// The persistent sessions, for the sessions file, when they changed since the last
+    /// call (`force`: in any case).
+    pub fn persistent_sessions(&mut self, force: bool) -> Option<Vec<SavedSession>> {
+        if !self.dirty && !force {
+            return None;
+        }
+        self.dirty = false;
+        Some(
+            self.sessions
+                .iter()
+                .filter(|(_, s)| s.persistent)
+                .map(|(id, s)| SavedSession {
+                    client_id: String::from_utf8_lossy(id).into_owned(),
+                    username: s.username.to_string(),
+                    user_id: self
+                        .users
+                        .get(&s.username)
+                        .map_or_else(|| s.username.to_string(), |e| e.rules.user_id.to_string()),
+                    superuser: s.superuser,
+                })
+                .collect(),
+        )
+    }
+
+    /// Sessions from the sessions file, at start: offline, not yet tied to a broker context.
+    /// Their users' rules are loaded by the jobs returned.
+    pub fn restore(&mut self, saved: Vec<SavedSession>, now: Instant) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for session in saved {
+            if self.sessions.contains_key(session.client_id.as_bytes()) {
+                continue;
+            }
+            let username: Arc<str> = match self.users.get_key_value(session.username.as_str()) {
+                Some((key, _)) => key.clone(),
+                None => Arc::from(session.username.as_str()),
+            };
+            if !session.superuser {
+                if !self.users.contains_key(&username) {
+                    // Until the rules arrive: the identity, and no group or row.
+                    self.install(
+                        &username,
+                        RuleSet {
+                            user_id: session.user_id.clone(),
+                            ..Default::default()
+                        },
+                        now,
+                    );
+                    if let Some(entry) = self.users.get_mut(&username) {
+                        entry.in_flight = true;
+                    }
+                    jobs.push(Job {
+                        username: session.username.clone(),
+                        user_id: session.user_id.clone(),
+                        reply: None,
+                    });
+                }
+                if let Some(entry) = self.users.get_mut(&username) {
+                    entry.clients += 1;
+                }
+            }
+            self.sessions.insert(
+                session.client_id.as_bytes().into(),
+                Session {
+                    pointer: UNBOUND,
+                    username: username.clone(),
+                    superuser: session.superuser,
+                    state: State::Offline,
+                    persistent: true,
+                    proof: None,
+                    generation: 0,
+                    patterns: None,
+                },
+            );
+            self.unbound += 1;
+            self.note_offline(session.client_id.as_bytes(), UNBOUND, &username);
+        }
+        jobs
     }
 
     fn install(&mut self, username: &str, rules: RuleSet, now: Instant) {
@@ -433,6 +952,7 @@ impl Registry {
                         per_client,
                         generation: take_generation(&mut self.next_generation),
                         clients: 0,
+                        online: 0,
                         next_due,
                         in_flight: false,
                     },
@@ -446,41 +966,96 @@ impl Registry {
         let Some(session) = self.sessions.remove(client_id) else {
             return;
         };
-        if !session.online {
+        self.dirty |= session.persistent;
+        if session.state == State::Offline {
             self.offline_count -= 1;
+            if session.pointer == UNBOUND {
+                self.unbound -= 1;
+            }
+            if let Some(of_user) = self.offline_by_user.get_mut(&session.username) {
+                of_user.live -= 1;
+                if of_user.live == 0 {
+                    self.offline_by_user.remove(&session.username);
+                }
+            }
         }
         if let Some(entry) = self.users.get_mut(&session.username) {
             entry.clients = entry.clients.saturating_sub(1);
+            if session.state == State::Online {
+                entry.online = entry.online.saturating_sub(1);
+            }
         }
     }
 
+    /// Books a session that just became offline, then applies the caps: first the user's
+    /// own oldest, then everyone's oldest.
+    fn note_offline(&mut self, client_id: &[u8], pointer: usize, username: &Arc<str>) {
+        self.offline_count += 1;
+        self.offline.push_back((client_id.into(), pointer));
+        let of_user = self.offline_by_user.entry(username.clone()).or_default();
+        of_user.order.push_back((client_id.into(), pointer));
+        of_user.live += 1;
+        let mut evict = Vec::new();
+        while of_user.live > self.caps.per_user {
+            let Some((id, pointer)) = of_user.order.pop_front() else {
+                break;
+            };
+            if is_live_offline(&self.sessions, &id, pointer) && !evict.contains(&id) {
+                of_user.live -= 1;
+                evict.push(id);
+            }
+        }
+        // Reconnected sessions leave stale entries behind; drop them now and then.
+        if of_user.order.len() > 2 * of_user.live + 16 {
+            let sessions = &self.sessions;
+            of_user
+                .order
+                .retain(|(id, pointer)| is_live_offline(sessions, id, *pointer));
+        }
+        for id in evict {
+            log::warn!(
+                "user '{}' has more than {} offline persistent sessions: forgetting its oldest \
+                 ('{}'); messages queued for it are refused until it logs in again",
+                printable(username),
+                self.caps.per_user,
+                printable(&String::from_utf8_lossy(&id))
+            );
+            // Counted out of `live` above already: keep `remove_session` from doing it again.
+            if let Some(of_user) = self.offline_by_user.get_mut(username) {
+                of_user.live += 1;
+            }
+            self.remove_session(&id);
+        }
+        self.enforce_offline_cap();
+    }
+
     fn enforce_offline_cap(&mut self) {
-        let is_live = |sessions: &HashMap<Box<[u8]>, Session>, id: &[u8], pointer: usize| {
-            sessions
-                .get(id)
-                .is_some_and(|s| !s.online && s.pointer == pointer)
-        };
-        while self.offline_count > self.offline_cap {
+        while self.offline_count > self.caps.total {
             let Some((id, pointer)) = self.offline.pop_front() else {
                 break;
             };
-            if is_live(&self.sessions, &id, pointer) {
+            if is_live_offline(&self.sessions, &id, pointer) {
                 log::warn!(
                     "more than {} offline persistent sessions: forgetting the oldest ('{}'); \
                      messages queued for it are refused until it logs in again",
-                    self.offline_cap,
+                    self.caps.total,
                     printable(&String::from_utf8_lossy(&id))
                 );
                 self.remove_session(&id);
             }
         }
-        // Reconnected sessions leave stale entries behind; drop them now and then.
         if self.offline.len() > 2 * self.offline_count + 1024 {
             let sessions = &self.sessions;
             self.offline
-                .retain(|(id, pointer)| is_live(sessions, id, *pointer));
+                .retain(|(id, pointer)| is_live_offline(sessions, id, *pointer));
         }
     }
+}
+
+fn is_live_offline(sessions: &HashMap<Box<[u8]>, Session>, id: &[u8], pointer: usize) -> bool {
+    sessions
+        .get(id)
+        .is_some_and(|s| s.state == State::Offline && s.pointer == pointer)
 }
 
 /// The next rules generation; wraps after 4 billion changes, skipping 0 (a client's
@@ -522,10 +1097,19 @@ mod tests {
     use super::*;
 
     const REFRESH: Duration = Duration::from_secs(60);
+    const CONNECT: LoginKind = LoginKind::Connect { persistent: false };
+    const PERSISTENT: LoginKind = LoginKind::Connect { persistent: true };
+
+    fn registry_with(caps: OfflineCaps) -> Registry {
+        let chat = ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap();
+        Registry::new(Some(chat), REFRESH, caps)
+    }
 
     fn registry() -> Registry {
-        let chat = ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap();
-        Registry::new(Some(chat), REFRESH, 3)
+        registry_with(OfflineCaps {
+            total: 3,
+            per_user: 3,
+        })
     }
 
     fn identity(username: &str, user_id: &str) -> Identity {
@@ -533,6 +1117,7 @@ mod tests {
             username: username.into(),
             user_id: user_id.into(),
             superuser: false,
+            proof: None,
         }
     }
 
@@ -548,29 +1133,78 @@ mod tests {
         panic!("rules should have been reused")
     }
 
+    /// A context the broker restored from its persistence file (no address).
+    struct Restored(&'static str);
+
+    impl ClientFacts for Restored {
+        fn address(&self) -> Option<String> {
+            None
+        }
+        fn username(&self) -> Option<String> {
+            Some(self.0.into())
+        }
+        fn clean_session(&self) -> bool {
+            false
+        }
+    }
+
+    /// A live connection.
+    struct Live;
+
+    impl ClientFacts for Live {
+        fn address(&self) -> Option<String> {
+            Some("127.0.0.1".into())
+        }
+        fn username(&self) -> Option<String> {
+            Some("cert-user".into())
+        }
+        fn clean_session(&self) -> bool {
+            true
+        }
+    }
+
+    impl Registry {
+        fn ok(&mut self, id: &[u8], pointer: usize, access: Access, topic: &str) -> bool {
+            self.check(id, pointer, access, topic, false, &NoFacts)
+        }
+    }
+
     #[test]
-    fn login_loads_once_per_user_and_checks_are_per_client() {
+    fn checks_are_per_client_and_rules_load_at_every_connect() {
         let mut reg = registry();
         let now = Instant::now();
         let alice = identity("alice", "1");
-        reg.login(b"phone", 10, &alice, now, || Ok(rules("1", &["7"])))
-            .unwrap();
-        reg.login(b"laptop", 11, &alice, now, no_load).unwrap();
+        reg.login(b"phone", 10, CONNECT, &alice, now, || {
+            Ok(rules("1", &["7"]))
+        })
+        .unwrap();
+        // A second client of the user loads the rules again: a group granted in between
+        // counts for it, and for the first client too (the rules are the user's).
+        reg.login(b"laptop", 11, CONNECT, &alice, now, || {
+            Ok(rules("1", &["7", "8"]))
+        })
+        .unwrap();
         assert_eq!(reg.stats().users, 1);
-        assert!(reg.check(b"phone", 10, Access::Subscribe, "/users/1/messages", false));
-        assert!(reg.check(b"laptop", 11, Access::Write, "/groups/7/messages", false));
-        assert!(!reg.check(b"laptop", 11, Access::Read, "/users/2/messages", false));
+        assert!(reg.ok(b"phone", 10, Access::Subscribe, "/users/1/messages"));
+        assert!(reg.ok(b"laptop", 11, Access::Write, "/groups/7/messages"));
+        assert!(reg.ok(b"phone", 10, Access::Write, "/groups/8/messages"));
+        assert!(!reg.ok(b"laptop", 11, Access::Read, "/users/2/messages"));
         // A stale pointer (the connection whose id was taken over) gets nothing.
-        assert!(!reg.check(b"phone", 99, Access::Read, "/users/1/messages", false));
-        assert!(!reg.check(b"stranger", 12, Access::Read, "/users/1/messages", false));
+        assert!(!reg.ok(b"phone", 99, Access::Read, "/users/1/messages"));
+        assert!(!reg.ok(b"stranger", 12, Access::Read, "/users/1/messages"));
     }
 
     #[test]
     fn a_failed_first_load_refuses_the_login() {
         let mut reg = registry();
-        let result = reg.login(b"c", 1, &identity("bob", "2"), Instant::now(), || {
-            Err(DbError::Unavailable("down".into()))
-        });
+        let result = reg.login(
+            b"c",
+            1,
+            CONNECT,
+            &identity("bob", "2"),
+            Instant::now(),
+            || Err(DbError::Unavailable("down".into())),
+        );
         assert!(result.is_err());
         assert_eq!(reg.stats(), Stats::default());
     }
@@ -583,7 +1217,8 @@ mod tests {
             let user = format!("u{i}");
             reg.login(
                 format!("c{i}").as_bytes(),
-                i as usize,
+                i as usize + 1,
+                CONNECT,
                 &identity(&user, &i.to_string()),
                 now,
                 || Ok(rules(&i.to_string(), &[])),
@@ -592,91 +1227,357 @@ mod tests {
         }
         assert_eq!(reg.stats().sessions, 1000);
         for i in 0..1000u32 {
-            reg.disconnect(format!("c{i}").as_bytes(), i as usize, true);
+            reg.disconnect(format!("c{i}").as_bytes(), i as usize + 1, true);
         }
         assert_eq!(reg.stats().sessions, 0);
-        assert_eq!(reg.stats().users, 1000, "kept for a quick reconnect");
+        assert_eq!(reg.stats().users, 1000, "kept until due");
         assert!(reg.due_jobs(now + REFRESH).is_empty());
         assert_eq!(reg.stats().users, 0);
         assert!(reg.due.is_empty());
     }
 
     #[test]
-    fn persistent_sessions_stay_offline_with_their_rules() {
+    fn offline_sessions_only_receive() {
         let mut reg = registry();
         let now = Instant::now();
         let alice = identity("alice", "1");
-        reg.login(b"alice-phone", 5, &alice, now, || Ok(rules("1", &[])))
-            .unwrap();
+        reg.login(b"alice-phone", 5, PERSISTENT, &alice, now, || {
+            Ok(rules("1", &["7"]))
+        })
+        .unwrap();
         reg.disconnect(b"alice-phone", 5, false);
         assert_eq!(reg.stats().offline, 1);
-        // Messages queued while offline are still judged by the rules.
-        assert!(reg.check(b"alice-phone", 5, Access::Read, "/users/1/messages", false));
-        // The rules keep being refreshed for it.
-        assert_eq!(reg.due_jobs(now + REFRESH).len(), 1);
-        // Reconnecting (new pointer) makes it online again.
-        reg.login(b"alice-phone", 6, &alice, now, no_load).unwrap();
+        // Messages queued while offline are still judged by the rules...
+        assert!(reg.ok(b"alice-phone", 5, Access::Read, "/users/1/messages"));
+        // ...but nothing is written in its name (a delayed will, say).
+        reg.event();
+        assert!(!reg.ok(b"alice-phone", 5, Access::Write, "/users/2/messages"));
+        assert!(!reg.ok(b"alice-phone", 5, Access::Write, "status/alice"));
+        assert_eq!(reg.stats().offline, 1);
+        // A SUBSCRIBE comes from a live connection at a dead session's address: forgotten.
+        assert!(!reg.ok(b"alice-phone", 5, Access::Subscribe, "/users/1/messages"));
         assert_eq!(reg.stats().offline, 0);
-        assert_eq!(reg.stats().online, 1);
+        assert!(!reg.ok(b"alice-phone", 5, Access::Read, "/users/1/messages"));
     }
 
     #[test]
-    fn sighup_recheck_of_an_offline_session_keeps_it_offline() {
+    fn the_will_right_after_a_disconnect_is_judged_once_and_never_on_chat_topics() {
+        let mut reg = registry();
+        let now = Instant::now();
+        let mut loaded = rules("1", &["7"]);
+        loaded.rows.write = vec!["status/%u".into()];
+        for (id, pointer, kind) in [(b"clean", 5, CONNECT), (b"keeps", 6, PERSISTENT)] {
+            reg.login(id, pointer, kind, &identity("alice", "1"), now, || {
+                Ok(loaded.clone())
+            })
+            .unwrap();
+            reg.disconnect(id, pointer, false);
+            assert!(!reg.ok(id, pointer, Access::Write, "/users/2/messages"));
+            reg.disconnect(id, pointer, false);
+            reg.login(id, pointer, kind, &identity("alice", "1"), now, || {
+                Ok(loaded.clone())
+            })
+            .unwrap();
+            reg.disconnect(id, pointer, false);
+            assert!(reg.ok(id, pointer, Access::Write, "status/alice"));
+            assert!(
+                !reg.ok(id, pointer, Access::Write, "status/alice"),
+                "only the one check right after the DISCONNECT"
+            );
+        }
+        reg.login(b"x", 9, CONNECT, &identity("alice", "1"), now, || {
+            Ok(loaded.clone())
+        })
+        .unwrap();
+        reg.disconnect(b"x", 9, true);
+        reg.event();
+        assert!(
+            !reg.ok(b"x", 9, Access::Write, "status/alice"),
+            "not after another event"
+        );
+    }
+
+    #[test]
+    fn offline_rules_refresh_only_when_a_delivery_finds_them_due() {
+        let mut reg = registry();
+        let now = Instant::now();
+        reg.login(b"p", 5, PERSISTENT, &identity("alice", "1"), now, || {
+            Ok(rules("1", &[]))
+        })
+        .unwrap();
+        reg.disconnect(b"p", 5, false);
+        // A session the broker may have discarded costs MySQL nothing on a timer.
+        assert!(reg.due_jobs(now + REFRESH).is_empty());
+        assert!(reg.due_jobs(now + 10 * REFRESH).is_empty());
+        // A delivery proves it alive: its rules are refreshed once.
+        assert!(reg.ok(b"p", 5, Access::Read, "/users/1/messages"));
+        assert!(reg.ok(b"p", 5, Access::Read, "/users/1/messages"));
+        let jobs = reg.due_jobs(now + 10 * REFRESH);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].username, "alice");
+    }
+
+    #[test]
+    fn reconnecting_makes_a_persistent_session_online_again() {
         let mut reg = registry();
         let now = Instant::now();
         let alice = identity("alice", "1");
-        reg.login(b"p", 5, &alice, now, || Ok(rules("1", &[])))
+        reg.login(b"p", 5, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
             .unwrap();
         reg.disconnect(b"p", 5, false);
-        reg.login(b"p", 5, &alice, now, no_load).unwrap();
-        assert_eq!(reg.stats().offline, 1);
-        assert_eq!(reg.stats().online, 0);
-        reg.login(b"p", 6, &alice, now, no_load).unwrap();
-        assert_eq!(reg.stats().offline, 0);
-        assert_eq!(reg.stats().online, 1);
+        // A recheck (SIGHUP) of the offline session keeps it offline, without a load.
+        reg.login(b"p", 5, LoginKind::Recheck, &alice, now, no_load)
+            .unwrap();
+        assert_eq!((reg.stats().online, reg.stats().offline), (0, 1));
+        // A CONNECT is a new connection, even at a reused address.
+        reg.login(b"p", 5, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
+            .unwrap();
+        assert_eq!((reg.stats().online, reg.stats().offline), (1, 0));
+        assert!(reg.ok(b"p", 5, Access::Write, "/users/2/messages"));
     }
 
     #[test]
-    fn offline_sessions_are_capped_oldest_first() {
-        let mut reg = registry(); // cap 3
+    fn a_clean_session_flag_never_keeps_a_session() {
+        let mut reg = registry();
         let now = Instant::now();
+        // Logged in with a clean session: even a DISCONNECT saying otherwise ends it.
+        reg.login(b"c", 5, CONNECT, &identity("alice", "1"), now, || {
+            Ok(rules("1", &[]))
+        })
+        .unwrap();
+        reg.disconnect(b"c", 5, false);
+        assert_eq!(reg.stats().sessions, 0);
+    }
+
+    #[test]
+    fn offline_sessions_are_capped_per_user_then_overall() {
+        let mut reg = registry_with(OfflineCaps {
+            total: 4,
+            per_user: 2,
+        });
+        let now = Instant::now();
+        // One account with many client ids pushes out only its own sessions.
         for i in 0..5usize {
-            let id = format!("c{i}");
-            reg.login(id.as_bytes(), i, &identity("u", "1"), now, || {
-                Ok(rules("1", &[]))
-            })
+            let id = format!("m{i}");
+            reg.login(
+                id.as_bytes(),
+                100 + i,
+                PERSISTENT,
+                &identity("mallory", "9"),
+                now,
+                || Ok(rules("9", &[])),
+            )
             .unwrap();
-            reg.disconnect(id.as_bytes(), i, false);
+            reg.disconnect(id.as_bytes(), 100 + i, false);
         }
-        assert_eq!(reg.stats().offline, 3);
-        assert!(!reg.check(b"c0", 0, Access::Read, "/users/1/messages", false));
-        assert!(reg.check(b"c4", 4, Access::Read, "/users/1/messages", false));
+        assert_eq!(reg.stats().offline, 2);
+        assert!(!reg.ok(b"m2", 102, Access::Read, "/users/9/messages"));
+        assert!(reg.ok(b"m4", 104, Access::Read, "/users/9/messages"));
+        for (i, user) in ["a", "b", "c"].into_iter().enumerate() {
+            let id = format!("{user}-phone");
+            reg.login(
+                id.as_bytes(),
+                200 + i,
+                PERSISTENT,
+                &identity(user, user),
+                now,
+                || Ok(rules(user, &[])),
+            )
+            .unwrap();
+            reg.disconnect(id.as_bytes(), 200 + i, false);
+        }
+        // Over the total of 4: the oldest overall (mallory's m3) went first.
+        assert_eq!(reg.stats().offline, 4);
+        assert!(!reg.ok(b"m3", 103, Access::Read, "/users/9/messages"));
+        assert!(reg.ok(b"a-phone", 200, Access::Read, "/users/a/messages"));
     }
 
     #[test]
     fn take_over_keeps_the_newcomer() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"shared-id", 1, &identity("alice", "1"), now, || {
-            Ok(rules("1", &[]))
-        })
+        reg.login(
+            b"shared-id",
+            1,
+            CONNECT,
+            &identity("alice", "1"),
+            now,
+            || Ok(rules("1", &[])),
+        )
         .unwrap();
-        reg.login(b"shared-id", 2, &identity("bob", "2"), now, || {
+        reg.login(b"shared-id", 2, CONNECT, &identity("bob", "2"), now, || {
             Ok(rules("2", &[]))
         })
         .unwrap();
         // The old connection's DISCONNECT arrives after the newcomer's login.
         reg.disconnect(b"shared-id", 1, true);
-        assert!(reg.check(b"shared-id", 2, Access::Read, "/users/2/messages", false));
-        assert!(!reg.check(b"shared-id", 1, Access::Read, "/users/1/messages", false));
+        assert!(reg.ok(b"shared-id", 2, Access::Read, "/users/2/messages"));
+        assert!(!reg.ok(b"shared-id", 1, Access::Read, "/users/1/messages"));
         assert_eq!(reg.stats().sessions, 1);
+    }
+
+    #[test]
+    fn a_refused_or_deferred_login_ends_a_dead_session_at_its_address() {
+        let mut reg = registry();
+        let now = Instant::now();
+        reg.login(b"id", 7, PERSISTENT, &identity("alice", "1"), now, || {
+            Ok(rules("1", &[]))
+        })
+        .unwrap();
+        // A live session of the id at another address stays.
+        reg.refused(b"id", 8);
+        assert_eq!(reg.stats().sessions, 1);
+        reg.disconnect(b"id", 7, false);
+        // An anonymous client at the reused address of the offline session.
+        reg.refused(b"id", 7);
+        assert_eq!(reg.stats().sessions, 0);
+    }
+
+    #[test]
+    fn wills_and_retained_messages_on_chat_topics_never_reach_anyone() {
+        let mut reg = registry();
+        let now = Instant::now();
+        let root = Identity {
+            superuser: true,
+            ..identity("root", "0")
+        };
+        reg.login(b"root", 1, CONNECT, &root, now, no_load).unwrap();
+        reg.login(b"bob", 2, CONNECT, &identity("bob", "2"), now, || {
+            Ok(rules("2", &[]))
+        })
+        .unwrap();
+        reg.login(b"eve", 3, CONNECT, &identity("eve", "3"), now, || {
+            Ok(rules("3", &[]))
+        })
+        .unwrap();
+        // A PUBLISH: WRITE, then MESSAGE (`event`), then the deliveries.
+        assert!(reg.ok(b"eve", 3, Access::Write, "/users/2/messages"));
+        reg.event();
+        assert!(reg.ok(b"bob", 2, Access::Read, "/users/2/messages"));
+        assert!(reg.ok(b"root", 1, Access::Read, "/users/2/messages"));
+        // A will of a still-online session (a take-over by a certificate client, or the
+        // broker shutting down): WRITE, then straight to the deliveries.
+        assert!(reg.ok(b"eve", 3, Access::Write, "/users/2/messages"));
+        assert!(!reg.ok(b"bob", 2, Access::Read, "/users/2/messages"));
+        assert!(!reg.ok(b"root", 1, Access::Read, "/users/2/messages"));
+        assert_eq!(reg.stats().unvalidated_refused, 2);
+        // Other topics and later events are not affected.
+        assert!(reg.ok(b"root", 1, Access::Read, "status/eve"));
+        reg.event();
+        assert!(reg.ok(b"bob", 2, Access::Read, "/users/2/messages"));
+        // A retained chat message (from before the plugin) is never delivered.
+        assert!(!reg.check(b"bob", 2, Access::Read, "/users/2/messages", true, &NoFacts));
+        assert!(!reg.check(
+            b"root",
+            1,
+            Access::Read,
+            "/users/2/messages",
+            true,
+            &NoFacts
+        ));
+        assert!(reg.check(b"root", 1, Access::Read, "status/x", true, &NoFacts));
+    }
+
+    #[test]
+    fn restored_sessions_bind_to_the_restored_context_only() {
+        let mut reg = registry();
+        let now = Instant::now();
+        let jobs = reg.restore(
+            vec![
+                SavedSession {
+                    client_id: "alice-phone".into(),
+                    username: "alice".into(),
+                    user_id: "1".into(),
+                    superuser: false,
+                },
+                SavedSession {
+                    client_id: "alice-tablet".into(),
+                    username: "alice".into(),
+                    user_id: "1".into(),
+                    superuser: false,
+                },
+            ],
+            now,
+        );
+        assert_eq!(jobs.len(), 1, "one load per user");
+        assert_eq!(reg.stats().restored, 2);
+        // Before the rules arrive: the identity (its inbox), no group.
+        assert!(!reg.check(
+            b"alice-phone",
+            50,
+            Access::Read,
+            "/users/1/messages",
+            false,
+            &Live
+        ));
+        assert!(!reg.check(
+            b"alice-phone",
+            50,
+            Access::Read,
+            "/users/1/messages",
+            false,
+            &Restored("mallory")
+        ));
+        assert!(reg.check(
+            b"alice-phone",
+            50,
+            Access::Read,
+            "/users/1/messages",
+            false,
+            &Restored("alice")
+        ));
+        assert_eq!(reg.stats().restored, 1);
+        reg.apply(
+            Loaded {
+                job: jobs[0].clone(),
+                result: Ok(rules("1", &["7"])),
+            },
+            now,
+        );
+        assert!(reg.ok(b"alice-phone", 50, Access::Read, "/groups/7/messages"));
+        // Only deliveries: a live client reaching an unbound session gets nothing.
+        assert!(!reg.check(
+            b"alice-tablet",
+            51,
+            Access::Subscribe,
+            "/users/1/messages",
+            false,
+            &Live
+        ));
+        let saved = reg.persistent_sessions(true).unwrap();
+        assert_eq!(saved.len(), 2);
+    }
+
+    #[test]
+    fn a_changed_password_or_a_removed_user_ends_sessions() {
+        let mut reg = registry();
+        let now = Instant::now();
+        let proof = |n: u8| Proof {
+            password: [n; 16],
+            stored_hash: [n; 8],
+        };
+        let mut alice = identity("alice", "1");
+        alice.proof = Some(proof(1));
+        reg.login(b"a1", 1, CONNECT, &alice, now, || Ok(rules("1", &[])))
+            .unwrap();
+        alice.proof = Some(proof(2));
+        reg.login(b"a2", 2, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
+            .unwrap();
+        reg.disconnect(b"a2", 2, false);
+        let valid = |p: &Proof| p.stored_hash == [1; 8];
+        let kicked = reg.user_checked("alice", Some(&valid));
+        assert!(kicked.is_empty(), "the offline one ends without a kick");
+        assert_eq!(reg.stats().sessions, 1);
+        let kicked = reg.user_checked("alice", None);
+        assert_eq!(kicked, vec![Box::<[u8]>::from(&b"a1"[..])]);
+        assert_eq!(reg.stats().sessions, 0);
     }
 
     #[test]
     fn refresh_swaps_rules_and_failure_keeps_them() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"c", 1, &identity("alice", "1"), now, || {
+        reg.login(b"c", 1, CONNECT, &identity("alice", "1"), now, || {
             Ok(rules("1", &["7"]))
         })
         .unwrap();
@@ -691,7 +1592,7 @@ mod tests {
             now + REFRESH,
         );
         assert!(matches!(failed, Applied::Failed(_)));
-        assert!(reg.check(b"c", 1, Access::Write, "/groups/7/messages", false));
+        assert!(reg.ok(b"c", 1, Access::Write, "/groups/7/messages"));
         let retry = reg.due_jobs(now + REFRESH + RETRY_AFTER_FAILURE);
         assert_eq!(retry.len(), 1);
         let applied = reg.apply(
@@ -702,8 +1603,8 @@ mod tests {
             now + REFRESH + RETRY_AFTER_FAILURE,
         );
         assert_eq!(applied, Applied::Refreshed { clients: 1 });
-        assert!(!reg.check(b"c", 1, Access::Write, "/groups/7/messages", false));
-        assert!(reg.check(b"c", 1, Access::Write, "/groups/8/messages", false));
+        assert!(!reg.ok(b"c", 1, Access::Write, "/groups/7/messages"));
+        assert!(reg.ok(b"c", 1, Access::Write, "/groups/8/messages"));
         assert_eq!(reg.stats().refresh_failures, 1);
     }
 
@@ -713,16 +1614,15 @@ mod tests {
         let now = Instant::now();
         let mut loaded = rules("1", &[]);
         loaded.rows.write = vec!["devices/%c/out".into(), "users/%u/#".into()];
-        reg.login(b"dev1", 1, &identity("alice", "1"), now, || {
-            Ok(loaded.clone())
-        })
-        .unwrap();
-        reg.login(b"dev2", 2, &identity("alice", "1"), now, no_load)
+        let load = || Ok(loaded.clone());
+        reg.login(b"dev1", 1, CONNECT, &identity("alice", "1"), now, load)
             .unwrap();
-        assert!(reg.check(b"dev1", 1, Access::Write, "devices/dev1/out", false));
-        assert!(!reg.check(b"dev1", 1, Access::Write, "devices/dev2/out", false));
-        assert!(reg.check(b"dev2", 2, Access::Write, "devices/dev2/out", false));
-        assert!(reg.check(b"dev2", 2, Access::Write, "users/alice/x", false));
+        reg.login(b"dev2", 2, CONNECT, &identity("alice", "1"), now, load)
+            .unwrap();
+        assert!(reg.ok(b"dev1", 1, Access::Write, "devices/dev1/out"));
+        assert!(!reg.ok(b"dev1", 1, Access::Write, "devices/dev2/out"));
+        assert!(reg.ok(b"dev2", 2, Access::Write, "devices/dev2/out"));
+        assert!(reg.ok(b"dev2", 2, Access::Write, "users/alice/x"));
         let job = reg.refresh_user("alice", None).unwrap();
         reg.apply(
             Loaded {
@@ -731,7 +1631,7 @@ mod tests {
             },
             now,
         );
-        assert!(!reg.check(b"dev1", 1, Access::Write, "devices/dev1/out", false));
+        assert!(!reg.ok(b"dev1", 1, Access::Write, "devices/dev1/out"));
     }
 
     #[test]
@@ -741,9 +1641,9 @@ mod tests {
             superuser: true,
             ..identity("root", "0")
         };
-        reg.login(b"admin", 1, &root, Instant::now(), no_load)
+        reg.login(b"admin", 1, CONNECT, &root, Instant::now(), no_load)
             .unwrap();
-        assert!(reg.check(b"admin", 1, Access::Subscribe, "#", false));
+        assert!(reg.ok(b"admin", 1, Access::Subscribe, "#"));
         assert!(reg.is_superuser(b"admin", 1));
         assert_eq!(reg.stats().users, 0);
     }
@@ -752,12 +1652,14 @@ mod tests {
     fn reload_refreshes_connected_users_and_forgets_the_rest() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"a", 1, &identity("alice", "1"), now, || {
+        reg.login(b"a", 1, CONNECT, &identity("alice", "1"), now, || {
             Ok(rules("1", &[]))
         })
         .unwrap();
-        reg.login(b"b", 2, &identity("bob", "2"), now, || Ok(rules("2", &[])))
-            .unwrap();
+        reg.login(b"b", 2, CONNECT, &identity("bob", "2"), now, || {
+            Ok(rules("2", &[]))
+        })
+        .unwrap();
         reg.disconnect(b"b", 2, true);
         let jobs = reg.refresh_all();
         assert_eq!(jobs.len(), 1);

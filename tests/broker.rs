@@ -10,6 +10,8 @@ mod auth;
 mod harness;
 #[path = "broker/mqtt.rs"]
 mod mqtt;
+#[path = "broker/security.rs"]
+mod security;
 #[path = "broker/store.rs"]
 mod store;
 
@@ -33,6 +35,7 @@ fn main() {
     let mut trials: Vec<Trial> = auth::trials();
     trials.extend(acl::trials());
     trials.extend(store::trials());
+    trials.extend(security::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();

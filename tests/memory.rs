@@ -7,7 +7,8 @@ use chat_auth::acl::{Access, ChatTopics, Patterns};
 use chat_auth::auth::{Authenticator, Decision, Identity, UserRecord, UserSource};
 use chat_auth::db::DbError;
 use chat_auth::hash::HashSettings;
-use chat_auth::sessions::{DEFAULT_OFFLINE_CAP, Registry, RuleSet};
+use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry, RuleSet};
+use chat_auth::throttle::ThrottleConfig;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -52,18 +53,20 @@ impl UserSource for Users {
 fn a_connected_client_costs_the_plugin_few_heap_bytes() {
     const CLIENTS: usize = 10_000;
     let chat = ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap();
-    let mut registry = Registry::new(Some(chat), Duration::from_secs(60), DEFAULT_OFFLINE_CAP);
+    let mut registry = Registry::new(Some(chat), Duration::from_secs(60), OfflineCaps::default());
     let auth = Authenticator::new(
         Users,
         HashSettings::default(),
         None,
         Duration::from_secs(60),
+        ThrottleConfig::default(),
     );
     let now = Instant::now();
     let before = LIVE.load(Ordering::Relaxed);
     for n in 1..=CLIENTS {
         let username = format!("u{n}");
-        let Decision::Allow(identity) = auth.login(Some(username.as_bytes()), Some(b"secret"), now)
+        let Decision::Allow(identity) =
+            auth.login(Some(username.as_bytes()), Some(b"secret"), None, now)
         else {
             panic!("{username} refused");
         };
@@ -81,14 +84,22 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
         };
         let client_id = format!("phone-{n}");
         registry
-            .login(client_id.as_bytes(), n, &identity, now, || Ok(rules))
+            .login(
+                client_id.as_bytes(),
+                n,
+                LoginKind::Connect { persistent: false },
+                &identity,
+                now,
+                || Ok(rules),
+            )
             .unwrap();
         assert!(registry.check(
             client_id.as_bytes(),
             n,
             Access::Write,
             &format!("devices/{username}/x"),
-            false
+            false,
+            &NoFacts
         ));
     }
     let per_client = (LIVE.load(Ordering::Relaxed) - before) as f64 / CLIENTS as f64;

@@ -12,8 +12,15 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: chat-auth-passwd [--format pbkdf2|mosquitto|django|bcrypt|argon2id] \
 [--algorithm sha1|sha256|sha512] [--iterations N] [--cost N] [PASSWORD]
        chat-auth-passwd --check STORED_HASH [PASSWORD]
-Prints a hash for the users table. Default: PBKDF2$sha512$210000$... (auth-plug's format).
+Prints a hash for the users table. Default: PBKDF2$sha512$20000$... (auth-plug's format),
+about 14 ms per login on one core; see the README for stronger settings and their cost.
 Without PASSWORD the first line of standard input is used.";
+
+/// Defaults sized for a broker that checks every first login on its one thread: about
+/// 15 ms each (README "Cost on the broker thread" has the measured logins per second).
+const DEFAULT_SHA512_ITERATIONS: u32 = 20_000;
+const DEFAULT_DJANGO_ITERATIONS: u32 = 100_000;
+const DEFAULT_BCRYPT_COST: u32 = 10;
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -32,7 +39,7 @@ fn run(args: Vec<String>) -> Result<String, String> {
     let mut format = "pbkdf2".to_string();
     let mut algorithm = PbkdfAlgorithm::Sha512;
     let mut iterations: Option<u32> = None;
-    let mut cost = 12u32;
+    let mut cost = DEFAULT_BCRYPT_COST;
     let mut check: Option<String> = None;
     let mut password: Option<String> = None;
     let mut args = args.into_iter();
@@ -90,6 +97,19 @@ fn run(args: Vec<String>) -> Result<String, String> {
         return Err("the password is empty (MQTT passes an empty password as none)".into());
     }
     let pw = password.as_bytes();
+    let affordable = |algorithm: PbkdfAlgorithm, iterations: u32| {
+        // The same cap the plugin applies to stored rows (the generated keys are one block).
+        if algorithm.affordable(iterations, algorithm.block_len()) {
+            Ok(iterations)
+        } else {
+            Err(format!(
+                "--iterations {iterations} is more {} work than the plugin accepts (at most {} \
+                 iterations); one login must not hold the broker for long",
+                algorithm.name(),
+                algorithm.max_work()
+            ))
+        }
+    };
     if let Some(stored) = check {
         return match hash::verify(stored.as_bytes(), None, pw, &HashSettings::default()) {
             Ok(true) => Ok("match".into()),
@@ -101,10 +121,22 @@ fn run(args: Vec<String>) -> Result<String, String> {
         "pbkdf2" => Ok(hash::generate_auth_plug(
             pw,
             algorithm,
-            iterations.unwrap_or(210_000),
+            affordable(algorithm, iterations.unwrap_or(DEFAULT_SHA512_ITERATIONS))?,
         )),
-        "mosquitto" => Ok(hash::generate_mosquitto(pw, iterations.unwrap_or(210_000))),
-        "django" => Ok(hash::generate_django(pw, iterations.unwrap_or(870_000))),
+        "mosquitto" => Ok(hash::generate_mosquitto(
+            pw,
+            affordable(
+                PbkdfAlgorithm::Sha512,
+                iterations.unwrap_or(DEFAULT_SHA512_ITERATIONS),
+            )?,
+        )),
+        "django" => Ok(hash::generate_django(
+            pw,
+            affordable(
+                PbkdfAlgorithm::Sha256,
+                iterations.unwrap_or(DEFAULT_DJANGO_ITERATIONS),
+            )?,
+        )),
         "bcrypt" => hash::generate_bcrypt(pw, cost),
         "argon2id" | "argon2" => hash::generate_argon2id(pw),
         other => Err(format!("unknown format '{other}'")),

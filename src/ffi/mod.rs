@@ -19,6 +19,7 @@ mod bindings {
 use crate::acl::Access;
 use crate::auth::Decision;
 use crate::plugin::{Action, Client, MessageVerdict, Plugin};
+use crate::sessions::ClientFacts;
 use bindings::*;
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -43,6 +44,7 @@ fn guard<T>(what: &str, on_panic: T, body: impl FnOnce() -> T) -> T {
 /// # Safety
 /// `ptr` is NULL or a NUL-terminated string valid for the callback's duration.
 unsafe fn c_bytes<'a>(ptr: *const std::ffi::c_char) -> Option<&'a [u8]> {
+    // SAFETY: non-NULL and NUL-terminated for the callback, as the caller promises.
     (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_bytes())
 }
 
@@ -55,6 +57,7 @@ fn broker_log(level: log::Level, text: &str) {
     };
     let text = CString::new(text.replace('\0', "\\0")).expect("NULs were replaced");
     // A fixed "%s" format: the text is never read as a format string.
+    // SAFETY: two valid C strings; the broker's variadic logger reads one `%s` argument.
     unsafe { mosquitto_log_printf(level as c_int, c"%s".as_ptr(), text.as_ptr()) };
 }
 
@@ -204,20 +207,51 @@ unsafe fn event<'a, E>(
     if event_data.is_null() || userdata.is_null() {
         return None;
     }
+    // SAFETY: both non-NULL and of these types for the callback, as the caller promises.
     Some(unsafe { (&*(event_data as *const E), &*(userdata as *const Plugin)) })
 }
 
+/// A broker client for the duration of one callback, asked for what the core needs.
+struct BrokerClient(*mut mosquitto);
+
+impl BrokerClient {
+    fn text(ptr: *const std::ffi::c_char) -> Option<String> {
+        // SAFETY: the broker's getters return NULL or a string it owns for the callback.
+        unsafe { c_bytes(ptr) }.map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+impl ClientFacts for BrokerClient {
+    fn address(&self) -> Option<String> {
+        // SAFETY: `self.0` is the callback's live client (see `client`).
+        Self::text(unsafe { mosquitto_client_address(self.0) })
+    }
+
+    fn username(&self) -> Option<String> {
+        // SAFETY: as above.
+        Self::text(unsafe { mosquitto_client_username(self.0) })
+    }
+
+    fn clean_session(&self) -> bool {
+        // SAFETY: as above.
+        unsafe { mosquitto_client_clean_session(self.0) }
+    }
+}
+
 /// # Safety
-/// `client` is NULL or a live client of the broker.
-unsafe fn client<'a>(client: *mut mosquitto) -> Client<'a> {
-    let id = if client.is_null() {
+/// `broker_client.0` is NULL or a live client of the broker, for the callback's duration;
+/// the returned `Client` borrows it and cannot outlive the callback.
+unsafe fn client(broker_client: &BrokerClient) -> Client<'_> {
+    let id = if broker_client.0.is_null() {
         None
     } else {
-        unsafe { c_bytes(mosquitto_client_id(client)) }
+        // SAFETY: a live client (see above).
+        unsafe { c_bytes(mosquitto_client_id(broker_client.0)) }
     };
     Client {
         id,
-        pointer: client as usize,
+        pointer: broker_client.0 as usize,
+        facts: broker_client,
     }
 }
 
@@ -233,9 +267,11 @@ unsafe extern "C" fn on_basic_auth(
         else {
             return MOSQ_ERR_AUTH;
         };
+        let broker_client = BrokerClient(event.client);
+        // SAFETY: the event's client, username and password live for the callback.
         let (client, username, password) = unsafe {
             (
-                client(event.client),
+                client(&broker_client),
                 c_bytes(event.username),
                 c_bytes(event.password),
             )
@@ -269,7 +305,9 @@ unsafe extern "C" fn on_acl_check(
             MOSQ_ACL_UNSUBSCRIBE => Access::Unsubscribe,
             _ => return MOSQ_ERR_ACL_DENIED,
         };
-        let (client, topic) = unsafe { (client(event.client), c_bytes(event.topic)) };
+        let broker_client = BrokerClient(event.client);
+        // SAFETY: the event's client and topic live for the callback.
+        let (client, topic) = unsafe { (client(&broker_client), c_bytes(event.topic)) };
         let Some(topic) = topic else {
             return MOSQ_ERR_ACL_DENIED;
         };
@@ -299,11 +337,15 @@ unsafe extern "C" fn on_message(
                 &*(userdata as *const Plugin),
             )
         };
+        // SAFETY: the event's topic lives for the callback.
         let Some(topic) = (unsafe { c_bytes(event.topic) }) else {
             return MOSQ_ERR_ACL_DENIED;
         };
+        // SAFETY: the payload is valid for `payloadlen` bytes during the callback.
         let payload = unsafe { payload(event.payload, event.payloadlen) };
-        match plugin.message(unsafe { client(event.client) }, topic, payload, event.qos) {
+        let broker_client = BrokerClient(event.client);
+        // SAFETY: the event's client lives for the callback.
+        match plugin.message(unsafe { client(&broker_client) }, topic, payload, event.qos) {
             MessageVerdict::Pass => MOSQ_ERR_SUCCESS,
             MessageVerdict::Deny => MOSQ_ERR_ACL_DENIED,
             MessageVerdict::Replace(stamped) => {
@@ -340,11 +382,14 @@ unsafe extern "C" fn on_disconnect(
     guard("disconnect", MOSQ_ERR_SUCCESS, || {
         // SAFETY: registered for MOSQ_EVT_DISCONNECT.
         if let Some((event, plugin)) =
+            // SAFETY: registered for MOSQ_EVT_DISCONNECT; userdata is our Plugin.
             unsafe { event::<mosquitto_evt_disconnect>(event_data, userdata) }
         {
             if !event.client.is_null() {
-                let clean = unsafe { mosquitto_client_clean_session(event.client) };
-                plugin.disconnect(unsafe { client(event.client) }, clean);
+                let broker_client = BrokerClient(event.client);
+                let clean = broker_client.clean_session();
+                // SAFETY: the event's client lives for the callback.
+                plugin.disconnect(unsafe { client(&broker_client) }, clean);
             }
         }
         MOSQ_ERR_SUCCESS
@@ -373,10 +418,14 @@ unsafe extern "C" fn on_control(
     guard("control", MOSQ_ERR_SUCCESS, || {
         // SAFETY: registered for MOSQ_EVT_CONTROL on our topic.
         if let Some((event, plugin)) =
+            // SAFETY: registered for MOSQ_EVT_CONTROL; userdata is our Plugin.
             unsafe { event::<mosquitto_evt_control>(event_data, userdata) }
         {
+            // SAFETY: the payload is valid for `payloadlen` bytes during the callback.
             let payload = unsafe { payload(event.payload, event.payloadlen) };
-            plugin.control(unsafe { client(event.client) }, payload);
+            let broker_client = BrokerClient(event.client);
+            // SAFETY: the event's client lives for the callback.
+            plugin.control(unsafe { client(&broker_client) }, payload);
         }
         MOSQ_ERR_SUCCESS
     })
@@ -406,6 +455,7 @@ unsafe fn payload<'a>(data: *const c_void, len: u32) -> &'a [u8] {
     if data.is_null() || len == 0 {
         &[]
     } else {
+        // SAFETY: non-NULL and valid for `len` bytes, as the caller promises.
         unsafe { std::slice::from_raw_parts(data as *const u8, len as usize) }
     }
 }
@@ -450,6 +500,11 @@ fn perform(action: Action) {
             let username = c_string(&username);
             // SAFETY: a valid C string; main thread.
             unsafe { mosquitto_kick_client_by_username(username.as_ptr(), false) };
+        }
+        Action::KickClient(client_id) => {
+            let client_id = c_string(&String::from_utf8_lossy(&client_id));
+            // SAFETY: a valid C string; main thread. Without its will: the session ended.
+            unsafe { mosquitto_kick_client_by_clientid(client_id.as_ptr(), false) };
         }
     }
 }

@@ -12,13 +12,24 @@ pub use modern::{generate_argon2id, generate_bcrypt};
 use std::fmt;
 use subtle::ConstantTimeEq;
 
-/// PBKDF2 rows with more iterations are refused: a corrupt count must not stall the broker.
-pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
-/// bcrypt rows with a higher cost are refused (cost 15 is about 2 s on one core).
-pub const MAX_BCRYPT_COST: u32 = 15;
-/// argon2 rows asking for more memory (KiB) or passes are refused.
-pub const MAX_ARGON2_MEMORY_KIB: u32 = 1 << 20;
-pub const MAX_ARGON2_PASSES: u32 = 64;
+// Every login's hash runs on the broker's only thread, so a stored row may ask for at most a
+// few hundred milliseconds of it. The caps below were measured on the project's 2-core
+// machine (`chat-auth-passwd --check`, release build; README "Cost on the broker thread").
+
+/// PBKDF2 work (iterations x output blocks of the hash) a row may ask for, per algorithm:
+/// SHA-1 and SHA-256 about 0.15 us per iteration-block on CPUs with SHA extensions,
+/// SHA-512 about 0.7 us. Django's 1,000,000 SHA-256 iterations (its 5.2 default) fit.
+pub const MAX_PBKDF2_WORK_SHA1: u64 = 2_000_000;
+pub const MAX_PBKDF2_WORK_SHA256: u64 = 1_500_000;
+pub const MAX_PBKDF2_WORK_SHA512: u64 = 400_000;
+/// The largest iteration count any algorithm accepts (`chat-auth-passwd --iterations`).
+pub const MAX_PBKDF2_ITERATIONS: u32 = 2_000_000;
+/// bcrypt rows with a higher cost are refused (cost 12 is about 0.23 s, 13 twice that).
+pub const MAX_BCRYPT_COST: u32 = 12;
+/// argon2 rows asking for more memory (KiB), or more memory times passes, are refused
+/// (about 0.8 us per KiB-pass: PHP's 64 MiB x 4 passes is 0.2 s; the cap about 0.3 s).
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+pub const MAX_ARGON2_WORK_KIB_PASSES: u64 = 384 * 1024;
 /// Derived keys shorter than this are refused: an empty key would match every password.
 pub const MIN_KEY_BYTES: usize = 8;
 const MAX_KEY_BYTES: usize = 1024;

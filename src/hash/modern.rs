@@ -1,7 +1,8 @@
 //! bcrypt (`$2a$`, `$2b$`, `$2y$`, PHP's `password_hash`) and argon2 PHC strings.
 
 use super::{
-    Format, HashError, MAX_ARGON2_MEMORY_KIB, MAX_ARGON2_PASSES, MAX_BCRYPT_COST, random_bytes,
+    Format, HashError, MAX_ARGON2_MEMORY_KIB, MAX_ARGON2_WORK_KIB_PASSES, MAX_BCRYPT_COST,
+    random_bytes,
 };
 
 pub fn verify_bcrypt(stored: &str, password: &[u8]) -> Result<bool, HashError> {
@@ -26,13 +27,15 @@ pub fn verify_argon2(stored: &str, password: &[u8]) -> Result<bool, HashError> {
     let hash = PasswordHash::new(stored).map_err(|e| HashError::Invalid(F, e.to_string()))?;
     let params =
         argon2::Params::try_from(&hash).map_err(|e| HashError::Invalid(F, e.to_string()))?;
-    if params.m_cost() > MAX_ARGON2_MEMORY_KIB || params.t_cost() > MAX_ARGON2_PASSES {
+    let work = u64::from(params.m_cost()) * u64::from(params.t_cost());
+    if params.m_cost() > MAX_ARGON2_MEMORY_KIB || work > MAX_ARGON2_WORK_KIB_PASSES {
         return Err(HashError::Invalid(
             F,
             format!(
-                "m={} t={} is above the limit of m={MAX_ARGON2_MEMORY_KIB} t={MAX_ARGON2_PASSES}",
+                "m={} t={} is above the limit of m={MAX_ARGON2_MEMORY_KIB} KiB and m*t={}",
                 params.m_cost(),
-                params.t_cost()
+                params.t_cost(),
+                MAX_ARGON2_WORK_KIB_PASSES
             ),
         ));
     }
@@ -103,11 +106,25 @@ mod tests {
             verify_bcrypt("$2y$10$short", b"x"),
             Err(HashError::Invalid(..))
         ));
-        let huge = "$argon2id$v=19$m=4194304,t=2,p=1$Yg9nl6NLaWZeJm6mD/4EwA$HjD2XdriDtJBL5NzP/rI9w";
+        // Cost 13 is twice cost 12, the cap: refused before any work.
+        let cost_13 = "$2y$13$.vGA1O9wmRjrwAVXD98HNOgsNpDczlqm3Jq7KnEd1rVAGv3Fykk1a";
         assert!(matches!(
-            verify_argon2(huge, b"x"),
+            verify_bcrypt(cost_13, b"x"),
             Err(HashError::Invalid(..))
         ));
+        // Too much memory; memory times passes over the cap (128 MiB x 4).
+        for huge in [
+            "$argon2id$v=19$m=4194304,t=2,p=1$Yg9nl6NLaWZeJm6mD/4EwA$HjD2XdriDtJBL5NzP/rI9w",
+            "$argon2id$v=19$m=131072,t=4,p=1$Yg9nl6NLaWZeJm6mD/4EwA$HjD2XdriDtJBL5NzP/rI9w",
+        ] {
+            assert!(
+                matches!(verify_argon2(huge, b"x"), Err(HashError::Invalid(..))),
+                "{huge}"
+            );
+        }
+        // PHP's default (64 MiB x 4) is within it.
+        let php = "$argon2id$v=19$m=65536,t=4,p=1$Yg9nl6NLaWZeJm6mD/4EwA$HjD2XdriDtJBL5NzP/rI9w";
+        assert_eq!(verify_argon2(php, b"x"), Ok(false));
         assert!(matches!(
             verify_argon2("$argon2id$garbage", b"x"),
             Err(HashError::Invalid(..))

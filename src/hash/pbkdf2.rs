@@ -1,8 +1,9 @@
 //! PBKDF2-HMAC formats: auth-plug/go-auth `PBKDF2$...`, mosquitto_passwd `$7$...`, Django.
 
 use super::{
-    Format, HashError, MAX_PBKDF2_ITERATIONS, SaltEncoding, check_key_len, constant_time_eq,
-    decode_base64, random_bytes,
+    Format, HashError, MAX_PBKDF2_ITERATIONS, MAX_PBKDF2_WORK_SHA1, MAX_PBKDF2_WORK_SHA256,
+    MAX_PBKDF2_WORK_SHA512, SaltEncoding, check_key_len, constant_time_eq, decode_base64,
+    random_bytes,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -30,6 +31,30 @@ impl PbkdfAlgorithm {
             Self::Sha256 => "sha256",
             Self::Sha512 => "sha512",
         }
+    }
+
+    /// Output bytes of one PBKDF2 block.
+    pub fn block_len(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+            Self::Sha512 => 64,
+        }
+    }
+
+    /// The most work (iterations x blocks) a stored row may ask of this algorithm.
+    pub fn max_work(self) -> u64 {
+        match self {
+            Self::Sha1 => MAX_PBKDF2_WORK_SHA1,
+            Self::Sha256 => MAX_PBKDF2_WORK_SHA256,
+            Self::Sha512 => MAX_PBKDF2_WORK_SHA512,
+        }
+    }
+
+    /// Whether deriving `key_len` bytes with `iterations` stays within the cap.
+    pub fn affordable(self, iterations: u32, key_len: usize) -> bool {
+        let blocks = key_len.div_ceil(self.block_len()).max(1) as u64;
+        u64::from(iterations).saturating_mul(blocks) <= self.max_work()
     }
 
     fn derive(self, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
@@ -144,6 +169,18 @@ fn check_derived(
     expected: &[u8],
 ) -> Result<bool, HashError> {
     check_key_len(format, expected)?;
+    if !algorithm.affordable(iterations, expected.len()) {
+        return Err(HashError::Invalid(
+            format,
+            format!(
+                "{iterations} {} iterations for a {}-byte key are more work than the limit \
+                 of {} iteration-blocks (one login must not hold the broker for long)",
+                algorithm.name(),
+                expected.len(),
+                algorithm.max_work()
+            ),
+        ));
+    }
     let mut derived = vec![0u8; expected.len()];
     algorithm.derive(password, salt, iterations, &mut derived);
     Ok(constant_time_eq(&derived, expected))
@@ -153,12 +190,7 @@ fn check_derived(
 /// auth-plug's `np` writes them, so auth-plug itself can still read the row.
 pub fn generate_auth_plug(password: &[u8], algorithm: PbkdfAlgorithm, iterations: u32) -> String {
     let salt = STANDARD.encode(random_bytes::<12>());
-    let key_len = match algorithm {
-        PbkdfAlgorithm::Sha1 => 20,
-        PbkdfAlgorithm::Sha256 => 32,
-        PbkdfAlgorithm::Sha512 => 64,
-    };
-    let mut key = vec![0u8; key_len];
+    let mut key = vec![0u8; algorithm.block_len()];
     algorithm.derive(password, salt.as_bytes(), iterations, &mut key);
     format!(
         "PBKDF2${}${iterations}${salt}${}",
@@ -275,6 +307,46 @@ mod tests {
                 "{stored}"
             );
         }
+    }
+
+    #[test]
+    fn work_is_capped_by_iterations_times_blocks() {
+        use std::time::{Duration, Instant};
+        // A 64-byte key from SHA-256 is two blocks: 800,000 iterations are 1,600,000 of
+        // work, over the SHA-256 cap of 1,500,000; 32 bytes (one block) are not.
+        let two_blocks = format!("PBKDF2$sha256$800000$salt${}", STANDARD.encode([0u8; 64]));
+        let one_block = format!("PBKDF2$sha256$800000$salt${}", STANDARD.encode([0u8; 32]));
+        let sha512 = format!("PBKDF2$sha512$400001$salt${}", STANDARD.encode([0u8; 64]));
+        let mosquitto = format!(
+            "$7$400001${}${}",
+            STANDARD.encode([1u8; 12]),
+            STANDARD.encode([0u8; 64])
+        );
+        let django = format!("pbkdf2_sha256$1500001$salt${}", STANDARD.encode([0u8; 32]));
+        let started = Instant::now();
+        for refused in [
+            verify_auth_plug(&two_blocks, b"pw", SaltEncoding::Literal),
+            verify_auth_plug(&sha512, b"pw", SaltEncoding::Literal),
+            verify_mosquitto(&mosquitto, b"pw"),
+            verify_django(&django, b"pw"),
+        ] {
+            assert!(
+                matches!(refused, Err(HashError::Invalid(..))),
+                "{refused:?}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "refused before computing"
+        );
+        assert_eq!(
+            verify_auth_plug(&one_block, b"pw", SaltEncoding::Literal),
+            Ok(false)
+        );
+        assert!(PbkdfAlgorithm::Sha512.affordable(400_000, 64));
+        assert!(!PbkdfAlgorithm::Sha512.affordable(200_001, 128));
+        assert!(PbkdfAlgorithm::Sha1.affordable(2_000_000, 20));
+        assert!(!PbkdfAlgorithm::Sha1.affordable(2_000_000, 21));
     }
 
     #[test]

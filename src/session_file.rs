@@ -1,0 +1,115 @@
+//! The sessions file: the persistent sessions the plugin judges, kept across a broker
+//! restart so that the sessions Mosquitto restores from its own persistence file keep
+//! receiving what they are entitled to. One JSON object per line; written whole to a
+//! temporary file, synced and renamed over the old one, so a power cut leaves either the
+//! old file or the new one. A file that cannot be read is reported and ignored: the broker
+//! still starts, and those clients get their rules at their next login.
+
+use crate::sessions::SavedSession;
+use std::io::Write;
+use std::path::Path;
+
+/// Sessions in a file at most (the registry keeps at most this many offline ones anyway).
+const MAX_LINES: usize = 1_000_000;
+
+pub fn save(path: &Path, sessions: &[SavedSession]) -> Result<(), String> {
+    let mut text = Vec::with_capacity(sessions.len() * 80);
+    for session in sessions {
+        serde_json::to_writer(&mut text, session).map_err(|e| e.to_string())?;
+        text.push(b'\n');
+    }
+    let temporary = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+/// The saved sessions and the number of lines that could not be read. A missing file is
+/// no sessions.
+pub fn load(path: &Path) -> Result<(Vec<SavedSession>, usize), String> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut sessions = Vec::new();
+    let mut unreadable = 0;
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if sessions.len() >= MAX_LINES {
+            unreadable += 1;
+            continue;
+        }
+        match serde_json::from_slice::<SavedSession>(line) {
+            Ok(session) => sessions.push(session),
+            Err(_) => unreadable += 1,
+        }
+    }
+    Ok((sessions, unreadable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "chat-auth-session-file-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn session(client_id: &str) -> SavedSession {
+        SavedSession {
+            client_id: client_id.into(),
+            username: "alice".into(),
+            user_id: "17".into(),
+            superuser: false,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_atomic_replace() {
+        let dir = dir();
+        let path = dir.join("sessions.jsonl");
+        assert_eq!(load(&path).unwrap(), (vec![], 0), "no file yet");
+        save(&path, &[session("a"), session("b\n\"x")]).unwrap();
+        save(&path, &[session("c")]).unwrap();
+        assert_eq!(load(&path).unwrap(), (vec![session("c")], 0));
+        assert!(!path.with_extension("tmp").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_file_keeps_what_it_can() {
+        let dir = dir();
+        let path = dir.join("sessions.jsonl");
+        save(&path, &[session("a"), session("b")]).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 10]).unwrap();
+        assert_eq!(load(&path).unwrap(), (vec![session("a")], 1));
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(load(&path).unwrap(), (vec![], 0));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_place_is_an_error() {
+        let err = save(Path::new("/nonexistent-dir/x/sessions"), &[session("a")]).unwrap_err();
+        assert!(err.contains("/nonexistent-dir/x/sessions"), "{err}");
+    }
+}

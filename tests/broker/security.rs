@@ -1,0 +1,712 @@
+//! What an attacker and an unlucky operator do to the plugin, against the real broker and
+//! a real MariaDB: forged wills, sessions across take-overs, caps and restarts, a
+//! wrong-password flood, SIGHUP with many clients and with MySQL gone, rules changed just
+//! before a login, and clients that log in with a certificate instead of a password.
+
+use crate::acl::{NOT_AUTHORIZED, PASSWORD, USERQUERY, assert_chat, chat_db};
+use crate::harness::{Broker, MariaDb, Outcome, eventually, free_port, fresh_dir, shared};
+use crate::mqtt::{Login, Mqtt, accepted};
+use libtest_mimic::Trial;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn trials() -> Vec<Trial> {
+    let tests: &[(&str, fn())] = &[
+        (
+            "security::forged_wills_never_reach_their_target",
+            forged_wills_never_reach_their_target,
+        ),
+        (
+            "security::offline_sessions_are_capped_per_user",
+            offline_sessions_are_capped_per_user,
+        ),
+        (
+            "security::restored_sessions_keep_receiving_after_a_restart",
+            restored_sessions_keep_receiving_after_a_restart,
+        ),
+        (
+            "security::wrong_password_flood_does_not_freeze_the_broker",
+            wrong_password_flood_does_not_freeze_the_broker,
+        ),
+        (
+            "security::sighup_rechecks_are_cheap_and_keep_everyone",
+            sighup_rechecks_are_cheap_and_keep_everyone,
+        ),
+        (
+            "security::rules_are_current_at_every_login",
+            rules_are_current_at_every_login,
+        ),
+        (
+            "security::certificate_clients_get_nothing",
+            certificate_clients_get_nothing,
+        ),
+    ];
+    crate::trials(tests)
+}
+
+const QUIET: Duration = Duration::from_millis(1500);
+const SOON: Duration = Duration::from_secs(5);
+
+fn chat_broker(db: &MariaDb, dbname: &str, extra: &str) -> Broker {
+    Broker::start(&format!("{}{USERQUERY}{extra}", db.plugin_options(dbname)))
+}
+
+fn client_id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+fn login(port: u16, user: &str) -> Mqtt {
+    Mqtt::connect(port, &client_id(user), user, PASSWORD)
+}
+
+fn persistent(port: u16, id: &str, user: &str) -> Mqtt {
+    Mqtt::login(
+        port,
+        Login {
+            client_id: id,
+            username: user,
+            password: PASSWORD,
+            clean_start: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{user} ({id}): {e}"))
+}
+
+fn chat(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
+    json!({"type": kind, "fromId": from, "toId": to, "content": content})
+        .to_string()
+        .into_bytes()
+}
+
+/// `getStats` as the superuser `admin`.
+fn stats(port: u16) -> Value {
+    let mut admin = Mqtt::connect(port, &client_id("admin-stats"), "admin", PASSWORD);
+    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
+    let command = json!({"commands": [{"command": "getStats"}]}).to_string();
+    assert!(accepted(admin.publish(
+        "$CONTROL/chat-auth/v1",
+        command,
+        false
+    )));
+    let answer = admin
+        .message_on("$CONTROL/chat-auth/v1/response", SOON)
+        .expect("a getStats answer");
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    answer["responses"][0]["data"].clone()
+}
+
+/// A CONNECT built by hand: what client libraries make awkward (wills dropped with the
+/// socket, MQTT 5 session expiry and will delay).
+struct RawConnect<'a> {
+    client_id: &'a str,
+    username: &'a str,
+    password: &'a str,
+    v5: bool,
+    clean: bool,
+    session_expiry: Option<u32>,
+    will: Option<RawWill<'a>>,
+}
+
+struct RawWill<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    /// MQTT 5 will delay interval, seconds.
+    delay: Option<u32>,
+}
+
+fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn varint(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Connects and reads the CONNACK; the open socket, or the CONNACK's code. Dropping the
+/// stream closes the socket without a DISCONNECT, so the broker sends the will.
+fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8> {
+    let mut body = Vec::new();
+    field(&mut body, b"MQTT");
+    body.push(if c.v5 { 5 } else { 4 });
+    let mut flags = 0xC0u8; // username, password
+    if c.clean {
+        flags |= 0x02;
+    }
+    if c.will.is_some() {
+        flags |= 0x04 | 0x08; // will, QoS 1
+    }
+    body.push(flags);
+    body.extend_from_slice(&30u16.to_be_bytes());
+    if c.v5 {
+        let mut props = Vec::new();
+        if let Some(expiry) = c.session_expiry {
+            props.push(0x11);
+            props.extend_from_slice(&expiry.to_be_bytes());
+        }
+        varint(&mut body, props.len());
+        body.extend_from_slice(&props);
+    }
+    field(&mut body, c.client_id.as_bytes());
+    if let Some(will) = &c.will {
+        if c.v5 {
+            let mut props = Vec::new();
+            if let Some(delay) = will.delay {
+                props.push(0x18);
+                props.extend_from_slice(&delay.to_be_bytes());
+            }
+            varint(&mut body, props.len());
+            body.extend_from_slice(&props);
+        }
+        field(&mut body, will.topic.as_bytes());
+        field(&mut body, will.payload);
+    }
+    field(&mut body, c.username.as_bytes());
+    field(&mut body, c.password.as_bytes());
+    let mut packet = vec![0x10];
+    varint(&mut packet, body.len());
+    packet.extend_from_slice(&body);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    stream.write_all(&packet).expect("send CONNECT");
+    let mut ack = [0u8; 4];
+    stream.read_exact(&mut ack).expect("a CONNACK");
+    assert_eq!(ack[0], 0x20, "not a CONNACK: {ack:?}");
+    if ack[3] != 0 {
+        return Err(ack[3]);
+    }
+    if c.v5 && ack[1] > 2 {
+        // CONNACK properties: read and drop them.
+        let mut rest = vec![0u8; ack[1] as usize - 2];
+        stream.read_exact(&mut rest).unwrap();
+    }
+    Ok(stream)
+}
+
+/// A clean DISCONNECT (no will).
+fn raw_disconnect(mut stream: TcpStream) {
+    let _ = stream.write_all(&[0xE0, 0x00]);
+    let mut end = [0u8; 1];
+    let _ = stream.read(&mut end);
+}
+
+fn forged_wills_never_reach_their_target() {
+    let db = shared();
+    let dbname = chat_db(db, "wills");
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.acls (username, topic, rw) VALUES ('dave', 'status/%u', 2)"
+    ));
+    let broker = chat_broker(
+        db,
+        &dbname,
+        "auth_opt_aclquery SELECT topic FROM acls WHERE username = '%s' AND rw >= %d\n",
+    );
+    let port = broker.port;
+    let mut bob = login(port, "bob");
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut admin = login(port, "admin");
+    assert_eq!(admin.subscribe("#"), 1);
+    // Dave claims to be carol (3) and brings his own id: what the issue reproduced.
+    let forged = br#"{"type":"CHAT","fromId":3,"toId":2,"content":"forged","id":"anything"}"#;
+    let will = || {
+        Some(RawWill {
+            topic: "/users/2/messages",
+            payload: forged,
+            delay: None,
+        })
+    };
+    let dave = |id: &'static str, v5: bool, clean: bool, will| RawConnect {
+        client_id: id,
+        username: "dave",
+        password: PASSWORD,
+        v5,
+        clean,
+        session_expiry: (v5 && !clean).then_some(3600),
+        will,
+    };
+    // A persistent session (3.1.1 and 5), a clean one: each drops its socket.
+    for (id, v5, clean) in [
+        ("dave-persistent", false, false),
+        ("dave-v5", true, false),
+        ("dave-clean", false, true),
+    ] {
+        drop(raw_session(port, dave(id, v5, clean, will())).unwrap());
+    }
+    // A delayed will (MQTT 5), sent a second after the socket is gone.
+    let delayed = raw_session(
+        port,
+        dave(
+            "dave-delayed",
+            true,
+            false,
+            Some(RawWill {
+                topic: "/users/2/messages",
+                payload: forged,
+                delay: Some(1),
+            }),
+        ),
+    )
+    .unwrap();
+    drop(delayed);
+    // A take-over: the newcomer's clean start makes the broker send the old will.
+    let _first = raw_session(port, dave("dave-taken", false, false, will())).unwrap();
+    let _newcomer = raw_session(port, dave("dave-taken", false, true, None)).unwrap();
+    // A will on dave's own status topic, granted by his `aclquery` row, still works.
+    drop(
+        raw_session(
+            port,
+            dave(
+                "dave-status",
+                false,
+                true,
+                Some(RawWill {
+                    topic: "status/dave",
+                    payload: b"offline",
+                    delay: None,
+                }),
+            ),
+        )
+        .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let got: Vec<_> = bob.drain(QUIET);
+    assert!(got.is_empty(), "bob received a will: {got:?}");
+    let seen = admin.drain(QUIET);
+    assert!(
+        seen.iter().all(|m| m.topic != "/users/2/messages"),
+        "the superuser received a will on a chat topic: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|m| m.topic == "status/dave" && m.payload == b"offline"),
+        "the status will was not delivered: {seen:?}"
+    );
+    // The inbox itself works: a real message arrives, stamped.
+    let mut alice = login(port, "alice");
+    let text = chat("CHAT", 1, 2, "real");
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        text.clone(),
+        false
+    )));
+    assert_chat(
+        &bob.message_on("/users/2/messages", SOON).unwrap().payload,
+        &text,
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("on chat topic '/users/2/messages' refused"),
+        "{log}"
+    );
+}
+
+fn offline_sessions_are_capped_per_user() {
+    let db = shared();
+    let dbname = chat_db(db, "offline_cap");
+    let broker = chat_broker(db, &dbname, "auth_opt_offline_sessions_per_user 3\n");
+    let port = broker.port;
+    let bob_id = client_id("bob-phone");
+    let mut bob = persistent(port, &bob_id, "bob");
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    bob.disconnect();
+    // One account leaves ten persistent sessions behind.
+    for i in 0..10 {
+        let id = format!("dave-{i}-{}", std::process::id());
+        let session = raw_session(
+            port,
+            RawConnect {
+                client_id: &id,
+                username: "dave",
+                password: PASSWORD,
+                v5: false,
+                clean: false,
+                session_expiry: None,
+                will: None,
+            },
+        )
+        .unwrap();
+        raw_disconnect(session);
+    }
+    eventually("the offline sessions", SOON, || {
+        stats(port)["offlineSessions"] == 4
+    });
+    // A reload re-checks the ten sessions the broker still holds for dave: the seven the
+    // plugin forgot cost one password check between them, the three it holds none.
+    let logins = |stats: &Value| -> u64 {
+        stats["loginTimes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(label, _)| *label != "rules")
+            .map(|(_, t)| t["logins"].as_u64().unwrap())
+            .sum()
+    };
+    let before = logins(&stats(port));
+    broker.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = logins(&stats(port));
+    // The two getStats logins of admin count one each.
+    assert!(after - before <= 2, "{before} -> {after} checked logins");
+    // Bob's session was not pushed out: his queued message arrives.
+    let mut alice = login(port, "alice");
+    let text = chat("CHAT", 1, 2, "queued");
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        text.clone(),
+        false
+    )));
+    let mut bob = persistent(port, &bob_id, "bob");
+    assert_chat(
+        &bob.message_on("/users/2/messages", SOON).unwrap().payload,
+        &text,
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("user 'dave' has more than 3 offline persistent sessions"),
+        "{log}"
+    );
+}
+
+fn restored_sessions_keep_receiving_after_a_restart() {
+    let db = shared();
+    let dbname = chat_db(db, "restart");
+    let dir = fresh_dir("restart");
+    let port = free_port();
+    let conf = format!(
+        "log_type all\nper_listener_settings false\nlistener {port} 127.0.0.1\n\
+         allow_anonymous false\npersistence true\npersistence_location {}/\n\
+         plugin {}\n{}{USERQUERY}auth_opt_session_file {}\n",
+        dir.display(),
+        crate::harness::plugin_path().display(),
+        db.plugin_options(&dbname),
+        dir.join("sessions.jsonl").display(),
+    );
+    let broker = Broker::run(&conf, port).expect("start");
+    let bob_id = client_id("bob-restart");
+    let mut bob = persistent(port, &bob_id, "bob");
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    assert_eq!(bob.subscribe("/groups/10/messages"), 1);
+    bob.disconnect();
+    // Online when the broker stops: its will is sent at shutdown, while its session is
+    // still online in the plugin.
+    let _dave = raw_session(
+        port,
+        RawConnect {
+            client_id: "dave-at-shutdown",
+            username: "dave",
+            password: PASSWORD,
+            v5: false,
+            clean: false,
+            session_expiry: None,
+            will: Some(RawWill {
+                topic: "/users/2/messages",
+                payload: br#"{"type":"CHAT","fromId":3,"toId":2,"content":"at shutdown"}"#,
+                delay: None,
+            }),
+        },
+    )
+    .unwrap();
+    drop(broker);
+    let saved = std::fs::read_to_string(dir.join("sessions.jsonl")).expect("the sessions file");
+    assert!(saved.contains(&bob_id), "{saved}");
+
+    let broker = Broker::run(&conf, port).expect("restart");
+    eventually("the restored rules", SOON, || {
+        let stats = stats(port);
+        stats["restoredSessions"].as_u64() >= Some(1) && stats["refreshes"].as_u64() >= Some(1)
+    });
+    let mut alice = login(port, "alice");
+    let inbox = chat("CHAT", 1, 2, "sent while bob's session was restored");
+    let group = chat("GROUPCHAT", 1, 10, "to the team");
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        inbox.clone(),
+        false
+    )));
+    assert!(accepted(alice.publish(
+        "/groups/10/messages",
+        group.clone(),
+        false
+    )));
+    let mut bob = persistent(port, &bob_id, "bob");
+    let got = bob.drain(QUIET);
+    let on = |topic: &str| {
+        got.iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| m.payload.clone())
+            .collect::<Vec<_>>()
+    };
+    let inbox_got = on("/users/2/messages");
+    assert_eq!(inbox_got.len(), 1, "inbox: {got:?}");
+    assert_chat(&inbox_got[0], &inbox);
+    assert_eq!(on("/groups/10/messages").len(), 1, "group: {got:?}");
+    assert!(broker.log().contains("restored"), "{}", broker.log());
+}
+
+/// The longest round trip of an inbox message (alice's PUBLISH to bob's delivery) while
+/// `during` runs on another thread; a probe that is disconnected fails the test.
+fn probe_round_trips(port: u16, during: impl FnOnce() + Send) -> Duration {
+    let mut alice = login(port, "alice");
+    let mut bob = login(port, "bob");
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            during();
+            stop.store(true, Ordering::Release);
+        });
+        let mut worst = Duration::ZERO;
+        let mut n = 0;
+        while !stop.load(Ordering::Acquire) || n < 5 {
+            let text = chat("CHAT", 1, 2, &format!("probe {n}"));
+            let sent = Instant::now();
+            assert!(accepted(alice.publish("/users/2/messages", text, false)));
+            bob.message_on("/users/2/messages", SOON)
+                .expect("the probe message arrives");
+            worst = worst.max(sent.elapsed());
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worker.join().unwrap();
+        println!("probe: {n} round trips, worst {worst:?}");
+        worst
+    })
+}
+
+fn wrong_password_flood_does_not_freeze_the_broker() {
+    let db = shared();
+    let dbname = chat_db(db, "flood");
+    let victim_hash = bcrypt_hash(12, "the victim's pw");
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.users (id, username, password_hash) VALUES (7, 'victim', '{victim_hash}')"
+    ));
+    let broker = chat_broker(db, &dbname, "auth_opt_login_throttle_max_seconds 2\n");
+    let port = broker.port;
+    let attempts = AtomicUsize::new(0);
+    let flood = || {
+        let until = Instant::now() + Duration::from_secs(4);
+        std::thread::scope(|scope| {
+            for _ in 0..16 {
+                scope.spawn(|| {
+                    while Instant::now() < until {
+                        let outcome = crate::harness::connect(port, "victim", "guess");
+                        assert_eq!(outcome, Outcome::Refused(5));
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+    };
+    let worst = probe_round_trips(port, flood);
+    let attempts = attempts.load(Ordering::Relaxed);
+    println!("flood: {attempts} wrong-password logins in 4 s, worst probe round trip {worst:?}");
+    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
+    assert!(attempts > 100, "the flood was real: {attempts} attempts");
+    // The owner gets in once the flood is over (the block is at most 2 s here).
+    eventually("the victim's login", Duration::from_secs(10), || {
+        crate::harness::connect(port, "victim", "the victim's pw") == Outcome::Accepted
+    });
+    let log = broker.log();
+    assert_eq!(
+        log.matches("login throttled for user 'victim'").count(),
+        1,
+        "one line per episode:\n{log}"
+    );
+    let hashed = stats(port)["loginTimes"]["bcrypt"]["logins"]
+        .as_u64()
+        .unwrap();
+    println!("flood: {hashed} bcrypt verifications for {attempts} attempts");
+    assert!(hashed < 40, "{hashed} hashes for {attempts} attempts");
+}
+
+/// `chat-auth-passwd --format bcrypt --cost N PASSWORD`.
+fn bcrypt_hash(cost: u32, password: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-auth-passwd"))
+        .args(["--format", "bcrypt", "--cost", &cost.to_string(), password])
+        .output()
+        .expect("run chat-auth-passwd");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn sighup_rechecks_are_cheap_and_keep_everyone() {
+    let db = MariaDb::start_new("sighup-mariadb");
+    let dbname = chat_db(&db, "sighup");
+    let hash = bcrypt_hash(10, "user pw");
+    let rows: Vec<String> = (0..60)
+        .map(|i| format!("({}, 'user{i}', '{hash}')", 100 + i))
+        .collect();
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.users (id, username, password_hash) VALUES {}",
+        rows.join(", ")
+    ));
+    let broker = chat_broker(&db, &dbname, "");
+    let port = broker.port;
+    let mut users: Vec<Mqtt> = (0..60)
+        .map(|i| {
+            Mqtt::connect(
+                port,
+                &client_id(&format!("user{i}")),
+                &format!("user{i}"),
+                "user pw",
+            )
+        })
+        .collect();
+    let worst = probe_round_trips(port, || {
+        std::thread::sleep(Duration::from_millis(200));
+        broker.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    println!("SIGHUP with 60 bcrypt cost 10 clients: worst probe round trip {worst:?}");
+    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
+    for (i, user) in users.iter_mut().enumerate() {
+        assert!(
+            !user.closed_within(Duration::ZERO),
+            "user{i} was disconnected"
+        );
+    }
+    // MySQL unreachable: a reload disconnects nobody.
+    db.pause();
+    broker.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, user) in users.iter_mut().enumerate() {
+        assert!(
+            !user.closed_within(Duration::ZERO),
+            "user{i} was disconnected"
+        );
+    }
+    db.resume();
+    // A changed password and a removed user take effect at the next reload.
+    db.root_exec(&format!(
+        "UPDATE `{dbname}`.users SET password_hash = SHA2('new', 256) WHERE username = 'user0';
+         DELETE FROM `{dbname}`.users WHERE username = 'user1'"
+    ));
+    broker.signal(libc::SIGHUP);
+    assert!(users[0].closed_within(SOON), "user0 kept its old password");
+    assert!(users[1].closed_within(SOON), "user1 was removed");
+    for (i, user) in users.iter_mut().enumerate().skip(2) {
+        assert!(
+            !user.closed_within(Duration::ZERO),
+            "user{i} was disconnected"
+        );
+    }
+    assert!(
+        !broker.log().contains("login refused for user 'user2'"),
+        "{}",
+        broker.log()
+    );
+}
+
+fn rules_are_current_at_every_login() {
+    let db = shared();
+    let dbname = chat_db(db, "fresh_rules");
+    // Long caches: only the login itself can pick the change up.
+    let broker = chat_broker(
+        db,
+        &dbname,
+        "auth_opt_auth_cacheseconds 600\nauth_opt_acl_cacheseconds 3600\n",
+    );
+    let port = broker.port;
+    let mut dave = login(port, "dave");
+    assert_eq!(dave.subscribe("/groups/10/messages"), NOT_AUTHORIZED);
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.group_members (group_id, user_id) VALUES (10, 4)"
+    ));
+    // The very next login (answered by the credential cache) sees the new membership, and
+    // so does dave's other client, which shares his rules.
+    let mut tablet = Mqtt::connect(port, &client_id("dave-tablet"), "dave", PASSWORD);
+    assert_eq!(tablet.subscribe("/groups/10/messages"), 1);
+    assert_eq!(dave.subscribe("/groups/10/messages"), 1);
+    db.root_exec(&format!(
+        "DELETE FROM `{dbname}`.group_members WHERE user_id = 4"
+    ));
+    let mut phone = Mqtt::connect(port, &client_id("dave-phone"), "dave", PASSWORD);
+    assert_eq!(phone.subscribe("/groups/10/messages"), NOT_AUTHORIZED);
+    assert_eq!(stats(port)["cachedLogins"], 2, "dave and admin");
+}
+
+fn certificate_clients_get_nothing() {
+    let db = shared();
+    let dbname = chat_db(db, "certs");
+    let certs = crate::auth::make_certificates();
+    let tls_port = free_port();
+    let plain_port = free_port();
+    let path = |name: &str| certs.join(name).display().to_string();
+    let conf = format!(
+        "log_type all\nper_listener_settings false\nallow_anonymous false\n\
+         listener {plain_port} 127.0.0.1\n\
+         listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+         require_certificate true\nuse_identity_as_username true\n\
+         plugin {}\n{}{USERQUERY}",
+        path("ca.pem"),
+        path("server.pem"),
+        path("server.key"),
+        crate::harness::plugin_path().display(),
+        db.plugin_options(&dbname),
+    );
+    let broker = Broker::run(&conf, plain_port).expect("start");
+    let mut bob = login(plain_port, "bob");
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let tls = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "-V", "5"])
+            .args(["--cafile", &path("ca.pem")])
+            .args(["--cert", &path("client.pem"), "--key", &path("client.key")])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    };
+    // The certificate's user ("client") connects, but may not read or write chat topics.
+    let sub = tls(
+        "mosquitto_sub",
+        &[
+            "-i",
+            "cert-sub",
+            "-t",
+            "/users/2/messages",
+            "-C",
+            "1",
+            "-W",
+            "3",
+        ],
+    );
+    let said =
+        String::from_utf8_lossy(&sub.stderr).to_string() + &String::from_utf8_lossy(&sub.stdout);
+    assert!(said.contains("denied"), "mosquitto_sub: {said}");
+    let pub_ = tls(
+        "mosquitto_pub",
+        &[
+            "-i",
+            "cert-pub",
+            "-q",
+            "1",
+            "-t",
+            "/users/2/messages",
+            "-m",
+            r#"{"type":"CHAT","fromId":3,"toId":2,"content":"from a certificate"}"#,
+        ],
+    );
+    let said = String::from_utf8_lossy(&pub_.stderr).to_string();
+    assert!(said.contains("Not authorized"), "mosquitto_pub: {said}");
+    assert!(bob.drain(QUIET).is_empty());
+    let log = broker.log();
+    assert!(
+        log.contains(
+            "client 'cert-sub' (username 'client') is refused everything, chat topics included"
+        ),
+        "{log}"
+    );
+}
