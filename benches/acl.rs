@@ -53,14 +53,18 @@ fn acl_checks(c: &mut Criterion) {
     let id = b"client-4242".as_slice();
     let pointer = 4243;
     let check = |access, topic: &str| {
-        registry.lock().unwrap().check(
-            black_box(id),
-            pointer,
-            access,
-            black_box(topic),
-            false,
-            &NoFacts,
-        )
+        registry
+            .lock()
+            .unwrap()
+            .check(
+                black_box(id),
+                pointer,
+                access,
+                black_box(topic),
+                false,
+                &NoFacts,
+            )
+            .expect("rules loaded at login")
     };
     // The first check of a client expands its patterns once; steady state follows.
     assert!(check(Access::Read, "/users/4242/messages"));

@@ -11,7 +11,7 @@ use crate::db::{Db, DbError, value_bytes};
 use crate::logging::printable;
 use crate::query::{Param, Query};
 use crate::refresh::{Done, Refresher, RuleSource, Work};
-use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Registry, RuleSet};
+use crate::sessions::{Applied, Author, Awaiting, ClientFacts, LoginKind, Registry, RuleSet};
 use crate::store::{NewRecord, Store, StoreRefusal};
 use crate::topic;
 use mysql::{Row, Value};
@@ -56,6 +56,9 @@ pub struct Plugin {
     chat: Option<ChatTopics>,
     validation: Option<ValidationConfig>,
     session_file: Option<PathBuf>,
+    /// The longest a client's first check waits for the rules its login asked for (the
+    /// time one MySQL query may take).
+    rules_wait: Duration,
     /// Touched only by broker callbacks (one thread), so the lock is never contended.
     state: Mutex<State>,
 }
@@ -120,6 +123,7 @@ impl Plugin {
                 checks.push((name, q.sql.clone()));
             }
         }
+        let rules_wait = config.db.connect_timeout + config.db.query_timeout;
         let db = Arc::new(Db::start(&config.db, checks)?);
         let users = Arc::new(MysqlUsers {
             db: Arc::clone(&db),
@@ -212,6 +216,7 @@ impl Plugin {
             chat: acl.chat,
             validation: config.validation,
             session_file: config.session_file,
+            rules_wait,
             state: Mutex::new(State {
                 registry,
                 refresher,
@@ -304,7 +309,10 @@ impl Plugin {
                 self.load_rules(identity)
             });
         match loaded {
-            Ok(()) => decision,
+            Ok(()) => {
+                Self::start_urgent(&mut state);
+                decision
+            }
             Err(e) => {
                 log::warn!(
                     "login refused for user '{}': cannot load their groups and ACL rows ({e})",
@@ -347,6 +355,60 @@ impl Plugin {
         decision
     }
 
+    /// Applies one background result on the broker thread.
+    fn apply_done(&self, state: &mut State, done: Done, now: Instant) {
+        match done {
+            Done::Rules(loaded) => {
+                let reply = loaded.job.reply.clone();
+                let applied = state.registry.apply(*loaded, now);
+                if let Some(reply) = reply {
+                    let outcome = match applied {
+                        Applied::Refreshed { clients } => Ok(Some(json!({ "clients": clients }))),
+                        Applied::Gone => Ok(Some(json!({ "clients": 0 }))),
+                        Applied::Failed(e) => Err(e),
+                    };
+                    state.outbox.push(Action::Publish {
+                        client_id: reply.client_id.clone(),
+                        topic: control::RESPONSE_TOPIC.into(),
+                        payload: control::response(&reply, outcome),
+                    });
+                }
+            }
+            Done::UserChecked { username, result } => {
+                let ended = match result {
+                    Ok(Some(stored)) => state.registry.user_checked(
+                        &username,
+                        Some(&|proof: &crate::auth::Proof| self.auth.still_valid(proof, &stored)),
+                    ),
+                    Ok(None) => state.registry.user_checked(&username, None),
+                    Err(e) => {
+                        // Verified at its login, so kept; read again once MySQL answers.
+                        log::debug!(
+                            "re-reading the row of user '{}' failed ({e}); retried",
+                            printable(&username)
+                        );
+                        state.user_checks.insert(username, now + USER_CHECK_RETRY);
+                        Vec::new()
+                    }
+                };
+                state
+                    .outbox
+                    .extend(ended.into_iter().map(|id| Action::KickClient(id.into())));
+            }
+            Done::Saved { path, result } => match result {
+                Ok(count) => log::debug!("{count} sessions saved to {}", path.display()),
+                Err(e) => log::warn!("sessions file not saved: {e}"),
+            },
+        }
+    }
+
+    /// Starts the rules loads logins asked for (ahead of other background work).
+    fn start_urgent(state: &mut State) {
+        for job in state.registry.urgent_jobs() {
+            state.refresher.submit_urgent(Work::Rules(job));
+        }
+    }
+
     /// Ends a reload's re-check window: any event but BASIC_AUTH and DISCONNECT.
     fn end_recheck(state: &mut State) {
         if state.recheck_window.take().is_some() {
@@ -376,14 +438,40 @@ impl Plugin {
         };
         let mut state = self.state();
         Self::end_recheck(&mut state);
-        let allowed = state.registry.check(
-            client_id,
-            client.pointer,
-            access,
-            topic,
-            retain,
-            client.facts,
-        );
+        let mut deadline = None;
+        let allowed = loop {
+            match state.registry.check(
+                client_id,
+                client.pointer,
+                access,
+                topic,
+                retain,
+                client.facts,
+            ) {
+                Ok(allowed) => break allowed,
+                Err(Awaiting) => {
+                    // The client's login asked for its rules and this is its first check
+                    // since: wait for them (applying whatever else comes back meanwhile).
+                    let now = Instant::now();
+                    let until = *deadline.get_or_insert(now + self.rules_wait);
+                    let done = match until.checked_duration_since(now) {
+                        Some(left) => state.refresher.wait(left),
+                        None => None,
+                    };
+                    match done {
+                        Some(done) => self.apply_done(&mut state, done, now),
+                        None => {
+                            log::warn!(
+                                "the rules of client '{}' did not arrive in time after its \
+                                 login; its last known rules apply",
+                                printable(&String::from_utf8_lossy(client_id))
+                            );
+                            state.registry.stop_waiting(client_id, client.pointer);
+                        }
+                    }
+                }
+            }
+        };
         drop(state);
         if !allowed && log::log_enabled!(log::Level::Debug) {
             log::debug!(
@@ -597,6 +685,10 @@ impl Plugin {
         self.auth.tick(now);
         let mut state = self.state();
         Self::end_recheck(&mut state);
+        let ready: Vec<Done> = state.refresher.ready().collect();
+        for done in ready {
+            self.apply_done(&mut state, done, now);
+        }
         let State {
             registry,
             refresher,
@@ -608,53 +700,6 @@ impl Plugin {
             last_session_save,
             ..
         } = &mut *state;
-        for done in refresher.ready() {
-            match done {
-                Done::Rules(loaded) => {
-                    let reply = loaded.job.reply.clone();
-                    let applied = registry.apply(*loaded, now);
-                    if let Some(reply) = reply {
-                        let outcome = match applied {
-                            Applied::Refreshed { clients } => {
-                                Ok(Some(json!({ "clients": clients })))
-                            }
-                            Applied::Gone => Ok(Some(json!({ "clients": 0 }))),
-                            Applied::Failed(e) => Err(e),
-                        };
-                        outbox.push(Action::Publish {
-                            client_id: reply.client_id.clone(),
-                            topic: control::RESPONSE_TOPIC.into(),
-                            payload: control::response(&reply, outcome),
-                        });
-                    }
-                }
-                Done::UserChecked { username, result } => {
-                    let ended = match result {
-                        Ok(Some(stored)) => registry.user_checked(
-                            &username,
-                            Some(&|proof: &crate::auth::Proof| {
-                                self.auth.still_valid(proof, &stored)
-                            }),
-                        ),
-                        Ok(None) => registry.user_checked(&username, None),
-                        Err(e) => {
-                            // Verified at its login, so kept; read again once MySQL answers.
-                            log::debug!(
-                                "re-reading the row of user '{}' failed ({e}); retried",
-                                printable(&username)
-                            );
-                            user_checks.insert(username, now + USER_CHECK_RETRY);
-                            Vec::new()
-                        }
-                    };
-                    outbox.extend(ended.into_iter().map(|id| Action::KickClient(id.into())));
-                }
-                Done::Saved { path, result } => match result {
-                    Ok(count) => log::debug!("{count} sessions saved to {}", path.display()),
-                    Err(e) => log::warn!("sessions file not saved: {e}"),
-                },
-            }
-        }
         for job in registry.due_jobs(now) {
             refresher.submit(Work::Rules(job));
         }

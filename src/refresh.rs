@@ -1,4 +1,4 @@
-//! The background thread for the broker thread's slow work: reloading users' rules (groups,
+//! The background threads for the broker thread's slow work: reloading users' rules (groups,
 //! ACL rows), reading a user row again after a SIGHUP re-check, and writing the sessions
 //! file, so no callback waits on MySQL or the disk for them. Work goes in, results come out;
 //! the broker thread applies them (and logs) at TICK.
@@ -7,9 +7,10 @@ use crate::db::DbError;
 use crate::sessions::{Job, Loaded, RuleSet, SavedSession};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Where rules and user rows come from: MySQL in the plugin (see `plugin::Background`).
 pub trait RuleSource: Send + Sync {
@@ -43,43 +44,98 @@ pub enum Done {
     },
 }
 
-pub struct Refresher {
-    jobs: Option<Sender<Work>>,
-    results: Receiver<Done>,
-    thread: Option<JoinHandle<()>>,
+/// Jobs waiting for a thread: urgent ones (rules a client that just logged in waits for)
+/// before the rest.
+#[derive(Default)]
+struct Queue {
+    urgent: std::collections::VecDeque<Work>,
+    normal: std::collections::VecDeque<Work>,
+    closed: bool,
 }
+
+/// Background threads sharing one queue. Results come back in the order they finish.
+pub struct Refresher {
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    results: Receiver<Done>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Threads: rules for a login are read while another thread reads a refresh or a row.
+const THREADS: usize = 2;
 
 impl Refresher {
     pub fn start(source: Arc<dyn RuleSource>) -> Result<Refresher, String> {
-        let (jobs, job_queue) = channel::<Work>();
+        let queue: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let (done, results) = channel();
-        let thread = std::thread::Builder::new()
-            .name("chat-auth-refresh".into())
-            .spawn(move || {
-                for work in job_queue {
-                    if done.send(run(&*source, work)).is_err() {
-                        return;
+        let mut threads = Vec::new();
+        for n in 0..THREADS {
+            let (queue, source, done) = (Arc::clone(&queue), Arc::clone(&source), done.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("chat-auth-bg{n}"))
+                .spawn(move || {
+                    while let Some(work) = next(&queue) {
+                        if done.send(run(&*source, work)).is_err() {
+                            return;
+                        }
                     }
-                }
-            })
-            .map_err(|e| format!("cannot start the rules refresher thread: {e}"))?;
+                })
+                .map_err(|e| format!("cannot start the background thread: {e}"))?;
+            threads.push(thread);
+        }
         Ok(Refresher {
-            jobs: Some(jobs),
+            queue,
             results,
-            thread: Some(thread),
+            threads,
         })
     }
 
     pub fn submit(&self, work: Work) {
-        if let Some(jobs) = &self.jobs {
-            // Fails only once the thread is gone (shutdown); nothing to do then.
-            let _ = jobs.send(work);
+        self.push(work, false);
+    }
+
+    /// Ahead of the other work: a client waits for it.
+    pub fn submit_urgent(&self, work: Work) {
+        self.push(work, true);
+    }
+
+    fn push(&self, work: Work, urgent: bool) {
+        let (lock, wake) = &*self.queue;
+        let mut queue = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if urgent {
+            queue.urgent.push_back(work);
+        } else {
+            queue.normal.push_back(work);
         }
+        wake.notify_one();
     }
 
     /// Results ready now; never waits.
     pub fn ready(&self) -> impl Iterator<Item = Done> + '_ {
         self.results.try_iter()
+    }
+
+    /// The next result, waiting at most `wait`.
+    pub fn wait(&self, wait: Duration) -> Option<Done> {
+        self.results.recv_timeout(wait).ok()
+    }
+}
+
+/// The next job for a thread; `None` once the queue is closed.
+fn next(queue: &(Mutex<Queue>, Condvar)) -> Option<Work> {
+    let (lock, wake) = queue;
+    let mut queue = lock.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(work) = queue
+            .urgent
+            .pop_front()
+            .or_else(|| queue.normal.pop_front())
+        {
+            return Some(work);
+        }
+        if queue.closed {
+            return None;
+        }
+        queue = wake.wait(queue).unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -111,9 +167,11 @@ fn run(source: &dyn RuleSource, work: Work) -> Done {
 
 impl Drop for Refresher {
     fn drop(&mut self) {
-        // Closing the queue ends the thread after its current job.
-        self.jobs.take();
-        if let Some(thread) = self.thread.take() {
+        // The threads finish the queued work (each job is bounded by the timeouts).
+        let (lock, wake) = &*self.queue;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        wake.notify_all();
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -147,6 +205,8 @@ mod tests {
             username: username.into(),
             user_id: "1".into(),
             reply: None,
+            ticket: 1,
+            urgent: false,
         })
     }
 
@@ -161,23 +221,33 @@ mod tests {
     }
 
     #[test]
-    fn jobs_come_back_in_order_and_a_panic_is_an_error() {
+    fn every_job_comes_back_and_a_panic_is_an_error() {
         let refresher = Refresher::start(Arc::new(Counting)).unwrap();
         refresher.submit(job("alice"));
         refresher.submit(job("boom"));
-        refresher.submit(job("bob"));
+        refresher.submit_urgent(job("bob"));
         refresher.submit(Work::CheckUser("gone".into()));
-        let results = collect(&refresher, 4);
+        let mut results = collect(&refresher, 4);
         assert_eq!(results.len(), 4);
-        let Done::Rules(alice) = &results[0] else {
-            panic!("{:?}", results[0]);
-        };
-        assert!(alice.result.as_ref().unwrap().groups.contains("g-alice"));
-        assert!(matches!(&results[1], Done::Rules(l) if l.result.is_err()));
-        assert!(matches!(&results[2], Done::Rules(l) if l.job.username == "bob"));
-        assert!(matches!(
-            &results[3],
-            Done::UserChecked { username, result: Ok(None) } if username == "gone"
-        ));
+        let mut rules: Vec<(String, bool)> = Vec::new();
+        let mut checked = None;
+        for done in results.drain(..) {
+            match done {
+                Done::Rules(loaded) => rules.push((loaded.job.username, loaded.result.is_ok())),
+                Done::UserChecked { username, result } => checked = Some((username, result)),
+                Done::Saved { .. } => panic!("nothing saved"),
+            }
+        }
+        rules.sort();
+        assert_eq!(
+            rules,
+            [
+                ("alice".to_string(), true),
+                ("bob".to_string(), true),
+                ("boom".to_string(), false)
+            ]
+        );
+        assert_eq!(checked, Some(("gone".to_string(), Ok(None))));
+        assert!(refresher.wait(Duration::from_millis(10)).is_none());
     }
 }

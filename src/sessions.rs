@@ -87,7 +87,16 @@ pub struct Job {
     pub user_id: String,
     /// Set for a `$CONTROL` `refreshUser`: answered when the load is done.
     pub reply: Option<Reply>,
+    /// Jobs are numbered as they are made; a result older than the rules held is dropped
+    /// (several threads load, and may finish out of order).
+    pub ticket: u64,
+    /// The rules a client that just logged in waits for (see `LoginKind::Connect`).
+    pub urgent: bool,
 }
+
+/// A client whose first check waits for the rules its login asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaiting;
 
 /// What the refresher hands back.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +161,10 @@ struct UserEntry {
     online: u32,
     next_due: Instant,
     in_flight: bool,
+    /// The ticket of the job the held rules came from.
+    installed: u64,
+    /// The highest ticket whose result (rules, or a failure) was applied.
+    settled: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +187,9 @@ struct Session {
     persistent: bool,
     /// The verified password, for the SIGHUP re-check (`None` for restored sessions).
     proof: Option<Proof>,
+    /// The ticket of the rules this client's login asked for; its checks wait for them
+    /// (0: none).
+    awaiting: u64,
     /// The user entry generation `patterns` were expanded from (0: not yet).
     generation: u32,
     /// This client's own expansion, only for users with `%c` rows (boxed: most clients
@@ -252,6 +268,9 @@ pub struct Registry {
     refresh_failures: u64,
     /// Refreshes asked for by deliveries to offline sessions, handed out by `due_jobs`.
     wanted: Vec<Job>,
+    /// Rules loads asked for by logins, handed out at once by `urgent_jobs`.
+    urgent: Vec<Job>,
+    next_ticket: u64,
     /// The time of the last tick: deliveries to offline sessions compare it with the rules'
     /// due time without reading the clock.
     clock: Instant,
@@ -300,6 +319,8 @@ impl Registry {
             refreshes: 0,
             refresh_failures: 0,
             wanted: Vec::new(),
+            urgent: Vec::new(),
+            next_ticket: 1,
             clock: Instant::now(),
             unvalidated_write: None,
             unvalidated_refused: 0,
@@ -316,10 +337,12 @@ impl Registry {
         self.departed = None;
     }
 
-    /// Records an accepted login. For a CONNECT the user's rules are loaded now with `load`
-    /// (changes committed before the CONNECT apply to it), and its error refuses the login:
-    /// a client whose rules are unknown could do nothing anyway. A recheck keeps the
-    /// session's state and rules.
+    /// Records an accepted login. A CONNECT gets rules read after it, so changes committed
+    /// before it apply to it: the first login of a user loads them now with `load` (its
+    /// error refuses the login: a client whose rules are unknown could do nothing anyway);
+    /// when the user's rules are held, the login is accepted at once and a load is asked
+    /// for (`urgent_jobs`), which the client's checks wait for (`check` answers
+    /// `Awaiting`). A recheck keeps the session's state and rules.
     pub fn login(
         &mut self,
         client_id: &[u8],
@@ -341,14 +364,21 @@ impl Registry {
             (LoginKind::Recheck, None) => (State::Online, false),
             (LoginKind::Connect { persistent }, _) => (State::Online, persistent),
         };
-        let reuse_rules = kind == LoginKind::Recheck
-            && self
-                .users
-                .get(identity.username.as_str())
-                .is_some_and(|e| *e.rules.user_id == *identity.user_id);
-        if !identity.superuser && !reuse_rules {
-            let rules = load()?;
-            self.install(&identity.username, rules, now);
+        let held = self
+            .users
+            .get(identity.username.as_str())
+            .is_some_and(|e| *e.rules.user_id == *identity.user_id);
+        let mut awaiting = 0;
+        if !identity.superuser {
+            if !held {
+                let ticket = self.take_ticket();
+                let rules = load()?;
+                self.install(&identity.username, rules, now, ticket);
+            } else if matches!(kind, LoginKind::Connect { .. }) {
+                let job = self.job(&identity.username, &identity.user_id, None, true);
+                awaiting = job.ticket;
+                self.urgent.push(job);
+            }
         }
         // Otherwise a reconnect or a take-over of the id.
         self.remove_session(client_id);
@@ -371,6 +401,7 @@ impl Registry {
                 state,
                 persistent,
                 proof: identity.proof,
+                awaiting,
                 generation: 0,
                 patterns: None,
             },
@@ -380,6 +411,39 @@ impl Registry {
         }
         self.dirty |= persistent;
         Ok(())
+    }
+
+    /// The rules loads logins asked for, to start now (ahead of other work).
+    pub fn urgent_jobs(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.urgent)
+    }
+
+    /// A client's wait for its login's rules ended without them (timed out): its checks use
+    /// the rules held.
+    pub fn stop_waiting(&mut self, client_id: &[u8], pointer: usize) {
+        if let Some(session) = self
+            .sessions
+            .get_mut(client_id)
+            .filter(|s| s.pointer == pointer)
+        {
+            session.awaiting = 0;
+        }
+    }
+
+    fn take_ticket(&mut self) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+
+    fn job(&mut self, username: &str, user_id: &str, reply: Option<Reply>, urgent: bool) -> Job {
+        Job {
+            username: username.to_string(),
+            user_id: user_id.to_string(),
+            reply,
+            ticket: self.take_ticket(),
+            urgent,
+        }
     }
 
     /// The identity a SIGHUP re-check of this connection would keep, with the proof of its
@@ -464,7 +528,9 @@ impl Registry {
     }
 
     /// The ACL decision for one check; no I/O. A client the registry does not know (never
-    /// logged in through this plugin, or forgotten) is refused.
+    /// logged in through this plugin, or forgotten) is refused. `Awaiting`: the client's
+    /// login asked for its rules and they have not arrived; apply background results and
+    /// ask again (or `stop_waiting`).
     pub fn check(
         &mut self,
         client_id: &[u8],
@@ -473,7 +539,7 @@ impl Registry {
         topic: &str,
         retain: bool,
         facts: &dyn ClientFacts,
-    ) -> bool {
+    ) -> Result<bool, Awaiting> {
         if access == Access::Read {
             if let Some(chat) = &self.chat {
                 // Deliveries of chat topics that MESSAGE never validated: a will (see
@@ -489,7 +555,7 @@ impl Registry {
                         printable(topic),
                         printable(&String::from_utf8_lossy(client_id))
                     );
-                    return false;
+                    return Ok(false);
                 }
             }
         } else {
@@ -500,17 +566,17 @@ impl Registry {
                 && departed.pointer == pointer
                 && *departed.client_id == *client_id
             {
-                return self.will(&departed, topic, retain);
+                return Ok(self.will(&departed, topic, retain));
             }
         }
-        let allowed = self.decide(client_id, pointer, access, topic, retain, facts);
+        let allowed = self.decide(client_id, pointer, access, topic, retain, facts)?;
         if allowed
             && access == Access::Write
             && self.chat.as_ref().is_some_and(|c| c.is_chat(topic))
         {
             self.unvalidated_write = Some(topic_hash(topic));
         }
-        allowed
+        Ok(allowed)
     }
 
     fn decide(
@@ -521,10 +587,10 @@ impl Registry {
         topic: &str,
         retain: bool,
         facts: &dyn ClientFacts,
-    ) -> bool {
+    ) -> Result<bool, Awaiting> {
         let Some(session) = self.sessions.get_mut(client_id) else {
             self.note_unknown(client_id, topic, facts);
-            return false;
+            return Ok(false);
         };
         if session.pointer != pointer {
             let restored_context = session.pointer == UNBOUND
@@ -532,7 +598,7 @@ impl Registry {
                 && facts.address().is_none()
                 && facts.username().as_deref() == Some(&*session.username);
             if !restored_context {
-                return false;
+                return Ok(false);
             }
             self.rechecked(client_id, pointer);
             return self.decide(client_id, pointer, access, topic, retain, facts);
@@ -546,7 +612,7 @@ impl Registry {
                     printable(topic),
                     printable(&String::from_utf8_lossy(client_id))
                 );
-                return false;
+                return Ok(false);
             }
             // Only a live connection subscribes, and this one reached the address of an
             // offline session without logging in through the plugin: the broker discarded
@@ -559,21 +625,31 @@ impl Registry {
             );
             self.remove_session(client_id);
             self.note_unknown(client_id, topic, facts);
-            return false;
+            return Ok(false);
         }
         if session.superuser || access == Access::Unsubscribe {
-            return true;
+            return Ok(true);
         }
         let Some(entry) = self.users.get_mut(&session.username) else {
-            return false;
+            return Ok(false);
         };
+        if session.awaiting != 0 {
+            if entry.settled < session.awaiting {
+                return Err(Awaiting);
+            }
+            session.awaiting = 0;
+        }
         if session.state == State::Offline && entry.next_due <= self.clock && !entry.in_flight {
             // An offline session's rules are refreshed only when the broker delivers to it.
             entry.in_flight = true;
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
             self.wanted.push(Job {
                 username: session.username.to_string(),
                 user_id: entry.rules.user_id.to_string(),
                 reply: None,
+                ticket,
+                urgent: false,
             });
         }
         let patterns = if entry.per_client {
@@ -591,7 +667,7 @@ impl Registry {
             session.patterns = None;
             &entry.rules.rows
         };
-        acl::allowed(
+        Ok(acl::allowed(
             self.chat.as_ref(),
             Subject {
                 user_id: &entry.rules.user_id,
@@ -602,7 +678,7 @@ impl Registry {
             access,
             topic,
             retain,
-        )
+        ))
     }
 
     /// The will of a connection that just went away, judged as its user's PUBLISH: never
@@ -715,11 +791,8 @@ impl Registry {
             }
             if entry.online > 0 && !entry.in_flight {
                 entry.in_flight = true;
-                jobs.push(Job {
-                    username: username.to_string(),
-                    user_id: entry.rules.user_id.to_string(),
-                    reply: None,
-                });
+                let user_id = entry.rules.user_id.to_string();
+                jobs.push(self.job(&username, &user_id, None, false));
             }
         }
         jobs
@@ -730,17 +803,17 @@ impl Registry {
     pub fn refresh_all(&mut self) -> Vec<Job> {
         self.event();
         self.users.retain(|_, entry| entry.clients > 0);
-        self.users
+        let due: Vec<(String, String)> = self
+            .users
             .iter_mut()
             .filter(|(_, entry)| !entry.in_flight && entry.online > 0)
             .map(|(username, entry)| {
                 entry.in_flight = true;
-                Job {
-                    username: username.to_string(),
-                    user_id: entry.rules.user_id.to_string(),
-                    reply: None,
-                }
+                (username.to_string(), entry.rules.user_id.to_string())
             })
+            .collect();
+        due.into_iter()
+            .map(|(username, user_id)| self.job(&username, &user_id, None, false))
             .collect()
     }
 
@@ -749,11 +822,8 @@ impl Registry {
         self.event();
         let entry = self.users.get_mut(username).filter(|e| e.clients > 0)?;
         entry.in_flight = true;
-        Some(Job {
-            username: username.to_string(),
-            user_id: entry.rules.user_id.to_string(),
-            reply,
-        })
+        let user_id = entry.rules.user_id.to_string();
+        Some(self.job(username, &user_id, reply, false))
     }
 
     /// Applies a refresher result. A failure keeps the last known rules.
@@ -766,11 +836,20 @@ impl Registry {
         else {
             return Applied::Gone;
         };
-        entry.in_flight = false;
+        if !job.urgent {
+            entry.in_flight = false;
+        }
+        entry.settled = entry.settled.max(job.ticket);
+        if job.ticket < entry.installed {
+            // Finished after a newer load: its rules are older than those held.
+            return Applied::Refreshed {
+                clients: entry.clients as usize,
+            };
+        }
         match result {
             Ok(rules) => {
                 self.refreshes += 1;
-                self.install(&job.username, rules, now);
+                self.install(&job.username, rules, now, job.ticket);
                 let clients = self
                     .users
                     .get(job.username.as_str())
@@ -895,15 +974,12 @@ impl Registry {
                             ..Default::default()
                         },
                         now,
+                        0,
                     );
                     if let Some(entry) = self.users.get_mut(&username) {
                         entry.in_flight = true;
                     }
-                    jobs.push(Job {
-                        username: session.username.clone(),
-                        user_id: session.user_id.clone(),
-                        reply: None,
-                    });
+                    jobs.push(self.job(&session.username, &session.user_id, None, false));
                 }
                 if let Some(entry) = self.users.get_mut(&username) {
                     entry.clients += 1;
@@ -918,6 +994,7 @@ impl Registry {
                     state: State::Offline,
                     persistent: true,
                     proof: None,
+                    awaiting: 0,
                     generation: 0,
                     patterns: None,
                 },
@@ -928,7 +1005,8 @@ impl Registry {
         jobs
     }
 
-    fn install(&mut self, username: &str, rules: RuleSet, now: Instant) {
+    /// Holds `rules`, loaded by the job numbered `ticket`, for the user.
+    fn install(&mut self, username: &str, rules: RuleSet, now: Instant, ticket: u64) {
         let next_due = now + self.refresh;
         let (rules, per_client) = normalize(rules, username);
         let key = match self.users.get_key_value(username) {
@@ -943,6 +1021,8 @@ impl Registry {
                     entry.generation = take_generation(&mut self.next_generation);
                 }
                 entry.next_due = next_due;
+                entry.installed = entry.installed.max(ticket);
+                entry.settled = entry.settled.max(ticket);
             }
             None => {
                 self.users.insert(
@@ -955,6 +1035,8 @@ impl Registry {
                         online: 0,
                         next_due,
                         in_flight: false,
+                        installed: ticket,
+                        settled: ticket,
                     },
                 );
             }
@@ -1166,6 +1248,33 @@ mod tests {
     impl Registry {
         fn ok(&mut self, id: &[u8], pointer: usize, access: Access, topic: &str) -> bool {
             self.check(id, pointer, access, topic, false, &NoFacts)
+                .expect("not waiting for rules")
+        }
+
+        fn decided(
+            &mut self,
+            id: &[u8],
+            pointer: usize,
+            access: Access,
+            topic: &str,
+            retain: bool,
+            facts: &dyn ClientFacts,
+        ) -> bool {
+            self.check(id, pointer, access, topic, retain, facts)
+                .expect("not waiting for rules")
+        }
+
+        /// Applies the loads logins asked for, as the background threads would.
+        fn deliver_urgent(&mut self, rules: RuleSet) {
+            for job in self.urgent_jobs() {
+                self.apply(
+                    Loaded {
+                        job,
+                        result: Ok(rules.clone()),
+                    },
+                    Instant::now(),
+                );
+            }
         }
     }
 
@@ -1178,12 +1287,27 @@ mod tests {
             Ok(rules("1", &["7"]))
         })
         .unwrap();
-        // A second client of the user loads the rules again: a group granted in between
-        // counts for it, and for the first client too (the rules are the user's).
-        reg.login(b"laptop", 11, CONNECT, &alice, now, || {
-            Ok(rules("1", &["7", "8"]))
-        })
-        .unwrap();
+        // A second client of the user is let in at once; its first check waits for the
+        // rules its login asked for: a group granted in between counts for it, and for the
+        // first client too (the rules are the user's).
+        reg.login(b"laptop", 11, CONNECT, &alice, now, no_load)
+            .unwrap();
+        assert_eq!(
+            reg.check(
+                b"laptop",
+                11,
+                Access::Write,
+                "/groups/8/messages",
+                false,
+                &NoFacts
+            ),
+            Err(Awaiting)
+        );
+        assert!(
+            reg.ok(b"phone", 10, Access::Write, "/groups/7/messages"),
+            "not waiting"
+        );
+        reg.deliver_urgent(rules("1", &["7", "8"]));
         assert_eq!(reg.stats().users, 1);
         assert!(reg.ok(b"phone", 10, Access::Subscribe, "/users/1/messages"));
         assert!(reg.ok(b"laptop", 11, Access::Write, "/groups/7/messages"));
@@ -1330,8 +1454,9 @@ mod tests {
             .unwrap();
         assert_eq!((reg.stats().online, reg.stats().offline), (0, 1));
         // A CONNECT is a new connection, even at a reused address.
-        reg.login(b"p", 5, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
+        reg.login(b"p", 5, PERSISTENT, &alice, now, no_load)
             .unwrap();
+        reg.deliver_urgent(rules("1", &[]));
         assert_eq!((reg.stats().online, reg.stats().offline), (1, 0));
         assert!(reg.ok(b"p", 5, Access::Write, "/users/2/messages"));
     }
@@ -1369,6 +1494,7 @@ mod tests {
             )
             .unwrap();
             reg.disconnect(id.as_bytes(), 100 + i, false);
+            reg.deliver_urgent(rules("9", &[]));
         }
         assert_eq!(reg.stats().offline, 2);
         assert!(!reg.ok(b"m2", 102, Access::Read, "/users/9/messages"));
@@ -1466,8 +1592,8 @@ mod tests {
         reg.event();
         assert!(reg.ok(b"bob", 2, Access::Read, "/users/2/messages"));
         // A retained chat message (from before the plugin) is never delivered.
-        assert!(!reg.check(b"bob", 2, Access::Read, "/users/2/messages", true, &NoFacts));
-        assert!(!reg.check(
+        assert!(!reg.decided(b"bob", 2, Access::Read, "/users/2/messages", true, &NoFacts));
+        assert!(!reg.decided(
             b"root",
             1,
             Access::Read,
@@ -1475,7 +1601,7 @@ mod tests {
             true,
             &NoFacts
         ));
-        assert!(reg.check(b"root", 1, Access::Read, "status/x", true, &NoFacts));
+        assert!(reg.decided(b"root", 1, Access::Read, "status/x", true, &NoFacts));
     }
 
     #[test]
@@ -1502,7 +1628,7 @@ mod tests {
         assert_eq!(jobs.len(), 1, "one load per user");
         assert_eq!(reg.stats().restored, 2);
         // Before the rules arrive: the identity (its inbox), no group.
-        assert!(!reg.check(
+        assert!(!reg.decided(
             b"alice-phone",
             50,
             Access::Read,
@@ -1510,7 +1636,7 @@ mod tests {
             false,
             &Live
         ));
-        assert!(!reg.check(
+        assert!(!reg.decided(
             b"alice-phone",
             50,
             Access::Read,
@@ -1518,7 +1644,7 @@ mod tests {
             false,
             &Restored("mallory")
         ));
-        assert!(reg.check(
+        assert!(reg.decided(
             b"alice-phone",
             50,
             Access::Read,
@@ -1536,7 +1662,7 @@ mod tests {
         );
         assert!(reg.ok(b"alice-phone", 50, Access::Read, "/groups/7/messages"));
         // Only deliveries: a live client reaching an unbound session gets nothing.
-        assert!(!reg.check(
+        assert!(!reg.decided(
             b"alice-tablet",
             51,
             Access::Subscribe,
@@ -1619,6 +1745,7 @@ mod tests {
             .unwrap();
         reg.login(b"dev2", 2, CONNECT, &identity("alice", "1"), now, load)
             .unwrap();
+        reg.deliver_urgent(loaded.clone());
         assert!(reg.ok(b"dev1", 1, Access::Write, "devices/dev1/out"));
         assert!(!reg.ok(b"dev1", 1, Access::Write, "devices/dev2/out"));
         assert!(reg.ok(b"dev2", 2, Access::Write, "devices/dev2/out"));

@@ -24,6 +24,10 @@ pub fn trials() -> Vec<Trial> {
             offline_sessions_are_capped_per_user,
         ),
         (
+            "security::mqtt5_session_expiry_cases",
+            mqtt5_session_expiry_cases,
+        ),
+        (
             "security::restored_sessions_keep_receiving_after_a_restart",
             restored_sessions_keep_receiving_after_a_restart,
         ),
@@ -377,6 +381,68 @@ fn offline_sessions_are_capped_per_user() {
     assert!(
         log.contains("user 'dave' has more than 3 offline persistent sessions"),
         "{log}"
+    );
+}
+
+/// MQTT 5 sessions: a clean start ends with the connection; an expiry keeps it offline
+/// (and receiving); clean start false with expiry 0 is discarded by the broker at once,
+/// which Mosquitto 2.0 does not tell plugins: the plugin keeps an inert record (counted as
+/// offline until its id logs in again or a cap removes it) that grants nothing and costs
+/// MySQL nothing.
+fn mqtt5_session_expiry_cases() {
+    let db = shared();
+    let dbname = chat_db(db, "mqtt5_expiry");
+    let broker = chat_broker(db, &dbname, "auth_opt_acl_cacheseconds 1\n");
+    let port = broker.port;
+    let offline = || stats(port)["offlineSessions"].as_u64().unwrap();
+    let session = |id: &str, clean: bool, expiry: Option<u32>| {
+        raw_session(
+            port,
+            RawConnect {
+                client_id: id,
+                username: "carol",
+                password: PASSWORD,
+                v5: true,
+                clean,
+                session_expiry: expiry,
+                will: None,
+            },
+        )
+        .unwrap()
+    };
+    raw_disconnect(session("carol-clean", true, Some(3600)));
+    assert_eq!(offline(), 0, "clean start: no session left");
+    let kept = client_id("carol-kept");
+    let mut carol = persistent(port, &kept, "carol");
+    assert_eq!(carol.subscribe("/users/3/messages"), 1);
+    carol.disconnect();
+    assert_eq!(offline(), 1, "expiry 3600: kept offline");
+    raw_disconnect(session("carol-expiry-0", false, None));
+    assert_eq!(offline(), 2, "expiry 0: an inert record (see above)");
+    // The inert record costs no refresh; only online users' rules are reloaded on a timer.
+    let refreshes = stats(port)["refreshes"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = stats(port)["refreshes"].as_u64().unwrap();
+    assert_eq!(
+        after, refreshes,
+        "offline sessions are not refreshed on a timer"
+    );
+    // It grants nothing: another user taking the id gets nothing of carol's.
+    let mut dave = persistent(port, "carol-expiry-0", "dave");
+    assert_eq!(dave.subscribe("/users/3/messages"), NOT_AUTHORIZED);
+    assert_eq!(offline(), 1, "the id logged in again: the record is gone");
+    // The kept session receives what was sent while it was away.
+    let mut alice = login(port, "alice");
+    let text = chat("CHAT", 1, 3, "for the kept session");
+    assert!(accepted(alice.publish(
+        "/users/3/messages",
+        text.clone(),
+        false
+    )));
+    let mut carol = persistent(port, &kept, "carol");
+    assert_chat(
+        &carol.message_on("/users/3/messages", SOON).unwrap().payload,
+        &text,
     );
 }
 
