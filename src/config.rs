@@ -559,6 +559,28 @@ fn persist_config<'a>(
         .transpose()?
         .unwrap_or(false);
     if !enabled {
+        // Storage options without the switch would be a broker that stores nothing and
+        // says nothing: stop instead, naming the switch.
+        let set: Vec<&str> = PERSIST_OPTIONS
+            .iter()
+            .copied()
+            .filter(|key| get(key).is_some())
+            .collect();
+        if !set.is_empty() {
+            return Err(err(
+                "persist_enabled",
+                format!(
+                    "is not true, but {} {} set: add auth_opt_persist_enabled true to store \
+                     chat messages, or remove {}",
+                    set.iter()
+                        .map(|k| format!("auth_opt_{k}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if set.len() == 1 { "is" } else { "are" },
+                    if set.len() == 1 { "it" } else { "them" },
+                ),
+            ));
+        }
         return Ok(None);
     }
     if !validated {
@@ -607,6 +629,16 @@ fn persist_config<'a>(
             .unwrap_or(false),
     }))
 }
+
+/// The storage options that mean nothing without `persist_enabled true`.
+const PERSIST_OPTIONS: &[&str] = &[
+    "persist_table",
+    "persist_batch_rows",
+    "persist_flush_ms",
+    "persist_spool_dir",
+    "persist_spool_max_mb",
+    "persist_fsync",
+];
 
 fn translate(option: &str, text: &str, bindings: Bindings) -> Result<Query, ConfigError> {
     query::translate(text, bindings).map_err(|e| err(option, e.0))
@@ -762,6 +794,14 @@ mod tests {
             (&[("acl_subscribe_level", "2")], "acl_subscribe_level"),
             (&[("chat_max_content_bytes", "0")], "chat_max_content_bytes"),
             (&[("persist_enabled", "true")], "persist_spool_dir"),
+            (
+                &[("persist_spool_dir", "/tmp"), ("persist_table", "messages")],
+                "persist_enabled",
+            ),
+            (
+                &[("persist_enabled", "false"), ("persist_fsync", "true")],
+                "persist_enabled",
+            ),
             (
                 &[("login_throttle_failures", "-1")],
                 "login_throttle_failures",

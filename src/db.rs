@@ -13,10 +13,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Server errors caused by the values of a row (too long, bad encoding, out of range, NULL,
-/// truncated, wrong type): retrying the same row can never succeed.
-const ROW_ERRORS: &[u16] = &[1048, 1264, 1265, 1292, 1366, 1406];
-
 /// How often the prober retries a database that is down.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -192,7 +188,8 @@ impl Db {
     }
 
     /// Runs prepared statements inside one transaction and commits them. Waits at most the
-    /// timeouts; fails at once while MySQL is known to be down.
+    /// timeouts; fails at once while MySQL is known to be down. `Query`: the server answered
+    /// with an error (nothing was committed).
     pub fn execute_in_transaction(
         &self,
         statements: Vec<(&str, Vec<Value>)>,
@@ -211,19 +208,29 @@ impl Db {
             // The writer retries the batch; let it find fresh connections.
             self.shared.replace_pool();
         }
-        result.map_err(|e| match e {
-            mysql::Error::MySqlError(server) if ROW_ERRORS.contains(&server.code) => {
-                DbError::Query(server.to_string())
-            }
-            // Missing grants or table: nothing a row can fix; retried until someone does.
-            mysql::Error::MySqlError(server) => DbError::Unavailable(server.to_string()),
-            other => self.classify(other),
-        })
+        // A server error (`Query`) may be a row the server refuses or a table it refuses
+        // (a missing grant): the writer tells them apart by what happens to rows alone.
+        result.map_err(|e| self.classify(e))
+    }
+
+    /// Runs one statement without parameters (the writer's probe of its table).
+    pub fn execute(&self, sql: &str) -> Result<(), DbError> {
+        if self.is_down() {
+            return Err(DbError::Unavailable("still unreachable".into()));
+        }
+        self.shared
+            .with_conn(self.wait, |conn| conn.query_drop(sql))
+            .map_err(|e| self.classify(e))
     }
 
     fn classify(&self, error: mysql::Error) -> DbError {
         match error {
             mysql::Error::MySqlError(e) => DbError::Query(e.to_string()),
+            // Every pooled connection stayed busy for the whole wait: the server answers,
+            // the plugin is just asking a lot. Not an outage: later logins still try.
+            mysql::Error::DriverError(DriverError::Timeout) => DbError::Unavailable(
+                "every MySQL connection of the pool stayed busy (auth_opt_pool_size)".into(),
+            ),
             other => {
                 let why = other.to_string();
                 self.shared.mark_down(&why);

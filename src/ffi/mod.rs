@@ -191,6 +191,7 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(
         let mut registration = unsafe { Box::from_raw(userdata as *mut Registration) };
         registration.unregister();
         drop(registration);
+        crate::logging::drain();
         MOSQ_ERR_SUCCESS
     })
 }
@@ -445,6 +446,7 @@ unsafe extern "C" fn on_tick(
         for action in plugin.tick() {
             perform(action);
         }
+        crate::logging::drain();
         MOSQ_ERR_SUCCESS
     })
 }

@@ -10,6 +10,7 @@ use mysql::Value;
 use serde::{Deserialize, Serialize};
 use spool::{Checkpoint, Position, Spool, Usage};
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,6 +156,16 @@ impl Store {
             rejected: config.spool_dir.join("rejected.jsonl"),
             insert_sql: Default::default(),
             failing: false,
+            probe_sql: format!(
+                "INSERT INTO {} (message_id, type, from_id, to_id, content, topic, qos, \
+                 client_id, server_ts) SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                 NULL FROM DUAL WHERE FALSE",
+                config.table
+            ),
+            test_panics: std::env::var("CHAT_AUTH_TEST_WRITER_PANICS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         };
         let writer = std::thread::Builder::new()
             .name("chat-auth-writer".into())
@@ -238,6 +249,10 @@ struct Writer {
     insert_sql: std::collections::HashMap<usize, String>,
     /// Inside a run of failed attempts (one warning per run).
     failing: bool,
+    /// `INSERT ... SELECT ... WHERE FALSE`: see `table_takes_rows`.
+    probe_sql: String,
+    /// Batches left to fail on purpose (`test_panic`).
+    test_panics: u32,
 }
 
 impl Writer {
@@ -285,87 +300,113 @@ impl Writer {
         }
     }
 
-    /// Writes one batch, retrying while MySQL is unavailable. `false` when told to stop first.
+    /// Writes one batch, retrying while MySQL is unavailable; `false` when told to stop
+    /// first. A batch the server refuses while it takes rows into the table (the zero-row
+    /// probe) is halved until the rows it refuses are alone; each of those goes to
+    /// `rejected.jsonl` and the rest is stored. Whether a row is refused is read from what
+    /// happens to it alone, not from a list of error codes: a CHECK constraint, a foreign
+    /// key, a trigger's SIGNAL, a packet too large (the server drops the connection) all
+    /// end the same way, while a missing grant or table (the probe fails too) waits.
     fn write(&mut self, batch: &[Queued]) -> bool {
         let mut backoff = Duration::from_millis(50);
+        let mut connection_failures = 0;
         loop {
-            match self.insert(batch) {
-                Ok(()) => break,
-                Err(DbError::Query(e)) => {
-                    // A row the server will not take must not block the rest forever.
-                    log::warn!(
-                        "a batch of {} chat messages was refused by MySQL ({e}); writing them one by one",
-                        batch.len()
-                    );
-                    self.counters
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
-                    if !self.write_one_by_one(batch) {
-                        return false;
-                    }
-                    break;
+            let attempt = catch_unwind(AssertUnwindSafe(|| {
+                self.test_panic();
+                self.insert(batch)
+            }))
+            .unwrap_or_else(|_| {
+                log::error!(
+                    "internal panic in the chat message writer; the batch stays in the spool \
+                     and is tried again"
+                );
+                Err(DbError::Unavailable("internal panic".into()))
+            });
+            let error = match attempt {
+                Ok(()) => {
+                    self.stored_again();
+                    self.committed(batch, batch.len());
+                    return true;
                 }
-                Err(DbError::Unavailable(e)) => {
-                    self.counters
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
-                    if !self.failing {
-                        self.failing = true;
-                        log::warn!(
-                            "storing chat messages failed ({e}); they stay in the spool and \
-                             are retried"
-                        );
-                    }
-                    if self.stop.load(Ordering::Acquire) {
-                        return false;
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                Err(error) => error,
+            };
+            self.counters
+                .failed_attempts
+                .fetch_add(1, Ordering::Relaxed);
+            let about_rows = match &error {
+                DbError::Query(_) => true,
+                // Twice in a row: maybe the batch itself breaks the connection.
+                DbError::Unavailable(_) => {
+                    connection_failures += 1;
+                    connection_failures >= 2
                 }
+            };
+            if about_rows && self.table_takes_rows() {
+                self.stored_again();
+                if let [item] = batch {
+                    self.reject(item, &error);
+                    self.committed(batch, 0);
+                    return true;
+                }
+                let (first, second) = batch.split_at(batch.len() / 2);
+                return self.write(first) && self.write(second);
             }
+            if !self.failing {
+                self.failing = true;
+                log::warn!(
+                    "storing chat messages failed ({error}); they stay in the spool and are \
+                     retried"
+                );
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// Whether the server takes INSERTs into the table at all: a statement inserting no row
+    /// needs the grant, the table and its columns, and touches no constraint or trigger.
+    fn table_takes_rows(&self) -> bool {
+        self.db.execute(&self.probe_sql).is_ok()
+    }
+
+    fn stored_again(&mut self) {
         if self.failing {
             self.failing = false;
             log::info!("chat messages are stored again");
         }
-        self.committed(batch);
-        true
     }
 
-    fn write_one_by_one(&mut self, batch: &[Queued]) -> bool {
-        for item in batch {
-            loop {
-                match self.insert(std::slice::from_ref(item)) {
-                    Ok(()) => break,
-                    Err(DbError::Query(e)) => {
-                        let record = spool::decode(&item.body);
-                        log::error!(
-                            "chat message {} cannot be stored ({e}); kept in {}",
-                            record.as_ref().map_or("(undecodable)", |r| &r.message_id),
-                            self.rejected.display()
-                        );
-                        self.keep_rejected(record.as_ref(), &item.body);
-                        self.counters.rejected_rows.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Err(DbError::Unavailable(_)) => {
-                        if self.stop.load(Ordering::Acquire) {
-                            return false;
-                        }
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                }
-            }
+    /// A row the server refuses on its own: set aside, with the server's answer.
+    fn reject(&self, item: &Queued, error: &DbError) {
+        let record = spool::decode(&item.body);
+        log::warn!(
+            "chat message {} was refused by MySQL ({error}); set aside in {}",
+            record.as_ref().map_or("(undecodable)", |r| &r.message_id),
+            self.rejected.display()
+        );
+        self.keep_rejected(record.as_ref(), &item.body, error);
+        self.counters.rejected_rows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The test-only fault: `CHAT_AUTH_TEST_WRITER_PANICS=N` makes the first N batches panic
+    /// (the broker tests prove the writer survives it).
+    fn test_panic(&mut self) {
+        if self.test_panics > 0 {
+            self.test_panics -= 1;
+            panic!("injected by CHAT_AUTH_TEST_WRITER_PANICS");
         }
-        true
     }
 
-    fn keep_rejected(&self, record: Option<&Record>, body: &[u8]) {
+    fn keep_rejected(&self, record: Option<&Record>, body: &[u8], error: &DbError) {
         use std::io::Write;
-        let line = match record {
-            Some(record) => serde_json::to_string(record).unwrap_or_default(),
-            None => serde_json::json!({ "undecodable": hex::encode(body) }).to_string(),
+        let mut line = match record.map(serde_json::to_value) {
+            Some(Ok(value)) => value,
+            _ => serde_json::json!({ "undecodable": hex::encode(body) }),
         };
+        line["error"] = serde_json::Value::String(error.to_string());
         let result = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -376,12 +417,14 @@ impl Writer {
         }
     }
 
-    fn committed(&mut self, batch: &[Queued]) {
+    /// The batch is done with (`stored` of its rows in MySQL, the rest set aside): the
+    /// checkpoint moves past it.
+    fn committed(&mut self, batch: &[Queued], stored: usize) {
         let last = batch.last().expect("batches are never empty").position;
         let bytes = batch.iter().map(|q| q.size).sum();
         self.counters
             .rows_written
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add(stored as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.checkpoint.commit(last, batch.len() as u64, bytes) {
             // The rows are in MySQL; a replay would only skip them as duplicates.

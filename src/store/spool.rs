@@ -134,7 +134,16 @@ impl Spool {
     /// the last run, in order. New records go to a fresh segment.
     pub fn open(dir: &Path, fsync: bool, rotate_at: u64) -> io::Result<(Spool, Vec<Replayed>)> {
         fs::create_dir_all(dir)?;
-        let checkpoint = read_checkpoint(dir)?;
+        let checkpoint = read_checkpoint(dir)?.unwrap_or_else(|| {
+            // Torn or emptied by a power cut: replay everything; ids already in MySQL are
+            // skipped there, so nothing is stored twice.
+            log::warn!(
+                "spool {}: the checkpoint is damaged; replaying every segment (messages \
+                 already stored are skipped)",
+                dir.display()
+            );
+            Position { segment: 0, end: 0 }
+        });
         let mut segments = segment_ids(dir)?;
         segments.sort_unstable();
         let usage = Arc::new(Usage::default());
@@ -226,18 +235,16 @@ impl Checkpoint {
     }
 
     /// Records that everything up to `position` is in MySQL (`records` of `bytes`), and
-    /// deletes the segments before it.
+    /// deletes the segments before it. Deleting comes first: it frees space on a full disk,
+    /// and is safe before the checkpoint moves (a replay of later segments only meets ids
+    /// MySQL already has). The checkpoint is replaced atomically (a new file renamed over
+    /// it); when the disk has no room for a new file, it is overwritten in place (one short
+    /// write of a fixed length, with a CRC that tells a torn one).
     pub fn commit(&mut self, position: Position, records: u64, bytes: u64) -> io::Result<()> {
         self.usage.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.usage
             .pending_records
             .fetch_sub(records, Ordering::Relaxed);
-        let temporary = self.dir.join("checkpoint.tmp");
-        fs::write(
-            &temporary,
-            format!("{} {}\n", position.segment, position.end),
-        )?;
-        fs::rename(&temporary, self.dir.join("checkpoint"))?;
         let before = self.last.map_or(0, |p| p.segment);
         if position.segment > before {
             for id in segment_ids(&self.dir)? {
@@ -247,6 +254,21 @@ impl Checkpoint {
             }
         }
         self.last = Some(position);
+        let line = checkpoint_line(position);
+        let path = self.dir.join("checkpoint");
+        let temporary = self.dir.join("checkpoint.tmp");
+        let replaced = fs::write(&temporary, &line).and_then(|()| fs::rename(&temporary, &path));
+        if replaced.is_err() {
+            let _ = fs::remove_file(&temporary);
+            // Not truncated: the same number of bytes overwrites the old line, so the disk
+            // needs no new block.
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            std::io::Write::write_all(&mut file, line.as_bytes())?;
+        }
         Ok(())
     }
 }
@@ -271,21 +293,39 @@ fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
-fn read_checkpoint(dir: &Path) -> io::Result<Position> {
-    match fs::read_to_string(dir.join("checkpoint")) {
-        Ok(text) => {
-            let mut parts = text.split_whitespace().map(str::parse::<u64>);
-            match (parts.next(), parts.next()) {
-                (Some(Ok(segment)), Some(Ok(end))) => Ok(Position { segment, end }),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is damaged", dir.join("checkpoint").display()),
-                )),
+/// `<segment> <end> <crc>`, fixed width, so an overwrite in place replaces every byte.
+fn checkpoint_line(position: Position) -> String {
+    let numbers = format!("{:020} {:020}", position.segment, position.end);
+    format!("{numbers} {:08x}\n", crc32fast::hash(numbers.as_bytes()))
+}
+
+/// The checkpoint; `None` when it is damaged (torn, emptied). No file: nothing committed.
+fn read_checkpoint(dir: &Path) -> io::Result<Option<Position>> {
+    let text = match fs::read_to_string(dir.join("checkpoint")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Some(Position { segment: 0, end: 0 }));
+        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let number = |text: &str| text.parse::<u64>().ok();
+    Ok(match parts[..] {
+        [segment, end, crc] => {
+            let numbers = format!("{segment} {end}");
+            let crc_ok = u32::from_str_radix(crc, 16) == Ok(crc32fast::hash(numbers.as_bytes()));
+            match (number(segment), number(end)) {
+                (Some(segment), Some(end)) if crc_ok => Some(Position { segment, end }),
+                _ => None,
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Position { segment: 0, end: 0 }),
-        Err(e) => Err(e),
-    }
+        // Written by earlier versions: `<segment> <end>`.
+        [segment, end] => number(segment)
+            .zip(number(end))
+            .map(|(segment, end)| Position { segment, end }),
+        _ => None,
+    })
 }
 
 /// The records of one segment from `start`, up to the zeros that follow the last one. A
@@ -434,6 +474,39 @@ mod tests {
         let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_str()).collect();
         assert_eq!(ids, ["m4", "m5", "m6", "m7", "m8", "m9"]);
         assert_eq!(records[0], record(4));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_or_empty_checkpoint_replays_everything() {
+        let dir = temp_dir("torn-checkpoint");
+        let (mut spool, _) = Spool::open(&dir, false, 1 << 20).unwrap();
+        let mut last = None;
+        for n in 0..5 {
+            last = Some(spool.append(&record(n).borrowed()).unwrap().0);
+        }
+        let last = last.unwrap();
+        let total = spool.usage.pending_bytes.load(Ordering::Relaxed);
+        Checkpoint::new(&dir, spool.usage.clone())
+            .commit(last, 5, total)
+            .unwrap();
+        drop(spool);
+        let text = fs::read_to_string(dir.join("checkpoint")).unwrap();
+        // A power cut: the file emptied, or cut short, or a digit changed by a torn write.
+        let changed = text.replacen('0', "1", 1);
+        for damaged in ["", &text[..10], &changed, "\u{0}\u{0}\u{0}"] {
+            fs::write(dir.join("checkpoint"), damaged).unwrap();
+            let (_spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
+            assert_eq!(pending.len(), 5, "{damaged:?}: everything replayed");
+        }
+        // The earlier two-number format is still read.
+        fs::write(
+            dir.join("checkpoint"),
+            format!("{} {}\n", last.segment, last.end),
+        )
+        .unwrap();
+        let (_spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
+        assert!(pending.is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 

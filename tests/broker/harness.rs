@@ -367,6 +367,15 @@ impl Broker {
 
     /// Runs a complete configuration whose listener is `port`.
     pub fn run(conf: &str, port: u16) -> Result<Broker, StartFailure> {
+        Broker::run_with_env(conf, port, &[])
+    }
+
+    /// As `run`, with extra environment variables for the broker (test-only faults).
+    pub fn run_with_env(
+        conf: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Broker, StartFailure> {
         let root = unsafe { libc::geteuid() } == 0;
         let conf = format!(
             "{}log_dest stderr\n{conf}",
@@ -381,6 +390,7 @@ impl Broker {
             Command::new(require("mosquitto"))
                 .arg("-c")
                 .arg(&conf_path)
+                .envs(env.iter().copied())
                 .stdout(log_file.try_clone().expect("dup log"))
                 .stderr(log_file),
         );

@@ -36,6 +36,19 @@ pub fn trials() -> Vec<Trial> {
             "store::missing_grant_keeps_messages_until_fixed",
             missing_grant_keeps_messages_until_fixed,
         ),
+        (
+            "store::refused_rows_are_set_aside_and_the_rest_stored",
+            refused_rows_are_set_aside_and_the_rest_stored,
+        ),
+        ("store::writer_survives_a_panic", writer_survives_a_panic),
+        (
+            "store::damaged_checkpoint_is_recovered_from",
+            damaged_checkpoint_is_recovered_from,
+        ),
+        (
+            "store::storage_options_need_the_switch",
+            storage_options_need_the_switch,
+        ),
     ];
     crate::trials(tests)
 }
@@ -442,6 +455,180 @@ fn missing_grant_keeps_messages_until_fixed() {
     eventually("stored once the grant is there", SOON, || {
         count(db, &dbname) == 3
     });
-    assert!(broker.log().contains("chat messages are stored again"));
+    // Written by the broker thread at its next tick (lines of other threads wait for it).
+    eventually("the recovery is logged", SOON, || {
+        broker.log().contains("chat messages are stored again")
+    });
     assert!(!spool.join("rejected.jsonl").exists());
+}
+
+/// The operator's own constraints: a CHECK and a trigger's SIGNAL refuse one row each; the
+/// twenty behind them are stored in order, the refused ones are in `rejected.jsonl` with the
+/// server's answer, and `getStats` counts them.
+fn refused_rows_are_set_aside_and_the_rest_stored() {
+    let db = shared();
+    let dbname = store_db(db, "refused");
+    db.root_exec(&format!(
+        "USE `{dbname}`;
+         ALTER TABLE messages ADD CONSTRAINT no_spam CHECK (content <> 'spam');
+         CREATE TRIGGER no_shouting BEFORE INSERT ON messages FOR EACH ROW
+           IF NEW.content = 'SHOUT' THEN
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no shouting';
+           END IF"
+    ));
+    let spool = fresh_dir("spool");
+    // Small batches: the refused rows sit inside batches with good ones.
+    let broker = store_broker(db, &dbname, &spool, "auth_opt_persist_flush_ms 200\n");
+    let mut alice = login(broker.port, "alice", 0);
+    let mut sent = Vec::new();
+    for n in 0..22 {
+        let content = match n {
+            3 => "spam".to_string(),
+            11 => "SHOUT".to_string(),
+            n => format!("fine {n}"),
+        };
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, &content),
+            false
+        )));
+        sent.push(content);
+    }
+    eventually("the twenty good rows", SOON, || count(db, &dbname) == 20);
+    let contents = db.root_column(&format!(
+        "SELECT content FROM `{dbname}`.messages ORDER BY id"
+    ));
+    let good: Vec<String> = sent
+        .iter()
+        .filter(|c| *c != "spam" && *c != "SHOUT")
+        .cloned()
+        .collect();
+    assert_eq!(contents, good);
+    let rejected = std::fs::read_to_string(spool.join("rejected.jsonl")).unwrap();
+    let lines: Vec<Value> = rejected
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{rejected}");
+    assert_eq!(lines[0]["content"], "spam");
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("no_spam"),
+        "{rejected}"
+    );
+    assert_eq!(lines[1]["content"], "SHOUT");
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("no shouting"),
+        "{rejected}"
+    );
+    let mut admin = login(broker.port, "admin", 0);
+    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
+    assert!(accepted(admin.publish(
+        "$CONTROL/chat-auth/v1",
+        json!({"commands": [{"command": "getStats"}]}).to_string(),
+        false
+    )));
+    let answer = admin
+        .message_on("$CONTROL/chat-auth/v1/response", SOON)
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(answer["responses"][0]["data"]["storage"]["rejectedRows"], 2);
+    eventually("a warning logged at a tick", SOON, || {
+        broker.log().contains("was refused by MySQL")
+    });
+}
+
+/// A panic inside the writer (the test-only fault `CHAT_AUTH_TEST_WRITER_PANICS`) is caught;
+/// the batch is written again and storage goes on.
+fn writer_survives_a_panic() {
+    let db = shared();
+    let dbname = store_db(db, "panic");
+    let spool = fresh_dir("spool");
+    let port = crate::harness::free_port();
+    let conf = format!(
+        "log_type all\nper_listener_settings false\nlistener {port} 127.0.0.1\n\
+         allow_anonymous false\nplugin {}\n{}{USERQUERY}auth_opt_persist_enabled true\n\
+         auth_opt_persist_spool_dir {}\n",
+        crate::harness::plugin_path().display(),
+        db.plugin_options(&dbname),
+        spool.display()
+    );
+    let broker =
+        Broker::run_with_env(&conf, port, &[("CHAT_AUTH_TEST_WRITER_PANICS", "2")]).expect("start");
+    let mut alice = login(port, "alice", 0);
+    for n in 0..5 {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, &format!("after a panic {n}")),
+            false
+        )));
+    }
+    eventually("stored despite two panics", SOON, || {
+        count(db, &dbname) == 5
+    });
+    eventually("the panic is logged", SOON, || {
+        broker
+            .log()
+            .contains("internal panic in the chat message writer")
+    });
+    // And later messages too: the writer lives on.
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        message("CHAT", 1, 2, "later"),
+        false
+    )));
+    eventually("the later one", SOON, || count(db, &dbname) == 6);
+}
+
+/// A checkpoint emptied by a power cut: the broker starts, replays, stores nothing twice.
+fn damaged_checkpoint_is_recovered_from() {
+    let db = shared();
+    let dbname = store_db(db, "checkpoint");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 0);
+    for n in 0..10 {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, &format!("before {n}")),
+            false
+        )));
+    }
+    eventually("stored", SOON, || count(db, &dbname) == 10);
+    drop(alice);
+    drop(broker);
+    std::fs::write(spool.join("checkpoint"), b"").unwrap();
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 1);
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        message("CHAT", 1, 2, "after"),
+        false
+    )));
+    eventually("the new one stored", SOON, || count(db, &dbname) == 11);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(db, &dbname), 11, "nothing stored twice");
+    eventually("the replay is reported", SOON, || {
+        broker.log().contains("the checkpoint is damaged")
+    });
+}
+
+fn storage_options_need_the_switch() {
+    let db = shared();
+    let dbname = store_db(db, "switch");
+    let failure = Broker::try_start(
+        &format!(
+            "{}{USERQUERY}auth_opt_persist_spool_dir /tmp\nauth_opt_persist_table messages\n",
+            db.plugin_options(&dbname)
+        ),
+        "",
+    )
+    .err()
+    .expect("the broker refuses to start");
+    assert!(
+        failure
+            .log
+            .contains("auth_opt_persist_enabled (plugin_opt_persist_enabled): is not true"),
+        "{}",
+        failure.log
+    );
 }
