@@ -4,8 +4,6 @@
 use crate::acl::ChatTopics;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
 use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
-use crate::sessions::OfflineCaps;
-use crate::store::{StoreConfig, quoted_table};
 use crate::throttle::ThrottleConfig;
 use std::fmt;
 use std::path::PathBuf;
@@ -77,6 +75,38 @@ pub struct Config {
     pub offline: OfflineCaps,
     /// Where persistent sessions are kept across restarts; `None`: not kept.
     pub session_file: Option<PathBuf>,
+}
+
+/// The limits on offline sessions (`auth_opt_offline_sessions_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineCaps {
+    pub total: usize,
+    pub per_user: usize,
+}
+
+impl Default for OfflineCaps {
+    fn default() -> Self {
+        OfflineCaps {
+            // Offline persistent sessions kept for their queued deliveries; beyond this the
+            // oldest are forgotten (their queued chat messages are then refused until they
+            // log in again).
+            total: 100_000,
+            // Per username: one account cannot push out everyone else's.
+            per_user: 16,
+        }
+    }
+}
+
+/// Chat message storage (`persist_*`).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Quoted (`quoted_table`).
+    pub table: String,
+    pub batch_rows: usize,
+    pub flush: Duration,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub fsync: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -681,6 +711,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// A table name as the option gives it: `name` or `database.name`, letters, digits and `_`.
+pub fn quoted_table(name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let valid = |p: &&str| {
+        !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    (parts.len() <= 2 && parts.iter().all(valid)).then(|| {
+        parts
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(".")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -973,5 +1018,17 @@ mod tests {
         assert_eq!(edit_distance("host", "host"), 0);
         assert_eq!(edit_distance("dbname", "dbnme"), 1);
         assert_eq!(edit_distance("userquery", "usrequery"), 2);
+    }
+
+    #[test]
+    fn table_names_are_checked_and_quoted() {
+        assert_eq!(quoted_table("messages").as_deref(), Some("`messages`"));
+        assert_eq!(
+            quoted_table("chat.messages").as_deref(),
+            Some("`chat`.`messages`")
+        );
+        for bad in ["", "a b", "m`; DROP TABLE users; --", "a.b.c", "x."] {
+            assert!(quoted_table(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! chat-auth: a Mosquitto 2.0 plugin. The safe core (config, query, hash, auth, acl, topic,
-//! sessions, control, db, refresh, store) never calls the broker; `ffi` is the only place
-//! with `unsafe`: the broker calls, and the spool's memory-mapped segment file. The compiler
-//! holds this: `unsafe` is an error everywhere else, and every `unsafe` block there says why
-//! it is sound.
+//! sessions, control, db, refresh, store) never calls the broker and never imports `ffi`;
+//! `ffi` (the broker calls) and `store::mapped_file` (the spool's memory-mapped segment
+//! file) are the only places with `unsafe`. The compiler holds this: `unsafe` is an error
+//! everywhere else, and every `unsafe` block there says why it is sound.
 
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]

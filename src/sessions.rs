@@ -22,6 +22,7 @@
 
 use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, Patterns, Subject};
 use crate::auth::{Identity, Proof};
+pub use crate::config::OfflineCaps;
 use crate::control::Reply;
 use crate::db::DbError;
 use crate::logging::printable;
@@ -33,12 +34,6 @@ use std::time::{Duration, Instant};
 
 /// How soon a failed refresh is tried again (or the refresh period, if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
-
-/// Offline persistent sessions kept for their queued deliveries; beyond this the oldest
-/// are forgotten (their queued chat messages are then refused until they log in again).
-pub const DEFAULT_OFFLINE_CAP: usize = 100_000;
-/// Offline sessions kept per username: one account cannot push out everyone else's.
-pub const DEFAULT_OFFLINE_PER_USER: usize = 16;
 
 /// Client ids of unknown clients logged once; the set is cleared when full.
 const UNKNOWN_LOG_MEMORY: usize = 1024;
@@ -231,22 +226,6 @@ pub struct Stats {
     pub refresh_failures: u64,
     /// Deliveries refused because nothing validated them (wills, retained chat messages).
     pub unvalidated_refused: u64,
-}
-
-/// The limits on offline sessions (`auth_opt_offline_sessions_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OfflineCaps {
-    pub total: usize,
-    pub per_user: usize,
-}
-
-impl Default for OfflineCaps {
-    fn default() -> Self {
-        OfflineCaps {
-            total: DEFAULT_OFFLINE_CAP,
-            per_user: DEFAULT_OFFLINE_PER_USER,
-        }
-    }
 }
 
 pub struct Registry {

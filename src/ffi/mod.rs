@@ -1,8 +1,6 @@
 //! The C ABI edge: the exported `mosquitto_plugin_*` functions and one callback per event.
-//! All `unsafe` in the crate is here (and in `mapped_file`, the spool's memory map); every
-//! callback runs inside `catch_unwind` and maps a panic to a refusal, never to "allow".
-
-pub(crate) mod mapped_file;
+//! All `unsafe` in the crate is here (and in `store::mapped_file`, the spool's memory map);
+//! every callback runs inside `catch_unwind` and maps a panic to a refusal, never to "allow".
 
 #[allow(
     non_camel_case_types,

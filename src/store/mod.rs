@@ -3,8 +3,12 @@
 //! checkpoint. A replay (after a crash, or of a batch whose commit answer was lost) can
 //! never make a second row: `message_id` is unique and duplicates are skipped.
 
+// The spool's memory map: with `ffi`, the only place `unsafe` is allowed.
+#[allow(unsafe_code)]
+mod mapped_file;
 pub mod spool;
 
+use crate::config::StoreConfig;
 use crate::db::{Db, DbError};
 use mysql::Value;
 use serde::{Deserialize, Serialize};
@@ -61,16 +65,6 @@ pub struct NewRecord<'a> {
     pub qos: u8,
     pub client_id: &'a str,
     pub server_ts: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub table: String,
-    pub batch_rows: usize,
-    pub flush: Duration,
-    pub spool_dir: PathBuf,
-    pub spool_max_bytes: u64,
-    pub fsync: bool,
 }
 
 /// Progress counters, read by the periodic log line and `getStats`.
@@ -495,21 +489,6 @@ fn statement_rows(left: usize, batch_rows: usize) -> usize {
     size
 }
 
-/// A table name as the option gives it: `name` or `database.name`, letters, digits and `_`.
-pub fn quoted_table(name: &str) -> Option<String> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let valid = |p: &&str| {
-        !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    (parts.len() <= 2 && parts.iter().all(valid)).then(|| {
-        parts
-            .iter()
-            .map(|p| format!("`{p}`"))
-            .collect::<Vec<_>>()
-            .join(".")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,17 +515,5 @@ mod tests {
             split(99, 50),
             [50, 10, 10, 10, 10, 1, 1, 1, 1, 1, 1, 1, 1, 1]
         );
-    }
-
-    #[test]
-    fn table_names_are_checked_and_quoted() {
-        assert_eq!(quoted_table("messages").as_deref(), Some("`messages`"));
-        assert_eq!(
-            quoted_table("chat.messages").as_deref(),
-            Some("`chat`.`messages`")
-        );
-        for bad in ["", "a b", "m`; DROP TABLE users; --", "a.b.c", "x."] {
-            assert!(quoted_table(bad).is_none(), "{bad}");
-        }
     }
 }

@@ -10,8 +10,8 @@
 //! copy, not a `write(2)` on the broker thread, and a killed broker loses nothing the copy
 //! finished (the page cache holds it either way; `persist_fsync` adds an `msync`).
 
+use super::mapped_file;
 use super::{NewRecord, Record};
-use crate::ffi::mapped_file;
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
