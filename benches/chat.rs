@@ -5,7 +5,7 @@
 
 use chat_auth::chat::{Kind, Sender, accept, new_message_id};
 use chat_auth::store::Record;
-use chat_auth::store::spool::{Checkpoint, Spool};
+use chat_auth::store::spool::Spool;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
@@ -53,7 +53,7 @@ fn validation_and_stamping(c: &mut Criterion) {
     }
     group.bench_function("new message id (UUIDv7)", |b| b.iter(new_message_id));
     let dir = std::env::temp_dir().join(format!("chat-auth-bench-spool-{}", std::process::id()));
-    let (mut spool, _) = Spool::open(&dir, false, 64 << 20).unwrap();
+    let (mut spool, reader) = Spool::open(&dir, false, 64 << 20).unwrap();
     let record = Record {
         message_id: new_message_id(),
         kind: "CHAT".into(),
@@ -67,11 +67,11 @@ fn validation_and_stamping(c: &mut Criterion) {
     };
     // Commits (as the writer would) whenever a segment fills, so the run's gigabytes of
     // appends never hold more than two segments of disk.
-    let mut checkpoint = Checkpoint::new(&dir, spool.usage.clone());
+    let mut checkpoint = reader.checkpoint();
     let mut segment = 0;
     group.bench_function("spool append (100-byte content)", |b| {
         b.iter(|| {
-            let (position, _, _) = spool.append(black_box(&record.borrowed())).unwrap();
+            let (position, _) = spool.append(black_box(&record.borrowed())).unwrap();
             if position.segment != segment {
                 segment = position.segment;
                 let pending = spool.usage.pending_bytes.load(Ordering::Relaxed);

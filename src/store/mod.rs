@@ -12,13 +12,13 @@ use crate::config::StoreConfig;
 use crate::db::{Db, DbError};
 use mysql::Value;
 use serde::{Deserialize, Serialize};
-use spool::{Checkpoint, Position, Spool, Usage};
+use spool::{Checkpoint, Position, Spool, SpoolReader, Usage};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -83,18 +83,44 @@ pub enum StoreRefusal {
     Io(io::Error),
 }
 
-struct Queued {
-    /// The record as the spool encodes it (`spool::decode`), decoded on the writer thread.
-    body: Vec<u8>,
-    position: Position,
-    size: u64,
+/// A record read back from the spool: its encoding (decoded on the writer thread), where it
+/// ends, its size in the spool.
+type Queued = spool::Replayed;
+
+/// Wakes the writer when it waits for records.
+#[derive(Default)]
+struct Signal {
+    closing: Mutex<bool>,
+    wake: Condvar,
+    /// The writer is waiting: the next append wakes it.
+    idle: AtomicBool,
 }
 
-/// The broker-thread side: append, queue, and the numbers.
+impl Signal {
+    fn closing(&self) -> bool {
+        *self.closing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a wake-up, `timeout` at most (a wake-up lost to a race costs that much).
+    fn wait(&self, timeout: Duration) {
+        let closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        if !*closing {
+            let _ = self.wake.wait_timeout(closing, timeout);
+        }
+    }
+
+    fn close(&self) {
+        *self.closing.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+}
+
+/// The broker-thread side: append, wake the writer, and the numbers. The spool on disk is
+/// the queue: the writer reads it back, so a backlog (MySQL down) costs disk, not memory.
 pub struct Store {
     spool: Spool,
     max_bytes: u64,
-    queue: Option<Sender<Queued>>,
+    signal: Arc<Signal>,
     writer: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
@@ -104,11 +130,15 @@ pub struct Store {
 /// How often the writer looks for a full batch while it gathers one.
 const GATHER_POLL: Duration = Duration::from_millis(5);
 
-/// How long shutdown waits for MySQL to take what is queued (the rest stays spooled).
+/// The longest the idle writer sleeps between looks at the spool.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// How long shutdown waits for MySQL to take what is spooled (the rest stays spooled).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl Store {
-    /// Opens the spool, queues what the last run left uncommitted, and starts the writer.
+    /// Opens the spool and starts the writer, which first writes (from disk) what the last
+    /// run left uncommitted.
     pub fn start(config: &StoreConfig, db: Arc<Db>) -> Result<Store, String> {
         let spool_error = |e: io::Error| {
             format!(
@@ -117,24 +147,11 @@ impl Store {
             )
         };
         let rotate_at = (config.spool_max_bytes / 8).clamp(64 * 1024, 64 * 1024 * 1024);
-        let (spool, pending) =
+        let (spool, reader) =
             Spool::open(&config.spool_dir, config.fsync, rotate_at).map_err(spool_error)?;
-        let (queue, receiver) = channel();
-        if !pending.is_empty() {
-            log::info!(
-                "replaying {} chat messages from the spool that MySQL has not confirmed",
-                pending.len()
-            );
-        }
-        for (body, position, size) in pending {
-            let _ = queue.send(Queued {
-                body,
-                position,
-                size,
-            });
-        }
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(Signal::default());
         let writer = Writer {
             db,
             insert_prefix: format!(
@@ -144,7 +161,8 @@ impl Store {
             ),
             batch_rows: config.batch_rows,
             flush: config.flush,
-            checkpoint: Checkpoint::new(&config.spool_dir, spool.usage.clone()),
+            start: reader.position(),
+            checkpoint: reader.checkpoint(),
             counters: counters.clone(),
             stop: stop.clone(),
             rejected: config.spool_dir.join("rejected.jsonl"),
@@ -161,14 +179,17 @@ impl Store {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
         };
-        let writer = std::thread::Builder::new()
-            .name("chat-auth-writer".into())
-            .spawn(move || writer.run(receiver))
-            .map_err(|e| format!("cannot start the message writer thread: {e}"))?;
+        let writer = {
+            let signal = Arc::clone(&signal);
+            std::thread::Builder::new()
+                .name("chat-auth-writer".into())
+                .spawn(move || writer.run(reader, &signal))
+                .map_err(|e| format!("cannot start the message writer thread: {e}"))?
+        };
         Ok(Store {
             spool,
             max_bytes: config.spool_max_bytes,
-            queue: Some(queue),
+            signal,
             writer: Some(writer),
             stop,
             counters,
@@ -176,10 +197,11 @@ impl Store {
         })
     }
 
-    /// Spools and queues one message. Refuses when the spool holds `spool_max_bytes` not yet
-    /// in MySQL (one warning per episode), or when the spool cannot be written.
+    /// Spools one message and wakes the writer if it waits. Refuses when the spool holds
+    /// `spool_max_bytes` not yet in MySQL (one warning per episode), or when the spool
+    /// cannot be written.
     pub fn put(&mut self, record: &NewRecord<'_>) -> Result<(), StoreRefusal> {
-        let pending = self.usage().pending_bytes.load(Ordering::Relaxed);
+        let pending = self.usage().backlog_bytes();
         if pending >= self.max_bytes {
             if !self.full {
                 self.full = true;
@@ -195,13 +217,9 @@ impl Store {
             self.full = false;
             log::warn!("spool has room again: chat messages are accepted");
         }
-        let (position, size, body) = self.spool.append(record).map_err(StoreRefusal::Io)?;
-        if let Some(queue) = &self.queue {
-            let _ = queue.send(Queued {
-                body,
-                position,
-                size,
-            });
+        self.spool.append(record).map_err(StoreRefusal::Io)?;
+        if self.signal.idle.load(Ordering::Acquire) {
+            self.signal.wake.notify_one();
         }
         Ok(())
     }
@@ -217,8 +235,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // The writer drains the queue, giving MySQL a short grace; the spool keeps the rest.
-        self.queue.take();
+        // The writer writes what is spooled, giving MySQL a short grace; the spool keeps
+        // the rest for the next start.
+        self.signal.close();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         if let Some(writer) = self.writer.take() {
             while !writer.is_finished() && Instant::now() < deadline {
@@ -235,6 +254,9 @@ struct Writer {
     insert_prefix: String,
     batch_rows: usize,
     flush: Duration,
+    /// Where reading started: the writer goes back to the last commit (or here) after a
+    /// panic.
+    start: Position,
     checkpoint: Checkpoint,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -250,48 +272,66 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, queue: Receiver<Queued>) {
+    fn run(mut self, mut reader: SpoolReader, signal: &Signal) {
+        let mut read_failing = false;
         loop {
-            // Blocks only while idle: the first message of a batch wakes the writer once.
-            let Ok(first) = queue.recv() else {
-                return;
-            };
-            let mut batch = vec![first];
-            let deadline = Instant::now() + self.flush;
-            let mut open = true;
-            // Gather without being woken per message (a wake-up per message cost the broker
-            // thread a futex call each): poll until the batch is full or the flush time ends.
-            loop {
-                while batch.len() < self.batch_rows {
-                    match queue.try_recv() {
-                        Ok(item) => batch.push(item),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
+            let step = catch_unwind(AssertUnwindSafe(|| self.step(&mut reader, signal)));
+            match step {
+                Ok(Ok(true)) => read_failing = false,
+                Ok(Ok(false)) => return,
+                Ok(Err(e)) => {
+                    if !read_failing {
+                        read_failing = true;
+                        log::error!("cannot read the chat spool back ({e}); retrying");
                     }
+                    std::thread::sleep(Duration::from_secs(1));
                 }
-                let now = Instant::now();
-                if !open || batch.len() >= self.batch_rows || now >= deadline {
-                    break;
+                Err(_) => {
+                    // Nothing is lost: what was read and not committed is read again.
+                    log::error!(
+                        "internal panic in the chat message writer; it goes on from the last \
+                         stored message"
+                    );
+                    reader.rewind(self.checkpoint.last().unwrap_or(self.start));
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                std::thread::sleep((deadline - now).min(GATHER_POLL));
-            }
-            if !self.write(&batch) {
-                return; // stopping with MySQL unavailable: the spool replays it next start
-            }
-            if !open {
-                // Shutdown: what is still queued.
-                let rest: Vec<Queued> = queue.try_iter().collect();
-                for chunk in rest.chunks(self.batch_rows) {
-                    if !self.write(chunk) {
-                        return;
-                    }
-                }
-                return;
             }
         }
+    }
+
+    /// Reads and writes one batch. `Ok(false)`: stop (closing with nothing left, or told
+    /// to stop).
+    fn step(&mut self, reader: &mut SpoolReader, signal: &Signal) -> io::Result<bool> {
+        if self.stop.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let mut batch = reader.read(self.batch_rows)?;
+        if batch.is_empty() {
+            if signal.closing() {
+                return Ok(false);
+            }
+            signal.idle.store(true, Ordering::Release);
+            batch = reader.read(self.batch_rows)?;
+            if batch.is_empty() {
+                signal.wait(IDLE_POLL);
+            }
+            signal.idle.store(false, Ordering::Release);
+            if batch.is_empty() {
+                return Ok(true);
+            }
+        }
+        // Gather without being woken per message (a wake-up per message cost the broker
+        // thread a futex call each): poll until the batch is full or the flush time ends.
+        let deadline = Instant::now() + self.flush;
+        while batch.len() < self.batch_rows && !signal.closing() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(GATHER_POLL));
+            batch.extend(reader.read(self.batch_rows - batch.len())?);
+        }
+        Ok(self.write(&batch))
     }
 
     /// Writes one batch, retrying while MySQL is unavailable; `false` when told to stop
@@ -375,13 +415,13 @@ impl Writer {
 
     /// A row the server refuses on its own: set aside, with the server's answer.
     fn reject(&self, item: &Queued, error: &DbError) {
-        let record = spool::decode(&item.body);
+        let record = spool::decode(&item.0);
         log::warn!(
             "chat message {} was refused by MySQL ({error}); set aside in {}",
             record.as_ref().map_or("(undecodable)", |r| &r.message_id),
             self.rejected.display()
         );
-        self.keep_rejected(record.as_ref(), &item.body, error);
+        self.keep_rejected(record.as_ref(), &item.0, error);
         self.counters.rejected_rows.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -414,13 +454,18 @@ impl Writer {
     /// The batch is done with (`stored` of its rows in MySQL, the rest set aside): the
     /// checkpoint moves past it.
     fn committed(&mut self, batch: &[Queued], stored: usize) {
-        let last = batch.last().expect("batches are never empty").position;
-        let bytes = batch.iter().map(|q| q.size).sum();
+        let last = batch.last().expect("batches are never empty").1;
+        // Records of an earlier run were never counted as pending (see `Usage`).
+        let live: Vec<&Queued> = batch
+            .iter()
+            .filter(|q| self.checkpoint.is_live(q.1.segment))
+            .collect();
+        let bytes = live.iter().map(|q| q.2).sum();
         self.counters
             .rows_written
             .fetch_add(stored as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.checkpoint.commit(last, batch.len() as u64, bytes) {
+        if let Err(e) = self.checkpoint.commit(last, live.len() as u64, bytes) {
             // The rows are in MySQL; a replay would only skip them as duplicates.
             log::error!("cannot move the spool checkpoint: {e}");
         }
@@ -439,7 +484,7 @@ impl Writer {
             let mut values = Vec::with_capacity(rows * 9);
             for item in chunk {
                 // Decoded here, on the writer thread: its allocations never touch the broker's.
-                let r = spool::decode(&item.body)
+                let r = spool::decode(&item.0)
                     .ok_or_else(|| DbError::Query("a spool record cannot be decoded".into()))?;
                 values.extend([
                     Value::Bytes(r.message_id.into_bytes()),

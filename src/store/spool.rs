@@ -14,7 +14,7 @@ use super::mapped_file;
 use super::{NewRecord, Record};
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, compiler_fence};
@@ -33,16 +33,43 @@ pub struct Position {
     pub end: u64,
 }
 
-/// An encoded record (see `decode`) found in the spool at start, with where it ends and its
+/// An encoded record (see `decode`) read back from the spool, with where it ends and its
 /// size in the spool.
 pub type Replayed = (Vec<u8>, Position, u64);
 
-/// Counters shared by the broker thread (appends) and the writer (commits).
+/// Counters shared by the broker thread (appends) and the writer (reads, commits).
 #[derive(Debug, Default)]
 pub struct Usage {
-    /// Bytes of records appended and not yet committed to MySQL.
+    /// Bytes of records appended in this run and not yet committed to MySQL.
     pub pending_bytes: AtomicU64,
     pub pending_records: AtomicU64,
+    /// Bytes of the segments an earlier run left uncommitted (their preallocated size: an
+    /// upper bound), until the writer is done with each.
+    pub replay_bytes: AtomicU64,
+    /// Where the last appended record ends (`pack`): the writer reads up to here. Stored
+    /// after the record is copied, so everything before it is whole.
+    appended: AtomicU64,
+}
+
+impl Usage {
+    /// Bytes on disk not yet in MySQL (the spool limit compares this).
+    pub fn backlog_bytes(&self) -> u64 {
+        self.pending_bytes.load(Ordering::Relaxed) + self.replay_bytes.load(Ordering::Relaxed)
+    }
+
+    fn appended(&self) -> Position {
+        let packed = self.appended.load(Ordering::Acquire);
+        Position {
+            segment: packed >> 32,
+            end: packed & 0xFFFF_FFFF,
+        }
+    }
+
+    fn publish(&self, position: Position) {
+        // Segments are at most 64 MiB (or one record) and numbered from 1: both fit.
+        self.appended
+            .store((position.segment << 32) | position.end, Ordering::Release);
+    }
 }
 
 /// The segment being appended to.
@@ -130,9 +157,10 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens the spool in `dir` (created if missing) and returns what was not committed by
-    /// the last run, in order. New records go to a fresh segment.
-    pub fn open(dir: &Path, fsync: bool, rotate_at: u64) -> io::Result<(Spool, Vec<Replayed>)> {
+    /// Opens the spool in `dir` (created if missing); new records go to a fresh segment.
+    /// Returns where the writer starts reading: what the last run did not commit is read
+    /// back from disk by the writer (`SpoolReader`), never loaded here.
+    pub fn open(dir: &Path, fsync: bool, rotate_at: u64) -> io::Result<(Spool, SpoolReader)> {
         fs::create_dir_all(dir)?;
         let checkpoint = read_checkpoint(dir)?.unwrap_or_else(|| {
             // Torn or emptied by a power cut: replay everything; ids already in MySQL are
@@ -147,27 +175,50 @@ impl Spool {
         let mut segments = segment_ids(dir)?;
         segments.sort_unstable();
         let usage = Arc::new(Usage::default());
-        let mut pending = Vec::new();
+        let mut replayed = Vec::new();
         for &id in &segments {
             if id < checkpoint.segment {
                 fs::remove_file(segment_path(dir, id))?;
                 continue;
             }
+            let size = fs::metadata(segment_path(dir, id))?.len();
             let start = if id == checkpoint.segment {
                 checkpoint.end
             } else {
                 0
             };
-            for (body, position, size) in read_segment(dir, id, start)? {
-                usage.pending_bytes.fetch_add(size, Ordering::Relaxed);
-                usage.pending_records.fetch_add(1, Ordering::Relaxed);
-                pending.push((body, position, size));
-            }
+            let bytes = size.saturating_sub(start);
+            usage.replay_bytes.fetch_add(bytes, Ordering::Relaxed);
+            replayed.push((id, bytes));
+        }
+        if !replayed.is_empty() {
+            log::info!(
+                "replaying {} spool segments that MySQL has not confirmed, from disk in the \
+                 background",
+                replayed.len()
+            );
         }
         let segment = segments
             .last()
             .map_or(checkpoint.segment.max(1), |last| last + 1);
         let current = Segment::create(dir, segment, rotate_at, fsync)?;
+        usage.publish(Position { segment, end: 0 });
+        let start = match replayed.first() {
+            Some(&(first, _)) if first > checkpoint.segment => Position {
+                segment: first,
+                end: 0,
+            },
+            Some(_) => checkpoint,
+            None => Position { segment, end: 0 },
+        };
+        let reader = SpoolReader {
+            dir: dir.to_path_buf(),
+            at: start,
+            file: None,
+            usage: usage.clone(),
+            replayed,
+            first_live: segment,
+        };
         Ok((
             Spool {
                 dir: dir.to_path_buf(),
@@ -178,13 +229,13 @@ impl Spool {
                 frame: Vec::with_capacity(4096),
                 usage,
             },
-            pending,
+            reader,
         ))
     }
 
-    /// Appends one record (with `fsync`, on disk before this returns). Returns its end, its
-    /// size and its encoding (for the writer thread: one allocation crosses threads, not nine).
-    pub fn append(&mut self, record: &NewRecord<'_>) -> io::Result<(Position, u64, Vec<u8>)> {
+    /// Appends one record (with `fsync`, on disk before this returns) and publishes it to
+    /// the writer. Returns its end and its size.
+    pub fn append(&mut self, record: &NewRecord<'_>) -> io::Result<(Position, u64)> {
         let frame = &mut self.frame;
         frame.clear();
         frame.resize(FRAME_HEADER, 0);
@@ -207,15 +258,149 @@ impl Spool {
         self.current.append(frame, self.fsync)?;
         self.usage.pending_bytes.fetch_add(size, Ordering::Relaxed);
         self.usage.pending_records.fetch_add(1, Ordering::Relaxed);
-        Ok((
-            Position {
-                segment: self.segment,
-                end: self.current.written,
-            },
-            size,
-            self.frame[FRAME_HEADER..].to_vec(),
-        ))
+        let end = Position {
+            segment: self.segment,
+            end: self.current.written,
+        };
+        self.usage.publish(end);
+        Ok((end, size))
     }
+}
+
+/// The writer's side: reads records back from the segment files, in order, up to what the
+/// broker thread published. The backlog stays on disk; memory holds one batch.
+pub struct SpoolReader {
+    dir: PathBuf,
+    /// Where the next record starts.
+    at: Position,
+    file: Option<File>,
+    usage: Arc<Usage>,
+    /// Segments of an earlier run not yet committed, with the bytes `replay_bytes` counts.
+    replayed: Vec<(u64, u64)>,
+    /// The first segment of this run.
+    first_live: u64,
+}
+
+impl SpoolReader {
+    /// The committing side for what this reader reads.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            dir: self.dir.clone(),
+            usage: self.usage.clone(),
+            last: None,
+            replayed: self.replayed.clone(),
+            first_live: self.first_live,
+        }
+    }
+
+    /// Up to `limit` records after the last one read.
+    pub fn read(&mut self, limit: usize) -> io::Result<Vec<Replayed>> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let appended = self.usage.appended();
+            if self.at.segment > appended.segment
+                || (self.at.segment == appended.segment && self.at.end >= appended.end)
+            {
+                break;
+            }
+            // The segment being appended to is read up to the published end; an earlier
+            // one up to its end marker (the preallocated zeros) or its last whole frame.
+            let sealed = self.at.segment < appended.segment;
+            match self.next_frame(sealed)? {
+                Some(record) => {
+                    self.at.end = record.1.end;
+                    out.push(record);
+                }
+                None if sealed => self.next_segment(appended.segment)?,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the next record starts.
+    pub fn position(&self) -> Position {
+        self.at
+    }
+
+    /// Goes back to `position` (after a failure in the writer: what was read and not
+    /// committed is read again).
+    pub fn rewind(&mut self, position: Position) {
+        self.at = position;
+        self.file = None;
+    }
+
+    fn next_segment(&mut self, last: u64) -> io::Result<()> {
+        let next = segment_ids(&self.dir)?
+            .into_iter()
+            .filter(|id| *id > self.at.segment)
+            .min()
+            .unwrap_or(last);
+        self.at = Position {
+            segment: next,
+            end: 0,
+        };
+        self.file = None;
+        Ok(())
+    }
+
+    /// The frame at `self.at`, checked; `None` at the end of the written part.
+    fn next_frame(&mut self, sealed: bool) -> io::Result<Option<Replayed>> {
+        use std::os::unix::fs::FileExt;
+        let path = segment_path(&self.dir, self.at.segment);
+        if self.file.is_none() {
+            match File::open(&path) {
+                Ok(file) => self.file = Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && sealed => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let file = self.file.as_ref().expect("opened above");
+        let mut header = [0u8; FRAME_HEADER];
+        let read = read_at_most(file, &mut header, self.at.end)?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        // No record has an empty body: a zero length is the preallocated rest.
+        if read < FRAME_HEADER || len == 0 {
+            return Ok(None);
+        }
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let mut body = vec![0u8; len.min(MAX_FRAME)];
+        let whole = len <= MAX_FRAME
+            && file
+                .read_exact_at(&mut body, self.at.end + FRAME_HEADER as u64)
+                .is_ok()
+            && crc32fast::hash(&body) == crc
+            && decode(&body).is_some();
+        if !whole {
+            log::warn!(
+                "spool {}: damaged data from byte {} ignored (a crash during a write)",
+                path.display(),
+                self.at.end
+            );
+            return Ok(None);
+        }
+        let size = (FRAME_HEADER + len) as u64;
+        let end = Position {
+            segment: self.at.segment,
+            end: self.at.end + size,
+        };
+        Ok(Some((body, end, size)))
+    }
+}
+
+/// Reads into `buffer` from `offset` until it is full or the file ends; the bytes read.
+fn read_at_most(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buffer.len() {
+        match file.read_at(&mut buffer[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// The committing side, owned by the writer thread.
@@ -223,15 +408,19 @@ pub struct Checkpoint {
     dir: PathBuf,
     usage: Arc<Usage>,
     last: Option<Position>,
+    replayed: Vec<(u64, u64)>,
+    first_live: u64,
 }
 
 impl Checkpoint {
-    pub fn new(dir: &Path, usage: Arc<Usage>) -> Checkpoint {
-        Checkpoint {
-            dir: dir.to_path_buf(),
-            usage,
-            last: None,
-        }
+    /// Where the last commit ended.
+    pub fn last(&self) -> Option<Position> {
+        self.last
+    }
+
+    /// Whether a record in `segment` was appended in this run (counted in `pending_*`).
+    pub fn is_live(&self, segment: u64) -> bool {
+        segment >= self.first_live
     }
 
     /// Records that everything up to `position` is in MySQL (`records` of `bytes`), and
@@ -240,6 +429,7 @@ impl Checkpoint {
     /// MySQL already has). The checkpoint is replaced atomically (a new file renamed over
     /// it); when the disk has no room for a new file, it is overwritten in place (one short
     /// write of a fixed length, with a CRC that tells a torn one).
+    /// `records` and `bytes` count the records of this run only (`is_live`).
     pub fn commit(&mut self, position: Position, records: u64, bytes: u64) -> io::Result<()> {
         self.usage.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.usage
@@ -252,6 +442,14 @@ impl Checkpoint {
                     let _ = fs::remove_file(segment_path(&self.dir, id));
                 }
             }
+            let usage = &self.usage;
+            self.replayed.retain(|&(id, bytes)| {
+                let done = id < position.segment;
+                if done {
+                    usage.replay_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                }
+                !done
+            });
         }
         self.last = Some(position);
         let line = checkpoint_line(position);
@@ -326,49 +524,6 @@ fn read_checkpoint(dir: &Path) -> io::Result<Option<Position>> {
             .map(|(segment, end)| Position { segment, end }),
         _ => None,
     })
-}
-
-/// The records of one segment from `start`, up to the zeros that follow the last one. A
-/// damaged or cut-off frame (a machine crash in the middle of a write) ends the segment
-/// with a warning.
-fn read_segment(dir: &Path, id: u64, start: u64) -> io::Result<Vec<Replayed>> {
-    let path = segment_path(dir, id);
-    let mut bytes = Vec::new();
-    File::open(&path)?.read_to_end(&mut bytes)?;
-    let mut records = Vec::new();
-    let mut at = start as usize;
-    while at < bytes.len() {
-        // No record has an empty body: a zero length is the preallocated rest.
-        let rest = &bytes[at..];
-        if rest[..rest.len().min(4)].iter().all(|&b| b == 0) {
-            break;
-        }
-        let frame = bytes.get(at..at + FRAME_HEADER).and_then(|header| {
-            let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-            let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-            let body = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len)?;
-            (len <= MAX_FRAME && crc32fast::hash(body) == crc).then_some(body)
-        });
-        let Some(body) = frame.filter(|body| decode(body).is_some()) else {
-            log::warn!(
-                "spool {}: damaged data from byte {at} of {} ignored (a crash during a write)",
-                path.display(),
-                bytes.len()
-            );
-            break;
-        };
-        let size = (FRAME_HEADER + frame.map_or(0, <[u8]>::len)) as u64;
-        at += size as usize;
-        records.push((
-            body.to_vec(),
-            Position {
-                segment: id,
-                end: at as u64,
-            },
-            size,
-        ));
-    }
-    Ok(records)
 }
 
 const ENCODING_V1: u8 = 1;
@@ -455,22 +610,43 @@ mod tests {
         dir
     }
 
+    /// Everything a reader reads (as the writer would, in batches of 7).
+    fn read_all(reader: &mut SpoolReader) -> Vec<Replayed> {
+        let mut all = Vec::new();
+        loop {
+            let batch = reader.read(7).unwrap();
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch);
+        }
+    }
+
+    fn records(read: &[Replayed]) -> Vec<Record> {
+        read.iter().map(|p| decode(&p.0).unwrap()).collect()
+    }
+
+    /// Opens the spool again (a restart) and reads back what it replays.
+    fn replayed(dir: &Path, rotate_at: u64) -> Vec<Replayed> {
+        let (_spool, mut reader) = Spool::open(dir, false, rotate_at).unwrap();
+        read_all(&mut reader)
+    }
+
     #[test]
     fn uncommitted_records_come_back_in_order() {
         let dir = temp_dir("replay");
-        let (mut spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
-        assert!(pending.is_empty());
+        let (mut spool, mut reader) = Spool::open(&dir, false, 1 << 20).unwrap();
+        assert!(read_all(&mut reader).is_empty());
         let mut positions = Vec::new();
         for n in 0..10 {
             positions.push(spool.append(&record(n).borrowed()).unwrap());
         }
-        let mut checkpoint = Checkpoint::new(&dir, spool.usage.clone());
+        let mut checkpoint = reader.checkpoint();
         let committed: u64 = positions[..4].iter().map(|p| p.1).sum();
         checkpoint.commit(positions[3].0, 4, committed).unwrap();
         assert_eq!(spool.usage.pending_records.load(Ordering::Relaxed), 6);
         drop(spool);
-        let (_spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
-        let records: Vec<Record> = pending.iter().map(|p| decode(&p.0).unwrap()).collect();
+        let records = records(&replayed(&dir, 1 << 20));
         let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_str()).collect();
         assert_eq!(ids, ["m4", "m5", "m6", "m7", "m8", "m9"]);
         assert_eq!(records[0], record(4));
@@ -480,24 +656,25 @@ mod tests {
     #[test]
     fn a_damaged_or_empty_checkpoint_replays_everything() {
         let dir = temp_dir("torn-checkpoint");
-        let (mut spool, _) = Spool::open(&dir, false, 1 << 20).unwrap();
+        let (mut spool, reader) = Spool::open(&dir, false, 1 << 20).unwrap();
         let mut last = None;
         for n in 0..5 {
             last = Some(spool.append(&record(n).borrowed()).unwrap().0);
         }
         let last = last.unwrap();
         let total = spool.usage.pending_bytes.load(Ordering::Relaxed);
-        Checkpoint::new(&dir, spool.usage.clone())
-            .commit(last, 5, total)
-            .unwrap();
+        reader.checkpoint().commit(last, 5, total).unwrap();
         drop(spool);
         let text = fs::read_to_string(dir.join("checkpoint")).unwrap();
         // A power cut: the file emptied, or cut short, or a digit changed by a torn write.
         let changed = text.replacen('0', "1", 1);
         for damaged in ["", &text[..10], &changed, "\u{0}\u{0}\u{0}"] {
             fs::write(dir.join("checkpoint"), damaged).unwrap();
-            let (_spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
-            assert_eq!(pending.len(), 5, "{damaged:?}: everything replayed");
+            assert_eq!(
+                replayed(&dir, 1 << 20).len(),
+                5,
+                "{damaged:?}: everything replayed"
+            );
         }
         // The earlier two-number format is still read.
         fs::write(
@@ -505,22 +682,22 @@ mod tests {
             format!("{} {}\n", last.segment, last.end),
         )
         .unwrap();
-        let (_spool, pending) = Spool::open(&dir, false, 1 << 20).unwrap();
-        assert!(pending.is_empty());
+        assert!(replayed(&dir, 1 << 20).is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn committed_segments_are_deleted_and_a_torn_tail_is_ignored() {
         let dir = temp_dir("segments");
-        let (mut spool, _) = Spool::open(&dir, true, 200).unwrap();
+        let (mut spool, reader) = Spool::open(&dir, true, 200).unwrap();
         let mut last = None;
         for n in 0..20 {
             last = Some(spool.append(&record(n).borrowed()).unwrap());
         }
         assert!(segment_ids(&dir).unwrap().len() > 3);
         let total = spool.usage.pending_bytes.load(Ordering::Relaxed);
-        Checkpoint::new(&dir, spool.usage.clone())
+        reader
+            .checkpoint()
             .commit(last.unwrap().0, 20, total)
             .unwrap();
         assert_eq!(segment_ids(&dir).unwrap().len(), 1);
@@ -532,7 +709,7 @@ mod tests {
         file.write_all_at(&[200, 0, 0, 0, 1, 2], spool.current.written)
             .unwrap();
         drop(spool);
-        let (_spool, pending) = Spool::open(&dir, false, 200).unwrap();
+        let pending = replayed(&dir, 200);
         assert_eq!(pending.len(), 1);
         assert_eq!(decode(&pending[0].0).unwrap().message_id, "m20");
         fs::remove_dir_all(&dir).unwrap();
@@ -557,9 +734,7 @@ mod tests {
         file.write_all_at(b"\x01half a body", at + 8).unwrap();
         assert_eq!(file.metadata().unwrap().len(), 300, "preallocated");
         drop(spool);
-        let (_spool, pending) = Spool::open(&dir, false, 300).unwrap();
-        let replayed: Vec<Record> = pending.iter().map(|p| decode(&p.0).unwrap()).collect();
-        assert_eq!(replayed, [record(0), big, record(2)]);
+        assert_eq!(records(&replayed(&dir, 300)), [record(0), big, record(2)]);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -589,9 +764,53 @@ mod tests {
         }
         assert!(spool.segment > 1, "rotated at least once");
         drop(spool);
-        let (_spool, pending) = Spool::open(&dir, false, 4 * WINDOW).unwrap();
-        let replayed: Vec<Record> = pending.iter().map(|p| decode(&p.0).unwrap()).collect();
-        assert_eq!(replayed, sent);
+        assert_eq!(records(&replayed(&dir, 4 * WINDOW)), sent);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_writer_reads_what_is_published_as_it_comes_across_segments() {
+        let dir = temp_dir("live");
+        let (mut spool, mut reader) = Spool::open(&dir, false, 200).unwrap();
+        let mut sent = Vec::new();
+        let mut read = Vec::new();
+        for n in 0..30 {
+            spool.append(&record(n).borrowed()).unwrap();
+            sent.push(record(n));
+            if n % 4 == 0 {
+                read.extend(reader.read(3).unwrap());
+            }
+        }
+        read.extend(read_all(&mut reader));
+        assert!(segment_ids(&dir).unwrap().len() > 5, "many segments");
+        assert_eq!(records(&read), sent);
+        // Read again from a position (after a failure in the writer).
+        reader.rewind(read[9].1);
+        assert_eq!(records(&read_all(&mut reader)), sent[10..]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_backlog_from_an_earlier_run_is_counted_until_its_segments_are_done() {
+        let dir = temp_dir("backlog");
+        let (mut spool, _) = Spool::open(&dir, false, 200).unwrap();
+        for n in 0..20 {
+            spool.append(&record(n).borrowed()).unwrap();
+        }
+        drop(spool);
+        let (mut spool, mut reader) = Spool::open(&dir, false, 200).unwrap();
+        let backlog = spool.usage.replay_bytes.load(Ordering::Relaxed);
+        assert!(backlog > 0);
+        assert_eq!(spool.usage.backlog_bytes(), backlog);
+        spool.append(&record(20).borrowed()).unwrap();
+        let read = read_all(&mut reader);
+        assert_eq!(records(&read).len(), 21);
+        let mut checkpoint = reader.checkpoint();
+        let last = read.last().unwrap();
+        assert!(checkpoint.is_live(last.1.segment) && !checkpoint.is_live(read[0].1.segment));
+        checkpoint.commit(last.1, 1, last.2).unwrap();
+        assert_eq!(spool.usage.replay_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(spool.usage.backlog_bytes(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
