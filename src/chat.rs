@@ -83,6 +83,9 @@ pub struct Stamped {
     pub to_id: String,
     pub content: String,
     pub server_ts: i64,
+    /// The sender's own id for the message (`clientMsgId`), when it gave one: a
+    /// retransmission with the same one gets the first copy's stamp (see `dedup`).
+    pub client_msg_id: Option<String>,
 }
 
 /// Validates a chat payload published on a topic of `kind` whose id is `topic_id`, and
@@ -130,6 +133,15 @@ pub fn accept(
         }
         None => return Err(Invalid::Content("must be a string".into())),
     };
+    let client_msg_id = match fields.get("clientMsgId") {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<String>(raw.get())
+                .ok()
+                .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES)
+                .ok_or(Invalid::BadId("clientMsgId"))?,
+        ),
+    };
     let trusted = sender == Sender::Trusted;
     let brought_id = fields.get("id");
     let brought_ts = fields.get("ts");
@@ -154,7 +166,13 @@ pub fn accept(
         to_id,
         content,
         server_ts,
+        client_msg_id,
     })
+}
+
+/// The same accepted payload with another stamp (a retransmission gets its first copy's).
+pub fn restamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec<u8>> {
+    replace_stamp(payload, message_id, server_ts).ok()
 }
 
 /// The top-level members of a JSON object, values left unparsed (only the few the
@@ -473,6 +491,46 @@ mod tests {
             run(Kind::Chat, "2", &bad, Sender::Trusted),
             Err(Invalid::BadId("id"))
         );
+    }
+
+    #[test]
+    fn client_msg_ids_are_strings_of_at_most_64_bytes_and_restamping_keeps_the_rest() {
+        let user = Sender::User("1");
+        let with = |id: &str| {
+            format!(r#"{{"type":"CHAT","fromId":1,"toId":2,"content":"hi","clientMsgId":{id}}}"#)
+        };
+        let stamped = accept(
+            Kind::Chat,
+            "2",
+            with("\"a-1\"").as_bytes(),
+            user,
+            MAX,
+            7,
+            || "m-1".into(),
+        )
+        .unwrap();
+        assert_eq!(stamped.client_msg_id.as_deref(), Some("a-1"));
+        for bad in ["\"\"", "17", "null", &format!("\"{}\"", "x".repeat(65))] {
+            assert_eq!(
+                accept(
+                    Kind::Chat,
+                    "2",
+                    with(bad).as_bytes(),
+                    user,
+                    MAX,
+                    7,
+                    String::new
+                ),
+                Err(Invalid::BadId("clientMsgId")),
+                "{bad}"
+            );
+        }
+        let again = restamp(&stamped.payload, "m-0", 3).unwrap();
+        let value: Value = serde_json::from_slice(&again).unwrap();
+        assert_eq!(value["id"], "m-0");
+        assert_eq!(value["ts"], 3);
+        assert_eq!(value["clientMsgId"], "a-1");
+        assert_eq!(value["content"], "hi");
     }
 
     #[test]

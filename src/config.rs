@@ -112,6 +112,8 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationConfig {
     pub max_content_bytes: usize,
+    /// How long a `clientMsgId` keeps its first stamp (`chat_dedup_seconds`); 0: off.
+    pub dedup: Duration,
 }
 
 /// The default chat topic templates and membership query (for the bundled schema).
@@ -208,6 +210,7 @@ const OWN_KEYS: &[&str] = &[
     "acl_subscribe_level",
     "chat_validate",
     "chat_max_content_bytes",
+    "chat_dedup_seconds",
     "persist_enabled",
     "persist_table",
     "persist_batch_rows",
@@ -420,6 +423,12 @@ impl Config {
                         .map(|v| number::<usize>("chat_max_content_bytes", v, 1, 16 << 20))
                         .transpose()?
                         .unwrap_or(65_536),
+                    dedup: Duration::from_secs(
+                        get("chat_dedup_seconds")
+                            .map(|v| number::<u64>("chat_dedup_seconds", v, 0, 86_400))
+                            .transpose()?
+                            .unwrap_or(300),
+                    ),
                 })
             })
             .transpose()?;
@@ -838,6 +847,7 @@ mod tests {
             (&[("acl_cacheseconds", "many")], "acl_cacheseconds"),
             (&[("acl_subscribe_level", "2")], "acl_subscribe_level"),
             (&[("chat_max_content_bytes", "0")], "chat_max_content_bytes"),
+            (&[("chat_dedup_seconds", "-5")], "chat_dedup_seconds"),
             (&[("persist_enabled", "true")], "persist_spool_dir"),
             (
                 &[("persist_spool_dir", "/tmp"), ("persist_table", "messages")],

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod dedup;
 pub mod hash;
 pub mod logging;
 pub mod plugin;

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::config::ValidationConfig;
 use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError, value_bytes};
+use crate::dedup::{self, Dedup, Stamp};
 use crate::logging::printable;
 use crate::query::{Param, Query};
 use crate::refresh::{Done, Refresher, RuleSource, Work};
@@ -69,6 +70,8 @@ struct State {
     outbox: Vec<Action>,
     /// Chat message storage, when `persist_enabled`.
     store: Option<Store>,
+    /// The stamps of `clientMsgId`s, for retransmissions (`chat_dedup_seconds`).
+    dedup: Option<Dedup>,
     last_stats_log: Instant,
     last_stats: (u64, u64),
     /// Set at a RELOAD: the broker is re-checking every client it holds (SIGHUP), one
@@ -204,6 +207,11 @@ impl Plugin {
                 }
             );
         }
+        let dedup = config
+            .validation
+            .as_ref()
+            .filter(|v| !v.dedup.is_zero())
+            .map(|v| Dedup::new(v.dedup.as_millis() as i64, dedup::PER_SENDER, dedup::TOTAL));
         Ok(Plugin {
             auth: Authenticator::new(
                 users,
@@ -222,6 +230,7 @@ impl Plugin {
                 refresher,
                 outbox: Vec::new(),
                 store,
+                dedup,
                 last_stats_log: Instant::now(),
                 last_stats: (0, 0),
                 recheck_window: None,
@@ -544,6 +553,18 @@ impl Plugin {
                 return MessageVerdict::Deny;
             }
         };
+        let now = now_ms();
+        let retransmission = match (&stamped.client_msg_id, &mut state.dedup) {
+            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, now),
+            _ => None,
+        };
+        if let Some(first) = retransmission {
+            // The same sender sent this `clientMsgId` before: same id and ts, no second row.
+            return match chat::restamp(&stamped.payload, &first.message_id, first.server_ts) {
+                Some(payload) => MessageVerdict::Replace(payload),
+                None => MessageVerdict::Deny,
+            };
+        }
         if let Some(store) = &mut state.store {
             let record = NewRecord {
                 message_id: &stamped.message_id,
@@ -564,6 +585,13 @@ impl Plugin {
                     return MessageVerdict::Deny;
                 }
             }
+        }
+        if let (Some(id), Some(dedup)) = (&stamped.client_msg_id, &mut state.dedup) {
+            let first = Stamp {
+                message_id: stamped.message_id.clone(),
+                server_ts: stamped.server_ts,
+            };
+            dedup.remember(&stamped.from_id, id, first, now);
         }
         MessageVerdict::Replace(stamped.payload)
     }

@@ -53,6 +53,10 @@ pub fn trials() -> Vec<Trial> {
             "store::an_outage_backlog_stays_on_disk",
             an_outage_backlog_stays_on_disk,
         ),
+        (
+            "store::a_retransmitted_client_msg_id_is_one_row",
+            a_retransmitted_client_msg_id_is_one_row,
+        ),
     ];
     crate::trials(tests)
 }
@@ -688,4 +692,59 @@ fn an_outage_backlog_stays_on_disk() {
         .unwrap();
     assert_eq!(distinct, total, "each message once");
     assert!(!spool.join("rejected.jsonl").exists(), "nothing set aside");
+}
+
+/// A `clientMsgId` sent three times (an app's resend, a QoS 1 retry): every copy delivered
+/// carries the first copy's `id` and `ts`, and MySQL has one row. Another sender's same
+/// `clientMsgId`, and the same sender's next one, are messages of their own.
+fn a_retransmitted_client_msg_id_is_one_row() {
+    let db = shared();
+    let dbname = store_db(db, "dedup");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut alice = login(broker.port, "alice", 0);
+    let mut carol = login(broker.port, "carol", 0);
+    let with_id = |from: u32, content: &str, id: &str| {
+        json!({"type": "CHAT", "fromId": from, "toId": 2, "content": content, "clientMsgId": id})
+            .to_string()
+            .into_bytes()
+    };
+    for _ in 0..3 {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            with_id(1, "hello once", "a-1"),
+            false
+        )));
+    }
+    assert!(accepted(carol.publish(
+        "/users/2/messages",
+        with_id(3, "carol's a-1", "a-1"),
+        false
+    )));
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        with_id(1, "the next one", "a-2"),
+        false
+    )));
+    let got: Vec<Value> = (0..5)
+        .map(|_| {
+            let m = bob
+                .message_on("/users/2/messages", SOON)
+                .expect("delivered");
+            serde_json::from_slice(&m.payload).unwrap()
+        })
+        .collect();
+    assert_eq!(got[0]["id"], got[1]["id"]);
+    assert_eq!(got[0]["id"], got[2]["id"]);
+    assert_eq!(got[0]["ts"], got[2]["ts"]);
+    assert_eq!(got[2]["clientMsgId"], "a-1");
+    assert_ne!(got[3]["id"], got[0]["id"], "another sender");
+    assert_ne!(got[4]["id"], got[0]["id"], "another clientMsgId");
+    eventually("three rows", SOON, || count(db, &dbname) == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(db, &dbname), 3, "one row per message");
+    let ids = stored_ids(db, &dbname);
+    assert_eq!(ids[0], got[0]["id"].as_str().unwrap());
 }

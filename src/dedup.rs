@@ -1,0 +1,181 @@
+//! Stable ids across retransmission: a sender's chat message carrying a `clientMsgId` gets
+//! the same stamped `id` and `ts` each time it is sent again within the window, and is
+//! stored once. Remembered per sender (`fromId`), oldest first out: at most `per_sender`
+//! per sender and `total` in all, each for `window`. Pure: time is passed in.
+
+use std::collections::{HashMap, VecDeque};
+
+/// The stamp of the first copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub message_id: String,
+    pub server_ts: i64,
+}
+
+pub struct Dedup {
+    window_ms: i64,
+    per_sender: usize,
+    total: usize,
+    /// By `sender \0 clientMsgId`.
+    stamps: HashMap<Box<str>, (Stamp, i64)>,
+    /// Keys in the order they were remembered, with when (may hold keys already gone).
+    order: VecDeque<(Box<str>, i64)>,
+    /// Each sender's keys, oldest first.
+    by_sender: HashMap<Box<str>, VecDeque<Box<str>>>,
+}
+
+/// Remembered per sender at most.
+pub const PER_SENDER: usize = 1_000;
+/// Remembered in all at most.
+pub const TOTAL: usize = 200_000;
+
+impl Dedup {
+    pub fn new(window_ms: i64, per_sender: usize, total: usize) -> Self {
+        Dedup {
+            window_ms,
+            per_sender,
+            total,
+            stamps: HashMap::new(),
+            order: VecDeque::new(),
+            by_sender: HashMap::new(),
+        }
+    }
+
+    /// The first copy's stamp, when `client_msg_id` from `sender` is remembered.
+    pub fn get(&mut self, sender: &str, client_msg_id: &str, now_ms: i64) -> Option<Stamp> {
+        self.expire(now_ms);
+        self.stamps
+            .get(&*key(sender, client_msg_id))
+            .map(|(stamp, _)| stamp.clone())
+    }
+
+    /// Remembers the stamp of a message now stored (a refused one is not remembered: its
+    /// retransmission is a first copy).
+    pub fn remember(&mut self, sender: &str, client_msg_id: &str, stamp: Stamp, now_ms: i64) {
+        self.expire(now_ms);
+        let key = key(sender, client_msg_id);
+        if self.stamps.insert(key.clone(), (stamp, now_ms)).is_some() {
+            return;
+        }
+        self.order.push_back((key.clone(), now_ms));
+        let keys = self.by_sender.entry(sender.into()).or_default();
+        keys.push_back(key);
+        while keys.len() > self.per_sender {
+            if let Some(oldest) = keys.pop_front() {
+                self.stamps.remove(&oldest);
+            }
+        }
+        while self.stamps.len() > self.total {
+            let Some((oldest, _)) = self.order.pop_front() else {
+                break;
+            };
+            self.forget(&oldest);
+        }
+    }
+
+    /// Stamps remembered now.
+    pub fn len(&self) -> usize {
+        self.stamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stamps.is_empty()
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        while let Some((key, at)) = self.order.front() {
+            let gone = self.stamps.get(key).is_none_or(|(_, since)| since != at);
+            if !gone && now_ms - at < self.window_ms {
+                break;
+            }
+            let (key, _) = self.order.pop_front().expect("peeked");
+            if !gone {
+                self.forget(&key);
+            }
+        }
+        // Keys dropped by the per-sender bound leave entries behind in `order`.
+        if self.order.len() > 2 * self.stamps.len() + 1024 {
+            let stamps = &self.stamps;
+            self.order
+                .retain(|(key, at)| stamps.get(key).is_some_and(|(_, since)| since == at));
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.stamps.remove(key);
+        let sender = key.split('\0').next().unwrap_or_default();
+        if let Some(keys) = self.by_sender.get_mut(sender) {
+            keys.retain(|k| &**k != key);
+            if keys.is_empty() {
+                self.by_sender.remove(sender);
+            }
+        }
+    }
+}
+
+fn key(sender: &str, client_msg_id: &str) -> Box<str> {
+    format!("{sender}\0{client_msg_id}").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(n: u32) -> Stamp {
+        Stamp {
+            message_id: format!("id-{n}"),
+            server_ts: n as i64,
+        }
+    }
+
+    /// As the plugin does: the first copy's stamp, or `new` remembered.
+    fn stamp_of(d: &mut Dedup, sender: &str, id: &str, at: i64, new: Stamp) -> (Stamp, bool) {
+        match d.get(sender, id, at) {
+            Some(first) => (first, true),
+            None => {
+                d.remember(sender, id, new.clone(), at);
+                (new, false)
+            }
+        }
+    }
+
+    #[test]
+    fn a_retransmission_gets_the_first_stamp_within_the_window() {
+        let mut d = Dedup::new(300_000, PER_SENDER, TOTAL);
+        let (first, again) = stamp_of(&mut d, "17", "a1", 1_000, stamp(1));
+        assert!(!again);
+        for at in [2_000, 100_000, 300_999] {
+            let (same, again) = stamp_of(&mut d, "17", "a1", at, stamp(99));
+            assert!(again);
+            assert_eq!(same, first);
+        }
+        // Another sender's same clientMsgId is another message.
+        assert!(!stamp_of(&mut d, "18", "a1", 2_000, stamp(2)).1);
+        // After the window: a new message.
+        let (later, again) = stamp_of(&mut d, "17", "a1", 301_001, stamp(3));
+        assert!(!again);
+        assert_eq!(later.message_id, "id-3");
+    }
+
+    #[test]
+    fn memory_is_bounded_per_sender_and_in_all() {
+        let mut d = Dedup::new(300_000, 3, 5);
+        for n in 0..10 {
+            stamp_of(&mut d, "spammer", &n.to_string(), 1_000, stamp(n));
+        }
+        assert_eq!(d.len(), 3, "per sender");
+        assert!(d.get("spammer", "9", 1_000).is_some(), "the newest kept");
+        assert!(
+            d.get("spammer", "0", 1_000).is_none(),
+            "the oldest forgotten"
+        );
+        for n in 0..10 {
+            stamp_of(&mut d, &format!("user{n}"), "x", 1_000, stamp(n));
+        }
+        assert_eq!(d.len(), 5, "in all");
+        // Everything expires.
+        stamp_of(&mut d, "late", "y", 400_000, stamp(1));
+        assert_eq!(d.len(), 1);
+        assert!(d.by_sender.len() == 1 && d.order.len() == 1);
+    }
+}
