@@ -224,20 +224,12 @@ impl Db {
     }
 
     fn classify(&self, error: mysql::Error) -> DbError {
-        match error {
-            mysql::Error::MySqlError(e) => DbError::Query(e.to_string()),
-            // Every pooled connection stayed busy for the whole wait: the server answers,
-            // the plugin is just asking a lot. Not an outage: later logins still try.
-            mysql::Error::DriverError(DriverError::Timeout) => DbError::Unavailable(
-                "every MySQL connection of the pool stayed busy (auth_opt_pool_size)".into(),
-            ),
-            other => {
-                let why = other.to_string();
-                self.shared.mark_down(&why);
-                self.shared.wake();
-                DbError::Unavailable(why)
-            }
+        let classified = classify(error);
+        if let (DbError::Unavailable(why), true) = &classified {
+            self.shared.mark_down(why);
+            self.shared.wake();
         }
+        classified.0
     }
 }
 
@@ -248,6 +240,23 @@ impl Drop for Db {
         if let Some(prober) = self.prober.take() {
             let _ = prober.join();
         }
+    }
+}
+
+/// What an error means, and whether it is an outage (MySQL marked down until the prober
+/// sees it answer). A server error is `Query`. A pool whose every connection stayed busy
+/// for the whole wait is not an outage: the server answers, the plugin is just asking a
+/// lot; later logins still try.
+fn classify(error: mysql::Error) -> (DbError, bool) {
+    match error {
+        mysql::Error::MySqlError(e) => (DbError::Query(e.to_string()), false),
+        mysql::Error::DriverError(DriverError::Timeout) => (
+            DbError::Unavailable(
+                "every MySQL connection of the pool stayed busy (auth_opt_pool_size)".into(),
+            ),
+            false,
+        ),
+        other => (DbError::Unavailable(other.to_string()), true),
     }
 }
 
@@ -399,6 +408,22 @@ mod tests {
             code: 1142,
         });
         assert!(!connection_died(&refused));
+    }
+
+    #[test]
+    fn a_busy_pool_is_not_an_outage_and_a_dead_server_is() {
+        let (error, outage) = classify(DriverError::Timeout.into());
+        assert!(matches!(error, DbError::Unavailable(why) if why.contains("busy")));
+        assert!(!outage);
+        let (error, outage) = classify(mysql::Error::server_disconnected());
+        assert!(matches!(error, DbError::Unavailable(_)));
+        assert!(outage);
+        let refused = mysql::Error::MySqlError(mysql::MySqlError {
+            state: "23000".into(),
+            message: "CONSTRAINT `no_spam` failed".into(),
+            code: 4025,
+        });
+        assert!(!classify(refused).1);
     }
 
     #[test]

@@ -22,23 +22,42 @@ use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// One stored chat message: a row of the messages table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub message_id: String,
-    pub kind: String,
-    pub from_id: String,
-    pub to_id: String,
-    pub content: String,
-    pub topic: String,
+/// One stored chat message: a row of the messages table. The broker thread holds it with
+/// borrowed text (`NewRecord`, encoded into the spool without a copy per field); the writer
+/// with owned text, decoded from the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record<S = String> {
+    pub message_id: S,
+    pub kind: S,
+    pub from_id: S,
+    pub to_id: S,
+    pub content: S,
+    pub topic: S,
     pub qos: u8,
-    pub client_id: String,
+    pub client_id: S,
     pub server_ts: i64,
 }
 
+/// A record borrowed from the MESSAGE callback.
+pub type NewRecord<'a> = Record<&'a str>;
+
+/// The columns of the messages table a record fills, in the order of `Record::values`: the
+/// one list the INSERT, the writer's probe and `schema.sql` follow.
+pub const COLUMNS: [&str; 9] = [
+    "message_id",
+    "type",
+    "from_id",
+    "to_id",
+    "content",
+    "topic",
+    "qos",
+    "client_id",
+    "server_ts",
+];
+
 impl Record {
     pub fn borrowed(&self) -> NewRecord<'_> {
-        NewRecord {
+        Record {
             message_id: &self.message_id,
             kind: &self.kind,
             from_id: &self.from_id,
@@ -50,21 +69,21 @@ impl Record {
             server_ts: self.server_ts,
         }
     }
-}
 
-/// A chat message to store, borrowed from the MESSAGE callback: the broker thread encodes
-/// it into the spool without copying each field.
-#[derive(Debug, Clone, Copy)]
-pub struct NewRecord<'a> {
-    pub message_id: &'a str,
-    pub kind: &'a str,
-    pub from_id: &'a str,
-    pub to_id: &'a str,
-    pub content: &'a str,
-    pub topic: &'a str,
-    pub qos: u8,
-    pub client_id: &'a str,
-    pub server_ts: i64,
+    /// The values for `COLUMNS`, in its order.
+    pub fn values(self) -> [Value; COLUMNS.len()] {
+        [
+            Value::Bytes(self.message_id.into_bytes()),
+            Value::Bytes(self.kind.into_bytes()),
+            Value::Bytes(self.from_id.into_bytes()),
+            Value::Bytes(self.to_id.into_bytes()),
+            Value::Bytes(self.content.into_bytes()),
+            Value::Bytes(self.topic.into_bytes()),
+            Value::from(self.qos),
+            Value::Bytes(self.client_id.into_bytes()),
+            Value::from(self.server_ts),
+        ]
+    }
 }
 
 /// Progress counters, read by the periodic log line and `getStats`.
@@ -155,9 +174,9 @@ impl Store {
         let writer = Writer {
             db,
             insert_prefix: format!(
-                "INSERT INTO {} (message_id, type, from_id, to_id, content, topic, qos, \
-                 client_id, server_ts) VALUES ",
-                config.table
+                "INSERT INTO {} ({}) VALUES ",
+                config.table,
+                COLUMNS.join(", ")
             ),
             batch_rows: config.batch_rows,
             flush: config.flush,
@@ -169,10 +188,10 @@ impl Store {
             insert_sql: Default::default(),
             failing: false,
             probe_sql: format!(
-                "INSERT INTO {} (message_id, type, from_id, to_id, content, topic, qos, \
-                 client_id, server_ts) SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-                 NULL FROM DUAL WHERE FALSE",
-                config.table
+                "INSERT INTO {} ({}) SELECT {} FROM DUAL WHERE FALSE",
+                config.table,
+                COLUMNS.join(", "),
+                vec!["NULL"; COLUMNS.len()].join(", ")
             ),
             test_panics: std::env::var("CHAT_AUTH_TEST_WRITER_PANICS")
                 .ok()
@@ -481,35 +500,20 @@ impl Writer {
             let rows = statement_rows(rest.len(), self.batch_rows);
             let (chunk, after) = rest.split_at(rows);
             rest = after;
-            let mut values = Vec::with_capacity(rows * 9);
+            let mut values = Vec::with_capacity(rows * COLUMNS.len());
             for item in chunk {
                 // Decoded here, on the writer thread: its allocations never touch the broker's.
-                let r = spool::decode(&item.0)
+                let record = spool::decode(&item.0)
                     .ok_or_else(|| DbError::Query("a spool record cannot be decoded".into()))?;
-                values.extend([
-                    Value::Bytes(r.message_id.into_bytes()),
-                    Value::Bytes(r.kind.into_bytes()),
-                    Value::Bytes(r.from_id.into_bytes()),
-                    Value::Bytes(r.to_id.into_bytes()),
-                    Value::Bytes(r.content.into_bytes()),
-                    Value::Bytes(r.topic.into_bytes()),
-                    Value::from(r.qos),
-                    Value::Bytes(r.client_id.into_bytes()),
-                    Value::from(r.server_ts),
-                ]);
+                values.extend(record.values());
             }
             statements.push((rows, values));
         }
         for (rows, _) in &statements {
             if !self.insert_sql.contains_key(rows) {
+                let row = format!("({})", vec!["?"; COLUMNS.len()].join(","));
                 let mut sql = self.insert_prefix.clone();
-                for i in 0..*rows {
-                    sql.push_str(if i == 0 {
-                        "(?,?,?,?,?,?,?,?,?)"
-                    } else {
-                        ",(?,?,?,?,?,?,?,?,?)"
-                    });
-                }
+                sql.push_str(&vec![row; *rows].join(","));
                 sql.push_str(" ON DUPLICATE KEY UPDATE message_id = message_id");
                 self.insert_sql.insert(*rows, sql);
             }

@@ -57,6 +57,10 @@ pub fn trials() -> Vec<Trial> {
             "store::a_retransmitted_client_msg_id_is_one_row",
             a_retransmitted_client_msg_id_is_one_row,
         ),
+        (
+            "store::a_full_disk_refuses_then_recovers",
+            a_full_disk_refuses_then_recovers,
+        ),
     ];
     crate::trials(tests)
 }
@@ -747,4 +751,94 @@ fn a_retransmitted_client_msg_id_is_one_row() {
     assert_eq!(count(db, &dbname), 3, "one row per message");
     let ids = stored_ids(db, &dbname);
     assert_eq!(ids[0], got[0]["id"].as_str().unwrap());
+}
+
+/// Unmounts a test's tmpfs when the test ends, pass or fail.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The spool on a 4 MiB tmpfs with MySQL stopped: the disk fills, new chat messages are
+/// refused (never a crash, never delivered unstored); once MySQL is back, the writer stores
+/// the backlog, deletes the segments (freeing the disk even though it was full) and new
+/// messages are accepted again by themselves.
+fn a_full_disk_refuses_then_recovers() {
+    let spool = fresh_dir("tmpfs-spool");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&spool)
+        .output();
+    match &mounted {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            println!(
+                "skipped: cannot mount a tmpfs here ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("skipped: cannot run mount ({e})");
+            return;
+        }
+    }
+    let _unmount = Mounted(spool.clone());
+    let db = MariaDb::start_new("store-disk");
+    let dbname = store_db(&db, "disk");
+    // 8 MB of spool: 1 MB segments, of which the 4 MiB disk holds three.
+    let broker = store_broker(&db, &dbname, &spool, "auth_opt_persist_spool_max_mb 8\n");
+    let mut alice = login(broker.port, "alice", 0);
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    db.stop();
+    let content = "d".repeat(60_000);
+    let mut accepted_count = 0;
+    let mut refused = false;
+    for n in 0..200 {
+        let code = alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, &format!("{n} {content}")),
+            false,
+        );
+        if accepted(code) {
+            accepted_count += 1;
+        } else {
+            assert_eq!(code, NOT_AUTHORIZED);
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the disk never filled");
+    assert!(
+        accepted_count > 20,
+        "{accepted_count} accepted before the disk filled"
+    );
+    // Every accepted message was delivered; the refused one was not.
+    assert_eq!(bob.drain(Duration::from_secs(1)).len(), accepted_count);
+    assert!(
+        broker.log().contains("cannot write the chat spool"),
+        "{}",
+        broker.log()
+    );
+    db.start();
+    eventually("the backlog stored", SOON, || {
+        count(&db, &dbname) == accepted_count
+    });
+    eventually("accepting again", SOON, || {
+        accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, "room again"),
+            false,
+        ))
+    });
+    eventually("the new one stored", SOON, || {
+        count(&db, &dbname) == accepted_count + 1
+    });
 }
