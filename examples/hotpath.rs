@@ -1,0 +1,217 @@
+//! The plugin's work on the broker thread for its hot operations, without a broker, for
+//! `scripts/instructions` to count under callgrind (instructions are repeatable where time is
+//! not). One thread, no MySQL, no background thread: the same input gives the same count.
+//!
+//!   hotpath SCENARIO ITERATIONS
+//!
+//! Scenarios: `inbox` (WRITE check, validation and stamping, spool append, READ check of one
+//! inbox message), `fanout` (the READ check of one group delivery), `warm-login` (a reconnect
+//! answered by the credential cache, rules held), `first-login` (a `PASSWORD()` hash checked,
+//! rules loaded). Setup is the same for every count, so `scripts/instructions` subtracts a run
+//! of 0 iterations.
+
+use chat_auth::acl::{Access, ChatTopics, Patterns};
+use chat_auth::auth::{Authenticator, Decision, UserRecord, UserSource};
+use chat_auth::chat::{self, Kind, Sender};
+use chat_auth::config::OfflineCaps;
+use chat_auth::db::DbError;
+use chat_auth::hash::HashSettings;
+use chat_auth::sessions::{LoginKind, NoFacts, Registry, RuleSet};
+use chat_auth::store::NewRecord;
+use chat_auth::store::spool::Spool;
+use chat_auth::throttle::ThrottleConfig;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 2_000;
+
+/// Every user: MariaDB's `PASSWORD('secret')`, user id = the digits of the name.
+struct Users;
+
+impl UserSource for Users {
+    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        Ok(Some(UserRecord {
+            hash: Some(b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7".to_vec()),
+            salt: None,
+            user_id: Some(username.trim_start_matches('u').to_string()),
+            is_superuser: false,
+        }))
+    }
+    fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
+        None
+    }
+}
+
+fn rules(n: usize) -> RuleSet {
+    RuleSet {
+        user_id: n.to_string(),
+        // Five groups, like the benchmark's users: group g has members g, g+1, ...
+        groups: (0..5).map(|g| ((n + g) % 600).to_string()).collect(),
+        rows: Patterns {
+            read: vec!["devices/%u/#".into()],
+            write: vec!["devices/%u/#".into()],
+            subscribe: vec!["devices/%u/#".into()],
+        },
+    }
+}
+
+fn loaded_registry() -> Registry {
+    let chat = ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap();
+    let mut registry = Registry::new(Some(chat), Duration::from_secs(600), OfflineCaps::default());
+    let now = Instant::now();
+    for n in 1..=CLIENTS {
+        let identity = chat_auth::auth::Identity {
+            username: format!("u{n}"),
+            user_id: n.to_string(),
+            superuser: false,
+            proof: None,
+        };
+        registry
+            .login(
+                format!("c{n}").as_bytes(),
+                n,
+                LoginKind::Connect { persistent: false },
+                &identity,
+                now,
+                || Ok(rules(n)),
+            )
+            .unwrap();
+    }
+    registry
+}
+
+fn check(registry: &mut Registry, n: usize, access: Access, topic: &str) -> bool {
+    registry
+        .check(
+            format!("c{n}").as_bytes(),
+            n,
+            access,
+            black_box(topic),
+            false,
+            &NoFacts,
+        )
+        .expect("rules loaded at login")
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_else(|| "inbox".into());
+    let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
+    let mut registry = loaded_registry();
+    let auth = Authenticator::new(
+        Users,
+        HashSettings::default(),
+        None,
+        Duration::from_secs(600),
+        ThrottleConfig::default(),
+    );
+    let dir = std::env::temp_dir().join(format!("chat-auth-hotpath-{}", std::process::id()));
+    let (mut spool, reader) = Spool::open(&dir, false, 64 << 20).unwrap();
+    let mut checkpoint = reader.checkpoint();
+    let now = Instant::now();
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "type": "CHAT", "fromId": 17, "toId": 42, "content": "x".repeat(100)
+    }))
+    .unwrap();
+    // The cache holds every user once, as after a first storm.
+    if scenario == "warm-login" {
+        for n in 1..=CLIENTS {
+            let name = format!("u{n}");
+            auth.login(Some(name.as_bytes()), Some(b"secret"), None, now);
+        }
+    }
+    let mut accepted = 0usize;
+    for i in 0..iterations {
+        let n = i % CLIENTS + 1;
+        match scenario.as_str() {
+            "inbox" => {
+                accepted += usize::from(check(
+                    &mut registry,
+                    17,
+                    Access::Write,
+                    "/users/42/messages",
+                ));
+                registry.event();
+                let stamped = chat::accept(
+                    Kind::Chat,
+                    "42",
+                    black_box(&payload),
+                    Sender::User("17"),
+                    65_536,
+                    1_795_000_000_000,
+                    chat::new_message_id,
+                )
+                .unwrap();
+                let record = NewRecord {
+                    message_id: &stamped.message_id,
+                    kind: stamped.kind.name(),
+                    from_id: &stamped.from_id,
+                    to_id: &stamped.to_id,
+                    content: &stamped.content,
+                    topic: "/users/42/messages",
+                    qos: 1,
+                    client_id: "c17",
+                    server_ts: stamped.server_ts,
+                };
+                let (position, _) = spool.append(&record).unwrap();
+                accepted +=
+                    usize::from(check(&mut registry, 42, Access::Read, "/users/42/messages"));
+                if i % 1000 == 999 {
+                    // As the writer does, so the spool stays small.
+                    let usage = &spool.usage;
+                    let bytes = usage
+                        .pending_bytes
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let records = usage
+                        .pending_records
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    checkpoint.commit(position, records, bytes).unwrap();
+                }
+            }
+            "fanout" => {
+                let group = (n % 600).to_string();
+                let topic = format!("/groups/{group}/messages");
+                accepted += usize::from(check(&mut registry, n, Access::Read, &topic));
+            }
+            "warm-login" | "first-login" => {
+                // A first login is a user whose rules are not held yet.
+                let n = if scenario == "first-login" {
+                    n + CLIENTS
+                } else {
+                    n
+                };
+                let name = format!("u{n}");
+                let decision = auth.login(Some(name.as_bytes()), Some(b"secret"), None, now);
+                let Decision::Allow(identity) = decision else {
+                    panic!("{name} refused");
+                };
+                registry
+                    .login(
+                        format!("c{n}").as_bytes(),
+                        n,
+                        LoginKind::Connect { persistent: false },
+                        &identity,
+                        now,
+                        || Ok(rules(n)),
+                    )
+                    .unwrap();
+                // The rules a reconnect asks for arrive as the background thread's would.
+                for job in registry.urgent_jobs() {
+                    accepted += 1;
+                    let user = job.username.trim_start_matches('u').parse().unwrap_or(0);
+                    registry.apply(
+                        chat_auth::sessions::Loaded {
+                            job,
+                            result: Ok(rules(user)),
+                        },
+                        now,
+                    );
+                }
+            }
+            other => panic!("unknown scenario {other}"),
+        }
+    }
+    black_box(accepted);
+    drop(spool);
+    let _ = std::fs::remove_dir_all(dir);
+}
