@@ -73,15 +73,16 @@ impl fmt::Display for Invalid {
     }
 }
 
-/// An accepted message: the payload to deliver, and what to store.
+/// An accepted message: the payload to deliver, and what to store (text borrowed from the
+/// sender's payload where it holds no escapes: no copy on the broker thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamped {
+pub struct Stamped<'a> {
     pub payload: Vec<u8>,
     pub message_id: String,
     pub kind: Kind,
-    pub from_id: String,
-    pub to_id: String,
-    pub content: String,
+    pub from_id: Cow<'a, str>,
+    pub to_id: Cow<'a, str>,
+    pub content: Cow<'a, str>,
     pub server_ts: i64,
     /// The sender's own id for the message (`clientMsgId`), when it gave one: a
     /// retransmission with the same one gets the first copy's stamp (see `dedup`).
@@ -90,15 +91,15 @@ pub struct Stamped {
 
 /// Validates a chat payload published on a topic of `kind` whose id is `topic_id`, and
 /// stamps it. `new_id` is called only when the broker's id is needed.
-pub fn accept(
+pub fn accept<'a>(
     kind: Kind,
     topic_id: &str,
-    payload: &[u8],
+    payload: &'a [u8],
     sender: Sender<'_>,
     max_content_bytes: usize,
     now_ms: i64,
     new_id: impl FnOnce() -> String,
-) -> Result<Stamped, Invalid> {
+) -> Result<Stamped<'a>, Invalid> {
     // JSON escapes can take 6 bytes per content byte; anything beyond is not a chat message.
     let limit = max_content_bytes.saturating_mul(6).saturating_add(65_536);
     if payload.len() > limit {
@@ -120,10 +121,7 @@ pub fn accept(
             return Err(Invalid::FromIdMismatch);
         }
     }
-    let content = match fields
-        .get("content")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-    {
+    let content = match fields.get("content").and_then(|raw| json_str(raw.get())) {
         Some(text) if text.len() <= max_content_bytes => text,
         Some(text) => {
             return Err(Invalid::Content(format!(
@@ -205,16 +203,26 @@ impl<'a> Fields<'a> {
 
     fn type_is(&self, name: &str) -> bool {
         self.get("type")
-            .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
+            .and_then(|raw| json_str(raw.get()))
             .is_some_and(|text| text == name)
     }
 
-    /// An id as text: a JSON integer in decimal, or a string as it is.
-    fn id_text(&self, key: &str) -> Option<String> {
-        let text = match serde_json::from_str::<Value>(self.get(key)?.get()).ok()? {
-            Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-            Value::String(s) => s,
-            _ => return None,
+    /// An id as text: a JSON integer in decimal, or a string as it is (borrowed from the
+    /// payload unless it has to change: escapes, `-0`).
+    fn id_text(&self, key: &str) -> Option<Cow<'a, str>> {
+        let raw: &'a str = self.get(key)?.get();
+        let text: Cow<'a, str> = if raw.starts_with('"') {
+            json_str(raw)?
+        } else if raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok() {
+            // A JSON integer is already in decimal with no leading zeros; only "-0" reads
+            // as another text ("0").
+            if raw == "-0" {
+                Cow::Borrowed("0")
+            } else {
+                Cow::Borrowed(raw)
+            }
+        } else {
+            return None;
         };
         (!text.is_empty() && text.len() <= MAX_ID_BYTES).then_some(text)
     }
@@ -237,6 +245,15 @@ impl<'de> Deserialize<'de> for Fields<'de> {
             }
         }
         deserializer.deserialize_map(Members)
+    }
+}
+
+/// A JSON string's text, borrowed from the payload unless it holds escapes (serde's own
+/// `Cow<str>` always copies).
+fn json_str(raw: &str) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw) {
+        Ok(text) => Some(Cow::Borrowed(text)),
+        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
     }
 }
 
@@ -322,11 +339,13 @@ mod tests {
         topic_id: &str,
         payload: &Value,
         sender: Sender<'_>,
-    ) -> Result<Stamped, Invalid> {
+    ) -> Result<Stamped<'static>, Invalid> {
+        // Leaked: a test's few payloads outlive the borrowed fields.
+        let text: &'static str = Box::leak(payload.to_string().into_boxed_str());
         accept(
             kind,
             topic_id,
-            payload.to_string().as_bytes(),
+            text.as_bytes(),
             sender,
             MAX,
             1_700_000_000_000,
@@ -499,15 +518,10 @@ mod tests {
         let with = |id: &str| {
             format!(r#"{{"type":"CHAT","fromId":1,"toId":2,"content":"hi","clientMsgId":{id}}}"#)
         };
-        let stamped = accept(
-            Kind::Chat,
-            "2",
-            with("\"a-1\"").as_bytes(),
-            user,
-            MAX,
-            7,
-            || "m-1".into(),
-        )
+        let first = with("\"a-1\"");
+        let stamped = accept(Kind::Chat, "2", first.as_bytes(), user, MAX, 7, || {
+            "m-1".into()
+        })
         .unwrap();
         assert_eq!(stamped.client_msg_id.as_deref(), Some("a-1"));
         for bad in ["\"\"", "17", "null", &format!("\"{}\"", "x".repeat(65))] {

@@ -9,7 +9,7 @@
 use once_cell::sync::OnceCell;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::ThreadId;
 
 /// Where formatted lines go: level and text, already prefixed with `chat-auth: `.
@@ -27,6 +27,8 @@ const QUEUE_LINES: usize = 1000;
 /// Lines waiting for the broker thread, bounded; lines that find it full are counted.
 struct LineQueue {
     lines: Mutex<VecDeque<(log::Level, String)>>,
+    /// Set by `push`: `drain`, at every tick, looks at this before taking the lock.
+    waiting: AtomicBool,
     dropped: AtomicU64,
     capacity: usize,
 }
@@ -35,6 +37,7 @@ impl LineQueue {
     const fn new(capacity: usize) -> Self {
         LineQueue {
             lines: Mutex::new(VecDeque::new()),
+            waiting: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             capacity,
         }
@@ -47,10 +50,14 @@ impl LineQueue {
         } else {
             lines.push_back((level, line));
         }
+        self.waiting.store(true, Ordering::Release);
     }
 
     /// Hands every waiting line to `sink`, then one line for the dropped ones.
     fn drain_into(&self, sink: Sink) {
+        if !self.waiting.swap(false, Ordering::Acquire) {
+            return;
+        }
         let lines: Vec<(log::Level, String)> = {
             let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
             if lines.is_empty() && self.dropped.load(Ordering::Relaxed) == 0 {

@@ -85,7 +85,12 @@ struct State {
     /// Users whose row is read again after a re-check answered from memory, and when.
     user_checks: HashMap<String, Instant>,
     last_session_save: Instant,
+    /// When TICK next does its whole work.
+    next_full_tick: Instant,
 }
+
+/// How often TICK looks at background results, due refreshes and the sessions file.
+const TICK_PERIOD: Duration = Duration::from_millis(10);
 
 /// The longest a reload's re-check window lasts without another event ending it.
 const RECHECK_WINDOW: Duration = Duration::from_secs(5);
@@ -237,6 +242,7 @@ impl Plugin {
                 recheck_memo: HashMap::new(),
                 user_checks: HashMap::new(),
                 last_session_save: Instant::now(),
+                next_full_tick: Instant::now(),
             }),
         })
     }
@@ -406,7 +412,10 @@ impl Plugin {
             }
             Done::Saved { path, result } => match result {
                 Ok(count) => log::debug!("{count} sessions saved to {}", path.display()),
-                Err(e) => log::warn!("sessions file not saved: {e}"),
+                Err(e) => {
+                    log::warn!("sessions file not saved: {e}; tried again");
+                    state.registry.mark_dirty();
+                }
             },
         }
     }
@@ -710,9 +719,15 @@ impl Plugin {
     /// the sessions file), starts due work, and hands back the broker calls to make.
     pub fn tick(&self) -> Vec<Action> {
         let now = Instant::now();
-        self.auth.tick(now);
         let mut state = self.state();
         Self::end_recheck(&mut state);
+        // Under load the broker ticks once per loop pass, about once per message: the
+        // background work is looked at every TICK_PERIOD only (broker calls go out at once).
+        if now < state.next_full_tick {
+            return std::mem::take(&mut state.outbox);
+        }
+        state.next_full_tick = now + TICK_PERIOD;
+        self.auth.tick(now);
         let ready: Vec<Done> = state.refresher.ready().collect();
         for done in ready {
             self.apply_done(&mut state, done, now);
@@ -781,6 +796,8 @@ impl Drop for Plugin {
             return;
         };
         let mut state = self.state();
+        // No background save may rename an older file over this one.
+        state.refresher.shutdown();
         if let Some(sessions) = state.registry.persistent_sessions(true) {
             match crate::session_file::save(path, &sessions) {
                 Ok(()) => log::info!(

@@ -165,15 +165,21 @@ fn run(source: &dyn RuleSource, work: Work) -> Done {
     }
 }
 
-impl Drop for Refresher {
-    fn drop(&mut self) {
-        // The threads finish the queued work (each job is bounded by the timeouts).
+impl Refresher {
+    /// Ends the threads after the queued work (each job is bounded by the timeouts).
+    pub fn shutdown(&mut self) {
         let (lock, wake) = &*self.queue;
         lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
         wake.notify_all();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

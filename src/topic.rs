@@ -94,6 +94,11 @@ pub enum TemplateMatch<'a> {
 pub struct Template {
     before: Vec<String>,
     after: Vec<String>,
+    /// The levels before `{id}` joined, with the `/` that follows them (`/users/`), and the
+    /// levels after it with the `/` before them (`/messages`): `id_of` compares these,
+    /// since it runs for every check and every chat message.
+    prefix: String,
+    suffix: String,
 }
 
 impl Template {
@@ -120,30 +125,28 @@ impl Template {
                 "'{text}' may not contain +, # or other {{...}} levels"
             ));
         }
+        let before: Vec<String> = levels[..id_level].iter().map(|l| l.to_string()).collect();
+        let after: Vec<String> = levels[id_level + 1..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        let prefix = before.iter().map(|l| format!("{l}/")).collect();
+        let suffix = after.iter().map(|l| format!("/{l}")).collect();
         Ok(Template {
-            before: levels[..id_level].iter().map(|l| l.to_string()).collect(),
-            after: levels[id_level + 1..]
-                .iter()
-                .map(|l| l.to_string())
-                .collect(),
+            before,
+            after,
+            prefix,
+            suffix,
         })
     }
 
-    /// The id of a concrete topic of this template, if it is one.
+    /// The id of a concrete topic of this template, if it is one: the topic is the prefix,
+    /// one non-empty level, and the suffix.
     pub fn id_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        let mut levels = topic.split('/');
-        for expected in &self.before {
-            if levels.next()? != expected {
-                return None;
-            }
-        }
-        let id = levels.next()?;
-        for expected in &self.after {
-            if levels.next()? != expected {
-                return None;
-            }
-        }
-        (levels.next().is_none() && !id.is_empty()).then_some(id)
+        let id = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())?;
+        (!id.is_empty() && !id.contains('/')).then_some(id)
     }
 
     /// Whether some topic is named by both templates.
