@@ -202,6 +202,23 @@ impl<S: UserSource> Authenticator<S> {
         decision
     }
 
+    /// The broker re-checking a login it holds (SIGHUP): decided like `login`, but neither
+    /// refused by the throttle nor counted by it (the broker asks, no client guesses).
+    pub fn recheck(
+        &self,
+        username: Option<&[u8]>,
+        password: Option<&[u8]>,
+        now: Instant,
+    ) -> Decision {
+        let Some(username) = username else {
+            return Decision::Defer;
+        };
+        match std::str::from_utf8(username) {
+            Ok(username) => self.decide(username, password, now),
+            Err(_) => Decision::Refuse(Refusal::UnknownUser),
+        }
+    }
+
     fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
         self.throttle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -721,6 +738,22 @@ mod tests {
         a.source.down.set(true);
         let cached = a.login(Some(b"alice"), Some(b"secret"), None, now);
         assert_eq!(first, cached);
+    }
+
+    #[test]
+    fn rechecks_are_neither_throttled_nor_counted() {
+        let a = auth(table(), 0);
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(
+                a.recheck(Some(b"alice"), None, now),
+                Decision::Refuse(Refusal::NoPassword)
+            );
+        }
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secret"), Some("10.3.3.3"), now),
+            Decision::Allow(_)
+        ));
     }
 
     #[test]

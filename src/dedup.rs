@@ -1,7 +1,10 @@
 //! Stable ids across retransmission: a sender's chat message carrying a `clientMsgId` gets
 //! the same stamped `id` and `ts` each time it is sent again within the window, and is
-//! stored once. Remembered per sender (`fromId`), oldest first out: at most `per_sender`
-//! per sender and `total` in all, each for `window`. Pure: time is passed in.
+//! stored once. A retransmission is the same message: the same `clientMsgId` from the same
+//! sender (`fromId`) with the same type, recipient and content (a fingerprint of them); the
+//! same `clientMsgId` on another message is another message. Remembered oldest first out:
+//! at most `per_sender` per sender and `total` in all, each for `window`. Pure: time is
+//! passed in.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -16,8 +19,8 @@ pub struct Dedup {
     window_ms: i64,
     per_sender: usize,
     total: usize,
-    /// By `sender \0 clientMsgId`.
-    stamps: HashMap<Box<str>, (Stamp, i64)>,
+    /// By `sender \0 clientMsgId`: the stamp, the message's fingerprint, when.
+    stamps: HashMap<Box<str>, (Stamp, u64, i64)>,
     /// Keys in the order they were remembered, with when (may hold keys already gone).
     order: VecDeque<(Box<str>, i64)>,
     /// Each sender's keys, oldest first.
@@ -41,22 +44,41 @@ impl Dedup {
         }
     }
 
-    /// The first copy's stamp, when `client_msg_id` from `sender` is remembered.
-    pub fn get(&mut self, sender: &str, client_msg_id: &str, now_ms: i64) -> Option<Stamp> {
+    /// The first copy's stamp, when this message (`fingerprint`) was remembered under
+    /// `client_msg_id` from `sender`.
+    pub fn get(
+        &mut self,
+        sender: &str,
+        client_msg_id: &str,
+        fingerprint: u64,
+        now_ms: i64,
+    ) -> Option<Stamp> {
         self.expire(now_ms);
         self.stamps
             .get(&*key(sender, client_msg_id))
-            .map(|(stamp, _)| stamp.clone())
+            .filter(|(_, remembered, _)| *remembered == fingerprint)
+            .map(|(stamp, _, _)| stamp.clone())
     }
 
     /// Remembers the stamp of a message now stored (a refused one is not remembered: its
     /// retransmission is a first copy).
-    pub fn remember(&mut self, sender: &str, client_msg_id: &str, stamp: Stamp, now_ms: i64) {
+    pub fn remember(
+        &mut self,
+        sender: &str,
+        client_msg_id: &str,
+        fingerprint: u64,
+        stamp: Stamp,
+        now_ms: i64,
+    ) {
         self.expire(now_ms);
         let key = key(sender, client_msg_id);
-        if self.stamps.insert(key.clone(), (stamp, now_ms)).is_some() {
+        if let Some(held) = self.stamps.get_mut(&key) {
+            // The id reused for another message: the newest is the one to match.
+            *held = (stamp, fingerprint, held.2);
             return;
         }
+        self.stamps
+            .insert(key.clone(), (stamp, fingerprint, now_ms));
         self.order.push_back((key.clone(), now_ms));
         let keys = self.by_sender.entry(sender.into()).or_default();
         keys.push_back(key);
@@ -84,7 +106,7 @@ impl Dedup {
 
     fn expire(&mut self, now_ms: i64) {
         while let Some((key, at)) = self.order.front() {
-            let gone = self.stamps.get(key).is_none_or(|(_, since)| since != at);
+            let gone = self.stamps.get(key).is_none_or(|(_, _, since)| since != at);
             if !gone && now_ms - at < self.window_ms {
                 break;
             }
@@ -97,7 +119,7 @@ impl Dedup {
         if self.order.len() > 2 * self.stamps.len() + 1024 {
             let stamps = &self.stamps;
             self.order
-                .retain(|(key, at)| stamps.get(key).is_some_and(|(_, since)| since == at));
+                .retain(|(key, at)| stamps.get(key).is_some_and(|(_, _, since)| since == at));
         }
     }
 
@@ -117,6 +139,18 @@ fn key(sender: &str, client_msg_id: &str) -> Box<str> {
     format!("{sender}\0{client_msg_id}").into()
 }
 
+/// What makes two copies the same message: FNV-1a over its parts, each ended by a 0xFF byte
+/// (which UTF-8 text never holds).
+pub fn fingerprint(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0xFF]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,15 +162,35 @@ mod tests {
         }
     }
 
+    const SAME: u64 = 7;
+
     /// As the plugin does: the first copy's stamp, or `new` remembered.
     fn stamp_of(d: &mut Dedup, sender: &str, id: &str, at: i64, new: Stamp) -> (Stamp, bool) {
-        match d.get(sender, id, at) {
+        match d.get(sender, id, SAME, at) {
             Some(first) => (first, true),
             None => {
-                d.remember(sender, id, new.clone(), at);
+                d.remember(sender, id, SAME, new.clone(), at);
                 (new, false)
             }
         }
+    }
+
+    #[test]
+    fn the_same_client_msg_id_on_another_message_is_another_message() {
+        let mut d = Dedup::new(300_000, PER_SENDER, TOTAL);
+        let first = fingerprint(&["CHAT", "2", "hello"]);
+        d.remember("17", "a1", first, stamp(1), 1_000);
+        assert_eq!(d.get("17", "a1", first, 2_000), Some(stamp(1)));
+        let other = fingerprint(&["CHAT", "3", "hello"]);
+        assert_ne!(first, other);
+        assert_eq!(d.get("17", "a1", other, 2_000), None);
+        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
+        d.remember("17", "a1", other, stamp(2), 2_000);
+        assert_eq!(
+            d.get("17", "a1", other, 3_000),
+            Some(stamp(2)),
+            "the newest"
+        );
     }
 
     #[test]
@@ -164,9 +218,12 @@ mod tests {
             stamp_of(&mut d, "spammer", &n.to_string(), 1_000, stamp(n));
         }
         assert_eq!(d.len(), 3, "per sender");
-        assert!(d.get("spammer", "9", 1_000).is_some(), "the newest kept");
         assert!(
-            d.get("spammer", "0", 1_000).is_none(),
+            d.get("spammer", "9", SAME, 1_000).is_some(),
+            "the newest kept"
+        );
+        assert!(
+            d.get("spammer", "0", SAME, 1_000).is_none(),
             "the oldest forgotten"
         );
         for n in 0..10 {

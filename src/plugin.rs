@@ -87,6 +87,8 @@ struct State {
     last_session_save: Instant,
     /// When TICK next does its whole work.
     next_full_tick: Instant,
+    /// The number of the last sessions-file snapshot taken.
+    save_seq: u64,
 }
 
 /// How often TICK looks at background results, due refreshes and the sessions file.
@@ -243,6 +245,7 @@ impl Plugin {
                 user_checks: HashMap::new(),
                 last_session_save: Instant::now(),
                 next_full_tick: Instant::now(),
+                save_seq: 0,
             }),
         })
     }
@@ -276,11 +279,17 @@ impl Plugin {
             let held = state
                 .registry
                 .recheck_target(client_id, client.pointer, name);
+            // A session restored after a restart has no proof: only the broker's own restored
+            // context (never connected, so no address) passes without a password, never a
+            // live connection that presents itself with that client id and username.
+            let restored_context_only =
+                |identity: &Identity| identity.proof.is_some() || client.facts.address().is_none();
             match held {
                 Some(identity)
-                    if self
-                        .auth
-                        .same_login(name, password, identity.proof.as_ref()) =>
+                    if restored_context_only(&identity)
+                        && self
+                            .auth
+                            .same_login(name, password, identity.proof.as_ref()) =>
                 {
                     // Verified before against this very password: no hash, no waiting on
                     // MySQL; the row is read again in the background.
@@ -290,12 +299,17 @@ impl Plugin {
                 }
                 // Another password than the verified one: checked in full below.
                 Some(_) => {}
-                None => return self.recheck_unheld(state, client, name, password, now),
+                None => return self.recheck_unheld(state, name, password, now),
             }
         }
         drop(state);
         let address = client.facts.address();
-        let decision = self.auth.login(username, password, address.as_deref(), now);
+        // A re-check's failure is the broker's question, not a client's guess: not throttled.
+        let decision = if rechecking {
+            self.auth.recheck(username, password, now)
+        } else {
+            self.auth.login(username, password, address.as_deref(), now)
+        };
         let mut state = self.state();
         let Some(client_id) = client.id else {
             if let Decision::Allow(identity) = &decision {
@@ -345,7 +359,6 @@ impl Plugin {
     fn recheck_unheld(
         &self,
         state: std::sync::MutexGuard<'_, State>,
-        client: Client<'_>,
         name: &str,
         password: Option<&[u8]>,
         now: Instant,
@@ -358,10 +371,7 @@ impl Plugin {
             return Decision::Allow(identity.clone());
         }
         drop(state);
-        let address = client.facts.address();
-        let decision = self
-            .auth
-            .login(Some(name.as_bytes()), password, address.as_deref(), now);
+        let decision = self.auth.recheck(Some(name.as_bytes()), password, now);
         if let Decision::Allow(identity) = &decision {
             self.state()
                 .recheck_memo
@@ -563,8 +573,10 @@ impl Plugin {
             }
         };
         let now = now_ms();
+        let fingerprint =
+            || dedup::fingerprint(&[stamped.kind.name(), &stamped.to_id, &stamped.content]);
         let retransmission = match (&stamped.client_msg_id, &mut state.dedup) {
-            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, now),
+            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, fingerprint(), now),
             _ => None,
         };
         if let Some(first) = retransmission {
@@ -600,7 +612,7 @@ impl Plugin {
                 message_id: stamped.message_id.clone(),
                 server_ts: stamped.server_ts,
             };
-            dedup.remember(&stamped.from_id, id, first, now);
+            dedup.remember(&stamped.from_id, id, fingerprint(), first, now);
         }
         MessageVerdict::Replace(stamped.payload)
     }
@@ -741,6 +753,7 @@ impl Plugin {
             last_stats,
             user_checks,
             last_session_save,
+            save_seq,
             ..
         } = &mut *state;
         for job in registry.due_jobs(now) {
@@ -759,9 +772,11 @@ impl Plugin {
             if now.duration_since(*last_session_save) >= SESSION_SAVE_INTERVAL {
                 *last_session_save = now;
                 if let Some(sessions) = registry.persistent_sessions(false) {
+                    *save_seq += 1;
                     refresher.submit(Work::SaveSessions {
                         path: path.clone(),
                         sessions,
+                        seq: *save_seq,
                     });
                 }
             }
@@ -799,7 +814,7 @@ impl Drop for Plugin {
         // No background save may rename an older file over this one.
         state.refresher.shutdown();
         if let Some(sessions) = state.registry.persistent_sessions(true) {
-            match crate::session_file::save(path, &sessions) {
+            match crate::session_file::save(path, &sessions, u64::MAX) {
                 Ok(()) => log::info!(
                     "{} persistent sessions saved to {}",
                     sessions.len(),

@@ -28,6 +28,8 @@ pub enum Work {
     SaveSessions {
         path: PathBuf,
         sessions: Vec<SavedSession>,
+        /// Snapshots are numbered in the order they were taken (see `session_file::save`).
+        seq: u64,
     },
 }
 
@@ -155,9 +157,13 @@ fn run(source: &dyn RuleSource, work: Work) -> Done {
                 .unwrap_or_else(|_| Err(panicked()));
             Done::UserChecked { username, result }
         }
-        Work::SaveSessions { path, sessions } => {
+        Work::SaveSessions {
+            path,
+            sessions,
+            seq,
+        } => {
             let result = catch_unwind(AssertUnwindSafe(|| {
-                crate::session_file::save(&path, &sessions).map(|()| sessions.len())
+                crate::session_file::save(&path, &sessions, seq).map(|()| sessions.len())
             }))
             .unwrap_or_else(|_| Err("internal panic".into()));
             Done::Saved { path, result }

@@ -8,11 +8,28 @@
 use crate::sessions::SavedSession;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Sessions in a file at most (the registry keeps at most this many offline ones anyway).
 const MAX_LINES: usize = 1_000_000;
 
-pub fn save(path: &Path, sessions: &[SavedSession]) -> Result<(), String> {
+/// The newest snapshot written: saves run on more than one background thread, and an
+/// older snapshot must neither overwrite a newer one nor share its temporary file.
+static NEWEST_SAVED: Mutex<u64> = Mutex::new(0);
+
+/// Writes snapshot number `seq` (numbered in the order they were taken); an older one than
+/// what is on disk already is skipped.
+pub fn save(path: &Path, sessions: &[SavedSession], seq: u64) -> Result<(), String> {
+    let mut newest = NEWEST_SAVED.lock().unwrap_or_else(|e| e.into_inner());
+    if seq < *newest {
+        return Ok(());
+    }
+    write(path, sessions)?;
+    *newest = seq;
+    Ok(())
+}
+
+fn write(path: &Path, sessions: &[SavedSession]) -> Result<(), String> {
     let mut text = Vec::with_capacity(sessions.len() * 80);
     for session in sessions {
         serde_json::to_writer(&mut text, session).map_err(|e| e.to_string())?;
@@ -87,8 +104,11 @@ mod tests {
         let dir = dir();
         let path = dir.join("sessions.jsonl");
         assert_eq!(load(&path).unwrap(), (vec![], 0), "no file yet");
-        save(&path, &[session("a"), session("b\n\"x")]).unwrap();
-        save(&path, &[session("c")]).unwrap();
+        save(&path, &[session("a"), session("b\n\"x")], 1).unwrap();
+        save(&path, &[session("c")], 2).unwrap();
+        assert_eq!(load(&path).unwrap(), (vec![session("c")], 0));
+        // An older snapshot that finishes later is not written over the newer one.
+        save(&path, &[session("old")], 1).unwrap();
         assert_eq!(load(&path).unwrap(), (vec![session("c")], 0));
         assert!(!path.with_extension("tmp").exists());
         std::fs::remove_dir_all(dir).unwrap();
@@ -98,7 +118,7 @@ mod tests {
     fn a_torn_file_keeps_what_it_can() {
         let dir = dir();
         let path = dir.join("sessions.jsonl");
-        save(&path, &[session("a"), session("b")]).unwrap();
+        write(&path, &[session("a"), session("b")]).unwrap();
         let text = std::fs::read(&path).unwrap();
         std::fs::write(&path, &text[..text.len() - 10]).unwrap();
         assert_eq!(load(&path).unwrap(), (vec![session("a")], 1));
@@ -109,7 +129,7 @@ mod tests {
 
     #[test]
     fn an_unwritable_place_is_an_error() {
-        let err = save(Path::new("/nonexistent-dir/x/sessions"), &[session("a")]).unwrap_err();
+        let err = write(Path::new("/nonexistent-dir/x/sessions"), &[session("a")]).unwrap_err();
         assert!(err.contains("/nonexistent-dir/x/sessions"), "{err}");
     }
 }

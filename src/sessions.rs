@@ -810,13 +810,16 @@ impl Registry {
     /// Applies a refresher result. A failure keeps the last known rules.
     pub fn apply(&mut self, loaded: Loaded, now: Instant) -> Applied {
         let Loaded { job, result } = loaded;
-        let Some(entry) = self
-            .users
-            .get_mut(job.username.as_str())
-            .filter(|e| *e.rules.user_id == *job.user_id)
-        else {
+        let Some(entry) = self.users.get_mut(job.username.as_str()) else {
             return Applied::Gone;
         };
+        if *entry.rules.user_id != *job.user_id {
+            // Loaded for the user's earlier identity: dropped, but the refresh it was is over.
+            if !job.urgent {
+                entry.in_flight = false;
+            }
+            return Applied::Gone;
+        }
         if !job.urgent {
             entry.in_flight = false;
         }
@@ -1051,6 +1054,15 @@ impl Registry {
             entry.clients = entry.clients.saturating_sub(1);
             if session.state == State::Online {
                 entry.online = entry.online.saturating_sub(1);
+            }
+            if entry.clients == 0 {
+                // Kept for a quick reconnect, then forgotten by `due_jobs` (an offline-only
+                // user's entry may have left the due queue).
+                let at = self
+                    .clock
+                    .max(entry.next_due.min(self.clock + self.refresh));
+                entry.next_due = at;
+                self.due.push(Reverse((at, session.username.clone())));
             }
         }
     }
@@ -1683,6 +1695,50 @@ mod tests {
         let kicked = reg.user_checked("alice", None);
         assert_eq!(kicked, vec![Box::<[u8]>::from(&b"a1"[..])]);
         assert_eq!(reg.stats().sessions, 0);
+    }
+
+    #[test]
+    fn an_offline_only_user_is_forgotten_once_its_last_session_goes() {
+        let mut reg = registry();
+        let now = Instant::now();
+        reg.login(b"p", 5, PERSISTENT, &identity("alice", "1"), now, || {
+            Ok(rules("1", &[]))
+        })
+        .unwrap();
+        reg.disconnect(b"p", 5, false);
+        // Due while only offline: no refresh, and out of the due queue.
+        assert!(reg.due_jobs(now + REFRESH).is_empty());
+        // A SUBSCRIBE at its place ends the session.
+        assert!(!reg.ok(b"p", 5, Access::Subscribe, "/users/1/messages"));
+        assert_eq!(reg.stats().users, 1);
+        reg.due_jobs(now + 3 * REFRESH);
+        assert_eq!(reg.stats().users, 0, "forgotten");
+    }
+
+    #[test]
+    fn a_refresh_for_an_earlier_identity_ends_without_blocking_the_next() {
+        let mut reg = registry();
+        let now = Instant::now();
+        reg.login(b"a", 1, CONNECT, &identity("alice", "1"), now, || {
+            Ok(rules("1", &[]))
+        })
+        .unwrap();
+        let old = reg.due_jobs(now + REFRESH);
+        assert_eq!(old.len(), 1);
+        // The user's row now says another id; a new login loads for it.
+        reg.login(b"b", 2, CONNECT, &identity("alice", "9"), now, || {
+            Ok(rules("9", &[]))
+        })
+        .unwrap();
+        let gone = reg.apply(
+            Loaded {
+                job: old[0].clone(),
+                result: Ok(rules("1", &["7"])),
+            },
+            now + REFRESH,
+        );
+        assert_eq!(gone, Applied::Gone);
+        assert_eq!(reg.due_jobs(now + 3 * REFRESH).len(), 1, "refreshed again");
     }
 
     #[test]

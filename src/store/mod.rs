@@ -146,6 +146,9 @@ pub struct Store {
     full: bool,
 }
 
+/// Attempts of a row alone before it is set aside as refused.
+const ROW_ATTEMPTS: u32 = 3;
+
 /// How often the writer looks for a full batch while it gathers one.
 const GATHER_POLL: Duration = Duration::from_millis(5);
 
@@ -303,6 +306,8 @@ impl Writer {
                         read_failing = true;
                         log::error!("cannot read the chat spool back ({e}); retrying");
                     }
+                    // Records read before the error were dropped with it: read them again.
+                    reader.rewind(self.checkpoint.last().unwrap_or(self.start));
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 Err(_) => {
@@ -363,6 +368,7 @@ impl Writer {
     fn write(&mut self, batch: &[Queued]) -> bool {
         let mut backoff = Duration::from_millis(50);
         let mut connection_failures = 0;
+        let mut refusals_alone = 0;
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
                 self.test_panic();
@@ -397,6 +403,13 @@ impl Writer {
             if about_rows && self.table_takes_rows() {
                 self.stored_again();
                 if let [item] = batch {
+                    // A deadlock or a lock wait timeout passes: a row is refused only when it
+                    // fails alone three times in a row.
+                    refusals_alone += 1;
+                    if refusals_alone < ROW_ATTEMPTS {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
                     self.reject(item, &error);
                     self.committed(batch, 0);
                     return true;

@@ -306,13 +306,22 @@ impl SpoolReader {
             // The segment being appended to is read up to the published end; an earlier
             // one up to its end marker (the preallocated zeros) or its last whole frame.
             let sealed = self.at.segment < appended.segment;
-            match self.next_frame(sealed)? {
-                Some(record) => {
+            let step = match self.next_frame(sealed) {
+                Ok(Some(record)) => {
                     self.at.end = record.1.end;
                     out.push(record);
+                    Ok(())
                 }
-                None if sealed => self.next_segment(appended.segment)?,
-                None => break,
+                Ok(None) if sealed => self.next_segment(appended.segment),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = step {
+                // What was read is handed out; the error comes back at the next call.
+                if out.is_empty() {
+                    return Err(e);
+                }
+                break;
             }
         }
         Ok(out)

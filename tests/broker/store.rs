@@ -700,7 +700,8 @@ fn an_outage_backlog_stays_on_disk() {
 
 /// A `clientMsgId` sent three times (an app's resend, a QoS 1 retry): every copy delivered
 /// carries the first copy's `id` and `ts`, and MySQL has one row. Another sender's same
-/// `clientMsgId`, and the same sender's next one, are messages of their own.
+/// `clientMsgId`, the same sender's next one, and the same id on another content are
+/// messages of their own.
 fn a_retransmitted_client_msg_id_is_one_row() {
     let db = shared();
     let dbname = store_db(db, "dedup");
@@ -732,7 +733,13 @@ fn a_retransmitted_client_msg_id_is_one_row() {
         with_id(1, "the next one", "a-2"),
         false
     )));
-    let got: Vec<Value> = (0..5)
+    // The same clientMsgId on another message (an app that reuses ids) is a new message.
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        with_id(1, "not a resend", "a-1"),
+        false
+    )));
+    let got: Vec<Value> = (0..6)
         .map(|_| {
             let m = bob
                 .message_on("/users/2/messages", SOON)
@@ -746,9 +753,13 @@ fn a_retransmitted_client_msg_id_is_one_row() {
     assert_eq!(got[2]["clientMsgId"], "a-1");
     assert_ne!(got[3]["id"], got[0]["id"], "another sender");
     assert_ne!(got[4]["id"], got[0]["id"], "another clientMsgId");
-    eventually("three rows", SOON, || count(db, &dbname) == 3);
+    assert_ne!(
+        got[5]["id"], got[0]["id"],
+        "another message under the same clientMsgId"
+    );
+    eventually("four rows", SOON, || count(db, &dbname) == 4);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(count(db, &dbname), 3, "one row per message");
+    assert_eq!(count(db, &dbname), 4, "one row per message");
     let ids = stored_ids(db, &dbname);
     assert_eq!(ids[0], got[0]["id"].as_str().unwrap());
 }
