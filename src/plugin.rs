@@ -89,7 +89,13 @@ struct State {
     next_full_tick: Instant,
     /// The number of the last sessions-file snapshot taken.
     save_seq: u64,
+    /// When the plugin started, until the first TICK (`None` from then on): see
+    /// `check_ticks`.
+    untick_since: Option<Instant>,
 }
+
+/// How long traffic may flow without a TICK before the plugin says the broker sends none.
+const NO_TICK_WARNING: Duration = Duration::from_secs(10);
 
 /// How often TICK looks at background results, due refreshes and the sessions file.
 const TICK_PERIOD: Duration = Duration::from_millis(10);
@@ -246,6 +252,7 @@ impl Plugin {
                 last_session_save: Instant::now(),
                 next_full_tick: Instant::now(),
                 save_seq: 0,
+                untick_since: Some(Instant::now()),
             }),
         })
     }
@@ -437,6 +444,23 @@ impl Plugin {
         }
     }
 
+    /// Mosquitto 2.0.11 with `per_listener_settings true` never sends TICK, and without it
+    /// nothing the background threads bring back is applied (refreshed rules, control
+    /// answers, re-read user rows). Said once, loudly, when traffic flows without a TICK.
+    fn check_ticks(state: &mut State) {
+        if let Some(since) = state.untick_since {
+            if since.elapsed() > NO_TICK_WARNING {
+                state.untick_since = None;
+                log::error!(
+                    "the broker sends no TICK event (Mosquitto 2.0.11 with \
+                     per_listener_settings true does not): rules are not refreshed, control \
+                     commands get no answer and SIGHUP re-checks are not confirmed; use \
+                     per_listener_settings false, or Mosquitto 2.0.15 or later"
+                );
+            }
+        }
+    }
+
     /// Ends a reload's re-check window: any event but BASIC_AUTH and DISCONNECT.
     fn end_recheck(state: &mut State) {
         if state.recheck_window.take().is_some() {
@@ -466,6 +490,7 @@ impl Plugin {
         };
         let mut state = self.state();
         Self::end_recheck(&mut state);
+        Self::check_ticks(&mut state);
         let mut deadline = None;
         let allowed = loop {
             match state.registry.check(
@@ -732,6 +757,7 @@ impl Plugin {
     pub fn tick(&self) -> Vec<Action> {
         let now = Instant::now();
         let mut state = self.state();
+        state.untick_since = None;
         Self::end_recheck(&mut state);
         // Under load the broker ticks once per loop pass, about once per message: the
         // background work is looked at every TICK_PERIOD only (broker calls go out at once).

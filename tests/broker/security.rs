@@ -47,6 +47,10 @@ pub fn trials() -> Vec<Trial> {
             "security::certificate_clients_get_nothing",
             certificate_clients_get_nothing,
         ),
+        (
+            "security::a_broker_without_tick_is_reported",
+            a_broker_without_tick_is_reported,
+        ),
     ];
     crate::trials(tests)
 }
@@ -775,4 +779,33 @@ fn certificate_clients_get_nothing() {
         ),
         "{log}"
     );
+}
+
+/// Mosquitto 2.0.11 with `per_listener_settings true` sends no TICK: the plugin says so once
+/// (its background results are applied at TICK), rather than silently never refreshing.
+fn a_broker_without_tick_is_reported() {
+    let db = shared();
+    let dbname = chat_db(db, "no_tick");
+    let port = free_port();
+    let conf = format!(
+        "log_type all\nper_listener_settings true\nlistener {port} 127.0.0.1\n\
+         allow_anonymous false\nplugin {}\n{}{USERQUERY}",
+        crate::harness::plugin_path().display(),
+        db.plugin_options(&dbname),
+    );
+    let broker = Broker::run(&conf, port).expect("start");
+    let version = std::process::Command::new("mosquitto")
+        .arg("-h")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let mut alice = login(port, "alice");
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(alice.subscribe("/users/1/messages"), 1);
+    let warned = broker.log().contains("the broker sends no TICK event");
+    if version.contains("version 2.0.11") {
+        assert!(warned, "{}", broker.log());
+    } else {
+        println!("mosquitto is not 2.0.11 here: TICK may fire; reported: {warned}");
+    }
 }
