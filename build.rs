@@ -14,6 +14,7 @@ fn main() {
         .allowlist_function("mosquitto_client_id")
         .allowlist_function("mosquitto_client_username")
         .allowlist_function("mosquitto_client_address")
+        .allowlist_function("mosquitto_client_certificate")
         .allowlist_function("mosquitto_client_clean_session")
         .allowlist_function("mosquitto_malloc")
         .allowlist_function("mosquitto_free")

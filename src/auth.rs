@@ -29,6 +29,12 @@ pub trait UserSource {
     /// `None` when no `superquery` is configured.
     fn superquery(&self, username: &str) -> Option<Result<bool, DbError>>;
 
+    /// The row of a user the broker let in by a TLS certificate (`cert_userquery`, or the
+    /// `userquery` row whose hash is not checked).
+    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        self.fetch_user(username)
+    }
+
     /// The user's stored hash now (`None`: no such user, or no hash).
     fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
         Ok(self
@@ -44,6 +50,9 @@ impl<T: UserSource + ?Sized> UserSource for std::sync::Arc<T> {
     }
     fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
         (**self).superquery(username)
+    }
+    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        (**self).fetch_certificate_user(username)
     }
 }
 
@@ -286,23 +295,7 @@ impl<S: UserSource> Authenticator<S> {
             Ok(false) => return Decision::Refuse(Refusal::WrongPassword),
             Err(e) => return Decision::Refuse(Refusal::UnusableHash(e)),
         }
-        let superuser = record.is_superuser
-            || self
-                .superusers
-                .as_ref()
-                .is_some_and(|glob| glob.matches(username))
-            || match self.source.superquery(username) {
-                None => false,
-                Some(Ok(is)) => is,
-                Some(Err(e)) => {
-                    // Fail closed: the login stands, the privilege does not.
-                    log::warn!(
-                        "superquery for user '{}' failed ({e}); treated as not a superuser",
-                        printable(username)
-                    );
-                    false
-                }
-            };
+        let superuser = self.is_superuser(username, record.is_superuser);
         let login_mac = self.secret.login_mac(username, password);
         let mut proof = Proof {
             password: [0; 16],
@@ -319,6 +312,44 @@ impl<S: UserSource> Authenticator<S> {
             cache.put(username, &login_mac, identity.clone(), now);
         }
         Decision::Allow(identity)
+    }
+
+    /// The `is_superuser` column, the `superusers` glob, or `superquery`.
+    fn is_superuser(&self, username: &str, column: bool) -> bool {
+        column
+            || self
+                .superusers
+                .as_ref()
+                .is_some_and(|glob| glob.matches(username))
+            || match self.source.superquery(username) {
+                None => false,
+                Some(Ok(is)) => is,
+                Some(Err(e)) => {
+                    // Fail closed: the login stands, the privilege does not.
+                    log::warn!(
+                        "superquery for user '{}' failed ({e}); treated as not a superuser",
+                        printable(username)
+                    );
+                    false
+                }
+            }
+    }
+
+    /// Who a client is that the broker let in by its TLS certificate (the username from the
+    /// certificate's identity or subject): the user's row without a password check
+    /// (`UserSource::fetch_certificate_user`). No row: refused.
+    pub fn certificate_identity(&self, username: &str) -> Result<Identity, Refusal> {
+        let record = match self.source.fetch_certificate_user(username) {
+            Ok(Some(record)) => record,
+            Ok(None) => return Err(Refusal::UnknownUser),
+            Err(e) => return Err(Refusal::Database(e)),
+        };
+        Ok(Identity {
+            username: username.to_string(),
+            user_id: record.user_id.unwrap_or_else(|| username.to_string()),
+            superuser: self.is_superuser(username, record.is_superuser),
+            proof: None,
+        })
     }
 
     /// Usernames and addresses the throttle remembers failures of (for stats).
@@ -738,6 +769,26 @@ mod tests {
         a.source.down.set(true);
         let cached = a.login(Some(b"alice"), Some(b"secret"), None, now);
         assert_eq!(first, cached);
+    }
+
+    #[test]
+    fn a_certificate_user_is_looked_up_without_a_password() {
+        let a = auth(table(), 0);
+        let id = a.certificate_identity("alice").unwrap();
+        assert_eq!(
+            (id.user_id.as_str(), id.superuser, id.proof),
+            ("17", false, None)
+        );
+        assert!(a.certificate_identity("Sam").unwrap().superuser, "glob S*");
+        assert_eq!(
+            a.certificate_identity("stranger"),
+            Err(Refusal::UnknownUser)
+        );
+        a.source.down.set(true);
+        assert!(matches!(
+            a.certificate_identity("alice"),
+            Err(Refusal::Database(_))
+        ));
     }
 
     #[test]

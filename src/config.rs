@@ -62,6 +62,8 @@ pub struct Config {
     pub db: DbConfig,
     pub userquery: Query,
     pub superquery: Option<Query>,
+    /// The row of a user who logged in by a TLS certificate; `None`: `userquery`'s.
+    pub cert_userquery: Option<Query>,
     pub superusers: Option<glob::Pattern>,
     pub auth_cache: Duration,
     pub hash: HashSettings,
@@ -187,6 +189,7 @@ const OWN_KEYS: &[&str] = &[
     "pass",
     "userquery",
     "superquery",
+    "cert_userquery",
     "superusers",
     "ssl_enabled",
     "ssl_ca",
@@ -276,6 +279,9 @@ impl Config {
         let userquery = translate("userquery", userquery, USER_BINDINGS)?;
         let superquery = get("superquery")
             .map(|q| translate("superquery", q, USER_BINDINGS))
+            .transpose()?;
+        let cert_userquery = get("cert_userquery")
+            .map(|q| translate("cert_userquery", q, USER_BINDINGS))
             .transpose()?;
         let superusers = get("superusers")
             .map(|p| {
@@ -481,6 +487,7 @@ impl Config {
             db,
             userquery,
             superquery,
+            cert_userquery,
             superusers,
             auth_cache,
             hash: HashSettings {

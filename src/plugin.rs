@@ -12,7 +12,7 @@ use crate::dedup::{self, Dedup, Stamp};
 use crate::logging::printable;
 use crate::query::{Param, Query};
 use crate::refresh::{Done, Refresher, RuleSource, Work};
-use crate::sessions::{Applied, Author, Awaiting, ClientFacts, LoginKind, Registry, RuleSet};
+use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry, RuleSet};
 use crate::store::{NewRecord, Store, StoreRefusal};
 use crate::topic;
 use mysql::{Row, Value};
@@ -132,6 +132,7 @@ impl Plugin {
         let mut checks = vec![("userquery", config.userquery.sql.clone())];
         for (name, query) in [
             ("superquery", &config.superquery),
+            ("cert_userquery", &config.cert_userquery),
             ("groupsquery", &config.acl.groupsquery),
             ("aclquery", &config.acl.aclquery),
         ] {
@@ -145,6 +146,7 @@ impl Plugin {
             db: Arc::clone(&db),
             userquery: config.userquery,
             superquery: config.superquery,
+            cert_userquery: config.cert_userquery,
         });
         let acl = config.acl;
         let rules = Arc::new(MysqlRules::new(
@@ -387,6 +389,57 @@ impl Plugin {
         decision
     }
 
+    /// A client the broker let in by its TLS certificate (`use_identity_as_username`,
+    /// `use_subject_as_username`): Mosquitto 2.0 skips BASIC_AUTH for it, so the plugin
+    /// meets it first in an ACL check. It is looked up by the certificate's username (the
+    /// user row without a password check, or `cert_userquery`) on the broker thread, within
+    /// the usual timeouts, once per connection; from then on it is a logged-in client. An
+    /// unknown user is refused everything (one warning).
+    fn certificate_login(&self, state: &mut State, client_id: &[u8], client: Client<'_>) {
+        let username = client.facts.username().unwrap_or_default();
+        let identity = self.auth.certificate_identity(&username);
+        let login = identity
+            .map_err(|why| why.to_string())
+            .and_then(|identity| {
+                let kind = LoginKind::Connect {
+                    persistent: !client.facts.clean_session(),
+                };
+                state
+                    .registry
+                    .login(
+                        client_id,
+                        client.pointer,
+                        kind,
+                        &identity,
+                        Instant::now(),
+                        || self.load_rules(&identity),
+                    )
+                    .map(|()| identity)
+                    .map_err(|e| format!("cannot load their groups and ACL rows ({e})"))
+            });
+        match login {
+            Ok(identity) => {
+                Self::start_urgent(state);
+                log::info!(
+                    "client '{}' logged in by its TLS certificate as user '{}' (user id '{}')",
+                    printable(&String::from_utf8_lossy(client_id)),
+                    printable(&identity.username),
+                    printable(&identity.user_id)
+                );
+            }
+            Err(why) => {
+                state
+                    .registry
+                    .certificate_refused(client_id, client.pointer);
+                log::warn!(
+                    "client '{}' with a TLS certificate for user '{}' is refused everything: {why}",
+                    printable(&String::from_utf8_lossy(client_id)),
+                    printable(&username)
+                );
+            }
+        }
+    }
+
     /// Applies one background result on the broker thread.
     fn apply_done(&self, state: &mut State, done: Done, now: Instant) {
         match done {
@@ -502,7 +555,10 @@ impl Plugin {
                 client.facts,
             ) {
                 Ok(allowed) => break allowed,
-                Err(Awaiting) => {
+                Err(Pending::CertificateLogin) => {
+                    self.certificate_login(&mut state, client_id, client);
+                }
+                Err(Pending::Rules) => {
                     // The client's login asked for its rules and this is its first check
                     // since: wait for them (applying whatever else comes back meanwhile).
                     let now = Instant::now();
@@ -1116,11 +1172,12 @@ impl RuleSource for Background {
     }
 }
 
-/// Users read with the configured `userquery` / `superquery`.
+/// Users read with the configured `userquery` / `superquery` / `cert_userquery`.
 pub struct MysqlUsers {
     db: Arc<Db>,
     userquery: Query,
     superquery: Option<Query>,
+    cert_userquery: Option<Query>,
 }
 
 /// Values for a user query's placeholders: `query::USER_BINDINGS` lets every one of them
@@ -1149,12 +1206,9 @@ fn truthy(value: Option<&Value>) -> bool {
     }
 }
 
-impl UserSource for MysqlUsers {
-    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        let Some(row) = self
-            .db
-            .first_row(&self.userquery, bind(&self.userquery, username))?
-        else {
+impl MysqlUsers {
+    fn user_row(&self, query: &Query, username: &str) -> Result<Option<UserRecord>, DbError> {
+        let Some(row) = self.db.first_row(query, bind(query, username))? else {
             return Ok(None);
         };
         Ok(Some(UserRecord {
@@ -1165,6 +1219,19 @@ impl UserSource for MysqlUsers {
                 .map(|b| String::from_utf8_lossy(&b).into_owned()),
             is_superuser: truthy(column(&row, "is_superuser")),
         }))
+    }
+}
+
+impl UserSource for MysqlUsers {
+    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        self.user_row(&self.userquery, username)
+    }
+
+    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        self.user_row(
+            self.cert_userquery.as_ref().unwrap_or(&self.userquery),
+            username,
+        )
     }
 
     fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {

@@ -47,6 +47,8 @@ pub trait ClientFacts {
     fn username(&self) -> Option<String>;
     /// The CONNECT's clean session / clean start flag.
     fn clean_session(&self) -> bool;
+    /// Whether the client presented a TLS certificate on this connection.
+    fn has_certificate(&self) -> bool;
 }
 
 /// Facts for callers that have none (unit tests, benches).
@@ -61,6 +63,9 @@ impl ClientFacts for NoFacts {
     }
     fn clean_session(&self) -> bool {
         true
+    }
+    fn has_certificate(&self) -> bool {
+        false
     }
 }
 
@@ -88,9 +93,17 @@ pub struct Job {
     pub urgent: bool,
 }
 
-/// A client whose first check waits for the rules its login asked for.
+/// A check that needs something the registry cannot do on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Awaiting;
+pub enum Pending {
+    /// The client's login asked for its rules and they have not arrived: apply background
+    /// results and ask again (or `stop_waiting`).
+    Rules,
+    /// No session, and the client presented a TLS certificate (the broker took its username
+    /// from it and skipped BASIC_AUTH): log it in by that username and ask again (or
+    /// `certificate_refused`).
+    CertificateLogin,
+}
 
 /// What the refresher hands back.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +276,8 @@ pub struct Registry {
     departed: Option<Departed>,
     /// Client ids already logged as unknown (bounded).
     unknown_logged: HashSet<Box<[u8]>>,
+    /// Connections whose certificate login was refused: not looked up again (bounded).
+    certificate_refused: HashSet<(Box<[u8]>, usize)>,
     /// The sessions file has to be written again.
     dirty: bool,
 }
@@ -307,6 +322,7 @@ impl Registry {
             unvalidated_refused: 0,
             departed: None,
             unknown_logged: HashSet::new(),
+            certificate_refused: HashSet::new(),
             dirty: false,
         }
     }
@@ -323,7 +339,7 @@ impl Registry {
     /// error refuses the login: a client whose rules are unknown could do nothing anyway);
     /// when the user's rules are held, the login is accepted at once and a load is asked
     /// for (`urgent_jobs`), which the client's checks wait for (`check` answers
-    /// `Awaiting`). A recheck keeps the session's state and rules.
+    /// `Pending::Rules`). A recheck keeps the session's state and rules.
     pub fn login(
         &mut self,
         client_id: &[u8],
@@ -397,6 +413,15 @@ impl Registry {
     /// The rules loads logins asked for, to start now (ahead of other work).
     pub fn urgent_jobs(&mut self) -> Vec<Job> {
         std::mem::take(&mut self.urgent)
+    }
+
+    /// A certificate login that failed (unknown user, MySQL unavailable): this connection is
+    /// refused everything and not looked up again.
+    pub fn certificate_refused(&mut self, client_id: &[u8], pointer: usize) {
+        if self.certificate_refused.len() >= UNKNOWN_LOG_MEMORY {
+            self.certificate_refused.clear();
+        }
+        self.certificate_refused.insert((client_id.into(), pointer));
     }
 
     /// A client's wait for its login's rules ended without them (timed out): its checks use
@@ -509,7 +534,7 @@ impl Registry {
     }
 
     /// The ACL decision for one check; no I/O. A client the registry does not know (never
-    /// logged in through this plugin, or forgotten) is refused. `Awaiting`: the client's
+    /// logged in through this plugin, or forgotten) is refused. `Pending::Rules`: the client's
     /// login asked for its rules and they have not arrived; apply background results and
     /// ask again (or `stop_waiting`).
     pub fn check(
@@ -520,7 +545,7 @@ impl Registry {
         topic: &str,
         retain: bool,
         facts: &dyn ClientFacts,
-    ) -> Result<bool, Awaiting> {
+    ) -> Result<bool, Pending> {
         if access == Access::Read {
             if let Some(chat) = &self.chat {
                 // Deliveries of chat topics that MESSAGE never validated: a will (see
@@ -568,8 +593,16 @@ impl Registry {
         topic: &str,
         retain: bool,
         facts: &dyn ClientFacts,
-    ) -> Result<bool, Awaiting> {
+    ) -> Result<bool, Pending> {
         let Some(session) = self.sessions.get_mut(client_id) else {
+            if !self
+                .certificate_refused
+                .contains(&(Box::<[u8]>::from(client_id), pointer))
+                && facts.address().is_some()
+                && facts.has_certificate()
+            {
+                return Err(Pending::CertificateLogin);
+            }
             self.note_unknown(client_id, topic, facts);
             return Ok(false);
         };
@@ -616,7 +649,7 @@ impl Registry {
         };
         if session.awaiting != 0 {
             if entry.settled < session.awaiting {
-                return Err(Awaiting);
+                return Err(Pending::Rules);
             }
             session.awaiting = 0;
         }
@@ -1226,6 +1259,9 @@ mod tests {
         fn clean_session(&self) -> bool {
             false
         }
+        fn has_certificate(&self) -> bool {
+            false
+        }
     }
 
     /// A live connection.
@@ -1239,6 +1275,9 @@ mod tests {
             Some("cert-user".into())
         }
         fn clean_session(&self) -> bool {
+            true
+        }
+        fn has_certificate(&self) -> bool {
             true
         }
     }
@@ -1299,7 +1338,7 @@ mod tests {
                 false,
                 &NoFacts
             ),
-            Err(Awaiting)
+            Err(Pending::Rules)
         );
         assert!(
             reg.ok(b"phone", 10, Access::Write, "/groups/7/messages"),

@@ -235,6 +235,24 @@ impl ClientFacts for BrokerClient {
         // SAFETY: as above.
         unsafe { mosquitto_client_clean_session(self.0) }
     }
+
+    fn has_certificate(&self) -> bool {
+        // SAFETY: as above; the broker returns a new reference to the peer's X509 (OpenSSL's
+        // SSL_get_peer_certificate), or NULL, and the reference is given back at once.
+        unsafe {
+            let certificate = mosquitto_client_certificate(self.0);
+            if certificate.is_null() {
+                return false;
+            }
+            X509_free(certificate);
+        }
+        true
+    }
+}
+
+unsafe extern "C" {
+    /// OpenSSL's, from the libcrypto the broker itself links (resolved when it loads us).
+    fn X509_free(certificate: *mut c_void);
 }
 
 /// # Safety

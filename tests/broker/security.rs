@@ -44,8 +44,8 @@ pub fn trials() -> Vec<Trial> {
             rules_are_current_at_every_login,
         ),
         (
-            "security::certificate_clients_get_nothing",
-            certificate_clients_get_nothing,
+            "security::certificate_clients_get_their_identity",
+            certificate_clients_get_their_identity,
         ),
         (
             "security::a_broker_without_tick_is_reported",
@@ -708,43 +708,75 @@ fn rules_are_current_at_every_login() {
     assert_eq!(stats(port)["cachedLogins"], 2, "dave and admin");
 }
 
-fn certificate_clients_get_nothing() {
+fn certificate_clients_get_their_identity() {
     let db = shared();
     let dbname = chat_db(db, "certs");
+    // The client certificate's common name is "client": a user of the chat (id 6).
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.users (id, username, password_hash) VALUES (6, 'client', NULL);
+         GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'%';
+         GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'localhost'"
+    ));
     let certs = crate::auth::make_certificates();
+    // A second client certificate, made the same way, for a name the users table lacks.
+    for args in [
+        "req -newkey rsa:2048 -nodes -subj /CN=stranger -keyout stranger.key -out stranger.csr",
+        "x509 -req -in stranger.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+         -out stranger.pem -extfile client.ext",
+    ] {
+        let status = std::process::Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(&certs)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args}");
+    }
     let tls_port = free_port();
     let plain_port = free_port();
     let path = |name: &str| certs.join(name).display().to_string();
+    let spool = fresh_dir("cert-spool");
     let conf = format!(
         "log_type all\nper_listener_settings false\nallow_anonymous false\n\
          listener {plain_port} 127.0.0.1\n\
          listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
          require_certificate true\nuse_identity_as_username true\n\
-         plugin {}\n{}{USERQUERY}",
+         plugin {}\n{}{USERQUERY}auth_opt_persist_enabled true\nauth_opt_persist_spool_dir {}\n",
         path("ca.pem"),
         path("server.pem"),
         path("server.key"),
         crate::harness::plugin_path().display(),
         db.plugin_options(&dbname),
+        spool.display(),
     );
     let broker = Broker::run(&conf, plain_port).expect("start");
     let mut bob = login(plain_port, "bob");
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
-    let tls = |program: &str, args: &[&str]| {
+    let tls = |program: &str, who: &str, args: &[&str]| {
         std::process::Command::new(program)
             .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "-V", "5"])
             .args(["--cafile", &path("ca.pem")])
-            .args(["--cert", &path("client.pem"), "--key", &path("client.key")])
+            .args([
+                "--cert",
+                &path(&format!("{who}.pem")),
+                "--key",
+                &path(&format!("{who}.key")),
+            ])
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("run {program}: {e}"))
     };
-    // The certificate's user ("client") connects, but may not read or write chat topics.
-    let sub = tls(
+    let said = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    };
+    // The certificate's user reads its own inbox, not bob's.
+    let other = tls(
         "mosquitto_sub",
+        "client",
         &[
             "-i",
-            "cert-sub",
+            "cert-sub-bob",
             "-t",
             "/users/2/messages",
             "-C",
@@ -753,11 +785,43 @@ fn certificate_clients_get_nothing() {
             "3",
         ],
     );
-    let said =
-        String::from_utf8_lossy(&sub.stderr).to_string() + &String::from_utf8_lossy(&sub.stdout);
-    assert!(said.contains("denied"), "mosquitto_sub: {said}");
-    let pub_ = tls(
+    assert!(
+        said(&other).contains("denied"),
+        "mosquitto_sub: {}",
+        said(&other)
+    );
+    let inbox = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            tls(
+                "mosquitto_sub",
+                "client",
+                &[
+                    "-i",
+                    "cert-sub",
+                    "-t",
+                    "/users/6/messages",
+                    "-C",
+                    "1",
+                    "-W",
+                    "10",
+                ],
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(accepted(bob.publish(
+            "/users/6/messages",
+            chat("CHAT", 2, 6, "to the certificate"),
+            false
+        )));
+        reader.join().unwrap()
+    });
+    let delivered: Value = serde_json::from_str(said(&inbox).trim()).expect("one chat message");
+    assert_eq!(delivered["content"], "to the certificate");
+    assert!(delivered["id"].is_string());
+    // It writes as itself: stamped and stored; as anyone else: refused.
+    let sent = tls(
         "mosquitto_pub",
+        "client",
         &[
             "-i",
             "cert-pub",
@@ -766,17 +830,60 @@ fn certificate_clients_get_nothing() {
             "-t",
             "/users/2/messages",
             "-m",
-            r#"{"type":"CHAT","fromId":3,"toId":2,"content":"from a certificate"}"#,
+            r#"{"type":"CHAT","fromId":6,"toId":2,"content":"from a certificate"}"#,
         ],
     );
-    let said = String::from_utf8_lossy(&pub_.stderr).to_string();
-    assert!(said.contains("Not authorized"), "mosquitto_pub: {said}");
-    assert!(bob.drain(QUIET).is_empty());
+    assert!(sent.status.success(), "{}", said(&sent));
+    let got = bob
+        .message_on("/users/2/messages", SOON)
+        .expect("delivered");
+    assert_chat(&got.payload, &chat("CHAT", 6, 2, "from a certificate"));
+    let spoofed = tls(
+        "mosquitto_pub",
+        "client",
+        &[
+            "-i",
+            "cert-pub",
+            "-q",
+            "1",
+            "-t",
+            "/users/2/messages",
+            "-m",
+            r#"{"type":"CHAT","fromId":3,"toId":2,"content":"spoofed"}"#,
+        ],
+    );
+    assert!(
+        said(&spoofed).contains("Not authorized"),
+        "{}",
+        said(&spoofed)
+    );
+    assert!(bob.drain(QUIET).is_empty(), "the spoofed one never arrives");
+    eventually("both messages stored", SOON, || {
+        db.root_column(&format!("SELECT COUNT(*) FROM `{dbname}`.messages"))[0] == "2"
+    });
+    // A certificate for a name the table lacks gets nothing.
+    let stranger = tls(
+        "mosquitto_sub",
+        "stranger",
+        &[
+            "-i",
+            "cert-stranger",
+            "-t",
+            "/users/6/messages",
+            "-C",
+            "1",
+            "-W",
+            "3",
+        ],
+    );
+    assert!(said(&stranger).contains("denied"), "{}", said(&stranger));
     let log = broker.log();
     assert!(
-        log.contains(
-            "client 'cert-sub' (username 'client') is refused everything, chat topics included"
-        ),
+        log.contains("logged in by its TLS certificate as user 'client' (user id '6')"),
+        "{log}"
+    );
+    assert!(
+        log.contains("with a TLS certificate for user 'stranger' is refused everything"),
         "{log}"
     );
 }
