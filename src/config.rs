@@ -75,6 +75,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub throttle: ThrottleConfig,
     pub offline: OfflineCaps,
+    /// Info lines for the start-up log (options of mosquitto-go-auth that change nothing).
+    pub notes: Vec<String>,
     /// Where persistent sessions are kept across restarts; `None`: not kept.
     pub session_file: Option<PathBuf>,
 }
@@ -166,11 +168,6 @@ const FOREIGN_KEYS: &[&str] = &[
     "ssl_cipher",
     "password_file",
     "acl_file",
-    "hasher",
-    "hasher_iterations",
-    "hasher_algorithm",
-    "hasher_keylen",
-    "hasher_salt_size",
     "cache",
     "cache_type",
     "check_prefix",
@@ -229,18 +226,119 @@ const OWN_KEYS: &[&str] = &[
     "session_file",
 ];
 
+/// mosquitto-go-auth's names for options that mean the same here.
+const GO_AUTH_ALIASES: &[(&str, &str)] = &[
+    ("mysql_host", "host"),
+    ("mysql_port", "port"),
+    ("mysql_socket", "socket"),
+    ("mysql_dbname", "dbname"),
+    ("mysql_user", "user"),
+    ("mysql_password", "pass"),
+    ("mysql_userquery", "userquery"),
+    ("mysql_superquery", "superquery"),
+    ("mysql_aclquery", "aclquery"),
+    ("mysql_sslcert", "ssl_cert"),
+    ("mysql_sslkey", "ssl_key"),
+    ("mysql_sslrootcert", "ssl_ca"),
+    ("auth_cache_seconds", "auth_cacheseconds"),
+    ("acl_cache_seconds", "acl_cacheseconds"),
+];
+
+/// mosquitto-go-auth options that change nothing here: accepted, with what chat-auth does
+/// instead (one info line each).
+const GO_AUTH_NOTES: &[(&str, &str)] = &[
+    (
+        "hasher",
+        "the stored format is detected from each hash (auth_opt_password_format forces one)",
+    ),
+    (
+        "hasher_cost",
+        "it is how go-auth makes hashes; chat-auth-passwd --cost makes bcrypt hashes",
+    ),
+    (
+        "hasher_iterations",
+        "it is how go-auth makes hashes; chat-auth-passwd --iterations makes PBKDF2 hashes",
+    ),
+    (
+        "hasher_algorithm",
+        "it is how go-auth makes hashes; chat-auth-passwd --algorithm",
+    ),
+    ("hasher_keylen", "it is how go-auth makes hashes"),
+    ("hasher_salt_size", "it is how go-auth makes hashes"),
+    ("hasher_memory", "it is how go-auth makes hashes"),
+    ("hasher_parallelism", "it is how go-auth makes hashes"),
+    (
+        "mysql_protocol",
+        "chat-auth uses TCP, or the Unix socket of auth_opt_mysql_socket when given",
+    ),
+    (
+        "mysql_allow_native_passwords",
+        "MySQL's native password authentication is always allowed",
+    ),
+    (
+        "mysql_connect_tries",
+        "chat-auth starts without MySQL and connects in the background until it answers",
+    ),
+    (
+        "mysql_max_life_time",
+        "pooled connections are replaced when found dead",
+    ),
+    (
+        "log_dest",
+        "chat-auth writes to the broker's log (its log_dest decides)",
+    ),
+    (
+        "log_file",
+        "chat-auth writes to the broker's log (its log_dest decides)",
+    ),
+];
+
 impl Config {
     /// Parses the broker's key/value options (later duplicates win, as in auth-plug) into
-    /// the config and the warnings to log at start.
+    /// the config and the warnings to log at start. mosquitto-go-auth's names are read as
+    /// the options they stand for (`GO_AUTH_ALIASES`); its options that change nothing
+    /// here become info notes (`Config::notes`).
     pub fn parse<K: AsRef<str>, V: AsRef<str>>(
         options: &[(K, V)],
     ) -> Result<(Config, Vec<String>), ConfigError> {
         let mut warnings = Vec::new();
+        let mut notes = Vec::new();
         let mut values: std::collections::HashMap<&str, &str> = Default::default();
+        let mut go_auth = false;
         for (key, value) in options {
             let key = key.as_ref();
             let value = value.as_ref();
-            if OWN_KEYS.contains(&key) {
+            let key = match GO_AUTH_ALIASES.iter().find(|(alias, _)| *alias == key) {
+                Some((_, own)) => {
+                    go_auth = true;
+                    *own
+                }
+                None => key,
+            };
+            if let Some((_, instead)) = GO_AUTH_NOTES.iter().find(|(name, _)| *name == key) {
+                go_auth = true;
+                notes.push(format!(
+                    "auth_opt_{key} (mosquitto-go-auth) changes nothing here: {instead}"
+                ));
+            } else if key == "mysql_sslmode" {
+                go_auth = true;
+                match value.trim() {
+                    "disable" | "false" => {}
+                    "true" | "custom" => {
+                        values.insert("ssl_enabled", "true");
+                    }
+                    other => {
+                        return Err(err(
+                            "mysql_sslmode",
+                            format!(
+                                "'{other}' is not supported: chat-auth always verifies the \
+                                 server's certificate (use true or custom, with \
+                                 auth_opt_mysql_sslrootcert)"
+                            ),
+                        ));
+                    }
+                }
+            } else if OWN_KEYS.contains(&key) {
                 values.insert(key, value);
             } else if FOREIGN_KEYS.contains(&key)
                 || FOREIGN_PREFIXES.iter().any(|p| key.starts_with(p))
@@ -377,6 +475,8 @@ impl Config {
             })?),
         };
         let salt_encoding = match get("hasher_salt_encoding") {
+            // go-auth base64-decodes PBKDF2 salts unless told otherwise.
+            None if go_auth => SaltEncoding::Base64,
             None | Some("utf-8") | Some("utf8") | Some("literal") => SaltEncoding::Literal,
             Some("base64") => SaltEncoding::Base64,
             Some(other) => {
@@ -417,7 +517,7 @@ impl Config {
             None => log::LevelFilter::Info,
         };
 
-        let acl = acl_config(&get, &mut warnings)?;
+        let acl = acl_config(&get, &mut warnings, go_auth, &mut notes)?;
         let validate = get("chat_validate")
             .map(|v| boolean("chat_validate", v))
             .transpose()?
@@ -501,6 +601,7 @@ impl Config {
             log_level,
             throttle,
             offline,
+            notes,
             session_file,
         };
         Ok((config, warnings))
@@ -510,11 +611,30 @@ impl Config {
 fn acl_config<'a>(
     get: &dyn Fn(&str) -> Option<&'a str>,
     warnings: &mut Vec<String>,
+    go_auth: bool,
+    notes: &mut Vec<String>,
 ) -> Result<AclConfig, ConfigError> {
+    // A mosquitto-go-auth configuration knows no chat model (its tables have no groups):
+    // unless it names a chat option, the chat rules are off, as they were under go-auth.
+    let chat_named = [
+        "chat_enabled",
+        "chat_user_topic",
+        "chat_group_topic",
+        "groupsquery",
+    ]
+    .iter()
+    .any(|key| get(key).is_some());
+    if go_auth && !chat_named {
+        notes.push(
+            "mosquitto-go-auth options: the chat rules are off (auth_opt_chat_enabled true, \
+             with a groupsquery, turns them on); aclquery rows and superusers decide"
+                .into(),
+        );
+    }
     let chat_enabled = get("chat_enabled")
         .map(|v| boolean("chat_enabled", v))
         .transpose()?
-        .unwrap_or(true);
+        .unwrap_or(!go_auth);
     let chat = if chat_enabled {
         let user_topic = get("chat_user_topic").unwrap_or(DEFAULT_USER_TOPIC);
         let group_topic = get("chat_group_topic").unwrap_or(DEFAULT_GROUP_TOPIC);
@@ -575,6 +695,8 @@ fn acl_config<'a>(
         None => 60,
     };
     let subscribe_level = match get("acl_subscribe_level") {
+        // go-auth asks aclquery with 4 for a SUBSCRIBE.
+        None if go_auth => 4,
         None | Some("1") => 1,
         Some("4") => 4,
         Some(other) => {
@@ -1006,6 +1128,80 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.session_file, None);
+    }
+
+    #[test]
+    fn mosquitto_go_auth_names_mean_ours() {
+        // A go-auth tutorial's configuration, credentials filled in.
+        let (config, warnings) = Config::parse(&[
+            ("backends", "mysql"),
+            ("hasher", "bcrypt"),
+            ("hasher_cost", "10"),
+            ("log_level", "debug"),
+            ("log_dest", "file"),
+            ("log_file", "/var/log/mosquitto/mosquitto.log"),
+            ("mysql_protocol", "tcp"),
+            ("mysql_allow_native_passwords", "true"),
+            ("mysql_host", "localhost"),
+            ("mysql_port", "3306"),
+            ("mysql_dbname", "max_system"),
+            ("mysql_user", "max_system"),
+            ("mysql_password", "maxsystem@2021"),
+            ("mysql_connect_tries", "5"),
+            (
+                "mysql_userquery",
+                "SELECT password_hash FROM test_user WHERE username = ? limit 1",
+            ),
+            (
+                "mysql_superquery",
+                "SELECT COUNT(*) FROM test_user WHERE username = ? AND is_admin = 1",
+            ),
+            (
+                "mysql_aclquery",
+                "SELECT topic FROM test_acl WHERE test_user_id = (SELECT id FROM test_user \
+                 WHERE username = ?) AND (rw >= ?)",
+            ),
+            ("auth_cache_seconds", "30"),
+            ("acl_cache_seconds", "40"),
+        ])
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.db.host, "localhost");
+        assert_eq!(config.db.pass.as_deref(), Some("maxsystem@2021"));
+        assert_eq!(config.auth_cache, Duration::from_secs(30));
+        assert_eq!(config.acl.refresh, Duration::from_secs(40));
+        assert!(config.superquery.is_some());
+        assert_eq!(config.acl.subscribe_level, 4, "go-auth's SUBSCRIBE level");
+        assert!(config.acl.chat.is_none(), "no chat model under go-auth");
+        assert_eq!(config.hash.salt_encoding, SaltEncoding::Base64);
+        assert_eq!(config.log_level, log::LevelFilter::Debug);
+        assert!(
+            config
+                .notes
+                .iter()
+                .any(|n| n.contains("auth_opt_hasher_cost"))
+        );
+        assert!(
+            config
+                .notes
+                .iter()
+                .any(|n| n.contains("chat rules are off"))
+        );
+        // sslmode custom turns TLS on, with the files go-auth names.
+        let e = Config::parse(&[
+            ("mysql_userquery", "SELECT p FROM u WHERE n = ?"),
+            ("mysql_sslmode", "custom"),
+            ("mysql_sslrootcert", "/nonexistent/ca.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.option, "ssl_ca", "{e}");
+        assert!(config.db.tls.is_none());
+        let e = Config::parse(&[
+            ("mysql_userquery", "SELECT p FROM u WHERE n = ?"),
+            ("mysql_sslmode", "skip-verify"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.option, "mysql_sslmode");
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl Plugin {
         for warning in &warnings {
             log::warn!("{warning}");
         }
+        for note in &config.notes {
+            log::info!("{note}");
+        }
         let mut checks = vec![("userquery", config.userquery.sql.clone())];
         for (name, query) in [
             ("superquery", &config.superquery),

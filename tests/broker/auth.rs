@@ -2,7 +2,8 @@
 //! hostile input, and MySQL down, restarted or hung.
 
 use crate::harness::{
-    Broker, MariaDb, Outcome, connect, connect_v5, eventually, raw_connect, shared,
+    Broker, DB_PASS, DB_USER, MariaDb, Outcome, connect, connect_v5, eventually, raw_connect,
+    shared,
 };
 use libtest_mimic::Trial;
 use std::process::Command;
@@ -35,6 +36,10 @@ pub fn trials() -> Vec<Trial> {
         ("auth::tls_to_mysql", tls_to_mysql),
         ("auth::example_configs_work", example_configs_work),
         ("auth::credential_cache", credential_cache),
+        (
+            "auth::mosquitto_go_auth_config_works",
+            mosquitto_go_auth_config_works,
+        ),
         ("auth::passwd_tool_hashes_log_in", passwd_tool_hashes_log_in),
         ("auth::mysql_down_at_start", mysql_down_at_start),
         ("auth::mysql_restarted_mid_run", mysql_restarted_mid_run),
@@ -820,4 +825,74 @@ fn hung_mysql_costs_at_most_the_timeout() {
     eventually("login after MySQL resumed", Duration::from_secs(10), || {
         connect(broker.port, "alice", "secret") == Outcome::Accepted
     });
+}
+
+/// A mosquitto-go-auth tutorial's MySQL configuration, word for word but for the host,
+/// port and credentials: go-auth's option names, a bcrypt user, `superquery` and an
+/// `aclquery` with `?` and go-auth's access levels (1 read, 2 write, 4 subscribe, summed).
+fn mosquitto_go_auth_config_works() {
+    let db = shared();
+    let name = db_name("goauth");
+    let hash = |password: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_chat-auth-passwd"))
+            .args(["--format", "bcrypt", "--cost", "10", password])
+            .output()
+            .expect("run chat-auth-passwd");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    db.root_exec(&format!(
+        "CREATE DATABASE `{name}`; USE `{name}`;
+         CREATE TABLE test_user (id INT PRIMARY KEY AUTO_INCREMENT, username VARCHAR(100),
+           password_hash VARCHAR(200), is_admin BOOLEAN);
+         CREATE TABLE test_acl (id INT PRIMARY KEY AUTO_INCREMENT, test_user_id INT,
+           topic VARCHAR(200), rw INT);
+         INSERT INTO test_user (id, username, password_hash, is_admin) VALUES
+           (1, 'test', '{}', 0), (2, 'admin', '{}', 1);
+         INSERT INTO test_acl (test_user_id, topic, rw) VALUES
+           (1, 'test/topic/1', 1), (1, 'test/topic/2', 2), (1, 'test/sub/#', 5);
+         GRANT SELECT ON `{name}`.* TO '{DB_USER}'@'%';
+         GRANT SELECT ON `{name}`.* TO '{DB_USER}'@'localhost'",
+        hash("test-pw"),
+        hash("admin-pw"),
+    ));
+    let conf = format!(
+        "auth_opt_backends mysql\n\
+         auth_opt_hasher bcrypt\n\
+         auth_opt_hasher_cost 10\n\
+         auth_opt_log_level debug\n\
+         auth_opt_log_dest file\n\
+         auth_opt_log_file /var/log/mosquitto/mosquitto.log\n\
+         auth_opt_mysql_protocol tcp\n\
+         auth_opt_mysql_allow_native_passwords true\n\
+         auth_opt_mysql_host 127.0.0.1\n\
+         auth_opt_mysql_port {port}\n\
+         auth_opt_mysql_dbname {name}\n\
+         auth_opt_mysql_user {DB_USER}\n\
+         auth_opt_mysql_password {DB_PASS}\n\
+         auth_opt_mysql_connect_tries 5\n\
+         auth_opt_mysql_userquery SELECT password_hash FROM test_user WHERE username = ? limit 1\n\
+         auth_opt_mysql_superquery SELECT COUNT(*) FROM test_user WHERE username = ? AND is_admin = 1\n\
+         auth_opt_mysql_aclquery SELECT topic FROM test_acl WHERE test_user_id = (SELECT id FROM test_user WHERE username = ?) AND (rw >= ?)\n",
+        port = db.port,
+    );
+    let broker = Broker::start(&conf);
+    let mut test = crate::mqtt::Mqtt::connect(broker.port, "goauth-test", "test", "test-pw");
+    // rw 5 = read + subscribe; rw 1 (read only) is no subscribe row for go-auth.
+    assert_eq!(test.subscribe("test/sub/a"), 1);
+    assert_eq!(test.subscribe("test/topic/1"), 0x87);
+    assert!(crate::mqtt::accepted(test.publish(
+        "test/topic/2",
+        "x",
+        false
+    )));
+    assert_eq!(test.publish("test/topic/1", "x", false), 0x87);
+    let mut admin = crate::mqtt::Mqtt::connect(broker.port, "goauth-admin", "admin", "admin-pw");
+    assert_eq!(admin.subscribe("#"), 1);
+    assert_eq!(connect(broker.port, "test", "wrong"), Outcome::Refused(5));
+    let log = broker.log();
+    assert!(
+        log.contains("auth_opt_hasher_cost (mosquitto-go-auth) changes nothing"),
+        "{log}"
+    );
+    assert!(!log.contains("is not a chat-auth option"), "{log}");
 }
