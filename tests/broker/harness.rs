@@ -325,6 +325,36 @@ pub fn plugin_path() -> PathBuf {
     path
 }
 
+/// The broker the tests run: Debian's `mosquitto`, or the one `CHAT_AUTH_MOSQUITTO` names
+/// (`scripts/mosquitto-versions` unpacks 2.0.21 there), with `CHAT_AUTH_MOSQUITTO_LIBS` on
+/// its library path.
+pub fn mosquitto_command() -> Command {
+    let program = std::env::var_os("CHAT_AUTH_MOSQUITTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| require("mosquitto"));
+    let mut command = Command::new(program);
+    if let Some(libs) = std::env::var_os("CHAT_AUTH_MOSQUITTO_LIBS") {
+        command.env("LD_LIBRARY_PATH", libs);
+    }
+    command
+}
+
+/// The first line of `mosquitto -h` of the broker the tests run ("mosquitto version 2.0.11").
+#[allow(dead_code)]
+pub fn mosquitto_version() -> String {
+    mosquitto_command()
+        .arg("-h")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// A `mosquitto` with the plugin, on a free port, logging everything to a file.
 pub struct Broker {
     pub port: u16,
@@ -387,7 +417,7 @@ impl Broker {
         let log = dir.join("mosquitto.log");
         let log_file = std::fs::File::create(&log).expect("create the broker log");
         let mut child = spawn(
-            Command::new(require("mosquitto"))
+            mosquitto_command()
                 .arg("-c")
                 .arg(&conf_path)
                 .envs(env.iter().copied())

@@ -901,11 +901,7 @@ fn a_broker_without_tick_is_reported() {
         db.plugin_options(&dbname),
     );
     let broker = Broker::run(&conf, port).expect("start");
-    let version = std::process::Command::new("mosquitto")
-        .arg("-h")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
+    let version = crate::harness::mosquitto_version();
     let mut alice = login(port, "alice");
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(alice.subscribe("/users/1/messages"), 1);
