@@ -89,6 +89,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A short name, for `$SYS` topics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Refusal::NoPassword => "no-password",
+            Refusal::UnknownUser => "unknown-user",
+            Refusal::NoStoredHash => "no-stored-hash",
+            Refusal::WrongPassword => "wrong-password",
+            Refusal::UnusableHash(_) => "unusable-hash",
+            Refusal::Database(_) => "database",
+            Refusal::NoClientId => "no-client-id",
+            Refusal::Throttled => "throttled",
+        }
+    }
+
     /// Whether the attempt counts as a failure for the throttle (the client's fault, not
     /// the database's).
     fn counts_as_failure(&self) -> bool {

@@ -52,6 +52,22 @@ pub enum Invalid {
     Content(String),
 }
 
+impl Invalid {
+    /// A short name, for `$SYS` topics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Invalid::TooLarge(_) => "too-large",
+            Invalid::NotJson(_) => "not-json",
+            Invalid::NotObject => "not-object",
+            Invalid::WrongType { .. } => "wrong-type",
+            Invalid::BadId(_) => "bad-id",
+            Invalid::ToIdMismatch => "to-id-mismatch",
+            Invalid::FromIdMismatch => "from-id-mismatch",
+            Invalid::Content(_) => "content",
+        }
+    }
+}
+
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -77,6 +77,8 @@ pub struct Config {
     pub offline: OfflineCaps,
     /// Info lines for the start-up log (options of mosquitto-go-auth that change nothing).
     pub notes: Vec<String>,
+    /// How often the figures go to `$SYS/broker/chat-auth/` (zero: never).
+    pub sys_interval: Duration,
     /// Where persistent sessions are kept across restarts; `None`: not kept.
     pub session_file: Option<PathBuf>,
 }
@@ -224,6 +226,7 @@ const OWN_KEYS: &[&str] = &[
     "offline_sessions_max",
     "offline_sessions_per_user",
     "session_file",
+    "sys_interval",
 ];
 
 /// mosquitto-go-auth's names for options that mean the same here.
@@ -602,6 +605,12 @@ impl Config {
             throttle,
             offline,
             notes,
+            sys_interval: Duration::from_secs(
+                get("sys_interval")
+                    .map(|v| number::<u64>("sys_interval", v, 0, 86_400))
+                    .transpose()?
+                    .unwrap_or(10),
+            ),
             session_file,
         };
         Ok((config, warnings))

@@ -16,6 +16,7 @@ pub mod db;
 pub mod dedup;
 pub mod hash;
 pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod query;
 pub mod refresh;

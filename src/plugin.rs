@@ -10,6 +10,7 @@ use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError, value_bytes};
 use crate::dedup::{self, Dedup, Stamp};
 use crate::logging::printable;
+use crate::metrics;
 use crate::query::{Param, Query};
 use crate::refresh::{Done, Refresher, RuleSource, Work};
 use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry, RuleSet};
@@ -49,6 +50,11 @@ pub enum Action {
     KickUser(String),
     /// Disconnects the client with this id (its login no longer holds).
     KickClient(Vec<u8>),
+    /// A retained message for every subscriber (the `$SYS` figures).
+    Retain {
+        topic: String,
+        payload: Vec<u8>,
+    },
 }
 
 pub struct Plugin {
@@ -60,6 +66,8 @@ pub struct Plugin {
     /// The longest a client's first check waits for the rules its login asked for (the
     /// time one MySQL query may take).
     rules_wait: Duration,
+    /// How often the figures are published under `$SYS/broker/chat-auth/` (`None`: never).
+    sys_interval: Option<Duration>,
     /// Touched only by broker callbacks (one thread), so the lock is never contended.
     state: Mutex<State>,
 }
@@ -92,6 +100,9 @@ struct State {
     /// When the plugin started, until the first TICK (`None` from then on): see
     /// `check_ticks`.
     untick_since: Option<Instant>,
+    /// The figures published under `$SYS/broker/chat-auth/`.
+    counters: metrics::Counters,
+    next_sys_publish: Instant,
 }
 
 /// How long traffic may flow without a TICK before the plugin says the broker sends none.
@@ -243,6 +254,7 @@ impl Plugin {
             validation: config.validation,
             session_file: config.session_file,
             rules_wait,
+            sys_interval: (!config.sys_interval.is_zero()).then_some(config.sys_interval),
             state: Mutex::new(State {
                 registry,
                 refresher,
@@ -258,6 +270,8 @@ impl Plugin {
                 next_full_tick: Instant::now(),
                 save_seq: 0,
                 untick_since: Some(Instant::now()),
+                counters: metrics::Counters::default(),
+                next_sys_publish: Instant::now(),
             }),
         })
     }
@@ -272,6 +286,23 @@ impl Plugin {
     /// then the client's rules, loaded now so that changes committed before the CONNECT
     /// apply to it.
     pub fn basic_auth(
+        &self,
+        client: Client<'_>,
+        username: Option<&[u8]>,
+        password: Option<&[u8]>,
+    ) -> Decision {
+        let decision = self.login_decision(client, username, password);
+        let mut state = self.state();
+        match &decision {
+            Decision::Allow(_) => state.counters.logins_accepted += 1,
+            Decision::Refuse(Refusal::Throttled) => state.counters.logins_throttled += 1,
+            Decision::Refuse(why) => state.counters.login_refused(why.name()),
+            Decision::Defer => {}
+        }
+        decision
+    }
+
+    fn login_decision(
         &self,
         client: Client<'_>,
         username: Option<&[u8]>,
@@ -443,6 +474,55 @@ impl Plugin {
         }
     }
 
+    /// The figures, as retained messages under `$SYS/broker/chat-auth/` (at TICK).
+    fn publish_sys(&self, state: &mut State) {
+        let stats = state.registry.stats();
+        let gauges = metrics::Gauges {
+            logins_cached: self.auth.cached_logins() as u64,
+            login_times: self
+                .auth
+                .times
+                .snapshot()
+                .into_iter()
+                .map(|(format, t)| {
+                    (
+                        format.replace(['/', '+', '#', ' ', '$'], "_"),
+                        t.logins,
+                        t.hash.as_micros() as u64,
+                        t.database.as_micros() as u64,
+                    )
+                })
+                .collect(),
+            sessions_online: stats.online as u64,
+            sessions_offline: stats.offline as u64,
+            rules_refreshes: stats.refreshes,
+            rules_refresh_failures: stats.refresh_failures,
+            mysql_up: !self.rules.db.is_down(),
+            storage: state.store.as_ref().map(|store| {
+                let usage = store.usage();
+                let counters = &store.counters;
+                let oldest = counters.oldest_unstored_ms.load(Ordering::Relaxed);
+                metrics::StorageGauges {
+                    rows_stored: counters.rows_written.load(Ordering::Relaxed),
+                    rows_rejected: counters.rejected_rows.load(Ordering::Relaxed),
+                    spool_bytes: usage.backlog_bytes(),
+                    spool_messages: usage.pending_records.load(Ordering::Relaxed),
+                    backlog_age_ms: if oldest > 0 {
+                        (now_ms() - oldest).max(0) as u64
+                    } else {
+                        0
+                    },
+                }
+            }),
+        };
+        for (topic, value) in metrics::topics(&state.counters, &gauges) {
+            state.outbox.push(Action::Retain {
+                topic,
+                payload: value.into_bytes(),
+            });
+        }
+    }
+
     /// Applies one background result on the broker thread.
     fn apply_done(&self, state: &mut State, done: Done, now: Instant) {
         match done {
@@ -584,6 +664,11 @@ impl Plugin {
                 }
             }
         };
+        if allowed {
+            state.counters.acl_allowed += 1;
+        } else {
+            state.counters.acl_denied += 1;
+        }
         drop(state);
         if !allowed && log::log_enabled!(log::Level::Debug) {
             log::debug!(
@@ -609,18 +694,36 @@ impl Plugin {
         // The PUBLISH whose WRITE check came just before is validated here (see
         // `Registry::check` for the ones that never are).
         state.registry.event();
+        match self.judge(&mut state, client, topic, payload, qos) {
+            Ok(verdict) => verdict,
+            Err(reason) => {
+                state.counters.chat_refused(reason);
+                MessageVerdict::Deny
+            }
+        }
+    }
+
+    /// The verdict on one PUBLISH, or why a chat message is refused (a `$SYS` name).
+    fn judge(
+        &self,
+        state: &mut State,
+        client: Client<'_>,
+        topic: &[u8],
+        payload: &[u8],
+        qos: u8,
+    ) -> Result<MessageVerdict, &'static str> {
         let (Some(chat), Some(validation)) = (&self.chat, &self.validation) else {
-            return MessageVerdict::Pass;
+            return Ok(MessageVerdict::Pass);
         };
         let Ok(topic) = std::str::from_utf8(topic) else {
-            return MessageVerdict::Pass;
+            return Ok(MessageVerdict::Pass);
         };
         let (kind, topic_id) = if let Some(id) = chat.inbox.id_of(topic) {
             (Kind::Chat, id)
         } else if let Some(id) = chat.group.id_of(topic) {
             (Kind::GroupChat, id)
         } else {
-            return MessageVerdict::Pass;
+            return Ok(MessageVerdict::Pass);
         };
         let client_id = client.id.unwrap_or_default();
         let client_name = String::from_utf8_lossy(client_id);
@@ -632,7 +735,7 @@ impl Plugin {
                     "chat message from client '{}' refused: no rules known for it",
                     printable(&client_name)
                 );
-                return MessageVerdict::Deny;
+                return Err("unknown-client");
             }
         };
         let stamped = match chat::accept(
@@ -653,7 +756,7 @@ impl Plugin {
                         printable(topic)
                     );
                 }
-                return MessageVerdict::Deny;
+                return Err(why.name());
             }
         };
         let now = now_ms();
@@ -665,10 +768,10 @@ impl Plugin {
         };
         if let Some(first) = retransmission {
             // The same sender sent this `clientMsgId` before: same id and ts, no second row.
-            return match chat::restamp(&stamped.payload, &first.message_id, first.server_ts) {
-                Some(payload) => MessageVerdict::Replace(payload),
-                None => MessageVerdict::Deny,
-            };
+            state.counters.chat_retransmissions += 1;
+            return chat::restamp(&stamped.payload, &first.message_id, first.server_ts)
+                .map(MessageVerdict::Replace)
+                .ok_or("not-json");
         }
         if let Some(store) = &mut state.store {
             let record = NewRecord {
@@ -684,10 +787,10 @@ impl Plugin {
             };
             match store.put(&record) {
                 Ok(()) => {}
-                Err(StoreRefusal::SpoolFull) => return MessageVerdict::Deny,
+                Err(StoreRefusal::SpoolFull) => return Err("spool-full"),
                 Err(StoreRefusal::Io(e)) => {
                     log::error!("cannot write the chat spool ({e}); chat message refused");
-                    return MessageVerdict::Deny;
+                    return Err("spool-error");
                 }
             }
         }
@@ -698,7 +801,8 @@ impl Plugin {
             };
             dedup.remember(&stamped.from_id, id, fingerprint(), first, now);
         }
-        MessageVerdict::Replace(stamped.payload)
+        state.counters.chat_accepted += 1;
+        Ok(MessageVerdict::Replace(stamped.payload))
     }
 
     pub fn disconnect(&self, client: Client<'_>, clean_session: bool) {
@@ -825,6 +929,12 @@ impl Plugin {
         }
         state.next_full_tick = now + TICK_PERIOD;
         self.auth.tick(now);
+        if let Some(interval) = self.sys_interval {
+            if now >= state.next_sys_publish {
+                state.next_sys_publish = now + interval;
+                self.publish_sys(&mut state);
+            }
+        }
         let ready: Vec<Done> = state.refresher.ready().collect();
         for done in ready {
             self.apply_done(&mut state, done, now);

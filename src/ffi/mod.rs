@@ -478,6 +478,36 @@ unsafe fn payload<'a>(data: *const c_void, len: u32) -> &'a [u8] {
     }
 }
 
+/// Publishes through the broker: to one client (`client_id`), or to every subscriber.
+/// Returns the broker's error code.
+fn broker_publish(client_id: Option<&CStr>, topic: &CStr, payload: &[u8], retain: bool) -> c_int {
+    let Ok(len) = c_int::try_from(payload.len()) else {
+        return MOSQ_ERR_INVAL;
+    };
+    // SAFETY: the broker takes ownership of a mosquitto_malloc'd payload on success; we
+    // free it on failure. Both strings are valid C strings; main thread.
+    unsafe {
+        let buffer = mosquitto_malloc(payload.len().max(1));
+        if buffer.is_null() {
+            return MOSQ_ERR_NOMEM;
+        }
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), buffer as *mut u8, payload.len());
+        let rc = mosquitto_broker_publish(
+            client_id.map_or(std::ptr::null(), CStr::as_ptr),
+            topic.as_ptr(),
+            len,
+            buffer,
+            0,
+            retain,
+            std::ptr::null_mut(),
+        );
+        if rc != MOSQ_ERR_SUCCESS {
+            mosquitto_free(buffer);
+        }
+        rc
+    }
+}
+
 /// Makes one broker call; on the main thread (TICK) only.
 fn perform(action: Action) {
     let c_string = |text: &str| CString::new(text.replace('\0', "")).expect("NULs removed");
@@ -488,31 +518,14 @@ fn perform(action: Action) {
             payload,
         } => {
             let (client_id, topic) = (c_string(&client_id), c_string(&topic));
-            let Ok(len) = c_int::try_from(payload.len()) else {
-                return;
-            };
-            // SAFETY: the broker takes ownership of a mosquitto_malloc'd payload on success.
-            unsafe {
-                let buffer = mosquitto_malloc(payload.len().max(1));
-                if buffer.is_null() {
-                    log::error!("out of memory for a control answer");
-                    return;
-                }
-                std::ptr::copy_nonoverlapping(payload.as_ptr(), buffer as *mut u8, payload.len());
-                let rc = mosquitto_broker_publish(
-                    client_id.as_ptr(),
-                    topic.as_ptr(),
-                    len,
-                    buffer,
-                    0,
-                    false,
-                    std::ptr::null_mut(),
-                );
-                if rc != MOSQ_ERR_SUCCESS {
-                    mosquitto_free(buffer);
-                    log::warn!("could not publish a control answer (error {rc})");
-                }
+            let rc = broker_publish(Some(&client_id), &topic, &payload, false);
+            if rc != MOSQ_ERR_SUCCESS {
+                log::warn!("could not publish a control answer (error {rc})");
             }
+        }
+        Action::Retain { topic, payload } => {
+            // A figure not published now is published again at the next interval.
+            let _ = broker_publish(None, &c_string(&topic), &payload, true);
         }
         Action::KickUser(username) => {
             let username = c_string(&username);

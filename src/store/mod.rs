@@ -17,7 +17,7 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -93,6 +93,9 @@ pub struct Counters {
     pub batches: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub rejected_rows: AtomicU64,
+    /// The server time (ms) of the first message of the batch being written; 0 when the
+    /// writer has nothing in hand (the storage backlog's age).
+    pub oldest_unstored_ms: AtomicI64,
 }
 
 /// Why a message could not be stored (and so is refused).
@@ -366,6 +369,11 @@ impl Writer {
     /// key, a trigger's SIGNAL, a packet too large (the server drops the connection) all
     /// end the same way, while a missing grant or table (the probe fails too) waits.
     fn write(&mut self, batch: &[Queued]) -> bool {
+        if let Some(first) = batch.first().and_then(|q| spool::decode(&q.0)) {
+            self.counters
+                .oldest_unstored_ms
+                .store(first.server_ts, Ordering::Relaxed);
+        }
         let mut backoff = Duration::from_millis(50);
         let mut connection_failures = 0;
         let mut refusals_alone = 0;
@@ -497,6 +505,7 @@ impl Writer {
             .rows_written
             .fetch_add(stored as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.oldest_unstored_ms.store(0, Ordering::Relaxed);
         if let Err(e) = self.checkpoint.commit(last, live.len() as u64, bytes) {
             // The rows are in MySQL; a replay would only skip them as duplicates.
             log::error!("cannot move the spool checkpoint: {e}");

@@ -61,6 +61,10 @@ pub fn trials() -> Vec<Trial> {
             "store::a_full_disk_refuses_then_recovers",
             a_full_disk_refuses_then_recovers,
         ),
+        (
+            "store::sys_topics_show_the_figures",
+            sys_topics_show_the_figures,
+        ),
     ];
     crate::trials(tests)
 }
@@ -852,4 +856,63 @@ fn a_full_disk_refuses_then_recovers() {
     eventually("the new one stored", SOON, || {
         count(&db, &dbname) == accepted_count + 1
     });
+}
+
+/// `$SYS/broker/chat-auth/...`, retained, every `sys_interval`: a superuser sees the counters
+/// move after logins, refusals and stored messages.
+fn sys_topics_show_the_figures() {
+    let db = shared();
+    let dbname = store_db(db, "sys");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "auth_opt_sys_interval 1\n");
+    let mut admin = login(broker.port, "admin", 0);
+    assert_eq!(admin.subscribe("$SYS/broker/chat-auth/#"), 1);
+    let mut figures = std::collections::HashMap::<String, u64>::new();
+    let mut read = |admin: &mut Mqtt, figures: &mut std::collections::HashMap<String, u64>| {
+        for m in admin.drain(Duration::from_millis(300)) {
+            let name = m
+                .topic
+                .trim_start_matches("$SYS/broker/chat-auth/")
+                .to_string();
+            if let Ok(value) = String::from_utf8_lossy(&m.payload).parse() {
+                figures.insert(name, value);
+            }
+        }
+    };
+    eventually("the first figures", SOON, || {
+        read(&mut admin, &mut figures);
+        figures.contains_key("logins/accepted")
+    });
+    let accepted_before = figures["logins/accepted"];
+    assert_eq!(
+        crate::harness::connect(broker.port, "bob", "wrong"),
+        crate::harness::Outcome::Refused(5)
+    );
+    let mut alice = login(broker.port, "alice", 0);
+    for n in 0..3 {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, &format!("counted {n}")),
+            false
+        )));
+    }
+    assert_eq!(
+        alice.publish("/users/2/messages", message("CHAT", 3, 2, "forged"), false),
+        NOT_AUTHORIZED
+    );
+    eventually("the figures moved", SOON, || {
+        read(&mut admin, &mut figures);
+        figures.get("logins/accepted") > Some(&accepted_before)
+            && figures.get("logins/refused/wrong-password") >= Some(&1)
+            && figures.get("chat/accepted") >= Some(&3)
+            && figures.get("chat/refused/from-id-mismatch") >= Some(&1)
+            && figures.get("storage/rows-stored") >= Some(&3)
+            && figures.get("mysql/up") == Some(&1)
+            && figures.get("acl/allowed").is_some_and(|n| *n > 0)
+    });
+    // Retained: a new subscriber gets them at once.
+    let mut late = login(broker.port, "admin", 1);
+    assert_eq!(late.subscribe("$SYS/broker/chat-auth/chat/accepted"), 1);
+    let retained = late.message(SOON).expect("a retained figure");
+    assert!(retained.retain);
 }

@@ -1,0 +1,137 @@
+//! The plugin's figures for `$SYS/broker/chat-auth/...`: counters the broker thread bumps
+//! (plain integers: only that thread touches them) and the topic/value list published
+//! every `sys_interval`. Named in the style of Mosquitto's own `$SYS` topics. Pure: the
+//! plugin hands in the gauges it reads elsewhere.
+
+use std::collections::BTreeMap;
+
+/// The prefix of every topic.
+pub const PREFIX: &str = "$SYS/broker/chat-auth/";
+
+/// Counters; they only go up (until the broker restarts).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub logins_accepted: u64,
+    pub logins_throttled: u64,
+    /// By reason (`wrong-password`, `unknown-user`, ...).
+    pub logins_refused: BTreeMap<&'static str, u64>,
+    pub acl_allowed: u64,
+    pub acl_denied: u64,
+    pub chat_accepted: u64,
+    /// By reason (`from-id-mismatch`, `not-json`, `spool-full`, ...).
+    pub chat_refused: BTreeMap<&'static str, u64>,
+    pub chat_retransmissions: u64,
+}
+
+impl Counters {
+    pub fn login_refused(&mut self, reason: &'static str) {
+        *self.logins_refused.entry(reason).or_default() += 1;
+    }
+
+    pub fn chat_refused(&mut self, reason: &'static str) {
+        *self.chat_refused.entry(reason).or_default() += 1;
+    }
+}
+
+/// What is published, besides the counters: figures read from the other parts now.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Gauges {
+    pub logins_cached: u64,
+    /// By stored format: logins, hash microseconds, database microseconds (counters).
+    pub login_times: Vec<(String, u64, u64, u64)>,
+    pub sessions_online: u64,
+    pub sessions_offline: u64,
+    pub rules_refreshes: u64,
+    pub rules_refresh_failures: u64,
+    pub mysql_up: bool,
+    /// With storage on.
+    pub storage: Option<StorageGauges>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StorageGauges {
+    pub rows_stored: u64,
+    pub rows_rejected: u64,
+    pub spool_bytes: u64,
+    pub spool_messages: u64,
+    /// Milliseconds since the oldest message not yet in MySQL was stamped (0: none).
+    pub backlog_age_ms: u64,
+}
+
+/// Every topic (under `PREFIX`) with its value, in a stable order.
+pub fn topics(counters: &Counters, gauges: &Gauges) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut put =
+        |topic: &str, value: u64| out.push((format!("{PREFIX}{topic}"), value.to_string()));
+    put("logins/accepted", counters.logins_accepted);
+    put("logins/throttled", counters.logins_throttled);
+    for (reason, count) in &counters.logins_refused {
+        put(&format!("logins/refused/{reason}"), *count);
+    }
+    put("logins/cached", gauges.logins_cached);
+    for (format, logins, hash_us, db_us) in &gauges.login_times {
+        put(&format!("logins/time/{format}/count"), *logins);
+        put(&format!("logins/time/{format}/hash-us"), *hash_us);
+        put(&format!("logins/time/{format}/database-us"), *db_us);
+    }
+    put("acl/allowed", counters.acl_allowed);
+    put("acl/denied", counters.acl_denied);
+    put("chat/accepted", counters.chat_accepted);
+    put("chat/retransmissions", counters.chat_retransmissions);
+    for (reason, count) in &counters.chat_refused {
+        put(&format!("chat/refused/{reason}"), *count);
+    }
+    put("rules/refreshes", gauges.rules_refreshes);
+    put("rules/refresh-failures", gauges.rules_refresh_failures);
+    put("sessions/online", gauges.sessions_online);
+    put("sessions/offline", gauges.sessions_offline);
+    put("mysql/up", u64::from(gauges.mysql_up));
+    if let Some(storage) = &gauges.storage {
+        put("storage/rows-stored", storage.rows_stored);
+        put("storage/rows-rejected", storage.rows_rejected);
+        put("storage/spool-bytes", storage.spool_bytes);
+        put("storage/spool-messages", storage.spool_messages);
+        put("storage/backlog-age-ms", storage.backlog_age_ms);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_named_and_counted() {
+        let mut counters = Counters {
+            logins_accepted: 3,
+            acl_allowed: 10,
+            ..Default::default()
+        };
+        counters.login_refused("wrong-password");
+        counters.login_refused("wrong-password");
+        counters.chat_refused("from-id-mismatch");
+        let gauges = Gauges {
+            login_times: vec![("bcrypt".into(), 2, 120_000, 300)],
+            mysql_up: true,
+            storage: Some(StorageGauges {
+                rows_stored: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let topics = topics(&counters, &gauges);
+        let get = |name: &str| {
+            topics
+                .iter()
+                .find(|(t, _)| t == &format!("{PREFIX}{name}"))
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("logins/accepted"), Some("3"));
+        assert_eq!(get("logins/refused/wrong-password"), Some("2"));
+        assert_eq!(get("chat/refused/from-id-mismatch"), Some("1"));
+        assert_eq!(get("logins/time/bcrypt/hash-us"), Some("120000"));
+        assert_eq!(get("mysql/up"), Some("1"));
+        assert_eq!(get("storage/rows-stored"), Some("7"));
+        assert!(topics.iter().all(|(t, _)| t.starts_with(PREFIX)));
+    }
+}
