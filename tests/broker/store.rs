@@ -868,7 +868,7 @@ fn sys_topics_show_the_figures() {
     let mut admin = login(broker.port, "admin", 0);
     assert_eq!(admin.subscribe("$SYS/broker/chat-auth/#"), 1);
     let mut figures = std::collections::HashMap::<String, u64>::new();
-    let mut read = |admin: &mut Mqtt, figures: &mut std::collections::HashMap<String, u64>| {
+    let read = |admin: &mut Mqtt, figures: &mut std::collections::HashMap<String, u64>| {
         for m in admin.drain(Duration::from_millis(300)) {
             let name = m
                 .topic
