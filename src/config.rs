@@ -79,6 +79,8 @@ pub struct Config {
     pub notes: Vec<String>,
     /// How often the figures go to `$SYS/broker/chat-auth/` (zero: never).
     pub sys_interval: Duration,
+    /// Where the Prometheus endpoint listens (`host:port`); `None`: off.
+    pub metrics_listen: Option<String>,
     /// Where persistent sessions are kept across restarts; `None`: not kept.
     pub session_file: Option<PathBuf>,
 }
@@ -227,6 +229,7 @@ const OWN_KEYS: &[&str] = &[
     "offline_sessions_per_user",
     "session_file",
     "sys_interval",
+    "metrics_listen",
 ];
 
 /// mosquitto-go-auth's names for options that mean the same here.
@@ -605,6 +608,7 @@ impl Config {
             throttle,
             offline,
             notes,
+            metrics_listen: get("metrics_listen").map(str::to_string),
             sys_interval: Duration::from_secs(
                 get("sys_interval")
                     .map(|v| number::<u64>("sys_interval", v, 0, 86_400))

@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod db;
 pub mod dedup;
+pub mod exporter;
 pub mod hash;
 pub mod logging;
 pub mod metrics;

@@ -9,6 +9,7 @@ use crate::config::ValidationConfig;
 use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError, value_bytes};
 use crate::dedup::{self, Dedup, Stamp};
+use crate::exporter::Exporter;
 use crate::logging::printable;
 use crate::metrics;
 use crate::query::{Param, Query};
@@ -103,10 +104,16 @@ struct State {
     /// The figures published under `$SYS/broker/chat-auth/`.
     counters: metrics::Counters,
     next_sys_publish: Instant,
+    /// The Prometheus endpoint (`metrics_listen`), given the figures every second.
+    exporter: Option<Exporter>,
+    next_export: Instant,
 }
 
 /// How long traffic may flow without a TICK before the plugin says the broker sends none.
 const NO_TICK_WARNING: Duration = Duration::from_secs(10);
+
+/// How often the Prometheus endpoint is given new figures.
+const EXPORT_PERIOD: Duration = Duration::from_secs(1);
 
 /// How often TICK looks at background results, due refreshes and the sessions file.
 const TICK_PERIOD: Duration = Duration::from_millis(10);
@@ -236,6 +243,21 @@ impl Plugin {
                 }
             );
         }
+        let exporter = config
+            .metrics_listen
+            .as_deref()
+            .map(|address| {
+                Exporter::start(address).map_err(|e| {
+                    format!(
+                        "auth_opt_metrics_listen (plugin_opt_metrics_listen): cannot serve \
+                         metrics on '{address}': {e}"
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(exporter) = &exporter {
+            log::info!("metrics at http://{}/metrics", exporter.address);
+        }
         let dedup = config
             .validation
             .as_ref()
@@ -272,6 +294,8 @@ impl Plugin {
                 untick_since: Some(Instant::now()),
                 counters: metrics::Counters::default(),
                 next_sys_publish: Instant::now(),
+                exporter,
+                next_export: Instant::now(),
             }),
         })
     }
@@ -476,8 +500,19 @@ impl Plugin {
 
     /// The figures, as retained messages under `$SYS/broker/chat-auth/` (at TICK).
     fn publish_sys(&self, state: &mut State) {
+        let gauges = self.gauges(state);
+        for (topic, value) in metrics::topics(&state.counters, &gauges) {
+            state.outbox.push(Action::Retain {
+                topic,
+                payload: value.into_bytes(),
+            });
+        }
+    }
+
+    /// The figures read from the other parts now.
+    fn gauges(&self, state: &State) -> metrics::Gauges {
         let stats = state.registry.stats();
-        let gauges = metrics::Gauges {
+        metrics::Gauges {
             logins_cached: self.auth.cached_logins() as u64,
             login_times: self
                 .auth
@@ -514,12 +549,6 @@ impl Plugin {
                     },
                 }
             }),
-        };
-        for (topic, value) in metrics::topics(&state.counters, &gauges) {
-            state.outbox.push(Action::Retain {
-                topic,
-                payload: value.into_bytes(),
-            });
         }
     }
 
@@ -933,6 +962,16 @@ impl Plugin {
             if now >= state.next_sys_publish {
                 state.next_sys_publish = now + interval;
                 self.publish_sys(&mut state);
+            }
+        }
+        if state.exporter.is_some() && now >= state.next_export {
+            state.next_export = now + EXPORT_PERIOD;
+            let gauges = self.gauges(&state);
+            let State {
+                exporter, counters, ..
+            } = &mut *state;
+            if let Some(exporter) = exporter {
+                exporter.update(counters, &gauges);
             }
         }
         let ready: Vec<Done> = state.refresher.ready().collect();

@@ -65,6 +65,10 @@ pub fn trials() -> Vec<Trial> {
             "store::sys_topics_show_the_figures",
             sys_topics_show_the_figures,
         ),
+        (
+            "store::prometheus_endpoint_serves_the_same_figures",
+            prometheus_endpoint_serves_the_same_figures,
+        ),
     ];
     crate::trials(tests)
 }
@@ -915,4 +919,99 @@ fn sys_topics_show_the_figures() {
     assert_eq!(late.subscribe("$SYS/broker/chat-auth/chat/accepted"), 1);
     let retained = late.message(SOON).expect("a retained figure");
     assert!(retained.retain);
+}
+
+/// `GET /metrics` with a plain HTTP client.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of one sample line, `name{labels} value`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// `auth_opt_metrics_listen`: the `$SYS` figures at `GET /metrics` in the Prometheus text
+/// format, agreeing with `getStats`; a port in use stops the broker, naming the option.
+fn prometheus_endpoint_serves_the_same_figures() {
+    let db = shared();
+    let dbname = store_db(db, "prometheus");
+    let spool = fresh_dir("spool");
+    let metrics_port = crate::harness::free_port();
+    let broker = store_broker(
+        db,
+        &dbname,
+        &spool,
+        &format!(
+            "auth_opt_metrics_listen 127.0.0.1:{metrics_port}\nauth_opt_auth_cacheseconds 60\n"
+        ),
+    );
+    let mut alice = login(broker.port, "alice", 0);
+    for n in 0..4 {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, &format!("scraped {n}")),
+            false
+        )));
+    }
+    eventually("stored", SOON, || count(db, &dbname) == 4);
+    let mut admin = login(broker.port, "admin", 0);
+    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
+    assert!(accepted(admin.publish(
+        "$CONTROL/chat-auth/v1",
+        json!({"commands": [{"command": "getStats"}]}).to_string(),
+        false
+    )));
+    let answer = admin
+        .message_on("$CONTROL/chat-auth/v1/response", SOON)
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&answer.payload).unwrap();
+    let stats = &stats["responses"][0]["data"];
+    let mut text = String::new();
+    eventually("the endpoint has the figures", SOON, || {
+        text = scrape(metrics_port);
+        sample(&text, "chatauth_storage_rows_total{result=\"stored\"}") == Some(4.0)
+            && sample(&text, "chatauth_logins_cached") == stats["cachedLogins"].as_f64()
+    });
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for line in [
+        "# HELP chatauth_logins Logins by outcome",
+        "# TYPE chatauth_logins counter",
+        "# TYPE chatauth_chat_messages counter",
+        "# UNIT chatauth_spool_bytes bytes",
+        "# TYPE chatauth_mysql_up gauge",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(
+        sample(&text, "chatauth_storage_rows_total{result=\"stored\"}"),
+        stats["storage"]["rowsWritten"].as_f64()
+    );
+    assert!(sample(&text, "chatauth_logins_total{outcome=\"accepted\"}") >= Some(2.0));
+    assert_eq!(sample(&text, "chatauth_mysql_up"), Some(1.0));
+    // The same port again: the second broker refuses to start and says which option.
+    let failure = Broker::try_start(
+        &format!(
+            "{}{USERQUERY}auth_opt_metrics_listen 127.0.0.1:{metrics_port}\n",
+            db.plugin_options(&dbname)
+        ),
+        "",
+    )
+    .err()
+    .expect("refused to start");
+    assert!(
+        failure
+            .log
+            .contains("auth_opt_metrics_listen (plugin_opt_metrics_listen)"),
+        "{}",
+        failure.log
+    );
 }
