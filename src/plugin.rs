@@ -455,26 +455,36 @@ impl Plugin {
     /// unknown user is refused everything (one warning).
     fn certificate_login(&self, state: &mut State, client_id: &[u8], client: Client<'_>) {
         let username = client.facts.username().unwrap_or_default();
-        let identity = self.auth.certificate_identity(&username);
-        let login = identity
-            .map_err(|why| why.to_string())
-            .and_then(|identity| {
-                let kind = LoginKind::Connect {
-                    persistent: !client.facts.clean_session(),
-                };
-                state
-                    .registry
-                    .login(
-                        client_id,
-                        client.pointer,
-                        kind,
-                        &identity,
-                        Instant::now(),
-                        || self.load_rules(&identity),
-                    )
-                    .map(|()| identity)
-                    .map_err(|e| format!("cannot load their groups and ACL rows ({e})"))
-            });
+        let identity = if username.is_empty() {
+            // Let in without a username (allow_anonymous, another plugin's extended auth):
+            // the certificate names nobody the plugin could look up.
+            Err(
+                "the broker gave it no username (use_identity_as_username or \
+                 use_subject_as_username is not set on its listener)"
+                    .to_string(),
+            )
+        } else {
+            self.auth
+                .certificate_identity(&username)
+                .map_err(|why| why.to_string())
+        };
+        let login = identity.and_then(|identity| {
+            let kind = LoginKind::Connect {
+                persistent: !client.facts.clean_session(),
+            };
+            state
+                .registry
+                .login(
+                    client_id,
+                    client.pointer,
+                    kind,
+                    &identity,
+                    Instant::now(),
+                    || self.load_rules(&identity),
+                )
+                .map(|()| identity)
+                .map_err(|e| format!("cannot load their groups and ACL rows ({e})"))
+        });
         match login {
             Ok(identity) => {
                 Self::start_urgent(state);

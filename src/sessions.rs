@@ -99,9 +99,9 @@ pub enum Pending {
     /// The client's login asked for its rules and they have not arrived: apply background
     /// results and ask again (or `stop_waiting`).
     Rules,
-    /// No session, and the client presented a TLS certificate (the broker took its username
-    /// from it and skipped BASIC_AUTH): log it in by that username and ask again (or
-    /// `certificate_refused`).
+    /// A live client presented a TLS certificate and has no session at its address (the
+    /// broker took its username from the certificate and skipped BASIC_AUTH): log it in by
+    /// that username and ask again (or `certificate_refused`).
     CertificateLogin,
 }
 
@@ -416,7 +416,7 @@ impl Registry {
     }
 
     /// A certificate login that failed (unknown user, MySQL unavailable): this connection is
-    /// refused everything and not looked up again.
+    /// refused everything and not looked up again until it disconnects.
     pub fn certificate_refused(&mut self, client_id: &[u8], pointer: usize) {
         if self.certificate_refused.len() >= UNKNOWN_LOG_MEMORY {
             self.certificate_refused.clear();
@@ -509,6 +509,12 @@ impl Registry {
     /// for it are still judged by its rules.
     pub fn disconnect(&mut self, client_id: &[u8], pointer: usize, clean: bool) {
         self.event();
+        // A refused certificate connection is looked up again when it comes back (its row
+        // may exist by then, MySQL may be back), even at the same address.
+        if !self.certificate_refused.is_empty() {
+            self.certificate_refused
+                .remove(&(Box::<[u8]>::from(client_id), pointer));
+        }
         let Some(session) = self.sessions.get_mut(client_id) else {
             return;
         };
@@ -594,18 +600,26 @@ impl Registry {
         retain: bool,
         facts: &dyn ClientFacts,
     ) -> Result<bool, Pending> {
-        let Some(session) = self.sessions.get_mut(client_id) else {
-            if !self
+        let certificate_client = facts.has_certificate()
+            && facts.address().is_some()
+            && !self
                 .certificate_refused
-                .contains(&(Box::<[u8]>::from(client_id), pointer))
-                && facts.address().is_some()
-                && facts.has_certificate()
-            {
+                .contains(&(Box::<[u8]>::from(client_id), pointer));
+        let Some(session) = self.sessions.get_mut(client_id) else {
+            if certificate_client {
                 return Err(Pending::CertificateLogin);
             }
             self.note_unknown(client_id, topic, facts);
             return Ok(false);
         };
+        // A live TLS connection holding a certificate that the plugin has not logged in at
+        // this address: the broker admitted it by its certificate, skipping BASIC_AUTH, to
+        // resume a persistent session (held offline at its old address or restored after a
+        // restart) or at the reused address of an offline one. An offline context holds no
+        // certificate (the broker closes the TLS connection before it sends a will).
+        if certificate_client && (session.pointer != pointer || session.state == State::Offline) {
+            return Err(Pending::CertificateLogin);
+        }
         if session.pointer != pointer {
             let restored_context = session.pointer == UNBOUND
                 && access == Access::Read
@@ -1264,8 +1278,8 @@ mod tests {
         }
     }
 
-    /// A live connection.
-    struct Live;
+    /// A live connection; `Live(true)` presented a TLS certificate.
+    struct Live(bool);
 
     impl ClientFacts for Live {
         fn address(&self) -> Option<String> {
@@ -1275,10 +1289,10 @@ mod tests {
             Some("cert-user".into())
         }
         fn clean_session(&self) -> bool {
-            true
+            false
         }
         fn has_certificate(&self) -> bool {
-            true
+            self.0
         }
     }
 
@@ -1671,7 +1685,7 @@ mod tests {
             Access::Read,
             "/users/1/messages",
             false,
-            &Live
+            &Live(false)
         ));
         assert!(!reg.decided(
             b"alice-phone",
@@ -1705,10 +1719,63 @@ mod tests {
             Access::Subscribe,
             "/users/1/messages",
             false,
-            &Live
+            &Live(false)
         ));
         let saved = reg.persistent_sessions(true).unwrap();
         assert_eq!(saved.len(), 2);
+    }
+
+    #[test]
+    fn certificate_clients_log_in_again_when_they_resume_a_session() {
+        let mut reg = registry();
+        let now = Instant::now();
+        let inbox = "/users/5/messages";
+        let cert = identity("cert-user", "5");
+        let check = |reg: &mut Registry, pointer, access, facts: &dyn ClientFacts| {
+            reg.check(b"cam", pointer, access, inbox, false, facts)
+        };
+        assert_eq!(
+            check(&mut reg, 10, Access::Subscribe, &Live(true)),
+            Err(Pending::CertificateLogin)
+        );
+        reg.login(b"cam", 10, PERSISTENT, &cert, now, || Ok(rules("5", &[])))
+            .unwrap();
+        assert_eq!(
+            check(&mut reg, 10, Access::Subscribe, &Live(true)),
+            Ok(true)
+        );
+        reg.disconnect(b"cam", 10, false);
+        // The offline session's own deliveries and wills (no certificate once disconnected).
+        assert_eq!(check(&mut reg, 10, Access::Read, &NoFacts), Ok(true));
+        assert_eq!(check(&mut reg, 10, Access::Write, &NoFacts), Ok(false));
+        // Back at another address, or at the same one: logged in again, not refused.
+        assert_eq!(
+            check(&mut reg, 20, Access::Subscribe, &Live(true)),
+            Err(Pending::CertificateLogin)
+        );
+        assert_eq!(
+            check(&mut reg, 10, Access::Write, &Live(true)),
+            Err(Pending::CertificateLogin)
+        );
+        // Without a certificate, an unbound address gets nothing.
+        assert_eq!(
+            check(&mut reg, 20, Access::Subscribe, &Live(false)),
+            Ok(false)
+        );
+        reg.login(b"cam", 20, PERSISTENT, &cert, now, no_load)
+            .unwrap();
+        reg.deliver_urgent(rules("5", &[]));
+        assert_eq!(check(&mut reg, 20, Access::Write, &Live(true)), Ok(true));
+        assert_eq!(reg.stats().offline, 0);
+
+        // A refused certificate connection is not looked up again, until it comes back.
+        reg.certificate_refused(b"other", 30);
+        let other = |reg: &mut Registry| {
+            reg.check(b"other", 30, Access::Subscribe, inbox, false, &Live(true))
+        };
+        assert_eq!(other(&mut reg), Ok(false));
+        reg.disconnect(b"other", 30, true);
+        assert_eq!(other(&mut reg), Err(Pending::CertificateLogin));
     }
 
     #[test]

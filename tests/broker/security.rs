@@ -861,6 +861,32 @@ fn certificate_clients_get_their_identity() {
     eventually("both messages stored", SOON, || {
         db.root_column(&format!("SELECT COUNT(*) FROM `{dbname}`.messages"))[0] == "2"
     });
+    // A persistent session resumed by the certificate client (the broker skips BASIC_AUTH
+    // again): its queued message arrives and it may subscribe.
+    let persistent = ["-i", "cert-persist", "-c", "-x", "3600", "-q", "1"];
+    let first = tls(
+        "mosquitto_sub",
+        "client",
+        &[&persistent[..], &["-t", "/users/6/messages", "-E"]].concat(),
+    );
+    assert!(first.status.success(), "{}", said(&first));
+    assert!(accepted(bob.publish(
+        "/users/6/messages",
+        chat("CHAT", 2, 6, "while you were away"),
+        false
+    )));
+    let resumed = tls(
+        "mosquitto_sub",
+        "client",
+        &[
+            &persistent[..],
+            &["-t", "/users/6/messages", "-C", "1", "-W", "5"],
+        ]
+        .concat(),
+    );
+    let queued: Value = serde_json::from_str(said(&resumed).trim())
+        .unwrap_or_else(|_| panic!("the queued message: {}", said(&resumed)));
+    assert_eq!(queued["content"], "while you were away");
     // A certificate for a name the table lacks gets nothing.
     let stranger = tls(
         "mosquitto_sub",
