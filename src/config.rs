@@ -232,6 +232,11 @@ const OWN_KEYS: &[&str] = &[
     "metrics_listen",
 ];
 
+/// How mosquitto-go-auth names its MySQL backend's options: a configuration holding one is
+/// a go-auth configuration, read with go-auth's meanings (subscribe level 4, base64 salts,
+/// chat rules off unless named).
+const GO_AUTH_MYSQL_PREFIX: &str = "mysql_";
+
 /// mosquitto-go-auth's names for options that mean the same here.
 const GO_AUTH_ALIASES: &[(&str, &str)] = &[
     ("mysql_host", "host"),
@@ -314,20 +319,25 @@ impl Config {
         for (key, value) in options {
             let key = key.as_ref();
             let value = value.as_ref();
+            // go-auth's meanings (below) follow from its MySQL backend's own names, never
+            // from a leftover option both plugins could hold (`hasher_*`, `log_dest`, ...)
+            // nor from auth-plug's `mysql_opt_reconnect`.
+            let go_auth_name = |name: &str| {
+                name.starts_with(GO_AUTH_MYSQL_PREFIX)
+                    && (name == "mysql_sslmode"
+                        || GO_AUTH_ALIASES.iter().any(|(alias, _)| *alias == name)
+                        || GO_AUTH_NOTES.iter().any(|(note, _)| *note == name))
+            };
+            go_auth |= go_auth_name(key);
             let key = match GO_AUTH_ALIASES.iter().find(|(alias, _)| *alias == key) {
-                Some((_, own)) => {
-                    go_auth = true;
-                    *own
-                }
+                Some((_, own)) => *own,
                 None => key,
             };
             if let Some((_, instead)) = GO_AUTH_NOTES.iter().find(|(name, _)| *name == key) {
-                go_auth = true;
                 notes.push(format!(
                     "auth_opt_{key} (mosquitto-go-auth) changes nothing here: {instead}"
                 ));
             } else if key == "mysql_sslmode" {
-                go_auth = true;
                 match value.trim() {
                     "disable" | "false" => {}
                     "true" | "custom" => {
@@ -523,7 +533,7 @@ impl Config {
             None => log::LevelFilter::Info,
         };
 
-        let acl = acl_config(&get, &mut warnings, go_auth, &mut notes)?;
+        let acl = acl_config(&get, &mut warnings, go_auth)?;
         let validate = get("chat_validate")
             .map(|v| boolean("chat_validate", v))
             .transpose()?
@@ -625,7 +635,6 @@ fn acl_config<'a>(
     get: &dyn Fn(&str) -> Option<&'a str>,
     warnings: &mut Vec<String>,
     go_auth: bool,
-    notes: &mut Vec<String>,
 ) -> Result<AclConfig, ConfigError> {
     // A mosquitto-go-auth configuration knows no chat model (its tables have no groups):
     // unless it names a chat option, the chat rules are off, as they were under go-auth.
@@ -638,9 +647,12 @@ fn acl_config<'a>(
     .iter()
     .any(|key| get(key).is_some());
     if go_auth && !chat_named {
-        notes.push(
-            "mosquitto-go-auth options: the chat rules are off (auth_opt_chat_enabled true, \
-             with a groupsquery, turns them on); aclquery rows and superusers decide"
+        // A warning, not a note: chat messages then pass unvalidated wherever aclquery rows
+        // let a client write.
+        warnings.push(
+            "mosquitto-go-auth options (auth_opt_mysql_*): the chat rules are off, chat \
+             messages are neither validated nor stored (auth_opt_chat_enabled true, with a \
+             groupsquery, turns them on); aclquery rows and superusers decide"
                 .into(),
         );
     }
@@ -1178,7 +1190,8 @@ mod tests {
             ("acl_cache_seconds", "40"),
         ])
         .unwrap();
-        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("chat rules are off"), "{warnings:?}");
         assert_eq!(config.db.host, "localhost");
         assert_eq!(config.db.pass.as_deref(), Some("maxsystem@2021"));
         assert_eq!(config.auth_cache, Duration::from_secs(30));
@@ -1193,12 +1206,6 @@ mod tests {
                 .notes
                 .iter()
                 .any(|n| n.contains("auth_opt_hasher_cost"))
-        );
-        assert!(
-            config
-                .notes
-                .iter()
-                .any(|n| n.contains("chat rules are off"))
         );
         // sslmode custom turns TLS on, with the files go-auth names.
         let e = Config::parse(&[
@@ -1215,6 +1222,28 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.option, "mysql_sslmode");
+    }
+
+    #[test]
+    fn leftover_go_auth_options_keep_chat_auths_meanings() {
+        // Options both plugins' configurations may hold do not make a go-auth configuration:
+        // only its MySQL backend's names do.
+        let (config, _) = parse(&[
+            ("hasher", "pbkdf2"),
+            ("hasher_iterations", "901"),
+            ("auth_cache_seconds", "30"),
+            ("log_dest", "file"),
+        ])
+        .unwrap();
+        assert!(config.acl.chat.is_some(), "chat rules stay on");
+        assert_eq!(config.acl.subscribe_level, 1);
+        assert_eq!(config.hash.salt_encoding, SaltEncoding::Literal);
+        assert_eq!(
+            config.auth_cache,
+            Duration::from_secs(30),
+            "the alias still reads"
+        );
+        assert!(config.notes.iter().any(|n| n.contains("hasher_iterations")));
     }
 
     #[test]
