@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 type Labels = Vec<(&'static str, String)>;
 type CounterF64 = Counter<f64, AtomicU64>;
@@ -273,13 +273,25 @@ fn serve(listener: &TcpListener, registry: &Registry, stop: &AtomicBool) {
     }
 }
 
+/// How long one scrape may take in all (a client trickling its request bytes is cut off):
+/// it bounds how long other scrapers wait and how long the broker's shutdown waits.
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The time left before `deadline`, as an I/O timeout; an error once it has passed.
+fn time_left(deadline: Instant) -> std::io::Result<Option<Duration>> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(Some(left)),
+        _ => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
 fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let deadline = Instant::now() + SCRAPE_DEADLINE;
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut head = Vec::new();
     let mut buffer = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        stream.set_read_timeout(time_left(deadline)?)?;
         let n = stream.read(&mut buffer)?;
         if n == 0 {
             break;
@@ -299,12 +311,13 @@ fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
         } else {
             ("404 Not Found", "text/plain", "GET /metrics\n".to_string())
         };
-    write!(
-        stream,
+    let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
         body.len()
-    )
+    );
+    stream.set_write_timeout(time_left(deadline)?)?;
+    stream.write_all(response.as_bytes())
 }
 
 #[cfg(test)]
@@ -361,6 +374,46 @@ mod tests {
         let mut text = String::new();
         stream.read_to_string(&mut text).unwrap();
         assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    }
+
+    /// A client sending its request a byte at a time, for 10 s unless cut off.
+    fn trickle(address: SocketAddr) -> std::thread::JoinHandle<()> {
+        let mut stream = TcpStream::connect(address).unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                if stream.write_all(b"G").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    }
+
+    #[test]
+    fn a_trickling_client_holds_neither_other_scrapes_nor_shutdown() {
+        let exporter = Exporter::start("127.0.0.1:0").unwrap();
+        let slow = trickle(exporter.address);
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        let text = scrape(exporter.address);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        // The deadline is 2 s; the trickler alone would take 10 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        let slow_again = trickle(exporter.address);
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        drop(exporter);
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        slow.join().unwrap();
+        slow_again.join().unwrap();
     }
 
     #[test]
