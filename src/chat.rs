@@ -224,19 +224,15 @@ impl<'a> Fields<'a> {
     }
 
     /// An id as text: a JSON integer in decimal, or a string as it is (borrowed from the
-    /// payload unless it has to change: escapes, `-0`).
+    /// payload unless it has escapes).
     fn id_text(&self, key: &str) -> Option<Cow<'a, str>> {
         let raw: &'a str = self.get(key)?.get();
         let text: Cow<'a, str> = if raw.starts_with('"') {
             json_str(raw)?
-        } else if raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok() {
-            // A JSON integer is already in decimal with no leading zeros; only "-0" reads
-            // as another text ("0").
-            if raw == "-0" {
-                Cow::Borrowed("0")
-            } else {
-                Cow::Borrowed(raw)
-            }
+        } else if raw != "-0" && (raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok()) {
+            // A JSON integer is in decimal with no leading zeros, the text the row stores;
+            // "-0" would be stored as another ("0") and is refused, as it always was.
+            Cow::Borrowed(raw)
         } else {
             return None;
         };
@@ -457,6 +453,30 @@ mod tests {
             String::new,
         );
         assert!(matches!(bad_utf8, Err(Invalid::NotJson(_))));
+        // Numbers other than plain integers (serde_json would make -0 a float).
+        for raw in [
+            "-0",
+            "1e3",
+            "0.0",
+            "18446744073709551616",
+            "-9223372036854775809",
+        ] {
+            let payload = format!(r#"{{"type":"CHAT","fromId":1,"toId":{raw},"content":"x"}}"#);
+            assert_eq!(
+                accept(
+                    Kind::Chat,
+                    "0",
+                    payload.as_bytes(),
+                    user,
+                    MAX,
+                    0,
+                    String::new
+                )
+                .map(|_| ()),
+                Err(Invalid::BadId("toId")),
+                "{raw}"
+            );
+        }
         let long = with("content", json!("é".repeat(MAX / 2 + 1)));
         assert!(matches!(
             run(Kind::Chat, "2", &long, user),
