@@ -142,6 +142,9 @@ pub struct Authenticator<S> {
     superusers: Option<glob::Pattern>,
     secret: Secret,
     cache: Option<CredentialCache>,
+    /// Certificate users found, for the same time: a client with a valid certificate
+    /// reconnecting in a loop costs one lookup on the broker thread per period.
+    certificate_cache: Option<CredentialCache>,
     throttle: Mutex<Throttle>,
     /// Time spent on logins the cache did not answer.
     pub times: LoginTimes,
@@ -162,6 +165,7 @@ impl<S: UserSource> Authenticator<S> {
             superusers,
             secret: Secret::new(),
             cache,
+            certificate_cache: (!cache_ttl.is_zero()).then(|| CredentialCache::new(cache_ttl)),
             throttle: Mutex::new(Throttle::new(throttle)),
             times: LoginTimes::default(),
         }
@@ -352,18 +356,35 @@ impl<S: UserSource> Authenticator<S> {
     /// Who a client is that the broker let in by its TLS certificate (the username from the
     /// certificate's identity or subject): the user's row without a password check
     /// (`UserSource::fetch_certificate_user`). No row: refused.
-    pub fn certificate_identity(&self, username: &str) -> Result<Identity, Refusal> {
+    /// Found users are remembered for `auth_cacheseconds` (not refusals: a row added or
+    /// MySQL back is seen at the next connection).
+    pub fn certificate_identity(&self, username: &str, now: Instant) -> Result<Identity, Refusal> {
+        let mac = self.secret.mac(&[b"certificate", username.as_bytes()]);
+        if let Some(identity) = self
+            .certificate_cache
+            .as_ref()
+            .and_then(|c| c.get(username, &mac, now))
+        {
+            return Ok(Identity {
+                proof: None,
+                ..identity
+            });
+        }
         let record = match self.source.fetch_certificate_user(username) {
             Ok(Some(record)) => record,
             Ok(None) => return Err(Refusal::UnknownUser),
             Err(e) => return Err(Refusal::Database(e)),
         };
-        Ok(Identity {
+        let identity = Identity {
             username: username.to_string(),
             user_id: record.user_id.unwrap_or_else(|| username.to_string()),
             superuser: self.is_superuser(username, record.is_superuser),
             proof: None,
-        })
+        };
+        if let Some(cache) = &self.certificate_cache {
+            cache.put(username, &mac, identity.clone(), now);
+        }
+        Ok(identity)
     }
 
     /// Usernames and addresses the throttle remembers failures of (for stats).
@@ -716,6 +737,42 @@ mod tests {
     }
 
     #[test]
+    fn certificate_users_are_remembered_but_not_their_refusals() {
+        let a = auth(table(), 10);
+        let t0 = Instant::now();
+        let first = a.certificate_identity("alice", t0).unwrap();
+        assert_eq!(first.proof, None);
+        assert_eq!(a.source.fetches.get(), 1);
+        a.source.down.set(true);
+        let again = a.certificate_identity("alice", t0 + Duration::from_secs(9));
+        assert_eq!(
+            again.unwrap(),
+            first,
+            "served from the cache, still without a proof"
+        );
+        assert_eq!(a.source.fetches.get(), 1);
+        // A password login of the same name is not answered by the certificate's entry.
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b""), None, t0),
+            Decision::Refuse(Refusal::Database(_))
+        ));
+        assert!(matches!(
+            a.certificate_identity("alice", t0 + Duration::from_secs(11)),
+            Err(Refusal::Database(_))
+        ));
+        a.source.down.set(false);
+        assert!(matches!(
+            a.certificate_identity("nobody", t0),
+            Err(Refusal::UnknownUser)
+        ));
+        assert!(matches!(
+            a.certificate_identity("nobody", t0),
+            Err(Refusal::UnknownUser)
+        ));
+        assert_eq!(a.source.fetches.get(), 5, "refusals are asked again");
+    }
+
+    #[test]
     fn failures_are_not_cached() {
         let a = auth(table(), 10);
         let now = Instant::now();
@@ -788,19 +845,23 @@ mod tests {
     #[test]
     fn a_certificate_user_is_looked_up_without_a_password() {
         let a = auth(table(), 0);
-        let id = a.certificate_identity("alice").unwrap();
+        let now = Instant::now();
+        let id = a.certificate_identity("alice", now).unwrap();
         assert_eq!(
             (id.user_id.as_str(), id.superuser, id.proof),
             ("17", false, None)
         );
-        assert!(a.certificate_identity("Sam").unwrap().superuser, "glob S*");
+        assert!(
+            a.certificate_identity("Sam", now).unwrap().superuser,
+            "glob S*"
+        );
         assert_eq!(
-            a.certificate_identity("stranger"),
+            a.certificate_identity("stranger", now),
             Err(Refusal::UnknownUser)
         );
         a.source.down.set(true);
         assert!(matches!(
-            a.certificate_identity("alice"),
+            a.certificate_identity("alice", now),
             Err(Refusal::Database(_))
         ));
     }

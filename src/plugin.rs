@@ -465,7 +465,7 @@ impl Plugin {
             )
         } else {
             self.auth
-                .certificate_identity(&username)
+                .certificate_identity(&username, Instant::now())
                 .map_err(|why| why.to_string())
         };
         let login = identity.and_then(|identity| {
