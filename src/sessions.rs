@@ -600,13 +600,14 @@ impl Registry {
         retain: bool,
         facts: &dyn ClientFacts,
     ) -> Result<bool, Pending> {
-        let certificate_client = facts.has_certificate()
-            && facts.address().is_some()
-            && !self
-                .certificate_refused
-                .contains(&(Box::<[u8]>::from(client_id), pointer));
+        // Asked only off the hot path (the facts are calls into the broker).
+        let certificate_login_due = |refused: &HashSet<(Box<[u8]>, usize)>| {
+            facts.has_certificate()
+                && facts.address().is_some()
+                && !refused.contains(&(Box::<[u8]>::from(client_id), pointer))
+        };
         let Some(session) = self.sessions.get_mut(client_id) else {
-            if certificate_client {
+            if certificate_login_due(&self.certificate_refused) {
                 return Err(Pending::CertificateLogin);
             }
             self.note_unknown(client_id, topic, facts);
@@ -617,7 +618,9 @@ impl Registry {
         // resume a persistent session (held offline at its old address or restored after a
         // restart) or at the reused address of an offline one. An offline context holds no
         // certificate (the broker closes the TLS connection before it sends a will).
-        if certificate_client && (session.pointer != pointer || session.state == State::Offline) {
+        if (session.pointer != pointer || session.state == State::Offline)
+            && certificate_login_due(&self.certificate_refused)
+        {
             return Err(Pending::CertificateLogin);
         }
         if session.pointer != pointer {
