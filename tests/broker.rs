@@ -10,6 +10,8 @@ mod auth;
 mod harness;
 #[path = "broker/mqtt.rs"]
 mod mqtt;
+#[path = "broker/package.rs"]
+mod package;
 #[path = "broker/security.rs"]
 mod security;
 #[path = "broker/store.rs"]
@@ -36,6 +38,7 @@ fn main() {
     trials.extend(acl::trials());
     trials.extend(store::trials());
     trials.extend(security::trials());
+    trials.extend(package::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();

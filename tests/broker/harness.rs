@@ -406,10 +406,16 @@ impl Broker {
         port: u16,
         env: &[(&str, &str)],
     ) -> Result<Broker, StartFailure> {
+        // As root the broker would switch to `mosquitto`, unless the configuration names a user.
         let root = unsafe { libc::geteuid() } == 0;
+        let names_user = conf.lines().any(|line| line.starts_with("user "));
         let conf = format!(
             "{}log_dest stderr\n{conf}",
-            if root { "user root\n" } else { "" }
+            if root && !names_user {
+                "user root\n"
+            } else {
+                ""
+            }
         );
         let dir = fresh_dir("mosquitto");
         let conf_path = dir.join("mosquitto.conf");
