@@ -75,6 +75,9 @@ fn the_installed_package_logs_in_and_stores() {
         "/usr/bin/chat-auth-passwd",
         "/usr/share/chat-auth/schema.sql",
         "/etc/mosquitto/conf.d/chat-auth.conf",
+        "/usr/share/doc/chat-auth/examples/chat.conf",
+        "/usr/share/doc/chat-auth/examples/auth-plug.conf",
+        "/usr/share/doc/chat-auth/copyright",
     ] {
         assert!(Path::new(path).exists(), "{path} installed");
     }
