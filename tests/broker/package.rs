@@ -59,6 +59,7 @@ fn the_installed_package_logs_in_and_stores() {
     }
     let deb = std::env::var("CHAT_AUTH_DEB").unwrap();
     let spool_existed = Path::new(SPOOL).exists();
+    let _installed_here = Uninstall { spool_existed };
     let installed = dpkg(&["-i", &deb]);
     assert!(
         installed.status.success(),
@@ -131,7 +132,19 @@ fn the_installed_package_logs_in_and_stores() {
     if std::fs::read_dir(SPOOL).is_ok_and(|mut d| d.next().is_some()) {
         assert!(said.contains("left in place"), "purge says so: {said}");
     }
-    if !spool_existed {
-        let _ = std::fs::remove_dir_all(SPOOL);
+}
+
+/// Leaves the machine as the test found it, pass or fail: the package purged, and the spool
+/// folder removed if the test made it.
+struct Uninstall {
+    spool_existed: bool,
+}
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = dpkg(&["-P", "chat-auth"]);
+        if !self.spool_existed {
+            let _ = std::fs::remove_dir_all(SPOOL);
+        }
     }
 }
