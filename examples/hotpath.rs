@@ -11,13 +11,12 @@
 //! of 0 iterations.
 
 use chat_auth::acl::{Access, ChatTopics, Patterns};
-use chat_auth::auth::{Authenticator, Decision, UserRecord, UserSource};
+use chat_auth::auth::{Authenticator, Decision, Identity, UserRecord, UserSource};
 use chat_auth::chat::{self, Kind, Sender};
 use chat_auth::config::OfflineCaps;
 use chat_auth::db::DbError;
 use chat_auth::hash::HashSettings;
 use chat_auth::sessions::{LoginKind, NoFacts, Registry, RuleSet};
-use chat_auth::store::NewRecord;
 use chat_auth::store::spool::Spool;
 use chat_auth::throttle::ThrottleConfig;
 use std::hint::black_box;
@@ -60,24 +59,29 @@ fn loaded_registry() -> Registry {
     let mut registry = Registry::new(Some(chat), Duration::from_secs(600), OfflineCaps::default());
     let now = Instant::now();
     for n in 1..=CLIENTS {
-        let identity = chat_auth::auth::Identity {
+        let identity = Identity {
             username: format!("u{n}"),
             user_id: n.to_string(),
             superuser: false,
             proof: None,
         };
-        registry
-            .login(
-                format!("c{n}").as_bytes(),
-                n,
-                LoginKind::Connect { persistent: false },
-                &identity,
-                now,
-                || Ok(rules(n)),
-            )
-            .unwrap();
+        connect(&mut registry, n, &identity, now);
     }
     registry
+}
+
+/// Client `c{n}` (at address `n`) logs in as `identity`, with the rules of user `n`.
+fn connect(registry: &mut Registry, n: usize, identity: &Identity, now: Instant) {
+    registry
+        .login(
+            format!("c{n}").as_bytes(),
+            n,
+            LoginKind::Connect { persistent: false },
+            identity,
+            now,
+            || Ok(rules(n)),
+        )
+        .unwrap();
 }
 
 fn check(registry: &mut Registry, n: usize, access: Access, topic: &str) -> bool {
@@ -142,17 +146,7 @@ fn main() {
                     chat::new_message_id,
                 )
                 .unwrap();
-                let record = NewRecord {
-                    message_id: &stamped.message_id,
-                    kind: stamped.kind.name(),
-                    from_id: &stamped.from_id,
-                    to_id: &stamped.to_id,
-                    content: &stamped.content,
-                    topic: "/users/42/messages",
-                    qos: 1,
-                    client_id: "c17",
-                    server_ts: stamped.server_ts,
-                };
+                let record = stamped.record("/users/42/messages", 1, "c17");
                 let (position, _) = spool.append(&record).unwrap();
                 accepted +=
                     usize::from(check(&mut registry, 42, Access::Read, "/users/42/messages"));
@@ -185,16 +179,7 @@ fn main() {
                 let Decision::Allow(identity) = decision else {
                     panic!("{name} refused");
                 };
-                registry
-                    .login(
-                        format!("c{n}").as_bytes(),
-                        n,
-                        LoginKind::Connect { persistent: false },
-                        &identity,
-                        now,
-                        || Ok(rules(n)),
-                    )
-                    .unwrap();
+                connect(&mut registry, n, &identity, now);
                 // The rules a reconnect asks for arrive as the background thread's would.
                 for job in registry.urgent_jobs() {
                     accepted += 1;

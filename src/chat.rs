@@ -4,6 +4,7 @@
 //! Ids are JSON integers or strings, compared by their decimal text. The broker adds `"id"`
 //! (a UUIDv7: unique, sortable by time) and `"ts"` (server time, ms).
 
+use crate::store::NewRecord;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -103,6 +104,23 @@ pub struct Stamped<'a> {
     /// The sender's own id for the message (`clientMsgId`), when it gave one: a
     /// retransmission with the same one gets the first copy's stamp (see `dedup`).
     pub client_msg_id: Option<String>,
+}
+
+impl Stamped<'_> {
+    /// The row this message is stored as, published on `topic` at `qos` by `client_id`.
+    pub fn record<'r>(&'r self, topic: &'r str, qos: u8, client_id: &'r str) -> NewRecord<'r> {
+        NewRecord {
+            message_id: &self.message_id,
+            kind: self.kind.name(),
+            from_id: &self.from_id,
+            to_id: &self.to_id,
+            content: &self.content,
+            topic,
+            qos,
+            client_id,
+            server_ts: self.server_ts,
+        }
+    }
 }
 
 /// Validates a chat payload published on a topic of `kind` whose id is `topic_id`, and

@@ -15,7 +15,7 @@ use crate::metrics;
 use crate::query::{Param, Query};
 use crate::refresh::{Done, Refresher, RuleSource, Work};
 use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry, RuleSet};
-use crate::store::{NewRecord, Store, StoreRefusal};
+use crate::store::{Store, StoreRefusal};
 use crate::topic;
 use mysql::{Row, Value};
 use serde_json::json;
@@ -813,17 +813,7 @@ impl Plugin {
                 .ok_or("not-json");
         }
         if let Some(store) = &mut state.store {
-            let record = NewRecord {
-                message_id: &stamped.message_id,
-                kind: stamped.kind.name(),
-                from_id: &stamped.from_id,
-                to_id: &stamped.to_id,
-                content: &stamped.content,
-                topic,
-                qos,
-                client_id: truncate(&client_name, 256),
-                server_ts: stamped.server_ts,
-            };
+            let record = stamped.record(topic, qos, truncate(&client_name, 256));
             match store.put(&record) {
                 Ok(()) => {}
                 Err(StoreRefusal::SpoolFull) => return Err("spool-full"),
