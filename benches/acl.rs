@@ -23,6 +23,7 @@ fn loaded_registry() -> Mutex<Registry> {
             user_id: n.to_string(),
             superuser: false,
             proof: None,
+            backend: Default::default(),
         };
         let rules = RuleSet {
             user_id: n.to_string(),

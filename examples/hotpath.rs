@@ -11,7 +11,9 @@
 //! of 0 iterations.
 
 use chat_auth::acl::{Access, ChatTopics, Patterns};
-use chat_auth::auth::{Authenticator, Decision, Identity, UserRecord, UserSource};
+use chat_auth::auth::{
+    Authenticator, BackendKind, Decision, Identity, Lookup, UserRecord, UserSource,
+};
 use chat_auth::chat::{self, Kind, Sender};
 use chat_auth::config::OfflineCaps;
 use chat_auth::db::DbError;
@@ -28,8 +30,11 @@ const CLIENTS: usize = 2_000;
 struct Users;
 
 impl UserSource for Users {
-    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        Ok(Some(UserRecord {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Mysql
+    }
+    fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
+        Ok(Lookup::Row(UserRecord {
             hash: Some(b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7".to_vec()),
             salt: None,
             user_id: Some(username.trim_start_matches('u').to_string()),
@@ -38,6 +43,9 @@ impl UserSource for Users {
     }
     fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
         None
+    }
+    fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, DbError> {
+        Ok(None)
     }
 }
 
@@ -64,6 +72,7 @@ fn loaded_registry() -> Registry {
             user_id: n.to_string(),
             superuser: false,
             proof: None,
+            backend: Default::default(),
         };
         connect(&mut registry, n, &identity, now);
     }
@@ -103,7 +112,7 @@ fn main() {
     let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
     let mut registry = loaded_registry();
     let auth = Authenticator::new(
-        Users,
+        vec![Users],
         HashSettings::default(),
         None,
         Duration::from_secs(600),
@@ -121,7 +130,7 @@ fn main() {
     if scenario == "warm-login" {
         for n in 1..=CLIENTS {
             let name = format!("u{n}");
-            auth.login(Some(name.as_bytes()), Some(b"secret"), None, now);
+            auth.login(Some(name.as_bytes()), Some(b"secret"), b"c", None, now);
         }
     }
     let mut accepted = 0usize;
@@ -175,7 +184,7 @@ fn main() {
                     n
                 };
                 let name = format!("u{n}");
-                let decision = auth.login(Some(name.as_bytes()), Some(b"secret"), None, now);
+                let decision = auth.login(Some(name.as_bytes()), Some(b"secret"), b"c", None, now);
                 let Decision::Allow(identity) = decision else {
                     panic!("{name} refused");
                 };

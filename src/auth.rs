@@ -23,30 +23,62 @@ pub struct UserRecord {
     pub is_superuser: bool,
 }
 
-/// Where user rows come from: MySQL in the plugin (see `plugin::MysqlUsers`).
+/// Which backend let a user in; its ACL checks go to the same backend.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Rules loaded per user from `groupsquery` / `aclquery` and decided in memory.
+    #[default]
+    Mysql,
+    /// Each client, topic and access asked of the HTTP service (cached).
+    Http,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Mysql => "mysql",
+            BackendKind::Http => "http",
+        }
+    }
+
+    /// Its users' topics are asked one by one, not decided from loaded rules.
+    pub fn asks_per_topic(self) -> bool {
+        self == BackendKind::Http
+    }
+}
+
+/// What one backend knows of a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not its user (or refused by it): the next backend is asked.
+    Unknown,
+    /// Its user, with a stored hash checked here (MySQL).
+    Row(UserRecord),
+    /// Its user, the password checked by the backend itself (HTTP).
+    Accepted,
+}
+
+/// One backend's users (see `crate::backend`).
 pub trait UserSource {
-    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError>;
-    /// `None` when no `superquery` is configured.
+    fn kind(&self) -> BackendKind;
+    fn lookup(&self, username: &str, password: &[u8], client_id: &[u8]) -> Result<Lookup, DbError>;
+    /// `None` when the backend has no superuser question configured.
     fn superquery(&self, username: &str) -> Option<Result<bool, DbError>>;
 
     /// The row of a user the broker let in by a TLS certificate (`cert_userquery`, or the
     /// `userquery` row whose hash is not checked).
-    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        self.fetch_user(username)
-    }
-
-    /// The user's stored hash now (`None`: no such user, or no hash).
-    fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self
-            .fetch_user(username)?
-            .and_then(|record| record.hash)
-            .filter(|h| !h.is_empty()))
-    }
+    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError>;
 }
 
 impl<T: UserSource + ?Sized> UserSource for std::sync::Arc<T> {
-    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        (**self).fetch_user(username)
+    fn kind(&self) -> BackendKind {
+        (**self).kind()
+    }
+    fn lookup(&self, username: &str, password: &[u8], client_id: &[u8]) -> Result<Lookup, DbError> {
+        (**self).lookup(username, password, client_id)
     }
     fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
         (**self).superquery(username)
@@ -62,8 +94,10 @@ pub struct Identity {
     pub username: String,
     pub user_id: String,
     pub superuser: bool,
-    /// What was verified, so a re-check of the same connection (SIGHUP) needs no hash.
+    /// What was verified, so a re-check of the same connection (SIGHUP) needs no hash
+    /// (`None` for the HTTP backend's users: the service is asked again).
     pub proof: Option<Proof>,
+    pub backend: BackendKind,
 }
 
 /// A verified login, as keyed MACs (the key is made at start and never stored): the
@@ -137,7 +171,8 @@ pub enum Decision {
 }
 
 pub struct Authenticator<S> {
-    source: S,
+    /// Asked in order: the first that knows the user decides (`auth_opt_backends`).
+    sources: Vec<S>,
     hash: HashSettings,
     superusers: Option<glob::Pattern>,
     secret: Secret,
@@ -152,7 +187,7 @@ pub struct Authenticator<S> {
 
 impl<S: UserSource> Authenticator<S> {
     pub fn new(
-        source: S,
+        sources: Vec<S>,
         hash: HashSettings,
         superusers: Option<glob::Pattern>,
         cache_ttl: Duration,
@@ -160,7 +195,7 @@ impl<S: UserSource> Authenticator<S> {
     ) -> Self {
         let cache = (!cache_ttl.is_zero()).then(|| CredentialCache::new(cache_ttl));
         Authenticator {
-            source,
+            sources,
             hash,
             superusers,
             secret: Secret::new(),
@@ -178,6 +213,7 @@ impl<S: UserSource> Authenticator<S> {
         &self,
         username: Option<&[u8]>,
         password: Option<&[u8]>,
+        client_id: &[u8],
         address: Option<&str>,
         now: Instant,
     ) -> Decision {
@@ -197,7 +233,7 @@ impl<S: UserSource> Authenticator<S> {
             return Decision::Refuse(Refusal::Throttled);
         }
         let started = Instant::now();
-        let decision = self.decide(username, password, now);
+        let decision = self.decide(username, password, client_id, now);
         let events = match &decision {
             Decision::Refuse(why) if why.counts_as_failure() => {
                 self.throttle()
@@ -235,13 +271,14 @@ impl<S: UserSource> Authenticator<S> {
         &self,
         username: Option<&[u8]>,
         password: Option<&[u8]>,
+        client_id: &[u8],
         now: Instant,
     ) -> Decision {
         let Some(username) = username else {
             return Decision::Defer;
         };
         match std::str::from_utf8(username) {
-            Ok(username) => self.decide(username, password, now),
+            Ok(username) => self.decide(username, password, client_id, now),
             Err(_) => Decision::Refuse(Refusal::UnknownUser),
         }
     }
@@ -258,7 +295,7 @@ impl<S: UserSource> Authenticator<S> {
 
     /// A re-check (SIGHUP) of a connection the plugin let in: whether `password` is the one
     /// `proof` verified, so it stays without hashing again (the user row is read again in
-    /// the background, see [`Authenticator::still_valid`] and [`UserSource::stored_hash`]). A session restored after a
+    /// the background, see [`Authenticator::still_valid`] and `MysqlUsers::stored_hash`). A session restored after a
     /// restart has no proof and the broker no password for it: it stays as it is.
     pub fn same_login(
         &self,
@@ -281,7 +318,13 @@ impl<S: UserSource> Authenticator<S> {
         hash::constant_time_eq(&self.secret.hash_fingerprint(stored), &proof.stored_hash)
     }
 
-    fn decide(&self, username: &str, password: Option<&[u8]>, now: Instant) -> Decision {
+    fn decide(
+        &self,
+        username: &str,
+        password: Option<&[u8]>,
+        client_id: &[u8],
+        now: Instant,
+    ) -> Decision {
         let Some(password) = password else {
             return Decision::Refuse(Refusal::NoPassword);
         };
@@ -293,10 +336,38 @@ impl<S: UserSource> Authenticator<S> {
             return Decision::Allow(identity);
         }
         let started = Instant::now();
-        let record = match self.source.fetch_user(username) {
-            Ok(Some(record)) => record,
-            Ok(None) => return Decision::Refuse(Refusal::UnknownUser),
-            Err(e) => return Decision::Refuse(Refusal::Database(e)),
+        // The first backend that knows the user decides; one that fails decides too (a
+        // backend that is down never lets the next one answer for its users).
+        let mut found = None;
+        for source in &self.sources {
+            match source.lookup(username, password, client_id) {
+                Ok(Lookup::Unknown) => continue,
+                Ok(lookup) => {
+                    found = Some((source.kind(), lookup));
+                    break;
+                }
+                Err(e) => return Decision::Refuse(Refusal::Database(e)),
+            }
+        }
+        let login_mac = self.secret.login_mac(username, password);
+        let (backend, record) = match found {
+            None | Some((_, Lookup::Unknown)) => return Decision::Refuse(Refusal::UnknownUser),
+            Some((backend, Lookup::Accepted)) => {
+                self.times
+                    .add(backend.name(), Duration::ZERO, started.elapsed());
+                let identity = Identity {
+                    username: username.to_string(),
+                    user_id: username.to_string(),
+                    superuser: self.is_superuser(username, false),
+                    proof: None,
+                    backend,
+                };
+                if let Some(cache) = &self.cache {
+                    cache.put(username, &login_mac, identity.clone(), now);
+                }
+                return Decision::Allow(identity);
+            }
+            Some((backend, Lookup::Row(record))) => (backend, record),
         };
         let fetched = Instant::now();
         let Some(stored) = record.hash.as_deref().filter(|h| !h.is_empty()) else {
@@ -314,7 +385,6 @@ impl<S: UserSource> Authenticator<S> {
             Err(e) => return Decision::Refuse(Refusal::UnusableHash(e)),
         }
         let superuser = self.is_superuser(username, record.is_superuser);
-        let login_mac = self.secret.login_mac(username, password);
         let mut proof = Proof {
             password: [0; 16],
             stored_hash: self.secret.hash_fingerprint(stored),
@@ -325,6 +395,7 @@ impl<S: UserSource> Authenticator<S> {
             user_id: record.user_id.unwrap_or_else(|| username.to_string()),
             superuser,
             proof: Some(proof),
+            backend,
         };
         if let Some(cache) = &self.cache {
             cache.put(username, &login_mac, identity.clone(), now);
@@ -339,18 +410,23 @@ impl<S: UserSource> Authenticator<S> {
                 .superusers
                 .as_ref()
                 .is_some_and(|glob| glob.matches(username))
-            || match self.source.superquery(username) {
-                None => false,
-                Some(Ok(is)) => is,
-                Some(Err(e)) => {
-                    // Fail closed: the login stands, the privilege does not.
-                    log::warn!(
-                        "superquery for user '{}' failed ({e}); treated as not a superuser",
-                        printable(username)
-                    );
-                    false
-                }
-            }
+            || self
+                .sources
+                .iter()
+                .any(|source| match source.superquery(username) {
+                    None => false,
+                    Some(Ok(is)) => is,
+                    Some(Err(e)) => {
+                        // Fail closed: the login stands, the privilege does not.
+                        log::warn!(
+                            "superuser check ({}) for user '{}' failed ({e}); treated as not a \
+                         superuser",
+                            source.kind().name(),
+                            printable(username)
+                        );
+                        false
+                    }
+                })
     }
 
     /// Who a client is that the broker let in by its TLS certificate (the username from the
@@ -370,16 +446,26 @@ impl<S: UserSource> Authenticator<S> {
                 ..identity
             });
         }
-        let record = match self.source.fetch_certificate_user(username) {
-            Ok(Some(record)) => record,
-            Ok(None) => return Err(Refusal::UnknownUser),
-            Err(e) => return Err(Refusal::Database(e)),
+        let mut found = None;
+        for source in &self.sources {
+            match source.fetch_certificate_user(username) {
+                Ok(Some(record)) => {
+                    found = Some((source.kind(), record));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Refusal::Database(e)),
+            }
+        }
+        let Some((backend, record)) = found else {
+            return Err(Refusal::UnknownUser);
         };
         let identity = Identity {
             username: username.to_string(),
             user_id: record.user_id.unwrap_or_else(|| username.to_string()),
             superuser: self.is_superuser(username, record.is_superuser),
             proof: None,
+            backend,
         };
         if let Some(cache) = &self.certificate_cache {
             cache.put(username, &mac, identity.clone(), now);
@@ -510,6 +596,7 @@ struct CachedLogin {
     stored_hash: [u8; 8],
     user_id: Box<str>,
     superuser: bool,
+    backend: BackendKind,
     /// Seconds after `created`, rounded so an entry never outlives the TTL.
     expires: u32,
 }
@@ -534,10 +621,12 @@ impl CredentialCache {
                 username: username.to_string(),
                 user_id: entry.user_id.to_string(),
                 superuser: entry.superuser,
-                proof: Some(Proof {
+                // Only a stored hash makes a proof (see `Identity::proof`).
+                proof: (entry.backend == BackendKind::Mysql).then_some(Proof {
                     password: entry.mac,
                     stored_hash: entry.stored_hash,
                 }),
+                backend: entry.backend,
             })
     }
 
@@ -559,6 +648,7 @@ impl CredentialCache {
                 stored_hash: identity.proof.map_or([0; 8], |p| p.stored_hash),
                 user_id: identity.user_id.into_boxed_str(),
                 superuser: identity.superuser,
+                backend: identity.backend,
                 expires: self.seconds(now).saturating_add(self.ttl.as_secs() as u32),
             },
         );
@@ -590,7 +680,7 @@ mod tests {
         superquery: Option<bool>,
     }
 
-    impl UserSource for Table {
+    impl Table {
         fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
             self.fetches.set(self.fetches.get() + 1);
             if self.down.get() {
@@ -598,8 +688,22 @@ mod tests {
             }
             Ok(self.users.get(username).cloned())
         }
+    }
+
+    impl UserSource for Table {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Mysql
+        }
+        fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
+            Ok(self
+                .fetch_user(username)?
+                .map_or(Lookup::Unknown, Lookup::Row))
+        }
         fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
             self.superquery.map(Ok)
+        }
+        fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+            self.fetch_user(username)
         }
     }
 
@@ -643,7 +747,7 @@ mod tests {
 
     fn auth(table: Table, ttl: u64) -> Authenticator<Table> {
         Authenticator::new(
-            table,
+            vec![table],
             HashSettings::default(),
             Some(glob::Pattern::new("S*").unwrap()),
             Duration::from_secs(ttl),
@@ -655,12 +759,12 @@ mod tests {
     fn right_password_gives_identity() {
         let a = auth(table(), 0);
         let now = Instant::now();
-        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), None, now) else {
+        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), b"c", None, now) else {
             panic!("refused");
         };
         assert_eq!(id.user_id, "17");
         assert!(!id.superuser);
-        let Decision::Allow(id) = a.login(Some(b"Sam"), Some(b"secret"), None, now) else {
+        let Decision::Allow(id) = a.login(Some(b"Sam"), Some(b"secret"), b"c", None, now) else {
             panic!("refused");
         };
         assert_eq!(id.user_id, "Sam");
@@ -688,9 +792,12 @@ mod tests {
         for (i, (user, pw, why)) in cases.iter().enumerate() {
             // Apart in time: each failure blocks its username for twice what it cost.
             let at = now + Duration::from_millis(100) * i as u32;
-            assert_eq!(a.login(*user, *pw, None, at), Decision::Refuse(why.clone()));
+            assert_eq!(
+                a.login(*user, *pw, b"c", None, at),
+                Decision::Refuse(why.clone())
+            );
         }
-        assert_eq!(a.login(None, Some(b"x"), None, now), Decision::Defer);
+        assert_eq!(a.login(None, Some(b"x"), b"c", None, now), Decision::Defer);
     }
 
     #[test]
@@ -698,7 +805,8 @@ mod tests {
         let mut t = table();
         t.superquery = Some(true);
         let a = auth(t, 0);
-        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), None, Instant::now())
+        let Decision::Allow(id) =
+            a.login(Some(b"alice"), Some(b"secret"), b"c", None, Instant::now())
         else {
             panic!("refused");
         };
@@ -710,27 +818,27 @@ mod tests {
         let a = auth(table(), 10);
         let t0 = Instant::now();
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), None, t0),
+            a.login(Some(b"alice"), Some(b"secret"), b"c", None, t0),
             Decision::Allow(_)
         ));
-        assert_eq!(a.source.fetches.get(), 1);
-        a.source.down.set(true);
+        assert_eq!(a.sources[0].fetches.get(), 1);
+        a.sources[0].down.set(true);
         let t1 = t0 + Duration::from_secs(9);
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), None, t1),
+            a.login(Some(b"alice"), Some(b"secret"), b"c", None, t1),
             Decision::Allow(_)
         ));
-        assert_eq!(a.source.fetches.get(), 1, "served from the cache");
+        assert_eq!(a.sources[0].fetches.get(), 1, "served from the cache");
         // A different password is never answered from the cache.
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secreT"), None, t1),
+            a.login(Some(b"alice"), Some(b"secreT"), b"c", None, t1),
             Decision::Refuse(_)
         ));
-        assert_eq!(a.source.fetches.get(), 2);
+        assert_eq!(a.sources[0].fetches.get(), 2);
         // After the TTL the database is asked again (and is down: refused).
         let t2 = t0 + Duration::from_secs(11);
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), None, t2),
+            a.login(Some(b"alice"), Some(b"secret"), b"c", None, t2),
             Decision::Refuse(Refusal::Database(_))
         ));
         assert_eq!(a.cached_logins(), 1);
@@ -742,25 +850,25 @@ mod tests {
         let t0 = Instant::now();
         let first = a.certificate_identity("alice", t0).unwrap();
         assert_eq!(first.proof, None);
-        assert_eq!(a.source.fetches.get(), 1);
-        a.source.down.set(true);
+        assert_eq!(a.sources[0].fetches.get(), 1);
+        a.sources[0].down.set(true);
         let again = a.certificate_identity("alice", t0 + Duration::from_secs(9));
         assert_eq!(
             again.unwrap(),
             first,
             "served from the cache, still without a proof"
         );
-        assert_eq!(a.source.fetches.get(), 1);
+        assert_eq!(a.sources[0].fetches.get(), 1);
         // A password login of the same name is not answered by the certificate's entry.
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b""), None, t0),
+            a.login(Some(b"alice"), Some(b""), b"c", None, t0),
             Decision::Refuse(Refusal::Database(_))
         ));
         assert!(matches!(
             a.certificate_identity("alice", t0 + Duration::from_secs(11)),
             Err(Refusal::Database(_))
         ));
-        a.source.down.set(false);
+        a.sources[0].down.set(false);
         assert!(matches!(
             a.certificate_identity("nobody", t0),
             Err(Refusal::UnknownUser)
@@ -769,14 +877,14 @@ mod tests {
             a.certificate_identity("nobody", t0),
             Err(Refusal::UnknownUser)
         ));
-        assert_eq!(a.source.fetches.get(), 5, "refusals are asked again");
+        assert_eq!(a.sources[0].fetches.get(), 5, "refusals are asked again");
     }
 
     #[test]
     fn failures_are_not_cached() {
         let a = auth(table(), 10);
         let now = Instant::now();
-        a.login(Some(b"alice"), Some(b"nope"), None, now);
+        a.login(Some(b"alice"), Some(b"nope"), b"c", None, now);
         assert_eq!(a.cached_logins(), 0);
     }
 
@@ -792,7 +900,7 @@ mod tests {
             (b"nobody", b"x", false),
         ];
         for (user, password, accepted) in logins {
-            let decision = a.login(Some(user), Some(password), None, t0);
+            let decision = a.login(Some(user), Some(password), b"c", None, t0);
             assert_eq!(matches!(decision, Decision::Allow(_)), accepted);
         }
         let times = a.times.snapshot();
@@ -813,7 +921,8 @@ mod tests {
     #[test]
     fn a_recheck_needs_the_verified_password_and_notices_a_new_hash() {
         let a = auth(table(), 0);
-        let Decision::Allow(id) = a.login(Some(b"alice"), Some(b"secret"), None, Instant::now())
+        let Decision::Allow(id) =
+            a.login(Some(b"alice"), Some(b"secret"), b"c", None, Instant::now())
         else {
             panic!("refused");
         };
@@ -825,20 +934,15 @@ mod tests {
         assert!(a.same_login("alice", None, None), "a restored session");
         assert!(a.still_valid(&proof, SECRET));
         assert!(!a.still_valid(&proof, b"*0000000000000000000000000000000000000000"));
-        assert_eq!(
-            a.source.stored_hash("alice").unwrap().as_deref(),
-            Some(SECRET)
-        );
-        assert_eq!(a.source.stored_hash("nobody").unwrap(), None);
     }
 
     #[test]
     fn cached_logins_carry_the_same_proof() {
         let a = auth(table(), 10);
         let now = Instant::now();
-        let first = a.login(Some(b"alice"), Some(b"secret"), None, now);
-        a.source.down.set(true);
-        let cached = a.login(Some(b"alice"), Some(b"secret"), None, now);
+        let first = a.login(Some(b"alice"), Some(b"secret"), b"c", None, now);
+        a.sources[0].down.set(true);
+        let cached = a.login(Some(b"alice"), Some(b"secret"), b"c", None, now);
         assert_eq!(first, cached);
     }
 
@@ -859,7 +963,7 @@ mod tests {
             a.certificate_identity("stranger", now),
             Err(Refusal::UnknownUser)
         );
-        a.source.down.set(true);
+        a.sources[0].down.set(true);
         assert!(matches!(
             a.certificate_identity("alice", now),
             Err(Refusal::Database(_))
@@ -872,12 +976,12 @@ mod tests {
         let now = Instant::now();
         for _ in 0..10 {
             assert_eq!(
-                a.recheck(Some(b"alice"), None, now),
+                a.recheck(Some(b"alice"), None, b"c", now),
                 Decision::Refuse(Refusal::NoPassword)
             );
         }
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), Some("10.3.3.3"), now),
+            a.login(Some(b"alice"), Some(b"secret"), b"c", Some("10.3.3.3"), now),
             Decision::Allow(_)
         ));
     }
@@ -889,40 +993,165 @@ mod tests {
         for _ in 0..3 {
             now += Duration::from_millis(100);
             assert_eq!(
-                a.login(Some(b"alice"), Some(b"guess"), Some("10.1.1.1"), now),
+                a.login(Some(b"alice"), Some(b"guess"), b"c", Some("10.1.1.1"), now),
                 Decision::Refuse(Refusal::WrongPassword)
             );
         }
-        let fetches = a.source.fetches.get();
+        let fetches = a.sources[0].fetches.get();
         for _ in 0..100 {
             assert_eq!(
-                a.login(Some(b"alice"), Some(b"guess"), Some("10.1.1.1"), now),
+                a.login(Some(b"alice"), Some(b"guess"), b"c", Some("10.1.1.1"), now),
                 Decision::Refuse(Refusal::Throttled)
             );
         }
-        assert_eq!(a.source.fetches.get(), fetches, "no row read, no hash");
+        assert_eq!(a.sources[0].fetches.get(), fetches, "no row read, no hash");
         // Even the right password waits for the block to end...
         assert_eq!(
-            a.login(Some(b"alice"), Some(b"secret"), Some("10.2.2.2"), now),
+            a.login(Some(b"alice"), Some(b"secret"), b"c", Some("10.2.2.2"), now),
             Decision::Refuse(Refusal::Throttled)
         );
         // ...then gets in, and the count starts over.
         let later = now + Duration::from_secs(2);
         assert!(matches!(
-            a.login(Some(b"alice"), Some(b"secret"), Some("10.2.2.2"), later),
+            a.login(
+                Some(b"alice"),
+                Some(b"secret"),
+                b"c",
+                Some("10.2.2.2"),
+                later
+            ),
             Decision::Allow(_)
         ));
         assert_eq!(
-            a.login(Some(b"alice"), Some(b"guess"), Some("10.2.2.2"), later),
+            a.login(
+                Some(b"alice"),
+                Some(b"guess"),
+                b"c",
+                Some("10.2.2.2"),
+                later
+            ),
             Decision::Refuse(Refusal::WrongPassword)
         );
         // A database outage is not the client's fault.
-        a.source.down.set(true);
+        a.sources[0].down.set(true);
         for _ in 0..10 {
             assert!(matches!(
-                a.login(Some(b"Sam"), Some(b"x"), None, later),
+                a.login(Some(b"Sam"), Some(b"x"), b"c", None, later),
                 Decision::Refuse(Refusal::Database(_))
             ));
         }
+    }
+
+    /// An HTTP-like backend: checks the password itself.
+    #[derive(Default)]
+    struct Service {
+        accepts: Vec<(&'static str, &'static [u8])>,
+        superusers: Vec<&'static str>,
+        down: Cell<bool>,
+        asked: Cell<usize>,
+    }
+
+    impl UserSource for Service {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Http
+        }
+        fn lookup(&self, username: &str, password: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
+            self.asked.set(self.asked.get() + 1);
+            if self.down.get() {
+                return Err(DbError::Service("503".into()));
+            }
+            Ok(if self.accepts.contains(&(username, password)) {
+                Lookup::Accepted
+            } else {
+                Lookup::Unknown
+            })
+        }
+        fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
+            Some(if self.down.get() {
+                Err(DbError::Service("503".into()))
+            } else {
+                Ok(self.superusers.contains(&username))
+            })
+        }
+        fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, DbError> {
+            Ok(None)
+        }
+    }
+
+    fn chain(
+        sources: Vec<std::sync::Arc<dyn UserSource>>,
+    ) -> Authenticator<std::sync::Arc<dyn UserSource>> {
+        Authenticator::new(
+            sources,
+            HashSettings::default(),
+            None,
+            Duration::ZERO,
+            ThrottleConfig::default(),
+        )
+    }
+
+    #[test]
+    // The sources count their calls in Cells; the test is single-threaded.
+    #[allow(clippy::arc_with_non_send_sync)]
+    fn the_first_backend_that_knows_the_user_decides() {
+        let table = std::sync::Arc::new(table());
+        let service = std::sync::Arc::new(Service {
+            accepts: vec![("carol", b"pw"), ("alice", b"http-pw")],
+            superusers: vec!["carol"],
+            ..Default::default()
+        });
+        let a = chain(vec![table.clone(), service.clone()]);
+        let now = Instant::now();
+        let login = |user: &[u8], pw: &[u8]| a.login(Some(user), Some(pw), b"c", None, now);
+        let Decision::Allow(alice) = login(b"alice", b"secret") else {
+            panic!("alice is MySQL's");
+        };
+        assert_eq!(
+            (alice.backend, alice.user_id.as_str()),
+            (BackendKind::Mysql, "17")
+        );
+        assert_eq!(service.asked.get(), 0, "MySQL knew alice");
+        // MySQL knows alice: its wrong password is not the service's to accept.
+        assert_eq!(
+            login(b"alice", b"http-pw"),
+            Decision::Refuse(Refusal::WrongPassword)
+        );
+        assert_eq!(service.asked.get(), 0);
+        let Decision::Allow(carol) = login(b"carol", b"pw") else {
+            panic!("carol is the service's");
+        };
+        assert_eq!(carol.backend, BackendKind::Http);
+        assert!(carol.superuser, "superusers are asked of each backend");
+        assert!(carol.proof.is_none(), "a re-check asks the service again");
+        assert_eq!(
+            login(b"carol", b"wrong"),
+            Decision::Refuse(Refusal::UnknownUser)
+        );
+        // A backend that is down decides: the next one never answers for its users.
+        table.down.set(true);
+        assert!(matches!(
+            login(b"carol", b"pw"),
+            Decision::Refuse(Refusal::Database(_))
+        ));
+        assert_eq!(service.asked.get(), 2);
+        table.down.set(false);
+        let a = chain(vec![service.clone(), table.clone()]);
+        service.down.set(true);
+        assert!(matches!(
+            a.login(Some(b"alice"), Some(b"secret"), b"c", None, now),
+            Decision::Refuse(Refusal::Database(_))
+        ));
+        service.down.set(false);
+        let Decision::Allow(alice) = a.login(Some(b"alice"), Some(b"secret"), b"c", None, now)
+        else {
+            panic!("the service does not know alice's MySQL password: MySQL decides");
+        };
+        assert_eq!(alice.backend, BackendKind::Mysql);
+        assert!(!alice.superuser);
+        // Certificate users come from the backend with rows.
+        assert_eq!(
+            a.certificate_identity("alice", now).map(|i| i.backend),
+            Ok(BackendKind::Mysql)
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! [`Config`]. Every error names the option it is about.
 
 use crate::acl::ChatTopics;
+use crate::auth::BackendKind;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
 use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
 use crate::throttle::ThrottleConfig;
@@ -57,13 +58,65 @@ pub struct DbConfig {
     pub pool_size: usize,
 }
 
+/// The MySQL backend's connection and user queries.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct MysqlConfig {
     pub db: DbConfig,
     pub userquery: Query,
     pub superquery: Option<Query>,
     /// The row of a user who logged in by a TLS certificate; `None`: `userquery`'s.
     pub cert_userquery: Option<Query>,
+}
+
+/// How the HTTP backend sends its fields (`http_params_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamsMode {
+    /// `application/x-www-form-urlencoded`, as auth-plug sends them.
+    Form,
+    /// A JSON object, mosquitto-go-auth's default.
+    Json,
+}
+
+/// How the HTTP backend reads an answer (`http_response_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// The status alone: 2xx allows (auth-plug).
+    Status,
+    /// 200 with `{"ok": true}` (go-auth).
+    Json,
+    /// 200 with the body `ok` (go-auth).
+    Text,
+}
+
+/// The HTTP backend (auth-plug's `http_*` options, and go-auth's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `http://ip:port` or `https://...`, no trailing slash.
+    pub base_url: String,
+    /// `http_hostname`: the `Host` header, when it is not the address connected to.
+    pub host_header: Option<String>,
+    pub getuser_uri: String,
+    pub superuser_uri: Option<String>,
+    pub aclcheck_uri: Option<String>,
+    pub getuser_params: Vec<(String, String)>,
+    pub superuser_params: Vec<(String, String)>,
+    pub aclcheck_params: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub params_mode: ParamsMode,
+    pub response_mode: ResponseMode,
+    pub verify_peer: bool,
+    /// How long an ACL answer is used (`acl_cacheseconds`).
+    pub acl_cache: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `auth_opt_backends`, in the order they are asked.
+    pub backends: Vec<BackendKind>,
+    /// Set when `backends` names mysql.
+    pub mysql: Option<MysqlConfig>,
+    /// Set when `backends` names http.
+    pub http: Option<HttpConfig>,
     pub superusers: Option<glob::Pattern>,
     pub auth_cache: Duration,
     pub hash: HashSettings,
@@ -145,7 +198,6 @@ pub struct AclConfig {
 /// Options of auth-plug's other backends and of its features this plugin does not have:
 /// accepted with a warning so an auth-plug config loads unchanged.
 const FOREIGN_PREFIXES: &[&str] = &[
-    "http_",
     "redis_",
     "mongo_",
     "jwt_",
@@ -230,7 +282,25 @@ const OWN_KEYS: &[&str] = &[
     "session_file",
     "sys_interval",
     "metrics_listen",
+    "http_ip",
+    "http_host",
+    "http_port",
+    "http_hostname",
+    "http_with_tls",
+    "http_verify_peer",
+    "http_getuser_uri",
+    "http_superuser_uri",
+    "http_aclcheck_uri",
+    "http_getuser_params",
+    "http_superuser_params",
+    "http_aclcheck_params",
+    "http_timeout",
+    "http_params_mode",
+    "http_response_mode",
 ];
+
+/// The HTTP backend's options, for the warning when `backends` does not name it.
+const HTTP_PREFIX: &str = "http_";
 
 /// How mosquitto-go-auth names its MySQL backend's options: a configuration holding one is
 /// a go-auth configuration, read with go-auth's meanings (subscribe level 4, base64 salts,
@@ -374,106 +444,49 @@ impl Config {
         }
         let get = |key: &str| values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
 
-        if let Some(backends) = get("backends") {
-            let list: Vec<&str> = backends.split(',').map(str::trim).collect();
-            if list != ["mysql"] {
-                return Err(err(
-                    "backends",
-                    format!("'{backends}' is not supported; chat-auth has the mysql backend only"),
+        let backends = backend_list(get("backends"))?;
+        let uses_mysql = backends.contains(&BackendKind::Mysql);
+        if !backends.contains(&BackendKind::Http) {
+            let mut unused: Vec<&str> = values
+                .keys()
+                .copied()
+                .filter(|key| key.starts_with(HTTP_PREFIX))
+                .collect();
+            unused.sort_unstable();
+            for key in unused {
+                warnings.push(format!(
+                    "auth_opt_{key} is not used: auth_opt_backends does not name http"
                 ));
             }
         }
-
-        let userquery = get("userquery").ok_or_else(|| {
-            err(
-                "userquery",
-                "is required (the query that returns the password hash)",
-            )
-        })?;
-        let userquery = translate("userquery", userquery, USER_BINDINGS)?;
-        let superquery = get("superquery")
-            .map(|q| translate("superquery", q, USER_BINDINGS))
-            .transpose()?;
-        let cert_userquery = get("cert_userquery")
-            .map(|q| translate("cert_userquery", q, USER_BINDINGS))
-            .transpose()?;
+        if !uses_mysql {
+            let mut unused: Vec<&str> = MYSQL_OPTIONS
+                .iter()
+                .copied()
+                .filter(|key| get(key).is_some())
+                .collect();
+            unused.sort_unstable();
+            for key in unused {
+                warnings.push(format!(
+                    "auth_opt_{key} is not used: auth_opt_backends does not name mysql"
+                ));
+            }
+        }
         let superusers = get("superusers")
             .map(|p| {
                 glob::Pattern::new(p)
                     .map_err(|e| err("superusers", format!("is not a valid pattern: {e}")))
             })
             .transpose()?;
-
-        let ssl_enabled = get("ssl_enabled")
-            .map(|v| boolean("ssl_enabled", v))
-            .transpose()?;
-        let tls_files = [get("ssl_ca"), get("ssl_cert"), get("ssl_key")];
-        let tls = match ssl_enabled {
-            Some(true) => {
-                for (name, path) in ["ssl_ca", "ssl_cert", "ssl_key"].iter().zip(tls_files) {
-                    if let Some(path) = path {
-                        if !std::path::Path::new(path).is_file() {
-                            return Err(err(name, format!("file '{path}' does not exist")));
-                        }
-                    }
-                }
-                if tls_files[1].is_some() != tls_files[2].is_some() {
-                    return Err(err(
-                        if tls_files[1].is_some() {
-                            "ssl_key"
-                        } else {
-                            "ssl_cert"
-                        },
-                        "ssl_cert and ssl_key go together",
-                    ));
-                }
-                Some(TlsConfig {
-                    ca: tls_files[0].map(PathBuf::from),
-                    cert: tls_files[1].map(PathBuf::from),
-                    key: tls_files[2].map(PathBuf::from),
-                })
-            }
-            _ => {
-                if tls_files.iter().any(Option::is_some) {
-                    warnings.push(
-                        "auth_opt_ssl_ca/ssl_cert/ssl_key are set but auth_opt_ssl_enabled is not \
-                         true: connecting to MySQL without TLS"
-                            .into(),
-                    );
-                }
-                None
-            }
+        let mysql = if uses_mysql {
+            Some(mysql_config(
+                &get,
+                values.get("pass").copied(),
+                &mut warnings,
+            )?)
+        } else {
+            None
         };
-
-        let db = DbConfig {
-            host: get("host").unwrap_or("localhost").to_string(),
-            port: get("port")
-                .map(|v| number::<u16>("port", v, 1, u16::MAX))
-                .transpose()?
-                .unwrap_or(3306),
-            socket: get("socket").map(PathBuf::from),
-            dbname: get("dbname").map(str::to_string),
-            user: get("user").map(str::to_string),
-            pass: values.get("pass").map(|v| v.to_string()),
-            tls,
-            connect_timeout: Duration::from_millis(
-                get("connect_timeout_ms")
-                    .map(|v| number::<u64>("connect_timeout_ms", v, 10, 60_000))
-                    .transpose()?
-                    .unwrap_or(2_000),
-            ),
-            query_timeout: Duration::from_millis(
-                get("query_timeout_ms")
-                    .map(|v| number::<u64>("query_timeout_ms", v, 10, 60_000))
-                    .transpose()?
-                    .unwrap_or(2_000),
-            ),
-            pool_size: get("pool_size")
-                .map(|v| number::<usize>("pool_size", v, 1, 64))
-                .transpose()?
-                .unwrap_or(4),
-        };
-
         let auth_cache = Duration::from_secs(
             get("auth_cacheseconds")
                 .map(|v| number::<u64>("auth_cacheseconds", v, 0, 86_400))
@@ -533,7 +546,7 @@ impl Config {
             None => log::LevelFilter::Info,
         };
 
-        let acl = acl_config(&get, &mut warnings, go_auth)?;
+        let acl = acl_config(&get, &mut warnings, go_auth, uses_mysql)?;
         let validate = get("chat_validate")
             .map(|v| boolean("chat_validate", v))
             .transpose()?
@@ -599,11 +612,14 @@ impl Config {
             None => persist.as_ref().map(|p| p.spool_dir.join("sessions.jsonl")),
         };
 
+        let http = backends
+            .contains(&BackendKind::Http)
+            .then(|| http_config(&get, go_auth, acl.refresh))
+            .transpose()?;
         let config = Config {
-            db,
-            userquery,
-            superquery,
-            cert_userquery,
+            backends,
+            mysql,
+            http,
             superusers,
             auth_cache,
             hash: HashSettings {
@@ -631,11 +647,315 @@ impl Config {
     }
 }
 
+/// `auth_opt_backends`: auth-plug's comma list, asked in its order.
+fn backend_list(value: Option<&str>) -> Result<Vec<BackendKind>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(vec![BackendKind::Mysql]);
+    };
+    let mut list = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let kind = match name {
+            "mysql" => BackendKind::Mysql,
+            "http" => BackendKind::Http,
+            other => {
+                return Err(err(
+                    "backends",
+                    format!(
+                        "'{other}' is not supported; chat-auth has the mysql and http backends \
+                         (e.g. mysql,http)"
+                    ),
+                ));
+            }
+        };
+        if list.contains(&kind) {
+            return Err(err("backends", format!("'{name}' is named twice")));
+        }
+        list.push(kind);
+    }
+    Ok(list)
+}
+
+/// The MySQL backend's options (all of them: warned about when `backends` has no mysql).
+const MYSQL_OPTIONS: &[&str] = &[
+    "host",
+    "port",
+    "socket",
+    "dbname",
+    "user",
+    "pass",
+    "userquery",
+    "superquery",
+    "cert_userquery",
+    "ssl_enabled",
+    "ssl_ca",
+    "ssl_cert",
+    "ssl_key",
+    "connect_timeout_ms",
+    "query_timeout_ms",
+    "pool_size",
+];
+
+fn mysql_config<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    // Not trimmed, and may be empty: a password is what it is.
+    pass: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<MysqlConfig, ConfigError> {
+    let userquery = get("userquery").ok_or_else(|| {
+        err(
+            "userquery",
+            "is required (the query that returns the password hash)",
+        )
+    })?;
+    let userquery = translate("userquery", userquery, USER_BINDINGS)?;
+    let superquery = get("superquery")
+        .map(|q| translate("superquery", q, USER_BINDINGS))
+        .transpose()?;
+    let cert_userquery = get("cert_userquery")
+        .map(|q| translate("cert_userquery", q, USER_BINDINGS))
+        .transpose()?;
+    let ssl_enabled = get("ssl_enabled")
+        .map(|v| boolean("ssl_enabled", v))
+        .transpose()?;
+    let tls_files = [get("ssl_ca"), get("ssl_cert"), get("ssl_key")];
+    let tls = match ssl_enabled {
+        Some(true) => {
+            for (name, path) in ["ssl_ca", "ssl_cert", "ssl_key"].iter().zip(tls_files) {
+                if let Some(path) = path {
+                    if !std::path::Path::new(path).is_file() {
+                        return Err(err(name, format!("file '{path}' does not exist")));
+                    }
+                }
+            }
+            if tls_files[1].is_some() != tls_files[2].is_some() {
+                return Err(err(
+                    if tls_files[1].is_some() {
+                        "ssl_key"
+                    } else {
+                        "ssl_cert"
+                    },
+                    "ssl_cert and ssl_key go together",
+                ));
+            }
+            Some(TlsConfig {
+                ca: tls_files[0].map(PathBuf::from),
+                cert: tls_files[1].map(PathBuf::from),
+                key: tls_files[2].map(PathBuf::from),
+            })
+        }
+        _ => {
+            if tls_files.iter().any(Option::is_some) {
+                warnings.push(
+                    "auth_opt_ssl_ca/ssl_cert/ssl_key are set but auth_opt_ssl_enabled is not \
+                         true: connecting to MySQL without TLS"
+                        .into(),
+                );
+            }
+            None
+        }
+    };
+
+    let db = DbConfig {
+        host: get("host").unwrap_or("localhost").to_string(),
+        port: get("port")
+            .map(|v| number::<u16>("port", v, 1, u16::MAX))
+            .transpose()?
+            .unwrap_or(3306),
+        socket: get("socket").map(PathBuf::from),
+        dbname: get("dbname").map(str::to_string),
+        user: get("user").map(str::to_string),
+        pass: pass.map(str::to_string),
+        tls,
+        connect_timeout: Duration::from_millis(
+            get("connect_timeout_ms")
+                .map(|v| number::<u64>("connect_timeout_ms", v, 10, 60_000))
+                .transpose()?
+                .unwrap_or(2_000),
+        ),
+        query_timeout: Duration::from_millis(
+            get("query_timeout_ms")
+                .map(|v| number::<u64>("query_timeout_ms", v, 10, 60_000))
+                .transpose()?
+                .unwrap_or(2_000),
+        ),
+        pool_size: get("pool_size")
+            .map(|v| number::<usize>("pool_size", v, 1, 64))
+            .transpose()?
+            .unwrap_or(4),
+    };
+
+    Ok(MysqlConfig {
+        db,
+        userquery,
+        superquery,
+        cert_userquery,
+    })
+}
+
+fn http_config<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    go_auth: bool,
+    acl_cache: Duration,
+) -> Result<HttpConfig, ConfigError> {
+    let tls = get("http_with_tls")
+        .map(|v| boolean("http_with_tls", v))
+        .transpose()?
+        .unwrap_or(false);
+    // auth-plug's http_ip, or go-auth's http_host.
+    let (host_option, host) = match (get("http_ip"), get("http_host")) {
+        (Some(ip), _) => ("http_ip", ip),
+        (None, Some(host)) => ("http_host", host),
+        (None, None) => {
+            return Err(err(
+                "http_ip",
+                "is required with auth_opt_backends http (the service's address; \
+                 mosquitto-go-auth's auth_opt_http_host works too)",
+            ));
+        }
+    };
+    if host.contains(['/', '?', '#', '@', ' ']) {
+        return Err(err(
+            host_option,
+            format!("'{host}' is not a host name or address"),
+        ));
+    }
+    let port = get("http_port")
+        .map(|v| number::<u16>("http_port", v, 1, u16::MAX))
+        .transpose()?
+        .unwrap_or(if tls { 443 } else { 80 });
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let uri = |name: &str| -> Result<Option<String>, ConfigError> {
+        get(name)
+            .map(|uri| {
+                if uri.starts_with('/') && !uri.contains([' ', '#']) {
+                    Ok(uri.to_string())
+                } else {
+                    Err(err(name, format!("'{uri}' is not a path starting with /")))
+                }
+            })
+            .transpose()
+    };
+    let getuser_uri = uri("http_getuser_uri")?.ok_or_else(|| {
+        err(
+            "http_getuser_uri",
+            "is required with auth_opt_backends http (the path logins are asked at)",
+        )
+    })?;
+    let aclcheck_uri = uri("http_aclcheck_uri")?;
+    if aclcheck_uri.is_none() {
+        return Err(err(
+            "http_aclcheck_uri",
+            "is required with auth_opt_backends http (the path ACL checks are asked at; \
+             without it the service's users could do nothing)",
+        ));
+    }
+    let params = |name: &str| -> Result<Vec<(String, String)>, ConfigError> {
+        get(name).map_or(Ok(Vec::new()), |list| {
+            list.split(',')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, value)) if !key.trim().is_empty() => {
+                        Ok((key.trim().to_string(), value.trim().to_string()))
+                    }
+                    _ => Err(err(
+                        name,
+                        format!("'{pair}' is not key=value (a list like domain=x,port=1)"),
+                    )),
+                })
+                .collect()
+        })
+    };
+    let params_mode = match get("http_params_mode") {
+        Some("form") => ParamsMode::Form,
+        Some("json") => ParamsMode::Json,
+        // go-auth sends JSON unless told otherwise; auth-plug sends a form.
+        None if go_auth || get("http_host").is_some() => ParamsMode::Json,
+        None => ParamsMode::Form,
+        Some(other) => {
+            return Err(err(
+                "http_params_mode",
+                format!("'{other}' is not form or json"),
+            ));
+        }
+    };
+    let response_mode = match get("http_response_mode") {
+        None | Some("status") => ResponseMode::Status,
+        Some("json") => ResponseMode::Json,
+        Some("text") => ResponseMode::Text,
+        Some(other) => {
+            return Err(err(
+                "http_response_mode",
+                format!("'{other}' is not status, json or text"),
+            ));
+        }
+    };
+    Ok(HttpConfig {
+        base_url: format!("{}://{host}:{port}", if tls { "https" } else { "http" }),
+        host_header: get("http_hostname").map(str::to_string),
+        getuser_uri,
+        superuser_uri: uri("http_superuser_uri")?,
+        aclcheck_uri,
+        getuser_params: params("http_getuser_params")?,
+        superuser_params: params("http_superuser_params")?,
+        aclcheck_params: params("http_aclcheck_params")?,
+        timeout: Duration::from_secs(
+            get("http_timeout")
+                .map(|v| number::<u64>("http_timeout", v, 1, 60))
+                .transpose()?
+                .unwrap_or(2),
+        ),
+        params_mode,
+        response_mode,
+        verify_peer: get("http_verify_peer")
+            .map(|v| boolean("http_verify_peer", v))
+            .transpose()?
+            .unwrap_or(true),
+        acl_cache,
+    })
+}
+
 fn acl_config<'a>(
     get: &dyn Fn(&str) -> Option<&'a str>,
     warnings: &mut Vec<String>,
     go_auth: bool,
+    mysql: bool,
 ) -> Result<AclConfig, ConfigError> {
+    if !mysql {
+        // The chat model needs MySQL: user ids, groups, and the table messages go to.
+        if get("chat_enabled")
+            .map(|v| boolean("chat_enabled", v))
+            .transpose()?
+            == Some(true)
+        {
+            return Err(err(
+                "chat_enabled",
+                "needs the mysql backend (chat identities, groups and storage come from \
+                 MySQL): add mysql to auth_opt_backends (e.g. mysql,http)",
+            ));
+        }
+        for key in [
+            "chat_user_topic",
+            "chat_group_topic",
+            "groupsquery",
+            "aclquery",
+        ] {
+            if get(key).is_some() {
+                warnings.push(format!(
+                    "auth_opt_{key} is not used: auth_opt_backends does not name mysql"
+                ));
+            }
+        }
+        return Ok(AclConfig {
+            chat: None,
+            groupsquery: None,
+            aclquery: None,
+            refresh: acl_refresh(get, warnings)?,
+            subscribe_level: 1,
+        });
+    }
     // A mosquitto-go-auth configuration knows no chat model (its tables have no groups):
     // unless it names a chat option, the chat rules are off, as they were under go-auth.
     let chat_named = [
@@ -704,21 +1024,7 @@ fn acl_config<'a>(
     let aclquery = get("aclquery")
         .map(|q| translate("aclquery", q, ACL_BINDINGS))
         .transpose()?;
-    let refresh = match get("acl_cacheseconds")
-        .map(|v| number::<u64>("acl_cacheseconds", v, 0, 86_400))
-        .transpose()?
-    {
-        Some(0) => {
-            warnings.push(
-                "auth_opt_acl_cacheseconds 0: chat-auth never asks MySQL during an ACL check; \
-                 rules are refreshed in the background every second instead"
-                    .into(),
-            );
-            1
-        }
-        Some(seconds) => seconds,
-        None => 60,
-    };
+    let refresh = acl_refresh(get, warnings)?;
     let subscribe_level = match get("acl_subscribe_level") {
         // go-auth asks aclquery with 4 for a SUBSCRIBE.
         None if go_auth => 4,
@@ -738,9 +1044,32 @@ fn acl_config<'a>(
         chat,
         groupsquery,
         aclquery,
-        refresh: Duration::from_secs(refresh),
+        refresh,
         subscribe_level,
     })
+}
+
+/// `acl_cacheseconds`: how long loaded rules (and the HTTP service's answers) are used.
+fn acl_refresh<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    warnings: &mut Vec<String>,
+) -> Result<Duration, ConfigError> {
+    let seconds = match get("acl_cacheseconds")
+        .map(|v| number::<u64>("acl_cacheseconds", v, 0, 86_400))
+        .transpose()?
+    {
+        Some(0) => {
+            warnings.push(
+                "auth_opt_acl_cacheseconds 0: chat-auth never asks MySQL during an ACL check; \
+                 rules (and HTTP answers) are used for a second instead"
+                    .into(),
+            );
+            1
+        }
+        Some(seconds) => seconds,
+        None => 60,
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 fn persist_config<'a>(
@@ -924,25 +1253,104 @@ mod tests {
             ("mysql_opt_reconnect", "true"),
         ])
         .unwrap();
-        assert_eq!(config.db.host, "db.example");
-        assert_eq!(config.db.port, 3307);
-        assert_eq!(config.db.pass.as_deref(), Some("p w"));
+        assert_eq!(config.mysql.as_ref().unwrap().db.host, "db.example");
+        assert_eq!(config.mysql.as_ref().unwrap().db.port, 3307);
+        assert_eq!(
+            config.mysql.as_ref().unwrap().db.pass.as_deref(),
+            Some("p w")
+        );
         assert_eq!(config.auth_cache, Duration::from_secs(30));
         assert_eq!(config.log_level, log::LevelFilter::Warn);
         assert!(config.superusers.unwrap().matches("Sam"));
         assert_eq!(
-            config.userquery.sql,
+            config.mysql.as_ref().unwrap().userquery.sql,
             "SELECT password FROM users WHERE username = ? LIMIT 1"
         );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("auth_opt_http_hostname"));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("auth_opt_http_hostname is not used")),
+            "{warnings:?}"
+        );
+    }
+
+    /// A chat system's auth-plug HTTP configuration, verbatim (issue 13).
+    #[test]
+    fn auth_plugs_http_config_loads_with_auth_plugs_meanings() {
+        let (config, warnings) = Config::parse(&[
+            ("backends", "http"),
+            ("http_ip", "127.0.0.1"),
+            ("http_port", "8080"),
+            ("http_getuser_uri", "/mosquitto/auth"),
+            ("http_superuser_uri", "/mosquitto/superuser"),
+            ("http_aclcheck_uri", "/mosquitto/acl"),
+        ])
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.backends, [BackendKind::Http]);
+        assert!(config.mysql.is_none());
+        assert!(config.acl.chat.is_none(), "the chat model needs MySQL");
+        assert!(config.validation.is_none() && config.persist.is_none());
+        let http = config.http.unwrap();
+        assert_eq!(http.base_url, "http://127.0.0.1:8080");
+        assert_eq!(http.getuser_uri, "/mosquitto/auth");
+        assert_eq!(http.superuser_uri.as_deref(), Some("/mosquitto/superuser"));
+        assert_eq!(http.params_mode, ParamsMode::Form);
+        assert_eq!(http.response_mode, ResponseMode::Status);
+        assert_eq!(http.timeout, Duration::from_secs(2));
+        assert!(http.verify_peer);
+        assert_eq!(http.acl_cache, Duration::from_secs(60));
+        // go-auth's names: JSON, its modes, and a chain after MySQL.
+        let (config, _) = parse(&[
+            ("backends", "mysql,http"),
+            ("http_host", "auth.internal"),
+            ("http_with_tls", "true"),
+            ("http_getuser_uri", "/user"),
+            ("http_aclcheck_uri", "/acl"),
+            ("http_response_mode", "json"),
+            ("http_timeout", "5"),
+            ("http_getuser_params", "domain=chat, realm = a b"),
+        ])
+        .unwrap();
+        assert_eq!(config.backends, [BackendKind::Mysql, BackendKind::Http]);
+        assert!(config.acl.chat.is_some(), "MySQL keeps the chat rules");
+        let http = config.http.unwrap();
+        assert_eq!(http.base_url, "https://auth.internal:443");
+        assert_eq!(http.params_mode, ParamsMode::Json);
+        assert_eq!(http.response_mode, ResponseMode::Json);
+        assert_eq!(http.timeout, Duration::from_secs(5));
+        assert_eq!(
+            http.getuser_params,
+            [
+                ("domain".to_string(), "chat".to_string()),
+                ("realm".to_string(), "a b".to_string())
+            ]
+        );
+        // MySQL options without the mysql backend are said to do nothing.
+        let (_, warnings) = Config::parse(&[
+            ("backends", "http"),
+            ("http_ip", "::1"),
+            ("http_getuser_uri", "/a"),
+            ("http_aclcheck_uri", "/b"),
+            USERQUERY,
+        ])
+        .unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("auth_opt_userquery is not used"));
     }
 
     #[test]
     fn defaults_are_bounded() {
         let (config, _) = parse(&[]).unwrap();
-        assert_eq!(config.db.connect_timeout, Duration::from_secs(2));
-        assert_eq!(config.db.query_timeout, Duration::from_secs(2));
+        assert_eq!(
+            config.mysql.as_ref().unwrap().db.connect_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            config.mysql.as_ref().unwrap().db.query_timeout,
+            Duration::from_secs(2)
+        );
         assert_eq!(config.auth_cache, Duration::ZERO);
         assert!(config.hash.forced.is_none());
     }
@@ -950,8 +1358,75 @@ mod tests {
     #[test]
     fn bad_values_name_their_option() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("backends", "mysql,http")], "backends"),
+            (&[("backends", "mysql,postgres")], "backends"),
             (&[("backends", "postgres")], "backends"),
+            (&[("backends", "mysql,mysql")], "backends"),
+            (&[("backends", "mysql,http")], "http_ip"),
+            (
+                &[
+                    ("backends", "http"),
+                    ("http_ip", "127.0.0.1"),
+                    ("http_aclcheck_uri", "/acl"),
+                ],
+                "http_getuser_uri",
+            ),
+            (
+                &[
+                    ("backends", "http"),
+                    ("http_ip", "127.0.0.1"),
+                    ("http_getuser_uri", "/auth"),
+                ],
+                "http_aclcheck_uri",
+            ),
+            (
+                &[
+                    ("backends", "http"),
+                    ("http_ip", "127.0.0.1"),
+                    ("http_getuser_uri", "auth"),
+                    ("http_aclcheck_uri", "/acl"),
+                ],
+                "http_getuser_uri",
+            ),
+            (
+                &[
+                    ("backends", "http"),
+                    ("http_ip", "127.0.0.1"),
+                    ("http_getuser_uri", "/auth"),
+                    ("http_aclcheck_uri", "/acl"),
+                    ("http_getuser_params", "domain"),
+                ],
+                "http_getuser_params",
+            ),
+            (
+                &[
+                    ("backends", "http"),
+                    ("http_ip", "127.0.0.1"),
+                    ("http_getuser_uri", "/auth"),
+                    ("http_aclcheck_uri", "/acl"),
+                    ("http_timeout", "0"),
+                ],
+                "http_timeout",
+            ),
+            (
+                &[
+                    ("backends", "http"),
+                    ("http_ip", "127.0.0.1"),
+                    ("http_getuser_uri", "/auth"),
+                    ("http_aclcheck_uri", "/acl"),
+                    ("http_response_mode", "xml"),
+                ],
+                "http_response_mode",
+            ),
+            (
+                &[
+                    ("backends", "http"),
+                    ("http_ip", "127.0.0.1"),
+                    ("http_getuser_uri", "/auth"),
+                    ("http_aclcheck_uri", "/acl"),
+                    ("chat_enabled", "true"),
+                ],
+                "chat_enabled",
+            ),
             (&[("port", "99999")], "port"),
             (&[("port", "x")], "port"),
             (&[("auth_cacheseconds", "-1")], "auth_cacheseconds"),
@@ -1192,11 +1667,14 @@ mod tests {
         .unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("chat rules are off"), "{warnings:?}");
-        assert_eq!(config.db.host, "localhost");
-        assert_eq!(config.db.pass.as_deref(), Some("maxsystem@2021"));
+        assert_eq!(config.mysql.as_ref().unwrap().db.host, "localhost");
+        assert_eq!(
+            config.mysql.as_ref().unwrap().db.pass.as_deref(),
+            Some("maxsystem@2021")
+        );
         assert_eq!(config.auth_cache, Duration::from_secs(30));
         assert_eq!(config.acl.refresh, Duration::from_secs(40));
-        assert!(config.superquery.is_some());
+        assert!(config.mysql.as_ref().unwrap().superquery.is_some());
         assert_eq!(config.acl.subscribe_level, 4, "go-auth's SUBSCRIBE level");
         assert!(config.acl.chat.is_none(), "no chat model under go-auth");
         assert_eq!(config.hash.salt_encoding, SaltEncoding::Base64);
@@ -1215,7 +1693,7 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.option, "ssl_ca", "{e}");
-        assert!(config.db.tls.is_none());
+        assert!(config.mysql.as_ref().unwrap().db.tls.is_none());
         let e = Config::parse(&[
             ("mysql_userquery", "SELECT p FROM u WHERE n = ?"),
             ("mysql_sslmode", "skip-verify"),

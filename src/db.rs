@@ -23,6 +23,8 @@ pub enum DbError {
     Unavailable(String),
     /// The server answered with an error for this statement (a broken query, usually).
     Query(String),
+    /// The HTTP auth service failed (5xx, transport error, timeout, or pausing after one).
+    Service(String),
 }
 
 impl std::fmt::Display for DbError {
@@ -30,6 +32,7 @@ impl std::fmt::Display for DbError {
         match self {
             DbError::Unavailable(why) => write!(f, "database unavailable: {why}"),
             DbError::Query(why) => write!(f, "query failed: {why}"),
+            DbError::Service(why) => write!(f, "HTTP auth service unavailable: {why}"),
         }
     }
 }

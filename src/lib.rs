@@ -9,6 +9,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod backend;
 pub mod chat;
 pub mod config;
 pub mod control;

@@ -1,32 +1,28 @@
 //! The plugin assembled from its parts: config, the MySQL pool, the authenticator. The FFI
 //! edge owns one `Plugin` and forwards each broker event to it.
 
-use crate::acl::{Access, ChatTopics, Patterns};
-use crate::auth::{Authenticator, Decision, Identity, Refusal, UserRecord, UserSource};
+use crate::acl::{Access, ChatTopics};
+use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal, UserSource};
+use crate::backend::http::HttpBackend;
+use crate::backend::mysql::{MysqlRules, MysqlUsers};
 use crate::chat::{self, Kind, Sender};
 use crate::config::Config;
 use crate::config::ValidationConfig;
 use crate::control::{self, Command, Reply, Request};
-use crate::db::{Db, DbError, value_bytes};
+use crate::db::{Db, DbError};
 use crate::dedup::{self, Dedup, Stamp};
 use crate::exporter::Exporter;
 use crate::logging::printable;
 use crate::metrics;
-use crate::query::{Param, Query};
 use crate::refresh::{Done, Refresher, RuleSource, Work};
 use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry, RuleSet};
 use crate::store::{Store, StoreRefusal};
-use crate::topic;
-use mysql::{Row, Value};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Rows read per rules query at most (groups of a user, ACL rows of an access level).
-const MAX_RULE_ROWS: usize = 10_000;
 
 /// A client as the broker identifies it in a callback.
 #[derive(Clone, Copy)]
@@ -58,9 +54,19 @@ pub enum Action {
     },
 }
 
-pub struct Plugin {
-    auth: Authenticator<Arc<MysqlUsers>>,
+/// A backend as the authenticator asks it.
+type Source = Arc<dyn UserSource + Send + Sync>;
+
+/// The MySQL backend's parts.
+struct Mysql {
+    users: Arc<MysqlUsers>,
     rules: Arc<MysqlRules>,
+}
+
+pub struct Plugin {
+    auth: Authenticator<Source>,
+    mysql: Option<Mysql>,
+    http: Option<Arc<HttpBackend>>,
     chat: Option<ChatTopics>,
     validation: Option<ValidationConfig>,
     session_file: Option<PathBuf>,
@@ -150,35 +156,64 @@ impl Plugin {
         for note in &config.notes {
             log::info!("{note}");
         }
-        let mut checks = vec![("userquery", config.userquery.sql.clone())];
-        for (name, query) in [
-            ("superquery", &config.superquery),
-            ("cert_userquery", &config.cert_userquery),
-            ("groupsquery", &config.acl.groupsquery),
-            ("aclquery", &config.acl.aclquery),
-        ] {
-            if let Some(q) = query {
-                checks.push((name, q.sql.clone()));
-            }
-        }
-        let rules_wait = config.db.connect_timeout + config.db.query_timeout;
-        let db = Arc::new(Db::start(&config.db, checks)?);
-        let users = Arc::new(MysqlUsers {
-            db: Arc::clone(&db),
-            userquery: config.userquery,
-            superquery: config.superquery,
-            cert_userquery: config.cert_userquery,
+        let rules_wait = config.mysql.as_ref().map_or(Duration::ZERO, |m| {
+            m.db.connect_timeout + m.db.query_timeout
         });
+        let mut addresses = Vec::new();
+        if let Some(mysql) = &config.mysql {
+            addresses.push(match &mysql.db.socket {
+                Some(socket) => format!("MySQL socket {}", socket.display()),
+                None => format!("MySQL {}:{}", mysql.db.host, mysql.db.port),
+            });
+        }
+        if let Some(http) = &config.http {
+            addresses.push(format!("HTTP {}", http.base_url));
+        }
+        let mysql = config.mysql.map(|mysql| -> Result<Mysql, String> {
+            let mut checks = vec![("userquery", mysql.userquery.sql.clone())];
+            for (name, query) in [
+                ("superquery", &mysql.superquery),
+                ("cert_userquery", &mysql.cert_userquery),
+                ("groupsquery", &config.acl.groupsquery),
+                ("aclquery", &config.acl.aclquery),
+            ] {
+                if let Some(q) = query {
+                    checks.push((name, q.sql.clone()));
+                }
+            }
+            let db = Arc::new(Db::start(&mysql.db, checks)?);
+            let users = Arc::new(MysqlUsers::new(
+                Arc::clone(&db),
+                mysql.userquery,
+                mysql.superquery,
+                mysql.cert_userquery,
+            ));
+            let rules = Arc::new(MysqlRules::new(
+                db,
+                config.acl.groupsquery.clone(),
+                config.acl.aclquery.clone(),
+                config.acl.subscribe_level,
+            ));
+            Ok(Mysql { users, rules })
+        });
+        let mysql = mysql.transpose()?;
+        let http = config
+            .http
+            .clone()
+            .map(|http| Arc::new(HttpBackend::new(http)));
+        let sources: Vec<Source> = config
+            .backends
+            .iter()
+            .filter_map(|kind| match kind {
+                BackendKind::Mysql => mysql.as_ref().map(|m| Arc::clone(&m.users) as Source),
+                BackendKind::Http => http.as_ref().map(|h| Arc::clone(h) as Source),
+            })
+            .collect();
         let acl = config.acl;
-        let rules = Arc::new(MysqlRules::new(
-            db,
-            acl.groupsquery,
-            acl.aclquery,
-            acl.subscribe_level,
-        ));
         let refresher = Refresher::start(Arc::new(Background {
-            rules: Arc::clone(&rules),
-            users: Arc::clone(&users),
+            mysql: mysql
+                .as_ref()
+                .map(|m| (Arc::clone(&m.rules), Arc::clone(&m.users))),
         }))?;
         let mut registry = Registry::new(acl.chat.clone(), acl.refresh, config.offline);
         if let Some(path) = &config.session_file {
@@ -206,24 +241,42 @@ impl Plugin {
                 Err(e) => log::warn!("{e}; no session is restored"),
             }
         }
-        let store = config
-            .persist
-            .as_ref()
-            .map(|persist| Store::start(persist, Arc::clone(&rules.db)))
-            .transpose()?;
+        let store = match (&config.persist, &mysql) {
+            (Some(persist), Some(mysql)) => {
+                Some(Store::start(persist, Arc::clone(mysql.users.db()))?)
+            }
+            _ => None,
+        };
         log::info!(
-            "started: MySQL {}, credential cache {} s, chat topics {}, ACL rows {}, rules \
+            "started: backends {}{}, credential cache {} s, chat topics {}, ACL rows {}, rules \
              refreshed every {} s",
-            match &config.db.socket {
-                Some(socket) => format!("socket {}", socket.display()),
-                None => format!("{}:{}", config.db.host, config.db.port),
+            config
+                .backends
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            if addresses.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", addresses.join(", "))
             },
             config.auth_cache.as_secs(),
-            if acl.chat.is_some() { "on" } else { "off" },
-            if rules.aclquery.is_some() {
-                "from aclquery"
+            match (&acl.chat, &mysql) {
+                (Some(_), _) => "on",
+                (None, None) =>
+                    "off (they need the mysql backend for chat identities, \
+                                 groups and rows: chat messages are neither validated nor \
+                                 stored; the HTTP service decides every topic)",
+                (None, Some(_)) => "off",
+            },
+            match (&mysql, &http) {
+                (Some(m), _) if m.rules.has_aclquery() => "from aclquery".to_string(),
+                _ => "off".to_string(),
+            } + if http.is_some() {
+                ", the HTTP service's users asked per client, topic and access"
             } else {
-                "off"
+                ""
             },
             acl.refresh.as_secs(),
         );
@@ -265,13 +318,14 @@ impl Plugin {
             .map(|v| Dedup::new(v.dedup.as_millis() as i64, dedup::PER_SENDER, dedup::TOTAL));
         Ok(Plugin {
             auth: Authenticator::new(
-                users,
+                sources,
                 config.hash,
                 config.superusers,
                 config.auth_cache,
                 config.throttle,
             ),
-            rules,
+            mysql,
+            http,
             chat: acl.chat,
             validation: config.validation,
             session_file: config.session_file,
@@ -366,16 +420,23 @@ impl Plugin {
                 }
                 // Another password than the verified one: checked in full below.
                 Some(_) => {}
-                None => return self.recheck_unheld(state, name, password, now),
+                None => return self.recheck_unheld(state, name, password, client_id, now),
             }
         }
         drop(state);
         let address = client.facts.address();
         // A re-check's failure is the broker's question, not a client's guess: not throttled.
         let decision = if rechecking {
-            self.auth.recheck(username, password, now)
+            self.auth
+                .recheck(username, password, client.id.unwrap_or_default(), now)
         } else {
-            self.auth.login(username, password, address.as_deref(), now)
+            self.auth.login(
+                username,
+                password,
+                client.id.unwrap_or_default(),
+                address.as_deref(),
+                now,
+            )
         };
         let mut state = self.state();
         let Some(client_id) = client.id else {
@@ -428,6 +489,7 @@ impl Plugin {
         state: std::sync::MutexGuard<'_, State>,
         name: &str,
         password: Option<&[u8]>,
+        client_id: &[u8],
         now: Instant,
     ) -> Decision {
         if let Some(identity) = state
@@ -438,7 +500,9 @@ impl Plugin {
             return Decision::Allow(identity.clone());
         }
         drop(state);
-        let decision = self.auth.recheck(Some(name.as_bytes()), password, now);
+        let decision = self
+            .auth
+            .recheck(Some(name.as_bytes()), password, client_id, now);
         if let Decision::Allow(identity) = &decision {
             self.state()
                 .recheck_memo
@@ -542,7 +606,7 @@ impl Plugin {
             sessions_offline: stats.offline as u64,
             rules_refreshes: stats.refreshes,
             rules_refresh_failures: stats.refresh_failures,
-            mysql_up: !self.rules.db.is_down(),
+            mysql_up: self.mysql.as_ref().is_none_or(|m| !m.users.db().is_down()),
             storage: state.store.as_ref().map(|store| {
                 let usage = store.usage();
                 let counters = &store.counters;
@@ -645,7 +709,10 @@ impl Plugin {
 
     fn load_rules(&self, identity: &Identity) -> Result<RuleSet, DbError> {
         let started = Instant::now();
-        let rules = self.rules.load(&identity.username, &identity.user_id);
+        let rules = match &self.mysql {
+            Some(mysql) => mysql.rules.load(&identity.username, &identity.user_id),
+            None => Err(DbError::Unavailable("no mysql backend".into())),
+        };
         self.auth
             .times
             .add(RULES_LABEL, Duration::ZERO, started.elapsed());
@@ -677,6 +744,14 @@ impl Plugin {
                 client.facts,
             ) {
                 Ok(allowed) => break allowed,
+                Err(Pending::Remote(username)) => {
+                    // A miss waits on the service, bounded by http_timeout (README, "HTTP
+                    // backend"); answers are cached per client, topic and access.
+                    break self
+                        .http
+                        .as_ref()
+                        .is_some_and(|http| http.acl(&username, client_id, topic, access));
+                }
                 Err(Pending::CertificateLogin) => {
                     self.certificate_login(&mut state, client_id, client);
                 }
@@ -932,7 +1007,10 @@ impl Plugin {
                         "refreshFailures": stats.refresh_failures,
                         "cachedLogins": self.auth.cached_logins(),
                         "loginTimes": login_times(&self.auth.times),
-                        "databaseDown": self.rules.db.is_down(),
+                        "databaseDown": self
+                            .mysql
+                            .as_ref()
+                            .is_some_and(|m| m.users.db().is_down()),
                     });
                     let mut data = data;
                     if let Some(store) = store {
@@ -1108,317 +1186,24 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// One query a user's rules are read with: the groups, or the ACL rows of an access level
-/// (0: a query without `%d`, its rows grant every access).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RulePart {
-    Groups,
-    Acl(u8),
-}
-
-/// Groups and ACL rows read with `groupsquery` and `aclquery`: in one round trip when
-/// MariaDB takes the queries as one `UNION ALL` of derived tables (each part tagged by its
-/// index), else one query per part.
-pub struct MysqlRules {
-    db: Arc<Db>,
-    groupsquery: Option<Query>,
-    aclquery: Option<Query>,
-    parts: Vec<RulePart>,
-    /// The parts as one statement (`None` with a single part).
-    combined: Option<Query>,
-    /// Cleared for good when the server refuses the combined statement (e.g. the queries
-    /// return different numbers of columns).
-    combined_works: AtomicBool,
-}
-
-impl MysqlRules {
-    fn new(
-        db: Arc<Db>,
-        groupsquery: Option<Query>,
-        aclquery: Option<Query>,
-        subscribe_level: u8,
-    ) -> Self {
-        let mut parts = Vec::new();
-        if groupsquery.is_some() {
-            parts.push(RulePart::Groups);
-        }
-        if let Some(query) = &aclquery {
-            if query.params.contains(&Param::Access) {
-                parts.push(RulePart::Acl(1));
-                parts.push(RulePart::Acl(2));
-                if subscribe_level != 1 {
-                    parts.push(RulePart::Acl(subscribe_level));
-                }
-            } else {
-                parts.push(RulePart::Acl(0));
-            }
-        }
-        let mut rules = MysqlRules {
-            db,
-            groupsquery,
-            aclquery,
-            parts,
-            combined: None,
-            combined_works: AtomicBool::new(true),
-        };
-        if rules.parts.len() > 1 {
-            let sql = rules
-                .parts
-                .iter()
-                .enumerate()
-                .map(|(index, part)| {
-                    format!(
-                        "SELECT {index} AS chat_auth_part, p{index}.* FROM ({}) AS p{index}",
-                        rules.query(*part).sql.trim().trim_end_matches(';')
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            rules.combined = Some(Query {
-                sql,
-                params: Vec::new(),
-            });
-        }
-        rules
-    }
-
-    fn query(&self, part: RulePart) -> &Query {
-        match part {
-            RulePart::Groups => self.groupsquery.as_ref(),
-            RulePart::Acl(_) => self.aclquery.as_ref(),
-        }
-        .expect("parts are made from the queries that exist")
-    }
-
-    /// The values for one part's placeholders.
-    fn values(&self, part: RulePart, username: &str, user_id: &str) -> Vec<Value> {
-        self.query(part)
-            .params
-            .iter()
-            .map(|param| match (param, part) {
-                (Param::Access, RulePart::Acl(level)) => Value::from(level),
-                (Param::UserId, _) => Value::from(user_id),
-                _ => Value::from(username),
-            })
-            .collect()
-    }
-
-    /// The first column of each row as text, by part.
-    fn read(&self, username: &str, user_id: &str) -> Result<Vec<Vec<String>>, DbError> {
-        let text = |value: Option<&Value>| {
-            value
-                .and_then(value_bytes)
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-        };
-        if let Some(combined) = self
-            .combined
-            .as_ref()
-            .filter(|_| self.combined_works.load(Ordering::Relaxed))
-        {
-            let values = self
-                .parts
-                .iter()
-                .flat_map(|part| self.values(*part, username, user_id))
-                .collect();
-            match self
-                .db
-                .rows(combined, values, MAX_RULE_ROWS * self.parts.len())
-            {
-                Ok(rows) => {
-                    let mut texts = vec![Vec::new(); self.parts.len()];
-                    for row in rows {
-                        let part = text(row.as_ref(0)).and_then(|t| t.parse::<usize>().ok());
-                        if let (Some(part), Some(value)) = (part, text(row.as_ref(1))) {
-                            if let Some(texts) = texts.get_mut(part) {
-                                texts.push(value);
-                            }
-                        }
-                    }
-                    return Ok(texts);
-                }
-                Err(DbError::Query(why)) => {
-                    self.combined_works.store(false, Ordering::Relaxed);
-                    log::info!(
-                        "groupsquery and aclquery are read with one query each from now on: \
-                         MariaDB refused them as one statement ({why})"
-                    );
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.parts
-            .iter()
-            .map(|part| {
-                let rows = self.db.rows(
-                    self.query(*part),
-                    self.values(*part, username, user_id),
-                    MAX_RULE_ROWS,
-                )?;
-                Ok(rows.iter().filter_map(|row| text(row.as_ref(0))).collect())
-            })
-            .collect()
-    }
-
-    fn valid_patterns(mut rows: Vec<String>, username: &str) -> Vec<String> {
-        rows.retain(|pattern| {
-            let valid = topic::is_valid_filter(pattern);
-            if !valid {
-                log::warn!(
-                    "ACL row '{}' of user '{}' is not a valid topic pattern; ignored",
-                    printable(pattern),
-                    printable(username)
-                );
-            }
-            valid
-        });
-        rows
-    }
-
-    pub fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
-        let texts = self.read(username, user_id)?;
-        let mut groups = Default::default();
-        let mut rows = Patterns::default();
-        for (part, texts) in self.parts.iter().zip(texts) {
-            match part {
-                RulePart::Groups => groups = texts.into_iter().collect(),
-                RulePart::Acl(level) => {
-                    let patterns = Self::valid_patterns(texts, username);
-                    match level {
-                        0 => {
-                            rows.read = patterns.clone();
-                            rows.write = patterns.clone();
-                            rows.subscribe = patterns;
-                        }
-                        1 => rows.read = patterns,
-                        2 => rows.write = patterns,
-                        _ => rows.subscribe = patterns,
-                    }
-                }
-            }
-        }
-        if self.parts.contains(&RulePart::Acl(1)) && !self.parts.contains(&RulePart::Acl(4)) {
-            // SUBSCRIBE needs a read row (acl_subscribe_level 1).
-            rows.subscribe = rows.read.clone();
-        }
-        Ok(RuleSet {
-            user_id: user_id.to_string(),
-            groups,
-            rows,
-        })
-    }
-}
-
-/// The background thread's sources: rules, and user rows read again after a re-check.
+/// The background thread's sources: rules, and user rows read again after a re-check
+/// (MySQL's; without the mysql backend no job is ever made).
 struct Background {
-    rules: Arc<MysqlRules>,
-    users: Arc<MysqlUsers>,
+    mysql: Option<(Arc<MysqlRules>, Arc<MysqlUsers>)>,
 }
 
 impl RuleSource for Background {
     fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
-        self.rules.load(username, user_id)
+        match &self.mysql {
+            Some((rules, _)) => rules.load(username, user_id),
+            None => Err(DbError::Unavailable("no mysql backend".into())),
+        }
     }
 
     fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
-        self.users.stored_hash(username)
-    }
-}
-
-/// Users read with the configured `userquery` / `superquery` / `cert_userquery`.
-pub struct MysqlUsers {
-    db: Arc<Db>,
-    userquery: Query,
-    superquery: Option<Query>,
-    cert_userquery: Option<Query>,
-}
-
-/// Values for a user query's placeholders: `query::USER_BINDINGS` lets every one of them
-/// be only the username.
-fn bind(query: &Query, username: &str) -> Vec<Value> {
-    debug_assert!(query.params.iter().all(|p| *p == Param::Username));
-    vec![Value::from(username); query.params.len()]
-}
-
-fn column<'r>(row: &'r Row, name: &str) -> Option<&'r Value> {
-    let index = row
-        .columns_ref()
-        .iter()
-        .position(|c| c.name_str().eq_ignore_ascii_case(name))?;
-    row.as_ref(index)
-}
-
-fn truthy(value: Option<&Value>) -> bool {
-    let Some(bytes) = value.and_then(value_bytes) else {
-        return false;
-    };
-    let text = String::from_utf8_lossy(&bytes).trim().to_ascii_lowercase();
-    match text.parse::<f64>() {
-        Ok(n) => n != 0.0,
-        Err(_) => matches!(text.as_str(), "true" | "t" | "yes" | "y" | "on"),
-    }
-}
-
-impl MysqlUsers {
-    fn user_row(&self, query: &Query, username: &str) -> Result<Option<UserRecord>, DbError> {
-        let Some(row) = self.db.first_row(query, bind(query, username))? else {
-            return Ok(None);
-        };
-        Ok(Some(UserRecord {
-            hash: row.as_ref(0).and_then(value_bytes),
-            salt: column(&row, "salt").and_then(value_bytes),
-            user_id: column(&row, "user_id")
-                .and_then(value_bytes)
-                .map(|b| String::from_utf8_lossy(&b).into_owned()),
-            is_superuser: truthy(column(&row, "is_superuser")),
-        }))
-    }
-}
-
-impl UserSource for MysqlUsers {
-    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        self.user_row(&self.userquery, username)
-    }
-
-    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        self.user_row(
-            self.cert_userquery.as_ref().unwrap_or(&self.userquery),
-            username,
-        )
-    }
-
-    fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
-        let query = self.superquery.as_ref()?;
-        Some(
-            self.db
-                .first_row(query, bind(query, username))
-                .map(|row| row.is_some_and(|row| truthy(row.as_ref(0)))),
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truthiness_of_superuser_columns() {
-        for yes in [
-            Value::Int(1),
-            Value::Int(-3),
-            Value::from("TRUE"),
-            Value::from("y"),
-        ] {
-            assert!(truthy(Some(&yes)), "{yes:?}");
+        match &self.mysql {
+            Some((_, users)) => users.stored_hash(username),
+            None => Err(DbError::Unavailable("no mysql backend".into())),
         }
-        for no in [
-            Value::NULL,
-            Value::Int(0),
-            Value::from("0"),
-            Value::from("no"),
-            Value::from(""),
-        ] {
-            assert!(!truthy(Some(&no)), "{no:?}");
-        }
-        assert!(!truthy(None));
     }
 }

@@ -96,6 +96,7 @@ mod tests {
             username: "alice".into(),
             user_id: "17".into(),
             superuser: false,
+            backend: Default::default(),
         }
     }
 

@@ -21,7 +21,7 @@
 //!   (no address) with the same client id and username ties it.
 
 use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, Patterns, Subject};
-use crate::auth::{Identity, Proof};
+use crate::auth::{BackendKind, Identity, Proof};
 pub use crate::config::OfflineCaps;
 use crate::control::Reply;
 use crate::db::DbError;
@@ -94,7 +94,7 @@ pub struct Job {
 }
 
 /// A check that needs something the registry cannot do on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
     /// The client's login asked for its rules and they have not arrived: apply background
     /// results and ask again (or `stop_waiting`).
@@ -103,6 +103,9 @@ pub enum Pending {
     /// broker took its username from the certificate and skipped BASIC_AUTH): log it in by
     /// that username and ask again (or `certificate_refused`).
     CertificateLogin,
+    /// A user of the HTTP backend, on a topic outside the chat model: the service decides
+    /// (for this username).
+    Remote(Arc<str>),
 }
 
 /// What the refresher hands back.
@@ -132,6 +135,9 @@ pub struct SavedSession {
     #[serde(rename = "userId")]
     pub user_id: String,
     pub superuser: bool,
+    /// Absent in files written before the HTTP backend: MySQL.
+    #[serde(default)]
+    pub backend: BackendKind,
 }
 
 /// How a login relates to the session the registry may already hold for its client id.
@@ -189,6 +195,9 @@ struct Session {
     /// Shared with the user entry's key.
     username: Arc<str>,
     superuser: bool,
+    /// The backend that let the client in: `Http` holds no rules here (the service is asked
+    /// per topic, see `Pending::Remote`).
+    backend: BackendKind,
     state: State,
     /// Logged in with `clean_session` false (kept in the sessions file).
     persistent: bool,
@@ -287,6 +296,7 @@ struct Departed {
     pointer: usize,
     username: Arc<str>,
     superuser: bool,
+    backend: BackendKind,
 }
 
 /// FNV-1a, fixed: equal topics hash equally between a WRITE check and its deliveries, and
@@ -366,7 +376,7 @@ impl Registry {
             .get(identity.username.as_str())
             .is_some_and(|e| *e.rules.user_id == *identity.user_id);
         let mut awaiting = 0;
-        if !identity.superuser {
+        if !identity.superuser && !identity.backend.asks_per_topic() {
             if !held {
                 let ticket = self.take_ticket();
                 let rules = load()?;
@@ -395,6 +405,7 @@ impl Registry {
                 pointer,
                 username: username.clone(),
                 superuser: identity.superuser,
+                backend: identity.backend,
                 state,
                 persistent,
                 proof: identity.proof,
@@ -471,6 +482,7 @@ impl Registry {
                 .map_or_else(|| username.to_string(), |e| e.rules.user_id.to_string()),
             superuser: session.superuser,
             proof: session.proof,
+            backend: session.backend,
         })
     }
 
@@ -526,6 +538,7 @@ impl Registry {
             pointer,
             username: session.username.clone(),
             superuser: session.superuser,
+            backend: session.backend,
         });
         if clean || !session.persistent {
             self.remove_session(client_id);
@@ -578,7 +591,7 @@ impl Registry {
                 && departed.pointer == pointer
                 && *departed.client_id == *client_id
             {
-                return Ok(self.will(&departed, topic, retain));
+                return self.will(&departed, topic, retain);
             }
         }
         let allowed = self.decide(client_id, pointer, access, topic, retain, facts)?;
@@ -661,6 +674,10 @@ impl Registry {
         if session.superuser || access == Access::Unsubscribe {
             return Ok(true);
         }
+        if session.backend.asks_per_topic() {
+            let username = session.username.clone();
+            return self.remote(&username, topic);
+        }
         let Some(entry) = self.users.get_mut(&session.username) else {
             return Ok(false);
         };
@@ -715,7 +732,7 @@ impl Registry {
     /// The will of a connection that just went away, judged as its user's PUBLISH: never
     /// on a chat topic (a will cannot be validated, stamped or stored), and like any
     /// PUBLISH elsewhere (a presence topic granted by an `aclquery` row, say).
-    fn will(&mut self, departed: &Departed, topic: &str, retain: bool) -> bool {
+    fn will(&mut self, departed: &Departed, topic: &str, retain: bool) -> Result<bool, Pending> {
         if self.chat.as_ref().is_some_and(|c| c.is_chat(topic)) {
             log::info!(
                 "will of client '{}' (user '{}') on chat topic '{}' refused: a will is never \
@@ -724,13 +741,16 @@ impl Registry {
                 printable(&departed.username),
                 printable(topic)
             );
-            return false;
+            return Ok(false);
         }
         if departed.superuser {
-            return true;
+            return Ok(true);
+        }
+        if departed.backend.asks_per_topic() {
+            return self.remote(&departed.username, topic);
         }
         let Some(entry) = self.users.get(&departed.username) else {
-            return false;
+            return Ok(false);
         };
         let patterns = if entry.per_client {
             &expand_all(
@@ -741,7 +761,7 @@ impl Registry {
         } else {
             &entry.rules.rows
         };
-        acl::allowed(
+        Ok(acl::allowed(
             self.chat.as_ref(),
             Subject {
                 user_id: &entry.rules.user_id,
@@ -752,7 +772,16 @@ impl Registry {
             Access::Write,
             topic,
             retain,
-        )
+        ))
+    }
+
+    /// A user of the HTTP backend: no chat identity (chat topics need a MySQL user's id,
+    /// groups and validation), so the chat topics are refused; the service decides the rest.
+    fn remote(&self, username: &Arc<str>, topic: &str) -> Result<bool, Pending> {
+        if self.chat.as_ref().is_some_and(|c| c.is_chat(topic)) {
+            return Ok(false);
+        }
+        Err(Pending::Remote(username.clone()))
     }
 
     /// A client with no session: one log line per client id (bounded), naming what it most
@@ -781,6 +810,7 @@ impl Registry {
         match self.sessions.get(client_id) {
             Some(s) if s.pointer != pointer || s.state != State::Online => Author::Unknown,
             Some(s) if s.superuser => Author::Superuser,
+            Some(s) if s.backend.asks_per_topic() => Author::Unknown,
             Some(s) => self
                 .users
                 .get(&s.username)
@@ -981,6 +1011,7 @@ impl Registry {
                         .get(&s.username)
                         .map_or_else(|| s.username.to_string(), |e| e.rules.user_id.to_string()),
                     superuser: s.superuser,
+                    backend: s.backend,
                 })
                 .collect(),
         )
@@ -1003,7 +1034,7 @@ impl Registry {
                 Some((key, _)) => key.clone(),
                 None => Arc::from(session.username.as_str()),
             };
-            if !session.superuser {
+            if !session.superuser && !session.backend.asks_per_topic() {
                 if !self.users.contains_key(&username) {
                     // Until the rules arrive: the identity, and no group or row.
                     self.install(
@@ -1030,6 +1061,7 @@ impl Registry {
                     pointer: UNBOUND,
                     username: username.clone(),
                     superuser: session.superuser,
+                    backend: session.backend,
                     state: State::Offline,
                     persistent: true,
                     proof: None,
@@ -1248,6 +1280,7 @@ mod tests {
             user_id: user_id.into(),
             superuser: false,
             proof: None,
+            backend: Default::default(),
         }
     }
 
@@ -1669,12 +1702,14 @@ mod tests {
                     username: "alice".into(),
                     user_id: "1".into(),
                     superuser: false,
+                    backend: Default::default(),
                 },
                 SavedSession {
                     client_id: "alice-tablet".into(),
                     username: "alice".into(),
                     user_id: "1".into(),
                     superuser: false,
+                    backend: Default::default(),
                 },
             ],
             now,

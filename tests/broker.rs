@@ -8,6 +8,8 @@ mod acl;
 mod auth;
 #[path = "broker/harness.rs"]
 mod harness;
+#[path = "broker/http.rs"]
+mod http;
 #[path = "broker/mqtt.rs"]
 mod mqtt;
 #[path = "broker/package.rs"]
@@ -38,6 +40,7 @@ fn main() {
     trials.extend(acl::trials());
     trials.extend(store::trials());
     trials.extend(security::trials());
+    trials.extend(http::trials());
     trials.extend(package::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);

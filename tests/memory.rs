@@ -4,7 +4,9 @@
 //! data structures behind it against growing back.
 
 use chat_auth::acl::{Access, ChatTopics, Patterns};
-use chat_auth::auth::{Authenticator, Decision, Identity, UserRecord, UserSource};
+use chat_auth::auth::{
+    Authenticator, BackendKind, Decision, Identity, Lookup, UserRecord, UserSource,
+};
 use chat_auth::db::DbError;
 use chat_auth::hash::HashSettings;
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry, RuleSet};
@@ -36,8 +38,11 @@ static ALLOCATOR: Counting = Counting;
 struct Users;
 
 impl UserSource for Users {
-    fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        Ok(Some(UserRecord {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Mysql
+    }
+    fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
+        Ok(Lookup::Row(UserRecord {
             hash: Some(b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7".to_vec()),
             salt: None,
             user_id: Some(username.trim_start_matches('u').to_string()),
@@ -47,6 +52,9 @@ impl UserSource for Users {
     fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
         None
     }
+    fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, DbError> {
+        Ok(None)
+    }
 }
 
 #[test]
@@ -55,7 +63,7 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
     let chat = ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap();
     let mut registry = Registry::new(Some(chat), Duration::from_secs(60), OfflineCaps::default());
     let auth = Authenticator::new(
-        Users,
+        vec![Users],
         HashSettings::default(),
         None,
         Duration::from_secs(60),
@@ -66,7 +74,7 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
     for n in 1..=CLIENTS {
         let username = format!("u{n}");
         let Decision::Allow(identity) =
-            auth.login(Some(username.as_bytes()), Some(b"secret"), None, now)
+            auth.login(Some(username.as_bytes()), Some(b"secret"), b"c", None, now)
         else {
             panic!("{username} refused");
         };

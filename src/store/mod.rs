@@ -403,7 +403,7 @@ impl Writer {
             let about_rows = match &error {
                 DbError::Query(_) => true,
                 // Twice in a row: maybe the batch itself breaks the connection.
-                DbError::Unavailable(_) => {
+                DbError::Unavailable(_) | DbError::Service(_) => {
                     connection_failures += 1;
                     connection_failures >= 2
                 }

@@ -350,7 +350,7 @@ fn auth_plug_config_works_unchanged() {
     }
     let log = broker.log();
     for line in [
-        "auth_opt_http_hostname is not used by chat-auth",
+        "auth_opt_http_hostname is not used: auth_opt_backends does not name http",
         "auth_opt_mysql_opt_reconnect is not used by chat-auth",
         "login accepted for user 'Sam' (user id 'Sam', superuser)",
         "login accepted for user 'root_by_query' (user id 'root_by_query', superuser)",
@@ -374,8 +374,12 @@ fn config_errors_stop_the_broker() {
             "auth_opt_userquery (plugin_opt_userquery): has '%c'",
         ),
         (
+            format!("{base}{userquery}auth_opt_backends mysql,redis\n"),
+            "auth_opt_backends (plugin_opt_backends): 'redis' is not supported",
+        ),
+        (
             format!("{base}{userquery}auth_opt_backends mysql,http\n"),
-            "auth_opt_backends (plugin_opt_backends): 'mysql,http' is not supported",
+            "auth_opt_http_ip (plugin_opt_http_ip): is required with auth_opt_backends http",
         ),
         (
             format!("{base}{userquery}auth_opt_port 70000\n"),

@@ -1,0 +1,357 @@
+//! The MySQL backend: users read with `userquery` / `superquery` / `cert_userquery`, and a
+//! user's rules (groups and ACL rows) read with `groupsquery` and `aclquery`.
+
+use crate::acl::Patterns;
+use crate::auth::{BackendKind, Lookup, UserRecord, UserSource};
+use crate::db::{Db, DbError, value_bytes};
+use crate::logging::printable;
+use crate::query::{Param, Query};
+use crate::sessions::RuleSet;
+use crate::topic;
+use mysql::{Row, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Rows read per rules query at most (groups of a user, ACL rows of an access level).
+const MAX_RULE_ROWS: usize = 10_000;
+
+/// One query a user's rules are read with: the groups, or the ACL rows of an access level
+/// (0: a query without `%d`, its rows grant every access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RulePart {
+    Groups,
+    Acl(u8),
+}
+
+/// Groups and ACL rows read with `groupsquery` and `aclquery`: in one round trip when
+/// MariaDB takes the queries as one `UNION ALL` of derived tables (each part tagged by its
+/// index), else one query per part.
+pub struct MysqlRules {
+    db: Arc<Db>,
+    groupsquery: Option<Query>,
+    aclquery: Option<Query>,
+    parts: Vec<RulePart>,
+    /// The parts as one statement (`None` with a single part).
+    combined: Option<Query>,
+    /// Cleared for good when the server refuses the combined statement (e.g. the queries
+    /// return different numbers of columns).
+    combined_works: AtomicBool,
+}
+
+impl MysqlRules {
+    pub fn new(
+        db: Arc<Db>,
+        groupsquery: Option<Query>,
+        aclquery: Option<Query>,
+        subscribe_level: u8,
+    ) -> Self {
+        let mut parts = Vec::new();
+        if groupsquery.is_some() {
+            parts.push(RulePart::Groups);
+        }
+        if let Some(query) = &aclquery {
+            if query.params.contains(&Param::Access) {
+                parts.push(RulePart::Acl(1));
+                parts.push(RulePart::Acl(2));
+                if subscribe_level != 1 {
+                    parts.push(RulePart::Acl(subscribe_level));
+                }
+            } else {
+                parts.push(RulePart::Acl(0));
+            }
+        }
+        let mut rules = MysqlRules {
+            db,
+            groupsquery,
+            aclquery,
+            parts,
+            combined: None,
+            combined_works: AtomicBool::new(true),
+        };
+        if rules.parts.len() > 1 {
+            let sql = rules
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(index, part)| {
+                    format!(
+                        "SELECT {index} AS chat_auth_part, p{index}.* FROM ({}) AS p{index}",
+                        rules.query(*part).sql.trim().trim_end_matches(';')
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            rules.combined = Some(Query {
+                sql,
+                params: Vec::new(),
+            });
+        }
+        rules
+    }
+
+    pub fn has_aclquery(&self) -> bool {
+        self.aclquery.is_some()
+    }
+
+    fn query(&self, part: RulePart) -> &Query {
+        match part {
+            RulePart::Groups => self.groupsquery.as_ref(),
+            RulePart::Acl(_) => self.aclquery.as_ref(),
+        }
+        .expect("parts are made from the queries that exist")
+    }
+
+    /// The values for one part's placeholders.
+    fn values(&self, part: RulePart, username: &str, user_id: &str) -> Vec<Value> {
+        self.query(part)
+            .params
+            .iter()
+            .map(|param| match (param, part) {
+                (Param::Access, RulePart::Acl(level)) => Value::from(level),
+                (Param::UserId, _) => Value::from(user_id),
+                _ => Value::from(username),
+            })
+            .collect()
+    }
+
+    /// The first column of each row as text, by part.
+    fn read(&self, username: &str, user_id: &str) -> Result<Vec<Vec<String>>, DbError> {
+        let text = |value: Option<&Value>| {
+            value
+                .and_then(value_bytes)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+        };
+        if let Some(combined) = self
+            .combined
+            .as_ref()
+            .filter(|_| self.combined_works.load(Ordering::Relaxed))
+        {
+            let values = self
+                .parts
+                .iter()
+                .flat_map(|part| self.values(*part, username, user_id))
+                .collect();
+            match self
+                .db
+                .rows(combined, values, MAX_RULE_ROWS * self.parts.len())
+            {
+                Ok(rows) => {
+                    let mut texts = vec![Vec::new(); self.parts.len()];
+                    for row in rows {
+                        let part = text(row.as_ref(0)).and_then(|t| t.parse::<usize>().ok());
+                        if let (Some(part), Some(value)) = (part, text(row.as_ref(1))) {
+                            if let Some(texts) = texts.get_mut(part) {
+                                texts.push(value);
+                            }
+                        }
+                    }
+                    return Ok(texts);
+                }
+                Err(DbError::Query(why)) => {
+                    self.combined_works.store(false, Ordering::Relaxed);
+                    log::info!(
+                        "groupsquery and aclquery are read with one query each from now on: \
+                         MariaDB refused them as one statement ({why})"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.parts
+            .iter()
+            .map(|part| {
+                let rows = self.db.rows(
+                    self.query(*part),
+                    self.values(*part, username, user_id),
+                    MAX_RULE_ROWS,
+                )?;
+                Ok(rows.iter().filter_map(|row| text(row.as_ref(0))).collect())
+            })
+            .collect()
+    }
+
+    fn valid_patterns(mut rows: Vec<String>, username: &str) -> Vec<String> {
+        rows.retain(|pattern| {
+            let valid = topic::is_valid_filter(pattern);
+            if !valid {
+                log::warn!(
+                    "ACL row '{}' of user '{}' is not a valid topic pattern; ignored",
+                    printable(pattern),
+                    printable(username)
+                );
+            }
+            valid
+        });
+        rows
+    }
+
+    pub fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
+        let texts = self.read(username, user_id)?;
+        let mut groups = Default::default();
+        let mut rows = Patterns::default();
+        for (part, texts) in self.parts.iter().zip(texts) {
+            match part {
+                RulePart::Groups => groups = texts.into_iter().collect(),
+                RulePart::Acl(level) => {
+                    let patterns = Self::valid_patterns(texts, username);
+                    match level {
+                        0 => {
+                            rows.read = patterns.clone();
+                            rows.write = patterns.clone();
+                            rows.subscribe = patterns;
+                        }
+                        1 => rows.read = patterns,
+                        2 => rows.write = patterns,
+                        _ => rows.subscribe = patterns,
+                    }
+                }
+            }
+        }
+        if self.parts.contains(&RulePart::Acl(1)) && !self.parts.contains(&RulePart::Acl(4)) {
+            // SUBSCRIBE needs a read row (acl_subscribe_level 1).
+            rows.subscribe = rows.read.clone();
+        }
+        Ok(RuleSet {
+            user_id: user_id.to_string(),
+            groups,
+            rows,
+        })
+    }
+}
+
+/// Users read with the configured `userquery` / `superquery` / `cert_userquery`.
+pub struct MysqlUsers {
+    db: Arc<Db>,
+    userquery: Query,
+    superquery: Option<Query>,
+    cert_userquery: Option<Query>,
+}
+
+/// Values for a user query's placeholders: `query::USER_BINDINGS` lets every one of them
+/// be only the username.
+fn bind(query: &Query, username: &str) -> Vec<Value> {
+    debug_assert!(query.params.iter().all(|p| *p == Param::Username));
+    vec![Value::from(username); query.params.len()]
+}
+
+fn column<'r>(row: &'r Row, name: &str) -> Option<&'r Value> {
+    let index = row
+        .columns_ref()
+        .iter()
+        .position(|c| c.name_str().eq_ignore_ascii_case(name))?;
+    row.as_ref(index)
+}
+
+fn truthy(value: Option<&Value>) -> bool {
+    let Some(bytes) = value.and_then(value_bytes) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&bytes).trim().to_ascii_lowercase();
+    match text.parse::<f64>() {
+        Ok(n) => n != 0.0,
+        Err(_) => matches!(text.as_str(), "true" | "t" | "yes" | "y" | "on"),
+    }
+}
+
+impl MysqlUsers {
+    pub fn new(
+        db: Arc<Db>,
+        userquery: Query,
+        superquery: Option<Query>,
+        cert_userquery: Option<Query>,
+    ) -> Self {
+        MysqlUsers {
+            db,
+            userquery,
+            superquery,
+            cert_userquery,
+        }
+    }
+
+    /// The database the users are read from (storage writes to the same one).
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    pub fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        self.user_row(&self.userquery, username)
+    }
+
+    /// The user's stored hash now (`None`: no such user, or no hash), for re-checks.
+    pub fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self
+            .fetch_user(username)?
+            .and_then(|record| record.hash)
+            .filter(|h| !h.is_empty()))
+    }
+
+    fn user_row(&self, query: &Query, username: &str) -> Result<Option<UserRecord>, DbError> {
+        let Some(row) = self.db.first_row(query, bind(query, username))? else {
+            return Ok(None);
+        };
+        Ok(Some(UserRecord {
+            hash: row.as_ref(0).and_then(value_bytes),
+            salt: column(&row, "salt").and_then(value_bytes),
+            user_id: column(&row, "user_id")
+                .and_then(value_bytes)
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            is_superuser: truthy(column(&row, "is_superuser")),
+        }))
+    }
+}
+
+impl UserSource for MysqlUsers {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Mysql
+    }
+
+    fn lookup(&self, username: &str, _password: &[u8], _client: &[u8]) -> Result<Lookup, DbError> {
+        Ok(match self.fetch_user(username)? {
+            Some(record) => Lookup::Row(record),
+            None => Lookup::Unknown,
+        })
+    }
+
+    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        self.user_row(
+            self.cert_userquery.as_ref().unwrap_or(&self.userquery),
+            username,
+        )
+    }
+
+    fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
+        let query = self.superquery.as_ref()?;
+        Some(
+            self.db
+                .first_row(query, bind(query, username))
+                .map(|row| row.is_some_and(|row| truthy(row.as_ref(0)))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truthiness_of_superuser_columns() {
+        for yes in [
+            Value::Int(1),
+            Value::Int(-3),
+            Value::from("TRUE"),
+            Value::from("y"),
+        ] {
+            assert!(truthy(Some(&yes)), "{yes:?}");
+        }
+        for no in [
+            Value::NULL,
+            Value::Int(0),
+            Value::from("0"),
+            Value::from("no"),
+            Value::from(""),
+        ] {
+            assert!(!truthy(Some(&no)), "{no:?}");
+        }
+        assert!(!truthy(None));
+    }
+}
