@@ -40,6 +40,8 @@ fn err(option: &str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub ca: Option<PathBuf>,
+    /// A directory of CA certificates (`ssl_capath`), trusted with `ca`.
+    pub capath: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
 }
@@ -220,8 +222,6 @@ const FOREIGN_KEYS: &[&str] = &[
     "anonusername",
     "acl_cachejitter",
     "auth_cachejitter",
-    "ssl_capath",
-    "ssl_cipher",
     "password_file",
     "acl_file",
     "cache",
@@ -248,6 +248,8 @@ const OWN_KEYS: &[&str] = &[
     "ssl_ca",
     "ssl_cert",
     "ssl_key",
+    "ssl_capath",
+    "ssl_cipher",
     "auth_cacheseconds",
     "connect_timeout_ms",
     "query_timeout_ms",
@@ -690,6 +692,8 @@ const MYSQL_OPTIONS: &[&str] = &[
     "ssl_ca",
     "ssl_cert",
     "ssl_key",
+    "ssl_capath",
+    "ssl_cipher",
     "connect_timeout_ms",
     "query_timeout_ms",
     "pool_size",
@@ -737,17 +741,37 @@ fn mysql_config<'a>(
                     "ssl_cert and ssl_key go together",
                 ));
             }
+            if let Some(dir) = get("ssl_capath") {
+                if !std::path::Path::new(dir).is_dir() {
+                    return Err(err(
+                        "ssl_capath",
+                        format!("directory '{dir}' does not exist"),
+                    ));
+                }
+            }
+            if let Some(ciphers) = get("ssl_cipher") {
+                // The mysql crate's OpenSSL connector (native-tls) takes no cipher list.
+                warnings.push(format!(
+                    "auth_opt_ssl_cipher '{ciphers}' is not applied: chat-auth's MySQL TLS uses \
+                     OpenSSL's default suites (TLS 1.2+, the system's security level); restrict \
+                     them on the server (ssl_cipher / tls_version in MariaDB) instead"
+                ));
+            }
             Some(TlsConfig {
                 ca: tls_files[0].map(PathBuf::from),
+                capath: get("ssl_capath").map(PathBuf::from),
                 cert: tls_files[1].map(PathBuf::from),
                 key: tls_files[2].map(PathBuf::from),
             })
         }
         _ => {
-            if tls_files.iter().any(Option::is_some) {
+            if tls_files.iter().any(Option::is_some)
+                || get("ssl_capath").is_some()
+                || get("ssl_cipher").is_some()
+            {
                 warnings.push(
-                    "auth_opt_ssl_ca/ssl_cert/ssl_key are set but auth_opt_ssl_enabled is not \
-                         true: connecting to MySQL without TLS"
+                    "auth_opt_ssl_ca/ssl_capath/ssl_cert/ssl_key/ssl_cipher are set but \
+                     auth_opt_ssl_enabled is not true: connecting to MySQL without TLS"
                         .into(),
                 );
             }

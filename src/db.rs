@@ -108,16 +108,21 @@ pub struct Db {
     wait: Duration,
     shared: Arc<Shared>,
     prober: Option<JoinHandle<()>>,
+    /// The TLS files the connector reads at each new connection.
+    _tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Db {
     /// Builds the pool (no connection is opened here: a dead database must not stop the
     /// broker from starting) and starts the prober, which connects at once in the background.
     pub fn start(config: &DbConfig, checks: StatementChecks) -> Result<Db, String> {
-        // Name the TLS crypto provider: with more than one compiled in, rustls would panic
-        // at the first TLS connection rather than pick one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let opts = opts(config)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::prepare)
+            .transpose()
+            .map_err(|(option, why)| format!("auth_opt_{option} (plugin_opt_{option}): {why}"))?;
+        let opts = opts(config, tls.as_ref())?;
         let pool = Pool::new(opts.clone()).map_err(|e| e.to_string())?;
         let shared = Arc::new(Shared {
             pool: Mutex::new(pool),
@@ -139,6 +144,7 @@ impl Db {
             wait,
             shared,
             prober: Some(prober),
+            _tls: tls,
         })
     }
 
@@ -280,7 +286,7 @@ fn connection_died(error: &mysql::Error) -> bool {
     )
 }
 
-fn opts(config: &DbConfig) -> Result<Opts, String> {
+fn opts(config: &DbConfig, tls: Option<&crate::tls::TlsFiles>) -> Result<Opts, String> {
     let constraints =
         PoolConstraints::new(0, config.pool_size).ok_or_else(|| "invalid pool size".to_string())?;
     let mut builder = OptsBuilder::new()
@@ -305,11 +311,13 @@ fn opts(config: &DbConfig) -> Result<Opts, String> {
     if let Some(socket) = &config.socket {
         builder = builder.socket(Some(socket.to_string_lossy().into_owned()));
     }
-    if let Some(tls) = &config.tls {
-        let mut ssl = mysql::SslOpts::default().with_root_cert_path(tls.ca.clone());
-        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-            ssl = ssl
-                .with_client_identity(Some(mysql::ClientIdentity::new(cert.clone(), key.clone())));
+    if let Some(tls) = tls {
+        // Verification stays on: the certificate chain and the host name.
+        let mut ssl = mysql::SslOpts::default().with_root_cert_path(tls.roots.clone());
+        if let Some((pkcs12, password)) = &tls.identity {
+            ssl = ssl.with_client_identity(Some(
+                mysql::ClientIdentity::new(pkcs12.clone()).with_password(password.clone()),
+            ));
         }
         builder = builder.ssl_opts(Some(ssl));
     }

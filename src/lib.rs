@@ -26,6 +26,7 @@ pub mod session_file;
 pub mod sessions;
 pub mod store;
 pub mod throttle;
+pub mod tls;
 pub mod topic;
 
 #[allow(unsafe_code)]

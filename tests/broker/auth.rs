@@ -34,6 +34,10 @@ pub fn trials() -> Vec<Trial> {
         ),
         ("auth::unix_socket_connection", unix_socket_connection),
         ("auth::tls_to_mysql", tls_to_mysql),
+        (
+            "auth::tls_with_mariadbs_certificate_recipe",
+            tls_with_mariadbs_certificate_recipe,
+        ),
         ("auth::example_configs_work", example_configs_work),
         ("auth::credential_cache", credential_cache),
         (
@@ -533,7 +537,7 @@ pub(crate) fn make_certificates() -> std::path::PathBuf {
             ),
         );
     }
-    // Extensions make v3 certificates (webpki refuses v1 ones).
+    // Extensions make v3 certificates (v1 ones: tls_with_mariadbs_certificate_recipe).
     std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     for name in ["server", "client"] {
@@ -620,6 +624,118 @@ fn tls_to_mysql() {
     assert_eq!(
         connect(without_cert.port, "alice", "secret"),
         Outcome::Refused(5)
+    );
+}
+
+/// MariaDB's documented certificate recipe ("Certificate Creation with OpenSSL"), run as
+/// written on Debian 12's OpenSSL 3.0, with `-subj` for the questions it asks: X.509 v1
+/// server and client certificates, which libmysqlclient (auth-plug) accepts and rustls
+/// refused. Also the CA as a directory (`ssl_capath`, hashed by `openssl rehash`).
+fn tls_with_mariadbs_certificate_recipe() {
+    let dir = crate::harness::fresh_dir("mariadb-recipe");
+    let recipe = "set -e
+        openssl genrsa 2048 > ca-key.pem
+        openssl req -new -x509 -nodes -days 365000 -key ca-key.pem -out ca-cert.pem \
+            -subj '/CN=MariaDB admin CA'
+        openssl req -newkey rsa:2048 -days 365000 -nodes -keyout server-key.pem \
+            -out server-req.pem -subj '/CN=localhost'
+        openssl rsa -in server-key.pem -out server-key.pem
+        openssl x509 -req -in server-req.pem -days 365000 -CA ca-cert.pem -CAkey ca-key.pem \
+            -set_serial 01 -out server-cert.pem
+        openssl req -newkey rsa:2048 -days 365000 -nodes -keyout client-key.pem \
+            -out client-req.pem -subj '/CN=chat-auth'
+        openssl rsa -in client-key.pem -out client-key.pem
+        openssl x509 -req -in client-req.pem -days 365000 -CA ca-cert.pem -CAkey ca-key.pem \
+            -set_serial 01 -out client-cert.pem
+        openssl verify -CAfile ca-cert.pem server-cert.pem client-cert.pem
+        mkdir capath other
+        cp ca-cert.pem capath/
+        openssl rehash capath
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other -keyout other/k.pem \
+            -out other/other-ca.pem";
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(recipe)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run the recipe");
+    assert!(status.success(), "MariaDB's recipe failed");
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", "client-cert.pem"])
+        .current_dir(&dir)
+        .output()
+        .expect("openssl x509");
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("Version: 1 (0x0)"),
+        "the recipe makes v1 certificates"
+    );
+    let path = |f: &str| dir.join(f).display().to_string();
+    let db = MariaDb::start_new_with(
+        "tls-recipe",
+        &[
+            format!("--ssl-ca={}", path("ca-cert.pem")),
+            format!("--ssl-cert={}", path("server-cert.pem")),
+            format!("--ssl-key={}", path("server-key.pem")),
+        ],
+    );
+    let name = db.database("chat");
+    add_user(&db, &name, "alice", "PASSWORD('secret')", None);
+    db.root_exec(&format!(
+        "CREATE USER 'x509'@'%' IDENTIFIED BY 'x509-pw' REQUIRE X509; \
+         CREATE USER 'x509'@'localhost' IDENTIFIED BY 'x509-pw' REQUIRE X509; \
+         GRANT SELECT ON `{name}`.* TO 'x509'@'%'; \
+         GRANT SELECT ON `{name}`.* TO 'x509'@'localhost'"
+    ));
+    // The host name is the server certificate's CN (a v1 certificate has no SAN).
+    let base = format!(
+        "auth_opt_host localhost\nauth_opt_port {}\nauth_opt_dbname {name}\n\
+         auth_opt_user x509\nauth_opt_pass x509-pw\n{CHAT_USERQUERY}auth_opt_ssl_enabled true\n\
+         auth_opt_ssl_cert {}\nauth_opt_ssl_key {}\n",
+        db.port,
+        path("client-cert.pem"),
+        path("client-key.pem")
+    );
+    let with_ca = Broker::start(&format!(
+        "{base}auth_opt_ssl_ca {}\nauth_opt_ssl_cipher DHE-RSA-AES256-SHA\n",
+        path("ca-cert.pem")
+    ));
+    assert_login(with_ca.port, "alice", "secret", "wrong");
+    assert!(
+        with_ca
+            .log()
+            .contains("auth_opt_ssl_cipher 'DHE-RSA-AES256-SHA' is not applied"),
+        "{}",
+        with_ca.log()
+    );
+    drop(with_ca);
+    let with_capath = Broker::start(&format!("{base}auth_opt_ssl_capath {}\n", path("capath")));
+    assert_login(with_capath.port, "alice", "secret", "wrong");
+    drop(with_capath);
+    // Verification stays on: a directory of another CA is refused, and so are logins.
+    let wrong = Broker::start(&format!("{base}auth_opt_ssl_capath {}\n", path("other")));
+    assert_eq!(connect(wrong.port, "alice", "secret"), Outcome::Refused(5));
+    drop(wrong);
+    // A key that is not the certificate's stops the broker, naming the option.
+    let failure = Broker::try_start(
+        &format!(
+            "auth_opt_host localhost\nauth_opt_port {}\n{CHAT_USERQUERY}auth_opt_ssl_enabled true\n\
+             auth_opt_ssl_cert {}\nauth_opt_ssl_key {}\n",
+            db.port,
+            path("client-cert.pem"),
+            path("server-key.pem")
+        ),
+        "",
+    )
+    .map(|_| ())
+    .expect_err("a mismatched key");
+    assert!(
+        failure
+            .log
+            .contains("auth_opt_ssl_key (plugin_opt_ssl_key): "),
+        "{}",
+        failure.log
     );
 }
 
