@@ -928,6 +928,10 @@ impl Plugin {
         for job in jobs {
             state.refresher.submit(Work::Rules(job));
         }
+        if let Some(http) = &self.http {
+            // The operator may have changed the service's rules: ask it again.
+            http.forget_answers();
+        }
     }
 
     /// A message on `$CONTROL/chat-auth/v1`. Answers go out at the next TICK.

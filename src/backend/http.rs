@@ -240,6 +240,10 @@ impl AclCache {
         self.answers.len()
     }
 
+    pub fn clear(&mut self) {
+        self.answers.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.answers.is_empty()
     }
@@ -376,9 +380,9 @@ impl HttpBackend {
         allowed
     }
 
-    /// Cached ACL answers (for stats).
-    pub fn cached_acl_answers(&self) -> usize {
-        self.state().acl.len()
+    /// Drops every cached ACL answer (a reload).
+    pub fn forget_answers(&self) {
+        self.state().acl.clear();
     }
 }
 

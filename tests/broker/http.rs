@@ -25,6 +25,10 @@ pub fn trials() -> Vec<Trial> {
             service_down_or_slow_is_bounded,
         ),
         ("http::mysql_then_http_chain", mysql_then_http_chain),
+        (
+            "http::wills_and_sighup_ask_the_service",
+            wills_and_sighup_ask_the_service,
+        ),
     ];
     crate::trials(tests)
 }
@@ -517,4 +521,82 @@ fn mysql_then_http_chain() {
         matches!(connect(broker.port, "erin", "http pw"), Outcome::Accepted)
     });
     drop(db);
+}
+
+/// A will of the service's user is a PUBLISH the service decides (`acc` 2), and a SIGHUP
+/// re-checks the service's users with the service: a password it no longer takes ends
+/// the connection.
+fn wills_and_sighup_ask_the_service() {
+    let service = AuthService::start();
+    service
+        .user("watcher", "w")
+        .user("device", "d")
+        .allow("watcher", "status/#", 4)
+        .allow("watcher", "status/device", 1)
+        .allow("watcher", "status/secret", 1)
+        .allow("device", "status/device", 2)
+        .allow("device", "nothing", 4);
+    let broker = Broker::start(&service.auth_plug_options());
+    let mut watcher = Mqtt::connect(broker.port, "watcher-1", "watcher", "w");
+    assert_eq!(watcher.subscribe("status/#"), 1);
+    let will = |topic: &str| {
+        service.forget();
+        let mut child = std::process::Command::new("mosquitto_sub")
+            .args(["-p", &broker.port.to_string(), "-h", "127.0.0.1"])
+            .args(["-i", "device-1", "-u", "device", "-P", "d", "-t", "nothing"])
+            .args(["--will-topic", topic, "--will-payload", "gone"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run mosquitto_sub");
+        eventually("the device logs in", SOON, || {
+            service
+                .seen()
+                .iter()
+                .any(|s| s.path == "/mosquitto/auth" && s.fields["clientid"] == "device-1")
+        });
+        // Its SUBSCRIBE follows the CONNACK (answered from the cache the second time).
+        std::thread::sleep(Duration::from_millis(500));
+        // Killed: the connection is lost and the broker sends the will.
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    will("status/device");
+    let got = watcher
+        .message_on("status/device", SOON)
+        .unwrap_or_else(|| panic!("the will: {:?}\n{}", service.seen(), broker.log()));
+    assert_eq!(got.payload, b"gone");
+    will("status/secret");
+    assert!(
+        watcher.message(QUIET).is_none(),
+        "a will the service refuses is not sent"
+    );
+    assert!(
+        service
+            .seen()
+            .iter()
+            .any(|s| s.fields["clientid"] == "device-1"
+                && s.fields["topic"] == "status/secret"
+                && s.fields["acc"] == "2"),
+        "{:?}",
+        service.seen()
+    );
+
+    // The service stops taking watcher's password; SIGHUP asks it again, and forgets the
+    // answers it had (the operator may have changed the service's rules).
+    service.user("watcher", "changed");
+    broker.signal(libc::SIGHUP);
+    assert!(
+        watcher.closed_within(SOON),
+        "a re-check the service refuses ends the connection"
+    );
+    service.forget();
+    let mut device = Mqtt::connect(broker.port, "device-1", "device", "d");
+    assert_eq!(device.subscribe("nothing"), 1);
+    assert_eq!(
+        count(&service.seen(), "/mosquitto/acl", "4"),
+        1,
+        "asked again after the reload: {:?}",
+        service.seen()
+    );
 }
