@@ -1,11 +1,15 @@
 //! `auth_opt_*` / `plugin_opt_*` options (the broker strips the prefix) into one validated
 //! [`Config`]. Every error names the option it is about.
 
+pub mod options;
+
 use crate::acl::ChatTopics;
 use crate::auth::BackendKind;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
 use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
 use crate::throttle::ThrottleConfig;
+use options::{Kind, Part};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -179,11 +183,6 @@ pub struct ValidationConfig {
     pub dedup: Duration,
 }
 
-/// The default chat topic templates and membership query (for the bundled schema).
-pub const DEFAULT_USER_TOPIC: &str = "/users/{id}/messages";
-pub const DEFAULT_GROUP_TOPIC: &str = "/groups/{id}/messages";
-pub const DEFAULT_GROUPSQUERY: &str = "SELECT group_id FROM group_members WHERE user_id = ?";
-
 #[derive(Debug, Clone)]
 pub struct AclConfig {
     /// `None` when `chat_enabled` is false.
@@ -231,186 +230,57 @@ const FOREIGN_KEYS: &[&str] = &[
     "disable_superuser",
 ];
 
-/// The options this plugin reads, for the "did you mean" check.
-const OWN_KEYS: &[&str] = &[
-    "backends",
-    "host",
-    "port",
-    "socket",
-    "dbname",
-    "user",
-    "pass",
-    "userquery",
-    "superquery",
-    "cert_userquery",
-    "superusers",
-    "ssl_enabled",
-    "ssl_ca",
-    "ssl_cert",
-    "ssl_key",
-    "ssl_capath",
-    "ssl_cipher",
-    "auth_cacheseconds",
-    "connect_timeout_ms",
-    "query_timeout_ms",
-    "pool_size",
-    "password_format",
-    "hasher_salt_encoding",
-    "password_salt_position",
-    "log_quiet",
-    "log_level",
-    "chat_enabled",
-    "chat_user_topic",
-    "chat_group_topic",
-    "groupsquery",
-    "aclquery",
-    "acl_cacheseconds",
-    "acl_subscribe_level",
-    "chat_validate",
-    "chat_max_content_bytes",
-    "chat_dedup_seconds",
-    "persist_enabled",
-    "persist_table",
-    "persist_batch_rows",
-    "persist_flush_ms",
-    "persist_spool_dir",
-    "persist_spool_max_mb",
-    "persist_fsync",
-    "login_throttle_failures",
-    "login_throttle_address_failures",
-    "login_throttle_max_seconds",
-    "offline_sessions_max",
-    "offline_sessions_per_user",
-    "session_file",
-    "sys_interval",
-    "metrics_listen",
-    "http_ip",
-    "http_host",
-    "http_port",
-    "http_hostname",
-    "http_with_tls",
-    "http_verify_peer",
-    "http_getuser_uri",
-    "http_superuser_uri",
-    "http_aclcheck_uri",
-    "http_getuser_params",
-    "http_superuser_params",
-    "http_aclcheck_params",
-    "http_timeout",
-    "http_params_mode",
-    "http_response_mode",
-];
-
-/// The HTTP backend's options, for the warning when `backends` does not name it.
-const HTTP_PREFIX: &str = "http_";
-
 /// How mosquitto-go-auth names its MySQL backend's options: a configuration holding one is
 /// a go-auth configuration, read with go-auth's meanings (subscribe level 4, base64 salts,
 /// chat rules off unless named).
 const GO_AUTH_MYSQL_PREFIX: &str = "mysql_";
 
-/// mosquitto-go-auth's names for options that mean the same here.
-const GO_AUTH_ALIASES: &[(&str, &str)] = &[
-    ("mysql_host", "host"),
-    ("mysql_port", "port"),
-    ("mysql_socket", "socket"),
-    ("mysql_dbname", "dbname"),
-    ("mysql_user", "user"),
-    ("mysql_password", "pass"),
-    ("mysql_userquery", "userquery"),
-    ("mysql_superquery", "superquery"),
-    ("mysql_aclquery", "aclquery"),
-    ("mysql_sslcert", "ssl_cert"),
-    ("mysql_sslkey", "ssl_key"),
-    ("mysql_sslrootcert", "ssl_ca"),
-    ("auth_cache_seconds", "auth_cacheseconds"),
-    ("acl_cache_seconds", "acl_cacheseconds"),
-];
-
-/// mosquitto-go-auth options that change nothing here: accepted, with what chat-auth does
-/// instead (one info line each).
-const GO_AUTH_NOTES: &[(&str, &str)] = &[
-    (
-        "hasher",
-        "the stored format is detected from each hash (auth_opt_password_format forces one)",
-    ),
-    (
-        "hasher_cost",
-        "it is how go-auth makes hashes; chat-auth-passwd --cost makes bcrypt hashes",
-    ),
-    (
-        "hasher_iterations",
-        "it is how go-auth makes hashes; chat-auth-passwd --iterations makes PBKDF2 hashes",
-    ),
-    (
-        "hasher_algorithm",
-        "it is how go-auth makes hashes; chat-auth-passwd --algorithm",
-    ),
-    ("hasher_keylen", "it is how go-auth makes hashes"),
-    ("hasher_salt_size", "it is how go-auth makes hashes"),
-    ("hasher_memory", "it is how go-auth makes hashes"),
-    ("hasher_parallelism", "it is how go-auth makes hashes"),
-    (
-        "mysql_protocol",
-        "chat-auth uses TCP, or the Unix socket of auth_opt_mysql_socket when given",
-    ),
-    (
-        "mysql_allow_native_passwords",
-        "MySQL's native password authentication is always allowed",
-    ),
-    (
-        "mysql_connect_tries",
-        "chat-auth starts without MySQL and connects in the background until it answers",
-    ),
-    (
-        "mysql_max_life_time",
-        "pooled connections are replaced when found dead",
-    ),
-    (
-        "log_dest",
-        "chat-auth writes to the broker's log (its log_dest decides)",
-    ),
-    (
-        "log_file",
-        "chat-auth writes to the broker's log (its log_dest decides)",
-    ),
-];
-
 impl Config {
     /// Parses the broker's key/value options (later duplicates win, as in auth-plug) into
-    /// the config and the warnings to log at start. mosquitto-go-auth's names are read as
-    /// the options they stand for (`GO_AUTH_ALIASES`); its options that change nothing
-    /// here become info notes (`Config::notes`).
+    /// the config and the warnings to log at start. Every option is in `options::OPTIONS`:
+    /// mosquitto-go-auth's names are read as the options they stand for, and its options that
+    /// change nothing here become info notes (`Config::notes`).
     pub fn parse<K: AsRef<str>, V: AsRef<str>>(
         options: &[(K, V)],
     ) -> Result<(Config, Vec<String>), ConfigError> {
         let mut warnings = Vec::new();
         let mut notes = Vec::new();
-        let mut values: std::collections::HashMap<&str, &str> = Default::default();
+        let mut values: HashMap<&'static str, &str> = HashMap::new();
         let mut go_auth = false;
         for (key, value) in options {
             let key = key.as_ref();
             let value = value.as_ref();
+            let Some(spec) = options::find(key) else {
+                if FOREIGN_KEYS.contains(&key)
+                    || FOREIGN_PREFIXES.iter().any(|p| key.starts_with(p))
+                {
+                    warnings.push(format!(
+                        "auth_opt_{key} is not used by chat-auth (another auth-plug backend or \
+                         feature); ignored"
+                    ));
+                } else if let Some(near) = options::OPTIONS
+                    .iter()
+                    .flat_map(|s| std::iter::once(&s.name).chain(s.aliases))
+                    .find(|name| edit_distance(name, key) <= 2)
+                {
+                    return Err(err(
+                        key,
+                        format!("unknown option; did you mean auth_opt_{near}?"),
+                    ));
+                } else {
+                    warnings.push(format!("auth_opt_{key} is not a chat-auth option; ignored"));
+                }
+                continue;
+            };
             // go-auth's meanings (below) follow from its MySQL backend's own names, never
             // from a leftover option both plugins could hold (`hasher_*`, `log_dest`, ...)
-            // nor from auth-plug's `mysql_opt_reconnect`.
-            let go_auth_name = |name: &str| {
-                name.starts_with(GO_AUTH_MYSQL_PREFIX)
-                    && (name == "mysql_sslmode"
-                        || GO_AUTH_ALIASES.iter().any(|(alias, _)| *alias == name)
-                        || GO_AUTH_NOTES.iter().any(|(note, _)| *note == name))
-            };
-            go_auth |= go_auth_name(key);
-            let key = match GO_AUTH_ALIASES.iter().find(|(alias, _)| *alias == key) {
-                Some((_, own)) => *own,
-                None => key,
-            };
-            if let Some((_, instead)) = GO_AUTH_NOTES.iter().find(|(name, _)| *name == key) {
-                notes.push(format!(
+            // nor from auth-plug's `mysql_opt_reconnect` (not in the table).
+            go_auth |= key.starts_with(GO_AUTH_MYSQL_PREFIX);
+            match spec.kind {
+                Kind::Noted(instead) => notes.push(format!(
                     "auth_opt_{key} (mosquitto-go-auth) changes nothing here: {instead}"
-                ));
-            } else if key == "mysql_sslmode" {
-                match value.trim() {
+                )),
+                _ if spec.name == "mysql_sslmode" => match value.trim() {
                     "disable" | "false" => {}
                     "true" | "custom" => {
                         values.insert("ssl_enabled", "true");
@@ -425,180 +295,88 @@ impl Config {
                             ),
                         ));
                     }
+                },
+                _ => {
+                    values.insert(spec.name, value);
                 }
-            } else if OWN_KEYS.contains(&key) {
-                values.insert(key, value);
-            } else if FOREIGN_KEYS.contains(&key)
-                || FOREIGN_PREFIXES.iter().any(|p| key.starts_with(p))
-            {
-                warnings.push(format!(
-                    "auth_opt_{key} is not used by chat-auth (another auth-plug backend or \
-                     feature); ignored"
-                ));
-            } else if let Some(near) = OWN_KEYS.iter().find(|own| edit_distance(own, key) <= 2) {
-                return Err(err(
-                    key,
-                    format!("unknown option; did you mean auth_opt_{near}?"),
-                ));
-            } else {
-                warnings.push(format!("auth_opt_{key} is not a chat-auth option; ignored"));
             }
         }
-        let get = |key: &str| values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let given = &Given { values };
 
-        let backends = backend_list(get("backends"))?;
+        let backends = backend_list(given.get("backends"))?;
         let uses_mysql = backends.contains(&BackendKind::Mysql);
-        if !backends.contains(&BackendKind::Http) {
-            let mut unused: Vec<&str> = values
-                .keys()
-                .copied()
-                .filter(|key| key.starts_with(HTTP_PREFIX))
-                .collect();
-            unused.sort_unstable();
-            for key in unused {
-                warnings.push(format!(
-                    "auth_opt_{key} is not used: auth_opt_backends does not name http"
-                ));
+        for (part, backend, name) in [
+            (Part::Http, BackendKind::Http, "http"),
+            (Part::Mysql, BackendKind::Mysql, "mysql"),
+        ] {
+            if !backends.contains(&backend) {
+                for key in given.set_in(part) {
+                    warnings.push(format!(
+                        "auth_opt_{key} is not used: auth_opt_backends does not name {name}"
+                    ));
+                }
             }
         }
-        if !uses_mysql {
-            let mut unused: Vec<&str> = MYSQL_OPTIONS
-                .iter()
-                .copied()
-                .filter(|key| get(key).is_some())
-                .collect();
-            unused.sort_unstable();
-            for key in unused {
-                warnings.push(format!(
-                    "auth_opt_{key} is not used: auth_opt_backends does not name mysql"
-                ));
-            }
-        }
-        let superusers = get("superusers")
+        let superusers = given
+            .get("superusers")
             .map(|p| {
                 glob::Pattern::new(p)
                     .map_err(|e| err("superusers", format!("is not a valid pattern: {e}")))
             })
             .transpose()?;
         let mysql = if uses_mysql {
-            Some(mysql_config(
-                &get,
-                values.get("pass").copied(),
-                &mut warnings,
-            )?)
+            Some(mysql_config(given, &mut warnings)?)
         } else {
             None
         };
-        let auth_cache = Duration::from_secs(
-            get("auth_cacheseconds")
-                .map(|v| number::<u64>("auth_cacheseconds", v, 0, 86_400))
-                .transpose()?
-                .unwrap_or(0),
-        );
+        let auth_cache = Duration::from_secs(given.whole::<u64>("auth_cacheseconds")?);
 
-        let forced = match get("password_format") {
-            None | Some("auto") => None,
-            Some(name) => Some(Format::from_name(name).ok_or_else(|| {
-                err(
-                    "password_format",
-                    format!("'{name}' is not one of auto, {}", Format::NAMES.join(", ")),
-                )
-            })?),
-        };
-        let salt_encoding = match get("hasher_salt_encoding") {
+        // `auto` or one of `Format::NAMES` (a unit test holds the table to them).
+        let forced = given.choice("password_format")?.and_then(Format::from_name);
+        let salt_encoding = match given.choice("hasher_salt_encoding")? {
             // go-auth base64-decodes PBKDF2 salts unless told otherwise.
             None if go_auth => SaltEncoding::Base64,
-            None | Some("utf-8") | Some("utf8") | Some("literal") => SaltEncoding::Literal,
             Some("base64") => SaltEncoding::Base64,
-            Some(other) => {
-                return Err(err(
-                    "hasher_salt_encoding",
-                    format!("'{other}' is not utf-8 or base64"),
-                ));
-            }
+            _ => SaltEncoding::Literal,
         };
-        let salt_position = match get("password_salt_position") {
-            None | Some("prefix") => SaltPosition::Prefix,
+        let salt_position = match given.choice("password_salt_position")? {
             Some("suffix") => SaltPosition::Suffix,
-            Some(other) => {
-                return Err(err(
-                    "password_salt_position",
-                    format!("'{other}' is not prefix or suffix"),
-                ));
-            }
+            _ => SaltPosition::Prefix,
         };
 
-        let quiet = get("log_quiet")
-            .map(|v| boolean("log_quiet", v))
-            .transpose()?;
-        let log_level = match get("log_level") {
-            Some(level) => match level {
-                "error" => log::LevelFilter::Error,
-                "warning" => log::LevelFilter::Warn,
-                "notice" | "info" => log::LevelFilter::Info,
-                "debug" => log::LevelFilter::Debug,
-                other => {
-                    return Err(err(
-                        "log_level",
-                        format!("'{other}' is not error, warning, info or debug"),
-                    ));
-                }
-            },
+        let quiet = given.flag_given("log_quiet")?;
+        let log_level = match given.choice("log_level")? {
+            Some("error") => log::LevelFilter::Error,
+            Some("warning") => log::LevelFilter::Warn,
+            Some("debug") => log::LevelFilter::Debug,
+            Some(_) => log::LevelFilter::Info,
             None if quiet == Some(true) => log::LevelFilter::Warn,
             None => log::LevelFilter::Info,
         };
 
-        let acl = acl_config(&get, &mut warnings, go_auth, uses_mysql)?;
-        let validate = get("chat_validate")
-            .map(|v| boolean("chat_validate", v))
-            .transpose()?
-            .unwrap_or(true);
+        let acl = acl_config(given, &mut warnings, go_auth, uses_mysql)?;
+        let validate = given.flag("chat_validate")?;
         let validation = (acl.chat.is_some() && validate)
             .then(|| -> Result<ValidationConfig, ConfigError> {
                 Ok(ValidationConfig {
-                    max_content_bytes: get("chat_max_content_bytes")
-                        .map(|v| number::<usize>("chat_max_content_bytes", v, 1, 16 << 20))
-                        .transpose()?
-                        .unwrap_or(65_536),
-                    dedup: Duration::from_secs(
-                        get("chat_dedup_seconds")
-                            .map(|v| number::<u64>("chat_dedup_seconds", v, 0, 86_400))
-                            .transpose()?
-                            .unwrap_or(300),
-                    ),
+                    max_content_bytes: given.whole::<usize>("chat_max_content_bytes")?,
+                    dedup: Duration::from_secs(given.whole::<u64>("chat_dedup_seconds")?),
                 })
             })
             .transpose()?;
-        let persist = persist_config(&get, validation.is_some())?;
+        let persist = persist_config(given, validation.is_some())?;
 
         let throttle = ThrottleConfig {
-            user_failures: get("login_throttle_failures")
-                .map(|v| number::<u32>("login_throttle_failures", v, 0, 1_000))
-                .transpose()?
-                .unwrap_or(ThrottleConfig::default().user_failures),
-            address_failures: get("login_throttle_address_failures")
-                .map(|v| number::<u32>("login_throttle_address_failures", v, 0, 100_000))
-                .transpose()?
-                .unwrap_or(ThrottleConfig::default().address_failures),
-            max: Duration::from_secs(
-                get("login_throttle_max_seconds")
-                    .map(|v| number::<u64>("login_throttle_max_seconds", v, 1, 86_400))
-                    .transpose()?
-                    .unwrap_or(ThrottleConfig::default().max.as_secs()),
-            ),
+            user_failures: given.whole::<u32>("login_throttle_failures")?,
+            address_failures: given.whole::<u32>("login_throttle_address_failures")?,
+            max: Duration::from_secs(given.whole::<u64>("login_throttle_max_seconds")?),
             ..ThrottleConfig::default()
         };
         let offline = OfflineCaps {
-            total: get("offline_sessions_max")
-                .map(|v| number::<usize>("offline_sessions_max", v, 0, 10_000_000))
-                .transpose()?
-                .unwrap_or(OfflineCaps::default().total),
-            per_user: get("offline_sessions_per_user")
-                .map(|v| number::<usize>("offline_sessions_per_user", v, 1, 100_000))
-                .transpose()?
-                .unwrap_or(OfflineCaps::default().per_user),
+            total: given.whole::<usize>("offline_sessions_max")?,
+            per_user: given.whole::<usize>("offline_sessions_per_user")?,
         };
-        let session_file = match get("session_file") {
+        let session_file = match given.get("session_file") {
             Some("none") => None,
             Some(path) => {
                 let path = PathBuf::from(path);
@@ -616,7 +394,7 @@ impl Config {
 
         let http = backends
             .contains(&BackendKind::Http)
-            .then(|| http_config(&get, go_auth, acl.refresh))
+            .then(|| http_config(given, go_auth, acl.refresh))
             .transpose()?;
         let config = Config {
             backends,
@@ -636,13 +414,8 @@ impl Config {
             throttle,
             offline,
             notes,
-            metrics_listen: get("metrics_listen").map(str::to_string),
-            sys_interval: Duration::from_secs(
-                get("sys_interval")
-                    .map(|v| number::<u64>("sys_interval", v, 0, 86_400))
-                    .transpose()?
-                    .unwrap_or(10),
-            ),
+            metrics_listen: given.get("metrics_listen").map(str::to_string),
+            sys_interval: Duration::from_secs(given.whole::<u64>("sys_interval")?),
             session_file,
         };
         Ok((config, warnings))
@@ -677,51 +450,28 @@ fn backend_list(value: Option<&str>) -> Result<Vec<BackendKind>, ConfigError> {
     Ok(list)
 }
 
-/// The MySQL backend's options (all of them: warned about when `backends` has no mysql).
-const MYSQL_OPTIONS: &[&str] = &[
-    "host",
-    "port",
-    "socket",
-    "dbname",
-    "user",
-    "pass",
-    "userquery",
-    "superquery",
-    "cert_userquery",
-    "ssl_enabled",
-    "ssl_ca",
-    "ssl_cert",
-    "ssl_key",
-    "ssl_capath",
-    "ssl_cipher",
-    "connect_timeout_ms",
-    "query_timeout_ms",
-    "pool_size",
-];
-
-fn mysql_config<'a>(
-    get: &dyn Fn(&str) -> Option<&'a str>,
-    // Not trimmed, and may be empty: a password is what it is.
-    pass: Option<&str>,
-    warnings: &mut Vec<String>,
-) -> Result<MysqlConfig, ConfigError> {
-    let userquery = get("userquery").ok_or_else(|| {
+fn mysql_config(given: &Given<'_>, warnings: &mut Vec<String>) -> Result<MysqlConfig, ConfigError> {
+    let userquery = given.get("userquery").ok_or_else(|| {
         err(
             "userquery",
             "is required (the query that returns the password hash)",
         )
     })?;
     let userquery = translate("userquery", userquery, USER_BINDINGS)?;
-    let superquery = get("superquery")
+    let superquery = given
+        .get("superquery")
         .map(|q| translate("superquery", q, USER_BINDINGS))
         .transpose()?;
-    let cert_userquery = get("cert_userquery")
+    let cert_userquery = given
+        .get("cert_userquery")
         .map(|q| translate("cert_userquery", q, USER_BINDINGS))
         .transpose()?;
-    let ssl_enabled = get("ssl_enabled")
-        .map(|v| boolean("ssl_enabled", v))
-        .transpose()?;
-    let tls_files = [get("ssl_ca"), get("ssl_cert"), get("ssl_key")];
+    let ssl_enabled = given.flag_given("ssl_enabled")?;
+    let tls_files = [
+        given.get("ssl_ca"),
+        given.get("ssl_cert"),
+        given.get("ssl_key"),
+    ];
     let tls = match ssl_enabled {
         Some(true) => {
             for (name, path) in ["ssl_ca", "ssl_cert", "ssl_key"].iter().zip(tls_files) {
@@ -741,7 +491,7 @@ fn mysql_config<'a>(
                     "ssl_cert and ssl_key go together",
                 ));
             }
-            if let Some(dir) = get("ssl_capath") {
+            if let Some(dir) = given.get("ssl_capath") {
                 if !std::path::Path::new(dir).is_dir() {
                     return Err(err(
                         "ssl_capath",
@@ -749,7 +499,7 @@ fn mysql_config<'a>(
                     ));
                 }
             }
-            if let Some(ciphers) = get("ssl_cipher") {
+            if let Some(ciphers) = given.get("ssl_cipher") {
                 // The mysql crate's OpenSSL connector (native-tls) takes no cipher list.
                 warnings.push(format!(
                     "auth_opt_ssl_cipher '{ciphers}' is not applied: chat-auth's MySQL TLS uses \
@@ -759,15 +509,15 @@ fn mysql_config<'a>(
             }
             Some(TlsConfig {
                 ca: tls_files[0].map(PathBuf::from),
-                capath: get("ssl_capath").map(PathBuf::from),
+                capath: given.get("ssl_capath").map(PathBuf::from),
                 cert: tls_files[1].map(PathBuf::from),
                 key: tls_files[2].map(PathBuf::from),
             })
         }
         _ => {
             if tls_files.iter().any(Option::is_some)
-                || get("ssl_capath").is_some()
-                || get("ssl_cipher").is_some()
+                || given.get("ssl_capath").is_some()
+                || given.get("ssl_cipher").is_some()
             {
                 warnings.push(
                     "auth_opt_ssl_ca/ssl_capath/ssl_cert/ssl_key/ssl_cipher are set but \
@@ -780,32 +530,17 @@ fn mysql_config<'a>(
     };
 
     let db = DbConfig {
-        host: get("host").unwrap_or("localhost").to_string(),
-        port: get("port")
-            .map(|v| number::<u16>("port", v, 1, u16::MAX))
-            .transpose()?
-            .unwrap_or(3306),
-        socket: get("socket").map(PathBuf::from),
-        dbname: get("dbname").map(str::to_string),
-        user: get("user").map(str::to_string),
-        pass: pass.map(str::to_string),
+        host: given.value("host").unwrap_or_default().to_string(),
+        port: given.whole::<u16>("port")?,
+        socket: given.get("socket").map(PathBuf::from),
+        dbname: given.get("dbname").map(str::to_string),
+        user: given.get("user").map(str::to_string),
+        // Not trimmed, and may be empty: a password is what it is.
+        pass: given.raw("pass").map(str::to_string),
         tls,
-        connect_timeout: Duration::from_millis(
-            get("connect_timeout_ms")
-                .map(|v| number::<u64>("connect_timeout_ms", v, 10, 60_000))
-                .transpose()?
-                .unwrap_or(2_000),
-        ),
-        query_timeout: Duration::from_millis(
-            get("query_timeout_ms")
-                .map(|v| number::<u64>("query_timeout_ms", v, 10, 60_000))
-                .transpose()?
-                .unwrap_or(2_000),
-        ),
-        pool_size: get("pool_size")
-            .map(|v| number::<usize>("pool_size", v, 1, 64))
-            .transpose()?
-            .unwrap_or(4),
+        connect_timeout: Duration::from_millis(given.whole::<u64>("connect_timeout_ms")?),
+        query_timeout: Duration::from_millis(given.whole::<u64>("query_timeout_ms")?),
+        pool_size: given.whole::<usize>("pool_size")?,
     };
 
     Ok(MysqlConfig {
@@ -817,16 +552,13 @@ fn mysql_config<'a>(
 }
 
 fn http_config<'a>(
-    get: &dyn Fn(&str) -> Option<&'a str>,
+    given: &Given<'a>,
     go_auth: bool,
     acl_cache: Duration,
 ) -> Result<HttpConfig, ConfigError> {
-    let tls = get("http_with_tls")
-        .map(|v| boolean("http_with_tls", v))
-        .transpose()?
-        .unwrap_or(false);
+    let tls = given.flag("http_with_tls")?;
     // auth-plug's http_ip, or go-auth's http_host.
-    let (host_option, host) = match (get("http_ip"), get("http_host")) {
+    let (host_option, host) = match (given.get("http_ip"), given.get("http_host")) {
         (Some(ip), _) => ("http_ip", ip),
         (None, Some(host)) => ("http_host", host),
         (None, None) => {
@@ -843,9 +575,8 @@ fn http_config<'a>(
             format!("'{host}' is not a host name or address"),
         ));
     }
-    let port = get("http_port")
-        .map(|v| number::<u16>("http_port", v, 1, u16::MAX))
-        .transpose()?
+    let port = given
+        .whole_given::<u16>("http_port")?
         .unwrap_or(if tls { 443 } else { 80 });
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
@@ -853,7 +584,8 @@ fn http_config<'a>(
         host.to_string()
     };
     let uri = |name: &str| -> Result<Option<String>, ConfigError> {
-        get(name)
+        given
+            .get(name)
             .map(|uri| {
                 if uri.starts_with('/') && !uri.contains([' ', '#']) {
                     Ok(uri.to_string())
@@ -878,7 +610,7 @@ fn http_config<'a>(
         ));
     }
     let params = |name: &str| -> Result<Vec<(String, String)>, ConfigError> {
-        get(name).map_or(Ok(Vec::new()), |list| {
+        given.get(name).map_or(Ok(Vec::new()), |list| {
             list.split(',')
                 .map(|pair| match pair.split_once('=') {
                     Some((key, value)) if !key.trim().is_empty() => {
@@ -892,68 +624,44 @@ fn http_config<'a>(
                 .collect()
         })
     };
-    let params_mode = match get("http_params_mode") {
+    let params_mode = match given.choice("http_params_mode")? {
         Some("form") => ParamsMode::Form,
-        Some("json") => ParamsMode::Json,
+        Some(_) => ParamsMode::Json,
         // go-auth sends JSON unless told otherwise; auth-plug sends a form.
-        None if go_auth || get("http_host").is_some() => ParamsMode::Json,
+        None if go_auth || given.get("http_host").is_some() => ParamsMode::Json,
         None => ParamsMode::Form,
-        Some(other) => {
-            return Err(err(
-                "http_params_mode",
-                format!("'{other}' is not form or json"),
-            ));
-        }
     };
-    let response_mode = match get("http_response_mode") {
-        None | Some("status") => ResponseMode::Status,
+    let response_mode = match given.choice("http_response_mode")? {
         Some("json") => ResponseMode::Json,
         Some("text") => ResponseMode::Text,
-        Some(other) => {
-            return Err(err(
-                "http_response_mode",
-                format!("'{other}' is not status, json or text"),
-            ));
-        }
+        _ => ResponseMode::Status,
     };
     Ok(HttpConfig {
         base_url: format!("{}://{host}:{port}", if tls { "https" } else { "http" }),
-        host_header: get("http_hostname").map(str::to_string),
+        host_header: given.get("http_hostname").map(str::to_string),
         getuser_uri,
         superuser_uri: uri("http_superuser_uri")?,
         aclcheck_uri,
         getuser_params: params("http_getuser_params")?,
         superuser_params: params("http_superuser_params")?,
         aclcheck_params: params("http_aclcheck_params")?,
-        timeout: Duration::from_secs(
-            get("http_timeout")
-                .map(|v| number::<u64>("http_timeout", v, 1, 60))
-                .transpose()?
-                .unwrap_or(2),
-        ),
+        timeout: Duration::from_secs(given.whole::<u64>("http_timeout")?),
         params_mode,
         response_mode,
-        verify_peer: get("http_verify_peer")
-            .map(|v| boolean("http_verify_peer", v))
-            .transpose()?
-            .unwrap_or(true),
+        verify_peer: given.flag("http_verify_peer")?,
         acl_cache,
     })
 }
 
 fn acl_config<'a>(
-    get: &dyn Fn(&str) -> Option<&'a str>,
+    given: &Given<'a>,
     warnings: &mut Vec<String>,
     go_auth: bool,
     mysql: bool,
 ) -> Result<AclConfig, ConfigError> {
     if !mysql {
         // The chat model needs MySQL: user ids, groups, and the table messages go to.
-        if get("chat_enabled")
-            .map(|v| boolean("chat_enabled", v))
-            .transpose()?
-            == Some(true)
-        {
+        if given.flag_given("chat_enabled")? == Some(true) {
             return Err(err(
                 "chat_enabled",
                 "needs the mysql backend (chat identities, groups and storage come from \
@@ -966,7 +674,7 @@ fn acl_config<'a>(
             "groupsquery",
             "aclquery",
         ] {
-            if get(key).is_some() {
+            if given.get(key).is_some() {
                 warnings.push(format!(
                     "auth_opt_{key} is not used: auth_opt_backends does not name mysql"
                 ));
@@ -976,7 +684,7 @@ fn acl_config<'a>(
             chat: None,
             groupsquery: None,
             aclquery: None,
-            refresh: acl_refresh(get, warnings)?,
+            refresh: acl_refresh(given, warnings)?,
             subscribe_level: 1,
         });
     }
@@ -989,7 +697,7 @@ fn acl_config<'a>(
         "groupsquery",
     ]
     .iter()
-    .any(|key| get(key).is_some());
+    .any(|key| given.get(key).is_some());
     if go_auth && !chat_named {
         // A warning, not a note: chat messages then pass unvalidated wherever aclquery rows
         // let a client write.
@@ -1000,13 +708,10 @@ fn acl_config<'a>(
                 .into(),
         );
     }
-    let chat_enabled = get("chat_enabled")
-        .map(|v| boolean("chat_enabled", v))
-        .transpose()?
-        .unwrap_or(!go_auth);
+    let chat_enabled = given.flag_given("chat_enabled")?.unwrap_or(!go_auth);
     let chat = if chat_enabled {
-        let user_topic = get("chat_user_topic").unwrap_or(DEFAULT_USER_TOPIC);
-        let group_topic = get("chat_group_topic").unwrap_or(DEFAULT_GROUP_TOPIC);
+        let user_topic = given.value("chat_user_topic").unwrap_or_default();
+        let group_topic = given.value("chat_group_topic").unwrap_or_default();
         let topics = ChatTopics::new(user_topic, group_topic).map_err(|e| {
             let option = if crate::topic::Template::parse(user_topic).is_err() {
                 "chat_user_topic"
@@ -1027,7 +732,7 @@ fn acl_config<'a>(
         Some(topics)
     } else {
         for key in ["chat_user_topic", "chat_group_topic", "groupsquery"] {
-            if get(key).is_some() {
+            if given.get(key).is_some() {
                 warnings.push(format!(
                     "auth_opt_{key} is not used while auth_opt_chat_enabled is false"
                 ));
@@ -1040,29 +745,21 @@ fn acl_config<'a>(
         .map(|_| {
             translate(
                 "groupsquery",
-                get("groupsquery").unwrap_or(DEFAULT_GROUPSQUERY),
+                given.value("groupsquery").unwrap_or_default(),
                 GROUP_BINDINGS,
             )
         })
         .transpose()?;
-    let aclquery = get("aclquery")
+    let aclquery = given
+        .get("aclquery")
         .map(|q| translate("aclquery", q, ACL_BINDINGS))
         .transpose()?;
-    let refresh = acl_refresh(get, warnings)?;
-    let subscribe_level = match get("acl_subscribe_level") {
+    let refresh = acl_refresh(given, warnings)?;
+    let subscribe_level = match given.choice("acl_subscribe_level")? {
         // go-auth asks aclquery with 4 for a SUBSCRIBE.
         None if go_auth => 4,
-        None | Some("1") => 1,
         Some("4") => 4,
-        Some(other) => {
-            return Err(err(
-                "acl_subscribe_level",
-                format!(
-                    "'{other}' is not 1 (SUBSCRIBE needs a read row, the default) or 4 (a \
-                     subscribe row, as in mosquitto-go-auth)"
-                ),
-            ));
-        }
+        _ => 1,
     };
     Ok(AclConfig {
         chat,
@@ -1074,15 +771,9 @@ fn acl_config<'a>(
 }
 
 /// `acl_cacheseconds`: how long loaded rules (and the HTTP service's answers) are used.
-fn acl_refresh<'a>(
-    get: &dyn Fn(&str) -> Option<&'a str>,
-    warnings: &mut Vec<String>,
-) -> Result<Duration, ConfigError> {
-    let seconds = match get("acl_cacheseconds")
-        .map(|v| number::<u64>("acl_cacheseconds", v, 0, 86_400))
-        .transpose()?
-    {
-        Some(0) => {
+fn acl_refresh<'a>(given: &Given<'a>, warnings: &mut Vec<String>) -> Result<Duration, ConfigError> {
+    let seconds = match given.whole::<u64>("acl_cacheseconds")? {
+        0 => {
             warnings.push(
                 "auth_opt_acl_cacheseconds 0: chat-auth never asks MySQL during an ACL check; \
                  rules (and HTTP answers) are used for a second instead"
@@ -1090,28 +781,20 @@ fn acl_refresh<'a>(
             );
             1
         }
-        Some(seconds) => seconds,
-        None => 60,
+        seconds => seconds,
     };
     Ok(Duration::from_secs(seconds))
 }
 
 fn persist_config<'a>(
-    get: &dyn Fn(&str) -> Option<&'a str>,
+    given: &Given<'a>,
     validated: bool,
 ) -> Result<Option<StoreConfig>, ConfigError> {
-    let enabled = get("persist_enabled")
-        .map(|v| boolean("persist_enabled", v))
-        .transpose()?
-        .unwrap_or(false);
+    let enabled = given.flag("persist_enabled")?;
     if !enabled {
         // Storage options without the switch would be a broker that stores nothing and
         // says nothing: stop instead, naming the switch.
-        let set: Vec<&str> = PERSIST_OPTIONS
-            .iter()
-            .copied()
-            .filter(|key| get(key).is_some())
-            .collect();
+        let set = given.set_in(Part::Storage);
         if !set.is_empty() {
             return Err(err(
                 "persist_enabled",
@@ -1136,14 +819,14 @@ fn persist_config<'a>(
              auth_opt_chat_validate true): only validated chat messages are stored",
         ));
     }
-    let table = get("persist_table").unwrap_or("messages");
+    let table = given.value("persist_table").unwrap_or_default();
     let table = quoted_table(table).ok_or_else(|| {
         err(
             "persist_table",
             format!("'{table}' is not a table name (letters, digits, _; optionally db.table)"),
         )
     })?;
-    let spool_dir = get("persist_spool_dir").ok_or_else(|| {
+    let spool_dir = given.get("persist_spool_dir").ok_or_else(|| {
         err(
             "persist_spool_dir",
             "is required with auth_opt_persist_enabled: a directory the broker may write, where \
@@ -1152,39 +835,103 @@ fn persist_config<'a>(
     })?;
     Ok(Some(StoreConfig {
         table,
-        batch_rows: get("persist_batch_rows")
-            .map(|v| number::<usize>("persist_batch_rows", v, 1, 5_000))
-            .transpose()?
-            .unwrap_or(500),
-        flush: Duration::from_millis(
-            get("persist_flush_ms")
-                .map(|v| number::<u64>("persist_flush_ms", v, 1, 60_000))
-                .transpose()?
-                .unwrap_or(50),
-        ),
+        batch_rows: given.whole::<usize>("persist_batch_rows")?,
+        flush: Duration::from_millis(given.whole::<u64>("persist_flush_ms")?),
         spool_dir: PathBuf::from(spool_dir),
-        spool_max_bytes: get("persist_spool_max_mb")
-            .map(|v| number::<u64>("persist_spool_max_mb", v, 1, 1 << 20))
-            .transpose()?
-            .unwrap_or(1024)
-            * 1024
-            * 1024,
-        fsync: get("persist_fsync")
-            .map(|v| boolean("persist_fsync", v))
-            .transpose()?
-            .unwrap_or(false),
+        spool_max_bytes: given.whole::<u64>("persist_spool_max_mb")? * 1024 * 1024,
+        fsync: given.flag("persist_fsync")?,
     }))
 }
 
-/// The storage options that mean nothing without `persist_enabled true`.
-const PERSIST_OPTIONS: &[&str] = &[
-    "persist_table",
-    "persist_batch_rows",
-    "persist_flush_ms",
-    "persist_spool_dir",
-    "persist_spool_max_mb",
-    "persist_fsync",
-];
+/// The options as given, read through the table: defaults and ranges come from
+/// `options::OPTIONS`, and reading an option that is not there is a bug (a panic in tests).
+struct Given<'a> {
+    values: HashMap<&'static str, &'a str>,
+}
+
+impl<'a> Given<'a> {
+    /// The value given (trimmed; empty counts as not given).
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.raw(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    /// The value given, untrimmed (a password).
+    fn raw(&self, name: &str) -> Option<&'a str> {
+        self.values.get(options::get(name).name).copied()
+    }
+
+    /// The value given, else the table's default.
+    fn value(&self, name: &str) -> Option<&'a str> {
+        self.get(name).or(options::get(name).default)
+    }
+
+    /// The options of `part` that were given, sorted.
+    fn set_in(&self, part: Part) -> Vec<&'static str> {
+        let mut set: Vec<&'static str> = options::OPTIONS
+            .iter()
+            .filter(|spec| spec.part == part && self.get(spec.name).is_some())
+            .map(|spec| spec.name)
+            .collect();
+        set.sort_unstable();
+        set
+    }
+
+    fn flag_given(&self, name: &str) -> Result<Option<bool>, ConfigError> {
+        self.get(name).map(|v| boolean(name, v)).transpose()
+    }
+
+    fn flag(&self, name: &str) -> Result<bool, ConfigError> {
+        let value = self.value(name);
+        debug_assert!(value.is_some(), "option {name} has no default");
+        Ok(value
+            .map(|v| boolean(name, v))
+            .transpose()?
+            .unwrap_or(false))
+    }
+
+    fn whole_given<T: TryFrom<u64>>(&self, name: &str) -> Result<Option<T>, ConfigError> {
+        let options::Kind::Whole { min, max } = options::get(name).kind else {
+            panic!("option {name} is not a number in config::options::OPTIONS");
+        };
+        self.get(name)
+            .map(|v| match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => {
+                    T::try_from(n).map_err(|_| err(name, format!("'{v}' is too large")))
+                }
+                _ => Err(err(
+                    name,
+                    format!("'{v}' is not a whole number from {min} to {max}"),
+                )),
+            })
+            .transpose()
+    }
+
+    /// A number with a default in the table.
+    fn whole<T: TryFrom<u64>>(&self, name: &str) -> Result<T, ConfigError> {
+        if let Some(n) = self.whole_given(name)? {
+            return Ok(n);
+        }
+        let default = options::get(name)
+            .default
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("option {name} has no numeric default"));
+        T::try_from(default).map_err(|_| err(name, "default out of range"))
+    }
+
+    /// One of the table's words, given or the default.
+    fn choice(&self, name: &str) -> Result<Option<&'a str>, ConfigError> {
+        let options::Kind::Choice(words) = options::get(name).kind else {
+            panic!("option {name} is not a choice in config::options::OPTIONS");
+        };
+        match self.value(name) {
+            Some(v) if !words.contains(&v) => Err(err(
+                name,
+                format!("'{v}' is not one of {}", words.join(", ")),
+            )),
+            v => Ok(v),
+        }
+    }
+}
 
 fn translate(option: &str, text: &str, bindings: Bindings) -> Result<Query, ConfigError> {
     query::translate(text, bindings).map_err(|e| err(option, e.0))
@@ -1195,19 +942,6 @@ fn boolean(option: &str, value: &str) -> Result<bool, ConfigError> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(err(option, format!("'{value}' is not true or false"))),
-    }
-}
-
-fn number<T>(option: &str, value: &str, min: T, max: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-{
-    match value.parse::<T>() {
-        Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(err(
-            option,
-            format!("'{value}' is not a whole number from {min} to {max}"),
-        )),
     }
 }
 
@@ -1362,6 +1096,14 @@ mod tests {
         .unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("auth_opt_userquery is not used"));
+    }
+
+    /// The table's defaults for the throttle and the offline caps are theirs.
+    #[test]
+    fn table_defaults_match_the_parts_defaults() {
+        let (config, _) = parse(&[]).unwrap();
+        assert_eq!(config.throttle, ThrottleConfig::default());
+        assert_eq!(config.offline, OfflineCaps::default());
     }
 
     #[test]
@@ -1575,7 +1317,10 @@ mod tests {
         let chat = acl.chat.expect("chat rules are on by default");
         assert_eq!(chat.inbox.id_of("/users/7/messages"), Some("7"));
         assert_eq!(chat.group.id_of("/groups/3/messages"), Some("3"));
-        assert_eq!(acl.groupsquery.unwrap().sql, DEFAULT_GROUPSQUERY);
+        assert_eq!(
+            Some(acl.groupsquery.unwrap().sql.as_str()),
+            options::get("groupsquery").default
+        );
         assert!(acl.aclquery.is_none());
         assert_eq!(acl.refresh, Duration::from_secs(60));
         assert_eq!(acl.subscribe_level, 1);
