@@ -35,16 +35,22 @@ fn loaded_registry() -> Mutex<Registry> {
                 subscribe: vec!["sensors/%u/#".into(), "fleet/+/status".into()],
             },
         };
-        registry
-            .login(
-                format!("client-{n}").as_bytes(),
-                n + 1,
-                LoginKind::Connect { persistent: false },
-                &identity,
+        registry.login(
+            format!("client-{n}").as_bytes(),
+            n + 1,
+            LoginKind::Connect { persistent: false },
+            &identity,
+            now,
+        );
+        for job in registry.urgent_jobs() {
+            registry.apply(
+                chat_auth::sessions::Loaded {
+                    job,
+                    result: Ok(rules.clone()),
+                },
                 now,
-                || Ok(rules),
-            )
-            .unwrap();
+            );
+        }
     }
     Mutex::new(registry)
 }

@@ -79,18 +79,29 @@ fn loaded_registry() -> Registry {
     registry
 }
 
-/// Client `c{n}` (at address `n`) logs in as `identity`, with the rules of user `n`.
-fn connect(registry: &mut Registry, n: usize, identity: &Identity, now: Instant) {
-    registry
-        .login(
-            format!("c{n}").as_bytes(),
-            n,
-            LoginKind::Connect { persistent: false },
-            identity,
+/// Client `c{n}` (at address `n`) logs in as `identity`; the rules the login asks for
+/// (user `n`'s) arrive as the background thread's would, and are applied.
+fn connect(registry: &mut Registry, n: usize, identity: &Identity, now: Instant) -> usize {
+    registry.login(
+        format!("c{n}").as_bytes(),
+        n,
+        LoginKind::Connect { persistent: false },
+        identity,
+        now,
+    );
+    let jobs = registry.urgent_jobs();
+    let loads = jobs.len();
+    for job in jobs {
+        let user = job.username.trim_start_matches('u').parse().unwrap_or(0);
+        registry.apply(
+            chat_auth::sessions::Loaded {
+                job,
+                result: Ok(rules(user)),
+            },
             now,
-            || Ok(rules(n)),
-        )
-        .unwrap();
+        );
+    }
+    loads
 }
 
 fn check(registry: &mut Registry, n: usize, access: Access, topic: &str) -> bool {
@@ -188,19 +199,7 @@ fn main() {
                 let Decision::Allow(identity) = decision else {
                     panic!("{name} refused");
                 };
-                connect(&mut registry, n, &identity, now);
-                // The rules a reconnect asks for arrive as the background thread's would.
-                for job in registry.urgent_jobs() {
-                    accepted += 1;
-                    let user = job.username.trim_start_matches('u').parse().unwrap_or(0);
-                    registry.apply(
-                        chat_auth::sessions::Loaded {
-                            job,
-                            result: Ok(rules(user)),
-                        },
-                        now,
-                    );
-                }
+                accepted += connect(&mut registry, n, &identity, now);
             }
             other => panic!("unknown scenario {other}"),
         }

@@ -181,8 +181,8 @@ pub struct Authenticator<S> {
     /// reconnecting in a loop costs one lookup on the broker thread per period.
     certificate_cache: Option<CredentialCache>,
     throttle: Mutex<Throttle>,
-    /// Time spent on logins the cache did not answer.
-    pub times: LoginTimes,
+    /// Time spent on logins the cache did not answer (shared with the rules loads).
+    pub times: std::sync::Arc<LoginTimes>,
 }
 
 impl<S: UserSource> Authenticator<S> {
@@ -202,7 +202,7 @@ impl<S: UserSource> Authenticator<S> {
             cache,
             certificate_cache: (!cache_ttl.is_zero()).then(|| CredentialCache::new(cache_ttl)),
             throttle: Mutex::new(Throttle::new(throttle)),
-            times: LoginTimes::default(),
+            times: Default::default(),
         }
     }
 

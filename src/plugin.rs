@@ -210,10 +210,18 @@ impl Plugin {
             })
             .collect();
         let acl = config.acl;
+        let auth = Authenticator::new(
+            sources,
+            config.hash,
+            config.superusers,
+            config.auth_cache,
+            config.throttle,
+        );
         let refresher = Refresher::start(Arc::new(Background {
             mysql: mysql
                 .as_ref()
                 .map(|m| (Arc::clone(&m.rules), Arc::clone(&m.users))),
+            times: Arc::clone(&auth.times),
         }))?;
         let mut registry = Registry::new(acl.chat.clone(), acl.refresh, config.offline);
         if let Some(path) = &config.session_file {
@@ -317,13 +325,7 @@ impl Plugin {
             .filter(|v| !v.dedup.is_zero())
             .map(|v| Dedup::new(v.dedup.as_millis() as i64, dedup::PER_SENDER, dedup::TOTAL));
         Ok(Plugin {
-            auth: Authenticator::new(
-                sources,
-                config.hash,
-                config.superusers,
-                config.auth_cache,
-                config.throttle,
-            ),
+            auth,
             mysql,
             http,
             chat: acl.chat,
@@ -460,25 +462,13 @@ impl Plugin {
                 persistent: !client.facts.clean_session(),
             }
         };
-        let loaded = state
+        state
             .registry
-            .login(client_id, client.pointer, kind, identity, now, || {
-                self.load_rules(identity)
-            });
-        match loaded {
-            Ok(()) => {
-                Self::start_urgent(&mut state);
-                decision
-            }
-            Err(e) => {
-                log::warn!(
-                    "login refused for user '{}': cannot load their groups and ACL rows ({e})",
-                    printable(&identity.username)
-                );
-                state.registry.refused(client_id, client.pointer);
-                Decision::Refuse(Refusal::Database(e))
-            }
-        }
+            .login(client_id, client.pointer, kind, identity, now);
+        // The rules load on a background thread while the broker goes on; the client's
+        // first check waits for them (`acl_check`).
+        Self::start_urgent(&mut state);
+        decision
     }
 
     /// A re-check of a client the plugin holds no session for (an offline session it
@@ -532,22 +522,13 @@ impl Plugin {
                 .certificate_identity(&username, Instant::now())
                 .map_err(|why| why.to_string())
         };
-        let login = identity.and_then(|identity| {
+        let login = identity.inspect(|identity| {
             let kind = LoginKind::Connect {
                 persistent: !client.facts.clean_session(),
             };
             state
                 .registry
-                .login(
-                    client_id,
-                    client.pointer,
-                    kind,
-                    &identity,
-                    Instant::now(),
-                    || self.load_rules(&identity),
-                )
-                .map(|()| identity)
-                .map_err(|e| format!("cannot load their groups and ACL rows ({e})"))
+                .login(client_id, client.pointer, kind, identity, Instant::now());
         });
         match login {
             Ok(identity) => {
@@ -705,18 +686,6 @@ impl Plugin {
         if state.recheck_window.take().is_some() {
             state.recheck_memo.clear();
         }
-    }
-
-    fn load_rules(&self, identity: &Identity) -> Result<RuleSet, DbError> {
-        let started = Instant::now();
-        let rules = match &self.mysql {
-            Some(mysql) => mysql.rules.load(&identity.username, &identity.user_id),
-            None => Err(DbError::Unavailable("no mysql backend".into())),
-        };
-        self.auth
-            .times
-            .add(RULES_LABEL, Duration::ZERO, started.elapsed());
-        rules
     }
 
     /// An ACL check; in memory only. Anything unknown is refused.
@@ -1142,7 +1111,8 @@ impl Drop for Plugin {
     }
 }
 
-/// The `loginTimes` entry that counts loading a user's groups and ACL rows at login.
+/// The `loginTimes` entry that counts loading a user's groups and ACL rows (in the
+/// background, after a login or for a refresh).
 const RULES_LABEL: &str = "rules";
 
 /// `{"<format>": {"logins", "hashMicros", "databaseMicros"}, "rules": {...}}`.
@@ -1194,14 +1164,20 @@ fn truncate(text: &str, max: usize) -> &str {
 /// (MySQL's; without the mysql backend no job is ever made).
 struct Background {
     mysql: Option<(Arc<MysqlRules>, Arc<MysqlUsers>)>,
+    /// Rules loads are timed with the logins (`loginTimes` in the stats).
+    times: Arc<crate::auth::LoginTimes>,
 }
 
 impl RuleSource for Background {
     fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
-        match &self.mysql {
+        let started = Instant::now();
+        let rules = match &self.mysql {
             Some((rules, _)) => rules.load(username, user_id),
             None => Err(DbError::Unavailable("no mysql backend".into())),
-        }
+        };
+        self.times
+            .add(RULES_LABEL, Duration::ZERO, started.elapsed());
+        rules
     }
 
     fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {

@@ -297,6 +297,8 @@ struct Departed {
     username: Arc<str>,
     superuser: bool,
     backend: BackendKind,
+    /// The rules load its login asked for (0: none), which its will waits for too.
+    awaiting: u64,
 }
 
 /// FNV-1a, fixed: equal topics hash equally between a WRITE check and its deliveries, and
@@ -345,11 +347,12 @@ impl Registry {
     }
 
     /// Records an accepted login. A CONNECT gets rules read after it, so changes committed
-    /// before it apply to it: the first login of a user loads them now with `load` (its
-    /// error refuses the login: a client whose rules are unknown could do nothing anyway);
-    /// when the user's rules are held, the login is accepted at once and a load is asked
-    /// for (`urgent_jobs`), which the client's checks wait for (`check` answers
-    /// `Pending::Rules`). A recheck keeps the session's state and rules.
+    /// before it apply to it: the login is accepted at once and a load is asked for
+    /// (`urgent_jobs`), which the client's checks wait for (`check` answers
+    /// `Pending::Rules`). A user's first login holds only its identity until then (no group,
+    /// no row: a load that fails leaves it at that, refusing all but the user's own inbox),
+    /// so the broker thread never waits for the rules queries during a login. A recheck keeps
+    /// the session's state and rules.
     pub fn login(
         &mut self,
         client_id: &[u8],
@@ -357,8 +360,7 @@ impl Registry {
         kind: LoginKind,
         identity: &Identity,
         now: Instant,
-        load: impl FnOnce() -> Result<RuleSet, DbError>,
-    ) -> Result<(), DbError> {
+    ) {
         self.event();
         let existing = self
             .sessions
@@ -378,10 +380,18 @@ impl Registry {
         let mut awaiting = 0;
         if !identity.superuser && !identity.backend.asks_per_topic() {
             if !held {
-                let ticket = self.take_ticket();
-                let rules = load()?;
-                self.install(&identity.username, rules, now, ticket);
-            } else if matches!(kind, LoginKind::Connect { .. }) {
+                // Until the rules arrive: the identity, and no group or row.
+                self.install(
+                    &identity.username,
+                    RuleSet {
+                        user_id: identity.user_id.clone(),
+                        ..Default::default()
+                    },
+                    now,
+                    0,
+                );
+            }
+            if !held || matches!(kind, LoginKind::Connect { .. }) {
                 let job = self.job(&identity.username, &identity.user_id, None, true);
                 awaiting = job.ticket;
                 self.urgent.push(job);
@@ -418,7 +428,6 @@ impl Registry {
             self.note_offline(client_id, pointer, &username);
         }
         self.dirty |= persistent;
-        Ok(())
     }
 
     /// The rules loads logins asked for, to start now (ahead of other work).
@@ -438,6 +447,13 @@ impl Registry {
     /// A client's wait for its login's rules ended without them (timed out): its checks use
     /// the rules held.
     pub fn stop_waiting(&mut self, client_id: &[u8], pointer: usize) {
+        if let Some(departed) = self
+            .departed
+            .as_mut()
+            .filter(|d| d.pointer == pointer && *d.client_id == *client_id)
+        {
+            departed.awaiting = 0;
+        }
         if let Some(session) = self
             .sessions
             .get_mut(client_id)
@@ -539,6 +555,7 @@ impl Registry {
             username: session.username.clone(),
             superuser: session.superuser,
             backend: session.backend,
+            awaiting: session.awaiting,
         });
         if clean || !session.persistent {
             self.remove_session(client_id);
@@ -591,7 +608,12 @@ impl Registry {
                 && departed.pointer == pointer
                 && *departed.client_id == *client_id
             {
-                return self.will(&departed, topic, retain);
+                let verdict = self.will(&departed, topic, retain);
+                if verdict == Err(Pending::Rules) {
+                    // Asked again once the rules are in (or `stop_waiting`).
+                    self.departed = Some(departed);
+                }
+                return verdict;
             }
         }
         let allowed = self.decide(client_id, pointer, access, topic, retain, facts)?;
@@ -752,6 +774,11 @@ impl Registry {
         let Some(entry) = self.users.get(&departed.username) else {
             return Ok(false);
         };
+        if departed.awaiting != 0 && entry.settled < departed.awaiting {
+            // The client left before its first check: its will is judged by the rules its
+            // login asked for, like a PUBLISH would have been.
+            return Err(Pending::Rules);
+        }
         let patterns = if entry.per_client {
             &expand_all(
                 &entry.rules.rows,
@@ -1112,7 +1139,11 @@ impl Registry {
                 );
             }
         }
-        self.due.push(Reverse((next_due, key)));
+        // Rules held until their load arrives (ticket 0: a first login's or a restored
+        // session's identity) get their due time when that load's result is applied.
+        if ticket != 0 {
+            self.due.push(Reverse((next_due, key)));
+        }
     }
 
     fn remove_session(&mut self, client_id: &[u8]) {
@@ -1351,6 +1382,39 @@ mod tests {
                 .expect("not waiting for rules")
         }
 
+        /// A login whose first rules load (a user's first login) is done now with `load`, as
+        /// the background thread would before the client's first check; a warm login's load
+        /// waits for `deliver_urgent`. `Err`: the load failed (the login stands).
+        fn login_loaded(
+            &mut self,
+            id: &[u8],
+            pointer: usize,
+            kind: LoginKind,
+            identity: &Identity,
+            now: Instant,
+            load: impl FnOnce() -> Result<RuleSet, DbError>,
+        ) -> Result<(), DbError> {
+            let pending = self.urgent_jobs();
+            let held = self
+                .users
+                .get(identity.username.as_str())
+                .is_some_and(|e| *e.rules.user_id == *identity.user_id);
+            self.login(id, pointer, kind, identity, now);
+            let mut jobs = self.urgent_jobs();
+            self.urgent = pending;
+            if held {
+                self.urgent.append(&mut jobs);
+                return Ok(());
+            }
+            let Some(job) = jobs.pop() else {
+                return Ok(());
+            };
+            let result = load();
+            let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+            self.apply(Loaded { job, result }, now);
+            outcome
+        }
+
         /// Applies the loads logins asked for, as the background threads would.
         fn deliver_urgent(&mut self, rules: RuleSet) {
             for job in self.urgent_jobs() {
@@ -1370,14 +1434,14 @@ mod tests {
         let mut reg = registry();
         let now = Instant::now();
         let alice = identity("alice", "1");
-        reg.login(b"phone", 10, CONNECT, &alice, now, || {
+        reg.login_loaded(b"phone", 10, CONNECT, &alice, now, || {
             Ok(rules("1", &["7"]))
         })
         .unwrap();
         // A second client of the user is let in at once; its first check waits for the
         // rules its login asked for: a group granted in between counts for it, and for the
         // first client too (the rules are the user's).
-        reg.login(b"laptop", 11, CONNECT, &alice, now, no_load)
+        reg.login_loaded(b"laptop", 11, CONNECT, &alice, now, no_load)
             .unwrap();
         assert_eq!(
             reg.check(
@@ -1406,18 +1470,65 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_first_load_refuses_the_login() {
+    fn a_will_before_the_first_check_waits_for_the_logins_rules() {
         let mut reg = registry();
-        let result = reg.login(
-            b"c",
-            1,
-            CONNECT,
-            &identity("bob", "2"),
-            Instant::now(),
-            || Err(DbError::Unavailable("down".into())),
+        let now = Instant::now();
+        reg.login(b"d", 4, CONNECT, &identity("dave", "4"), now);
+        reg.disconnect(b"d", 4, true);
+        let will =
+            |reg: &mut Registry| reg.check(b"d", 4, Access::Write, "status/dave", false, &NoFacts);
+        assert_eq!(will(&mut reg), Err(Pending::Rules));
+        assert_eq!(
+            will(&mut reg),
+            Err(Pending::Rules),
+            "asked again, still the will"
         );
-        assert!(result.is_err());
-        assert_eq!(reg.stats(), Stats::default());
+        let job = reg.urgent_jobs().pop().expect("a load was asked for");
+        let mut loaded = rules("4", &[]);
+        loaded.rows.write = vec!["status/%u".into()];
+        reg.apply(
+            Loaded {
+                job,
+                result: Ok(loaded),
+            },
+            now,
+        );
+        assert_eq!(
+            will(&mut reg),
+            Ok(true),
+            "judged by the rows the login loaded"
+        );
+        assert_eq!(
+            will(&mut reg),
+            Ok(false),
+            "only the will right after the DISCONNECT"
+        );
+    }
+
+    #[test]
+    fn a_first_login_waits_for_its_rules_and_a_failed_load_grants_no_group() {
+        let mut reg = registry();
+        let now = Instant::now();
+        reg.login(b"c", 1, CONNECT, &identity("bob", "2"), now);
+        assert_eq!(
+            reg.check(b"c", 1, Access::Read, "/users/2/messages", false, &NoFacts),
+            Err(Pending::Rules),
+            "the first check waits for the load the login asked for"
+        );
+        let job = reg.urgent_jobs().pop().expect("a load was asked for");
+        reg.apply(
+            Loaded {
+                job,
+                result: Err(DbError::Unavailable("down".into())),
+            },
+            now,
+        );
+        assert!(
+            reg.ok(b"c", 1, Access::Read, "/users/2/messages"),
+            "own inbox"
+        );
+        assert!(!reg.ok(b"c", 1, Access::Read, "/groups/7/messages"));
+        assert!(!reg.ok(b"c", 1, Access::Read, "/users/3/messages"));
     }
 
     #[test]
@@ -1426,7 +1537,7 @@ mod tests {
         let now = Instant::now();
         for i in 0..1000u32 {
             let user = format!("u{i}");
-            reg.login(
+            reg.login_loaded(
                 format!("c{i}").as_bytes(),
                 i as usize + 1,
                 CONNECT,
@@ -1452,7 +1563,7 @@ mod tests {
         let mut reg = registry();
         let now = Instant::now();
         let alice = identity("alice", "1");
-        reg.login(b"alice-phone", 5, PERSISTENT, &alice, now, || {
+        reg.login_loaded(b"alice-phone", 5, PERSISTENT, &alice, now, || {
             Ok(rules("1", &["7"]))
         })
         .unwrap();
@@ -1478,25 +1589,31 @@ mod tests {
         let mut loaded = rules("1", &["7"]);
         loaded.rows.write = vec!["status/%u".into()];
         for (id, pointer, kind) in [(b"clean", 5, CONNECT), (b"keeps", 6, PERSISTENT)] {
-            reg.login(id, pointer, kind, &identity("alice", "1"), now, || {
+            reg.login_loaded(id, pointer, kind, &identity("alice", "1"), now, || {
                 Ok(loaded.clone())
             })
             .unwrap();
             reg.disconnect(id, pointer, false);
             assert!(!reg.ok(id, pointer, Access::Write, "/users/2/messages"));
             reg.disconnect(id, pointer, false);
-            reg.login(id, pointer, kind, &identity("alice", "1"), now, || {
+            reg.login_loaded(id, pointer, kind, &identity("alice", "1"), now, || {
                 Ok(loaded.clone())
             })
             .unwrap();
             reg.disconnect(id, pointer, false);
+            // The will waits for the rules this login asked for.
+            assert_eq!(
+                reg.check(id, pointer, Access::Write, "status/alice", false, &NoFacts),
+                Err(Pending::Rules)
+            );
+            reg.deliver_urgent(loaded.clone());
             assert!(reg.ok(id, pointer, Access::Write, "status/alice"));
             assert!(
                 !reg.ok(id, pointer, Access::Write, "status/alice"),
                 "only the one check right after the DISCONNECT"
             );
         }
-        reg.login(b"x", 9, CONNECT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"x", 9, CONNECT, &identity("alice", "1"), now, || {
             Ok(loaded.clone())
         })
         .unwrap();
@@ -1512,7 +1629,7 @@ mod tests {
     fn offline_rules_refresh_only_when_a_delivery_finds_them_due() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"p", 5, PERSISTENT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"p", 5, PERSISTENT, &identity("alice", "1"), now, || {
             Ok(rules("1", &[]))
         })
         .unwrap();
@@ -1533,15 +1650,15 @@ mod tests {
         let mut reg = registry();
         let now = Instant::now();
         let alice = identity("alice", "1");
-        reg.login(b"p", 5, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
+        reg.login_loaded(b"p", 5, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
             .unwrap();
         reg.disconnect(b"p", 5, false);
         // A recheck (SIGHUP) of the offline session keeps it offline, without a load.
-        reg.login(b"p", 5, LoginKind::Recheck, &alice, now, no_load)
+        reg.login_loaded(b"p", 5, LoginKind::Recheck, &alice, now, no_load)
             .unwrap();
         assert_eq!((reg.stats().online, reg.stats().offline), (0, 1));
         // A CONNECT is a new connection, even at a reused address.
-        reg.login(b"p", 5, PERSISTENT, &alice, now, no_load)
+        reg.login_loaded(b"p", 5, PERSISTENT, &alice, now, no_load)
             .unwrap();
         reg.deliver_urgent(rules("1", &[]));
         assert_eq!((reg.stats().online, reg.stats().offline), (1, 0));
@@ -1553,7 +1670,7 @@ mod tests {
         let mut reg = registry();
         let now = Instant::now();
         // Logged in with a clean session: even a DISCONNECT saying otherwise ends it.
-        reg.login(b"c", 5, CONNECT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"c", 5, CONNECT, &identity("alice", "1"), now, || {
             Ok(rules("1", &[]))
         })
         .unwrap();
@@ -1571,7 +1688,7 @@ mod tests {
         // One account with many client ids pushes out only its own sessions.
         for i in 0..5usize {
             let id = format!("m{i}");
-            reg.login(
+            reg.login_loaded(
                 id.as_bytes(),
                 100 + i,
                 PERSISTENT,
@@ -1588,7 +1705,7 @@ mod tests {
         assert!(reg.ok(b"m4", 104, Access::Read, "/users/9/messages"));
         for (i, user) in ["a", "b", "c"].into_iter().enumerate() {
             let id = format!("{user}-phone");
-            reg.login(
+            reg.login_loaded(
                 id.as_bytes(),
                 200 + i,
                 PERSISTENT,
@@ -1609,7 +1726,7 @@ mod tests {
     fn take_over_keeps_the_newcomer() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(
+        reg.login_loaded(
             b"shared-id",
             1,
             CONNECT,
@@ -1618,7 +1735,7 @@ mod tests {
             || Ok(rules("1", &[])),
         )
         .unwrap();
-        reg.login(b"shared-id", 2, CONNECT, &identity("bob", "2"), now, || {
+        reg.login_loaded(b"shared-id", 2, CONNECT, &identity("bob", "2"), now, || {
             Ok(rules("2", &[]))
         })
         .unwrap();
@@ -1633,7 +1750,7 @@ mod tests {
     fn a_refused_or_deferred_login_ends_a_dead_session_at_its_address() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"id", 7, PERSISTENT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"id", 7, PERSISTENT, &identity("alice", "1"), now, || {
             Ok(rules("1", &[]))
         })
         .unwrap();
@@ -1654,12 +1771,13 @@ mod tests {
             superuser: true,
             ..identity("root", "0")
         };
-        reg.login(b"root", 1, CONNECT, &root, now, no_load).unwrap();
-        reg.login(b"bob", 2, CONNECT, &identity("bob", "2"), now, || {
+        reg.login_loaded(b"root", 1, CONNECT, &root, now, no_load)
+            .unwrap();
+        reg.login_loaded(b"bob", 2, CONNECT, &identity("bob", "2"), now, || {
             Ok(rules("2", &[]))
         })
         .unwrap();
-        reg.login(b"eve", 3, CONNECT, &identity("eve", "3"), now, || {
+        reg.login_loaded(b"eve", 3, CONNECT, &identity("eve", "3"), now, || {
             Ok(rules("3", &[]))
         })
         .unwrap();
@@ -1776,7 +1894,7 @@ mod tests {
             check(&mut reg, 10, Access::Subscribe, &Live(true)),
             Err(Pending::CertificateLogin)
         );
-        reg.login(b"cam", 10, PERSISTENT, &cert, now, || Ok(rules("5", &[])))
+        reg.login_loaded(b"cam", 10, PERSISTENT, &cert, now, || Ok(rules("5", &[])))
             .unwrap();
         assert_eq!(
             check(&mut reg, 10, Access::Subscribe, &Live(true)),
@@ -1800,7 +1918,7 @@ mod tests {
             check(&mut reg, 20, Access::Subscribe, &Live(false)),
             Ok(false)
         );
-        reg.login(b"cam", 20, PERSISTENT, &cert, now, no_load)
+        reg.login_loaded(b"cam", 20, PERSISTENT, &cert, now, no_load)
             .unwrap();
         reg.deliver_urgent(rules("5", &[]));
         assert_eq!(check(&mut reg, 20, Access::Write, &Live(true)), Ok(true));
@@ -1826,10 +1944,10 @@ mod tests {
         };
         let mut alice = identity("alice", "1");
         alice.proof = Some(proof(1));
-        reg.login(b"a1", 1, CONNECT, &alice, now, || Ok(rules("1", &[])))
+        reg.login_loaded(b"a1", 1, CONNECT, &alice, now, || Ok(rules("1", &[])))
             .unwrap();
         alice.proof = Some(proof(2));
-        reg.login(b"a2", 2, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
+        reg.login_loaded(b"a2", 2, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
             .unwrap();
         reg.disconnect(b"a2", 2, false);
         let valid = |p: &Proof| p.stored_hash == [1; 8];
@@ -1845,7 +1963,7 @@ mod tests {
     fn an_offline_only_user_is_forgotten_once_its_last_session_goes() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"p", 5, PERSISTENT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"p", 5, PERSISTENT, &identity("alice", "1"), now, || {
             Ok(rules("1", &[]))
         })
         .unwrap();
@@ -1863,14 +1981,14 @@ mod tests {
     fn a_refresh_for_an_earlier_identity_ends_without_blocking_the_next() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"a", 1, CONNECT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"a", 1, CONNECT, &identity("alice", "1"), now, || {
             Ok(rules("1", &[]))
         })
         .unwrap();
         let old = reg.due_jobs(now + REFRESH);
         assert_eq!(old.len(), 1);
         // The user's row now says another id; a new login loads for it.
-        reg.login(b"b", 2, CONNECT, &identity("alice", "9"), now, || {
+        reg.login_loaded(b"b", 2, CONNECT, &identity("alice", "9"), now, || {
             Ok(rules("9", &[]))
         })
         .unwrap();
@@ -1889,7 +2007,7 @@ mod tests {
     fn refresh_swaps_rules_and_failure_keeps_them() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"c", 1, CONNECT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"c", 1, CONNECT, &identity("alice", "1"), now, || {
             Ok(rules("1", &["7"]))
         })
         .unwrap();
@@ -1927,9 +2045,9 @@ mod tests {
         let mut loaded = rules("1", &[]);
         loaded.rows.write = vec!["devices/%c/out".into(), "users/%u/#".into()];
         let load = || Ok(loaded.clone());
-        reg.login(b"dev1", 1, CONNECT, &identity("alice", "1"), now, load)
+        reg.login_loaded(b"dev1", 1, CONNECT, &identity("alice", "1"), now, load)
             .unwrap();
-        reg.login(b"dev2", 2, CONNECT, &identity("alice", "1"), now, load)
+        reg.login_loaded(b"dev2", 2, CONNECT, &identity("alice", "1"), now, load)
             .unwrap();
         reg.deliver_urgent(loaded.clone());
         assert!(reg.ok(b"dev1", 1, Access::Write, "devices/dev1/out"));
@@ -1954,7 +2072,7 @@ mod tests {
             superuser: true,
             ..identity("root", "0")
         };
-        reg.login(b"admin", 1, CONNECT, &root, Instant::now(), no_load)
+        reg.login_loaded(b"admin", 1, CONNECT, &root, Instant::now(), no_load)
             .unwrap();
         assert!(reg.ok(b"admin", 1, Access::Subscribe, "#"));
         assert!(reg.is_superuser(b"admin", 1));
@@ -1965,11 +2083,11 @@ mod tests {
     fn reload_refreshes_connected_users_and_forgets_the_rest() {
         let mut reg = registry();
         let now = Instant::now();
-        reg.login(b"a", 1, CONNECT, &identity("alice", "1"), now, || {
+        reg.login_loaded(b"a", 1, CONNECT, &identity("alice", "1"), now, || {
             Ok(rules("1", &[]))
         })
         .unwrap();
-        reg.login(b"b", 2, CONNECT, &identity("bob", "2"), now, || {
+        reg.login_loaded(b"b", 2, CONNECT, &identity("bob", "2"), now, || {
             Ok(rules("2", &[]))
         })
         .unwrap();

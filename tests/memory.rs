@@ -91,16 +91,22 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
             },
         };
         let client_id = format!("phone-{n}");
-        registry
-            .login(
-                client_id.as_bytes(),
-                n,
-                LoginKind::Connect { persistent: false },
-                &identity,
+        registry.login(
+            client_id.as_bytes(),
+            n,
+            LoginKind::Connect { persistent: false },
+            &identity,
+            now,
+        );
+        for job in registry.urgent_jobs() {
+            registry.apply(
+                chat_auth::sessions::Loaded {
+                    job,
+                    result: Ok(rules.clone()),
+                },
                 now,
-                || Ok(rules),
-            )
-            .unwrap();
+            );
+        }
         assert!(
             registry
                 .check(

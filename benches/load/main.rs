@@ -754,17 +754,49 @@ fn connect_storms(
     let mut null_warm = storm::StormFigures::default();
     let mut cold = storm::StormFigures::default();
     let mut warm = storm::StormFigures::default();
+    // The same, each client subscribing to its inbox before it leaves (a chat client).
+    let inbox = "/users/{id}/messages";
+    let mut bare_subscribing = storm::StormFigures::default();
+    let mut null_subscribing = storm::StormFigures::default();
+    let mut subscribing = storm::StormFigures::default();
     let mut plugin = None;
     for _ in 0..3 {
         let bare = start_broker(bench, Kind::BarePasswordFile);
         bare_cold.add(&runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50)));
         bare_warm.add(&runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50)));
         drop(bare);
+        let bare = start_broker(bench, Kind::BarePasswordFile);
+        bare_subscribing.add(&runtime.block_on(storm::storm_subscribing(
+            bare.port,
+            bare.pid(),
+            &users,
+            50,
+            inbox,
+        )));
+        drop(bare);
         let null = start_broker(bench, Kind::NullPlugin);
         null_cold.add(&runtime.block_on(storm::storm(null.port, null.pid(), &users, 50)));
         null_warm.add(&runtime.block_on(storm::storm(null.port, null.pid(), &users, 50)));
         drop(null);
+        let null = start_broker(bench, Kind::NullPlugin);
+        null_subscribing.add(&runtime.block_on(storm::storm_subscribing(
+            null.port,
+            null.pid(),
+            &users,
+            50,
+            inbox,
+        )));
+        drop(null);
         drop(plugin.take());
+        let broker = start_broker(bench, Kind::Plugin);
+        subscribing.add(&runtime.block_on(storm::storm_subscribing(
+            broker.port,
+            broker.pid(),
+            &users,
+            50,
+            inbox,
+        )));
+        drop(broker);
         let broker = start_broker(bench, Kind::Plugin);
         cold.add(&runtime.block_on(storm::storm(broker.port, broker.pid(), &users, 50)));
         warm.add(&runtime.block_on(storm::storm(broker.port, broker.pid(), &users, 50)));
@@ -783,6 +815,16 @@ fn connect_storms(
     rows.push(r);
     let mut r = row3(
         name,
+        "first logins + inbox SUBSCRIBE/s (cold)",
+        bare_subscribing.rate(),
+        null_subscribing.rate(),
+        subscribing.rate(),
+        "/s",
+    );
+    r.target = Some(Target::MinOfBare(0.5));
+    rows.push(r);
+    let mut r = row3(
+        name,
         "reconnects/s (warm)",
         bare_warm.rate(),
         null_warm.rate(),
@@ -794,9 +836,9 @@ fn connect_storms(
     rows.push(row3(
         name,
         "refused",
-        (bare_cold.refused + bare_warm.refused) as f64,
-        (null_cold.refused + null_warm.refused) as f64,
-        (cold.refused + warm.refused) as f64,
+        (bare_cold.refused + bare_warm.refused + bare_subscribing.refused) as f64,
+        (null_cold.refused + null_warm.refused + null_subscribing.refused) as f64,
+        (cold.refused + warm.refused + subscribing.refused) as f64,
         "",
     ));
     let per_login = |f: &storm::StormFigures| f.broker_cpu * 1e6 / f.connects.max(1) as f64;

@@ -31,13 +31,44 @@ impl StormFigures {
 
 /// Every user logs in once, `concurrency` at a time, and leaves.
 pub async fn storm(port: u16, broker_pid: u32, users: &[User], concurrency: usize) -> StormFigures {
+    storm_with(port, broker_pid, users, concurrency, None).await
+}
+
+/// As `storm`, each client subscribing to `filter` (`{id}`: the user's id) after its CONNACK
+/// and leaving at its SUBACK, as a chat client does: its first ACL check is part of the
+/// figure (with the plugin, the rules its login asked for). A refused SUBSCRIBE counts as a
+/// refused login.
+pub async fn storm_subscribing(
+    port: u16,
+    broker_pid: u32,
+    users: &[User],
+    concurrency: usize,
+    filter: &'static str,
+) -> StormFigures {
+    storm_with(port, broker_pid, users, concurrency, Some(filter)).await
+}
+
+async fn storm_with(
+    port: u16,
+    broker_pid: u32,
+    users: &[User],
+    concurrency: usize,
+    filter: Option<&'static str>,
+) -> StormFigures {
     let cpu_before = crate::traffic::cpu_seconds(broker_pid);
     let start = Instant::now();
     let accepted = each_user(users, concurrency, move |user| async move {
         match connect(port, &user).await {
-            Some(conn) => {
+            Some(mut conn) => {
+                let granted = match filter {
+                    Some(filter) => {
+                        let filter = filter.replace("{id}", &user.id.to_string());
+                        matches!(conn.subscribe(&filter, 1).await, Ok(qos) if qos < 0x80)
+                    }
+                    None => true,
+                };
                 conn.disconnect().await;
-                true
+                granted
             }
             None => false,
         }

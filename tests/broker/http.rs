@@ -539,9 +539,17 @@ fn wills_and_sighup_ask_the_service() {
     let broker = Broker::start(&service.auth_plug_options());
     let mut watcher = Mqtt::connect(broker.port, "watcher-1", "watcher", "w");
     assert_eq!(watcher.subscribe("status/#"), 1);
+    /// Kills the client even when the test fails midway.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let will = |topic: &str| {
         service.forget();
-        let mut child = std::process::Command::new("mosquitto_sub")
+        let child = std::process::Command::new("mosquitto_sub")
             .args(["-p", &broker.port.to_string(), "-h", "127.0.0.1"])
             .args(["-i", "device-1", "-u", "device", "-P", "d", "-t", "nothing"])
             .args(["--will-topic", topic, "--will-payload", "gone"])
@@ -549,6 +557,7 @@ fn wills_and_sighup_ask_the_service() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("run mosquitto_sub");
+        let child = Killed(child);
         eventually("the device logs in", SOON, || {
             service
                 .seen()
@@ -558,8 +567,7 @@ fn wills_and_sighup_ask_the_service() {
         // Its SUBSCRIBE follows the CONNACK (answered from the cache the second time).
         std::thread::sleep(Duration::from_millis(500));
         // Killed: the connection is lost and the broker sends the will.
-        child.kill().unwrap();
-        child.wait().unwrap();
+        drop(child);
     };
     will("status/device");
     let got = watcher
