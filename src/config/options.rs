@@ -255,7 +255,8 @@ pub const OPTIONS: &[Spec] = &[
         "http_with_tls",
         Flag,
         Http,
-        "`https`: the service's certificate is verified against the system roots.",
+        "`https`: the service's certificate and host name are verified against Mozilla's root \
+         certificates (built in, webpki-roots).",
     )
     .default("false"),
     spec(
