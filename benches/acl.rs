@@ -24,6 +24,7 @@ fn loaded_registry() -> Mutex<Registry> {
             superuser: false,
             proof: None,
             backend: Default::default(),
+            relay: false,
         };
         let rules = RuleSet {
             user_id: n.to_string(),

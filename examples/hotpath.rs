@@ -73,6 +73,7 @@ fn loaded_registry() -> Registry {
             superuser: false,
             proof: None,
             backend: Default::default(),
+            relay: false,
         };
         connect(&mut registry, n, &identity, now);
     }

@@ -35,6 +35,14 @@ impl ChatTopics {
     pub fn is_chat(&self, topic: &str) -> bool {
         self.inbox.id_of(topic).is_some() || self.group.id_of(topic).is_some()
     }
+
+    /// Whether every topic `filter` can match is a chat topic (a bridge's subscription
+    /// such as `/users/+/messages`).
+    pub fn covers(&self, filter: &str) -> bool {
+        [&self.inbox, &self.group]
+            .iter()
+            .any(|template| crate::topic::covered_by(filter, &template.pattern()))
+    }
 }
 
 /// auth-plug ACL patterns by access, as `aclquery` returns them (see `PatternSet` for how

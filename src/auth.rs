@@ -98,6 +98,8 @@ pub struct Identity {
     /// (`None` for the HTTP backend's users: the service is asked again).
     pub proof: Option<Proof>,
     pub backend: BackendKind,
+    /// A bridge account (`bridge_users`): trusted to relay chat messages between brokers.
+    pub relay: bool,
 }
 
 /// A verified login, as keyed MACs (the key is made at start and never stored): the
@@ -175,6 +177,8 @@ pub struct Authenticator<S> {
     sources: Vec<S>,
     hash: HashSettings,
     superusers: Option<glob::Pattern>,
+    /// `bridge_users`: the accounts brokers bridge to each other with.
+    bridge_users: Option<glob::Pattern>,
     secret: Secret,
     cache: Option<CredentialCache>,
     /// Certificate users found, for the same time: a client with a valid certificate
@@ -198,6 +202,7 @@ impl<S: UserSource> Authenticator<S> {
             sources,
             hash,
             superusers,
+            bridge_users: None,
             secret: Secret::new(),
             cache,
             certificate_cache: (!cache_ttl.is_zero()).then(|| CredentialCache::new(cache_ttl)),
@@ -333,7 +338,10 @@ impl<S: UserSource> Authenticator<S> {
             .as_ref()
             .and_then(|c| c.get(username, &self.secret.login_mac(username, password), now))
         {
-            return Decision::Allow(identity);
+            return Decision::Allow(Identity {
+                relay: self.is_relay(username),
+                ..identity
+            });
         }
         let started = Instant::now();
         // The first backend that knows the user decides; one that fails decides too (a
@@ -361,6 +369,7 @@ impl<S: UserSource> Authenticator<S> {
                     superuser: self.is_superuser(username, false),
                     proof: None,
                     backend,
+                    relay: self.is_relay(username),
                 };
                 if let Some(cache) = &self.cache {
                     cache.put(username, &login_mac, identity.clone(), now);
@@ -396,11 +405,24 @@ impl<S: UserSource> Authenticator<S> {
             superuser,
             proof: Some(proof),
             backend,
+            relay: self.is_relay(username),
         };
         if let Some(cache) = &self.cache {
             cache.put(username, &login_mac, identity.clone(), now);
         }
         Decision::Allow(identity)
+    }
+
+    /// Names the bridge accounts (`bridge_users`).
+    pub fn with_bridge_users(mut self, pattern: Option<glob::Pattern>) -> Self {
+        self.bridge_users = pattern;
+        self
+    }
+
+    fn is_relay(&self, username: &str) -> bool {
+        self.bridge_users
+            .as_ref()
+            .is_some_and(|glob| glob.matches(username))
     }
 
     /// The `is_superuser` column, the `superusers` glob, or `superquery`.
@@ -443,6 +465,7 @@ impl<S: UserSource> Authenticator<S> {
         {
             return Ok(Identity {
                 proof: None,
+                relay: self.is_relay(username),
                 ..identity
             });
         }
@@ -466,6 +489,7 @@ impl<S: UserSource> Authenticator<S> {
             superuser: self.is_superuser(username, record.is_superuser),
             proof: None,
             backend,
+            relay: self.is_relay(username),
         };
         if let Some(cache) = &self.certificate_cache {
             cache.put(username, &mac, identity.clone(), now);
@@ -627,6 +651,7 @@ impl CredentialCache {
                     stored_hash: entry.stored_hash,
                 }),
                 backend: entry.backend,
+                relay: false,
             })
     }
 

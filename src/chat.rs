@@ -94,6 +94,9 @@ impl fmt::Display for Invalid {
 /// sender's payload where it holds no escapes: no copy on the broker thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamped<'a> {
+    /// A trusted sender brought the whole stamp (`id` and `ts`), and it was kept: a message
+    /// another broker stamped, when the sender is a bridge.
+    pub kept_stamp: bool,
     pub payload: Vec<u8>,
     pub message_id: String,
     pub kind: Kind,
@@ -177,6 +180,9 @@ pub fn accept<'a>(
     let trusted = sender == Sender::Trusted;
     let brought_id = fields.get("id");
     let brought_ts = fields.get("ts");
+    let kept_stamp = trusted
+        && brought_id.is_some()
+        && brought_ts.is_some_and(|ts| serde_json::from_str::<i64>(ts.get()).is_ok());
     let message_id = match brought_id {
         Some(id) if trusted => message_id(id).ok_or(Invalid::BadId("id"))?,
         _ => new_id(),
@@ -192,6 +198,7 @@ pub fn accept<'a>(
     };
     Ok(Stamped {
         payload,
+        kept_stamp,
         message_id,
         kind,
         from_id,

@@ -192,6 +192,12 @@ impl Exporter {
                 .get_or_create(&labels(&[("outcome", "retransmission")])),
             counters.chat_retransmissions,
         );
+        grow(
+            "chat relayed".into(),
+            &f.chat_messages
+                .get_or_create(&labels(&[("outcome", "relayed")])),
+            counters.chat_relayed,
+        );
         for (reason, n) in &counters.chat_refused {
             grow(
                 format!("chat refused {reason}"),

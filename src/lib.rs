@@ -11,6 +11,7 @@ pub mod acl;
 pub mod auth;
 pub mod backend;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod db;

@@ -21,6 +21,11 @@ pub struct Counters {
     /// By reason (`from-id-mismatch`, `not-json`, `spool-full`, ...).
     pub chat_refused: BTreeMap<&'static str, u64>,
     pub chat_retransmissions: u64,
+    /// Stamped chat messages relayed by a bridge: delivered, stored by the broker they
+    /// were sent to.
+    pub chat_relayed: u64,
+    /// Cluster commands run here from another broker.
+    pub cluster_commands: u64,
 }
 
 impl Counters {
@@ -78,6 +83,8 @@ pub fn topics(counters: &Counters, gauges: &Gauges) -> Vec<(String, String)> {
     put("acl/denied", counters.acl_denied);
     put("chat/accepted", counters.chat_accepted);
     put("chat/retransmissions", counters.chat_retransmissions);
+    put("chat/relayed", counters.chat_relayed);
+    put("cluster/commands", counters.cluster_commands);
     for (reason, count) in &counters.chat_refused {
         put(&format!("chat/refused/{reason}"), *count);
     }

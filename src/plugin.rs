@@ -6,6 +6,7 @@ use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal, UserS
 use crate::backend::http::HttpBackend;
 use crate::backend::mysql::{MysqlRules, MysqlUsers};
 use crate::chat::{self, Kind, Sender};
+use crate::cluster;
 use crate::config::Config;
 use crate::config::ValidationConfig;
 use crate::control::{self, Command, Reply, Request};
@@ -49,6 +50,11 @@ pub enum Action {
     KickClient(Vec<u8>),
     /// A retained message for every subscriber (the `$SYS` figures).
     Retain {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// A QoS 1 message for every subscriber, the bridges included (cluster commands).
+    Broadcast {
         topic: String,
         payload: Vec<u8>,
     },
@@ -113,6 +119,8 @@ struct State {
     /// The Prometheus endpoint (`metrics_listen`), given the figures every second.
     exporter: Option<Exporter>,
     next_export: Instant,
+    /// Cluster commands run or sent lately (each runs once per broker).
+    cluster_seen: cluster::Seen,
 }
 
 /// How long traffic may flow without a TICK before the plugin says the broker sends none.
@@ -216,7 +224,8 @@ impl Plugin {
             config.superusers,
             config.auth_cache,
             config.throttle,
-        );
+        )
+        .with_bridge_users(config.bridge_users);
         let refresher = Refresher::start(Arc::new(Background {
             mysql: mysql
                 .as_ref()
@@ -352,6 +361,7 @@ impl Plugin {
                 next_sys_publish: Instant::now(),
                 exporter,
                 next_export: Instant::now(),
+                cluster_seen: cluster::Seen::default(),
             }),
         })
     }
@@ -777,6 +787,9 @@ impl Plugin {
         // The PUBLISH whose WRITE check came just before is validated here (see
         // `Registry::check` for the ones that never are).
         state.registry.event();
+        if topic == cluster::TOPIC.as_bytes() {
+            return self.cluster_message(&mut state, client, payload);
+        }
         match self.judge(&mut state, client, topic, payload, qos) {
             Ok(verdict) => verdict,
             Err(reason) => {
@@ -784,6 +797,51 @@ impl Plugin {
                 MessageVerdict::Deny
             }
         }
+    }
+
+    /// A cluster command from another broker (through a bridge) is run here once, and
+    /// passed on (the bridges carry it further); from anyone else it is refused.
+    fn cluster_message(
+        &self,
+        state: &mut State,
+        client: Client<'_>,
+        payload: &[u8],
+    ) -> MessageVerdict {
+        let client_id = client.id.unwrap_or_default();
+        let trusted = matches!(
+            state.registry.author(client_id, client.pointer),
+            Author::Relay | Author::NoSession | Author::Superuser
+        );
+        let decoded = cluster::decode(payload);
+        let Some((id, command)) = decoded.filter(|_| trusted) else {
+            log::warn!(
+                "message on {} from client '{}' refused: {}",
+                cluster::TOPIC,
+                printable(&String::from_utf8_lossy(client_id)),
+                if trusted {
+                    "not a cluster command"
+                } else {
+                    "not a bridge account"
+                }
+            );
+            return MessageVerdict::Deny;
+        };
+        if state.cluster_seen.first_time(&id) {
+            state.counters.cluster_commands += 1;
+            match command {
+                cluster::ClusterCommand::RefreshUser(username) => {
+                    log::info!("cluster: refreshUser '{}'", printable(&username));
+                    if let Some(job) = state.registry.refresh_user(&username, None) {
+                        state.refresher.submit(Work::Rules(job));
+                    }
+                }
+                cluster::ClusterCommand::KickUser(username) => {
+                    log::info!("cluster: kickUser '{}'", printable(&username));
+                    state.outbox.push(Action::KickUser(username));
+                }
+            }
+        }
+        MessageVerdict::Pass
     }
 
     /// The verdict on one PUBLISH, or why a chat message is refused (a `$SYS` name).
@@ -810,9 +868,12 @@ impl Plugin {
         };
         let client_id = client.id.unwrap_or_default();
         let client_name = String::from_utf8_lossy(client_id);
-        let sender = match state.registry.author(client_id, client.pointer) {
+        let author = state.registry.author(client_id, client.pointer);
+        // A bridge: another broker's (a bridge account here) or this broker's own.
+        let bridge = matches!(author, Author::Relay | Author::NoSession);
+        let sender = match author {
             Author::User(user_id) => Sender::User(user_id),
-            Author::Superuser | Author::NoSession => Sender::Trusted,
+            Author::Superuser | Author::NoSession | Author::Relay => Sender::Trusted,
             Author::Unknown => {
                 log::debug!(
                     "chat message from client '{}' refused: no rules known for it",
@@ -842,6 +903,12 @@ impl Plugin {
                 return Err(why.name());
             }
         };
+        if bridge && stamped.kept_stamp {
+            // Stamped by the broker its sender is connected to, which stores it: delivered
+            // here as it came, not written again.
+            state.counters.chat_relayed += 1;
+            return Ok(MessageVerdict::Pass);
+        }
         let now = now_ms();
         let fingerprint =
             || dedup::fingerprint(&[stamped.kind.name(), &stamped.to_id, &stamped.content]);
@@ -903,6 +970,21 @@ impl Plugin {
         }
     }
 
+    /// Sends a command run here to the other brokers (through the bridges that carry
+    /// `cluster::TOPIC`; without bridges nobody receives it).
+    fn tell_cluster(
+        outbox: &mut Vec<Action>,
+        seen: &mut cluster::Seen,
+        command: cluster::ClusterCommand,
+    ) {
+        let id = chat::new_message_id();
+        seen.first_time(&id);
+        outbox.push(Action::Broadcast {
+            topic: cluster::TOPIC.into(),
+            payload: cluster::encode(&id, &command),
+        });
+    }
+
     /// A message on `$CONTROL/chat-auth/v1`. Answers go out at the next TICK.
     pub fn control(&self, client: Client<'_>, payload: &[u8]) {
         let Some(client_id) = client.id else {
@@ -917,6 +999,7 @@ impl Plugin {
             refresher,
             outbox,
             store,
+            cluster_seen,
             ..
         } = &mut *state;
         let answer = |outbox: &mut Vec<Action>, reply: &Reply, outcome| {
@@ -956,6 +1039,11 @@ impl Plugin {
                 Err(e) => answer(outbox, &reply, Err(e)),
                 Ok(Command::RefreshUser { username }) => {
                     log::info!("control: refreshUser '{}'", printable(&username));
+                    Self::tell_cluster(
+                        outbox,
+                        cluster_seen,
+                        cluster::ClusterCommand::RefreshUser(username.clone()),
+                    );
                     match registry.refresh_user(&username, Some(reply.clone())) {
                         Some(job) => refresher.submit(Work::Rules(job)),
                         None => answer(outbox, &reply, Ok(Some(json!({ "clients": 0 })))),
@@ -963,6 +1051,11 @@ impl Plugin {
                 }
                 Ok(Command::KickUser { username }) => {
                     log::info!("control: kickUser '{}'", printable(&username));
+                    Self::tell_cluster(
+                        outbox,
+                        cluster_seen,
+                        cluster::ClusterCommand::KickUser(username.clone()),
+                    );
                     outbox.push(Action::KickUser(username));
                     answer(outbox, &reply, Ok(None));
                 }

@@ -97,6 +97,7 @@ mod tests {
             user_id: "17".into(),
             superuser: false,
             backend: Default::default(),
+            relay: false,
         }
     }
 

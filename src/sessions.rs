@@ -22,6 +22,7 @@
 
 use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, Patterns, Subject};
 use crate::auth::{BackendKind, Identity, Proof};
+use crate::cluster;
 pub use crate::config::OfflineCaps;
 use crate::control::Reply;
 use crate::db::DbError;
@@ -138,6 +139,9 @@ pub struct SavedSession {
     /// Absent in files written before the HTTP backend: MySQL.
     #[serde(default)]
     pub backend: BackendKind,
+    /// A bridge account's session.
+    #[serde(default)]
+    pub relay: bool,
 }
 
 /// How a login relates to the session the registry may already hold for its client id.
@@ -198,6 +202,8 @@ struct Session {
     /// The backend that let the client in: `Http` holds no rules here (the service is asked
     /// per topic, see `Pending::Remote`).
     backend: BackendKind,
+    /// A bridge account (`bridge_users`): relays every chat topic (`Author::Relay`).
+    relay: bool,
     state: State,
     /// Logged in with `clean_session` false (kept in the sessions file).
     persistent: bool,
@@ -226,8 +232,10 @@ pub enum Author<'a> {
     User(&'a str),
     Superuser,
     /// No session for the client id: a bridge (the only kind of client whose PUBLISH passes
-    /// without an ACL check, so without a session).
+    /// without an ACL check, so without a session): this broker's outgoing bridge.
     NoSession,
+    /// A bridge account (`bridge_users`) logged in here: another broker's bridge.
+    Relay,
     /// A session that does not match (stale connection), is offline, or has no rules.
     Unknown,
 }
@@ -416,6 +424,7 @@ impl Registry {
                 username: username.clone(),
                 superuser: identity.superuser,
                 backend: identity.backend,
+                relay: identity.relay,
                 state,
                 persistent,
                 proof: identity.proof,
@@ -499,6 +508,7 @@ impl Registry {
             superuser: session.superuser,
             proof: session.proof,
             backend: session.backend,
+            relay: session.relay,
         })
     }
 
@@ -696,6 +706,22 @@ impl Registry {
         if session.superuser || access == Access::Unsubscribe {
             return Ok(true);
         }
+        if topic == cluster::TOPIC {
+            // Cluster commands: bridge accounts only, whatever the rows say.
+            return Ok(session.relay);
+        }
+        if session.relay
+            && self.chat.as_ref().is_some_and(|c| {
+                if access == Access::Subscribe {
+                    c.covers(topic)
+                } else {
+                    c.is_chat(topic)
+                }
+            })
+        {
+            // A bridge relays every chat topic, both ways (MESSAGE checks what it brings).
+            return Ok(true);
+        }
         if session.backend.asks_per_topic() {
             let username = session.username.clone();
             return self.remote(&username, topic);
@@ -837,6 +863,7 @@ impl Registry {
         match self.sessions.get(client_id) {
             Some(s) if s.pointer != pointer || s.state != State::Online => Author::Unknown,
             Some(s) if s.superuser => Author::Superuser,
+            Some(s) if s.relay => Author::Relay,
             Some(s) if s.backend.asks_per_topic() => Author::Unknown,
             Some(s) => self
                 .users
@@ -1039,6 +1066,7 @@ impl Registry {
                         .map_or_else(|| s.username.to_string(), |e| e.rules.user_id.to_string()),
                     superuser: s.superuser,
                     backend: s.backend,
+                    relay: s.relay,
                 })
                 .collect(),
         )
@@ -1089,6 +1117,7 @@ impl Registry {
                     username: username.clone(),
                     superuser: session.superuser,
                     backend: session.backend,
+                    relay: session.relay,
                     state: State::Offline,
                     persistent: true,
                     proof: None,
@@ -1312,6 +1341,7 @@ mod tests {
             superuser: false,
             proof: None,
             backend: Default::default(),
+            relay: false,
         }
     }
 
@@ -1467,6 +1497,52 @@ mod tests {
         // A stale pointer (the connection whose id was taken over) gets nothing.
         assert!(!reg.ok(b"phone", 99, Access::Read, "/users/1/messages"));
         assert!(!reg.ok(b"stranger", 12, Access::Read, "/users/1/messages"));
+    }
+
+    #[test]
+    fn bridge_accounts_relay_the_chat_topics_and_alone_carry_cluster_commands() {
+        let mut reg = registry();
+        let now = Instant::now();
+        let bridge = Identity {
+            relay: true,
+            ..identity("bridge-b", "bridge-b")
+        };
+        reg.login_loaded(b"br", 1, CONNECT, &bridge, now, || {
+            Ok(rules("bridge-b", &[]))
+        })
+        .unwrap();
+        let mut everything = rules("2", &[]);
+        everything.rows.read = vec!["#".into()];
+        everything.rows.write = vec!["#".into()];
+        everything.rows.subscribe = vec!["#".into()];
+        reg.login_loaded(b"bob", 2, CONNECT, &identity("bob", "2"), now, || {
+            Ok(everything)
+        })
+        .unwrap();
+        for (access, topic) in [
+            (Access::Subscribe, "/users/+/messages"),
+            (Access::Subscribe, "/groups/+/messages"),
+            (Access::Subscribe, "/users/7/messages"),
+            (Access::Write, "/users/7/messages"),
+            (Access::Read, "/groups/3/messages"),
+            (Access::Subscribe, cluster::TOPIC),
+            (Access::Write, cluster::TOPIC),
+        ] {
+            assert!(reg.ok(b"br", 1, access, topic), "{access:?} {topic}");
+        }
+        for (access, topic) in [
+            (Access::Subscribe, "/users/#"),
+            (Access::Subscribe, "#"),
+            (Access::Write, "elsewhere"),
+        ] {
+            assert!(!reg.ok(b"br", 1, access, topic), "{access:?} {topic}");
+        }
+        assert_eq!(reg.author(b"br", 1), Author::Relay);
+        // A `#` row grants bob everything but the cluster topic.
+        assert!(reg.ok(b"bob", 2, Access::Write, "elsewhere"));
+        assert!(!reg.ok(b"bob", 2, Access::Write, cluster::TOPIC));
+        assert!(!reg.ok(b"bob", 2, Access::Read, cluster::TOPIC));
+        assert_eq!(reg.author(b"bob", 2), Author::User("2"));
     }
 
     #[test]
@@ -1821,6 +1897,7 @@ mod tests {
                     user_id: "1".into(),
                     superuser: false,
                     backend: Default::default(),
+                    relay: false,
                 },
                 SavedSession {
                     client_id: "alice-tablet".into(),
@@ -1828,6 +1905,7 @@ mod tests {
                     user_id: "1".into(),
                     superuser: false,
                     backend: Default::default(),
+                    relay: false,
                 },
             ],
             now,

@@ -140,6 +140,11 @@ impl Template {
         })
     }
 
+    /// The template as a subscription pattern: `{id}` as `+` (`/users/+/messages`).
+    pub fn pattern(&self) -> String {
+        format!("{}+{}", self.prefix, self.suffix)
+    }
+
     /// The id of a concrete topic of this template, if it is one: the topic is the prefix,
     /// one non-empty level, and the suffix.
     pub fn id_of<'t>(&self, topic: &'t str) -> Option<&'t str> {

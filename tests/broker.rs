@@ -6,6 +6,8 @@
 mod acl;
 #[path = "broker/auth.rs"]
 mod auth;
+#[path = "broker/cluster.rs"]
+mod cluster;
 #[path = "broker/harness.rs"]
 mod harness;
 #[path = "broker/http.rs"]
@@ -41,6 +43,7 @@ fn main() {
     trials.extend(store::trials());
     trials.extend(security::trials());
     trials.extend(http::trials());
+    trials.extend(cluster::trials());
     trials.extend(package::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);

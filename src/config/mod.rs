@@ -124,6 +124,8 @@ pub struct Config {
     /// Set when `backends` names http.
     pub http: Option<HttpConfig>,
     pub superusers: Option<glob::Pattern>,
+    /// `bridge_users`: the accounts other brokers bridge in with.
+    pub bridge_users: Option<glob::Pattern>,
     pub auth_cache: Duration,
     pub hash: HashSettings,
     pub acl: AclConfig,
@@ -324,6 +326,13 @@ impl Config {
                     .map_err(|e| err("superusers", format!("is not a valid pattern: {e}")))
             })
             .transpose()?;
+        let bridge_users = given
+            .get("bridge_users")
+            .map(|p| {
+                glob::Pattern::new(p)
+                    .map_err(|e| err("bridge_users", format!("is not a valid pattern: {e}")))
+            })
+            .transpose()?;
         let mysql = if uses_mysql {
             Some(mysql_config(given, &mut warnings)?)
         } else {
@@ -401,6 +410,7 @@ impl Config {
             mysql,
             http,
             superusers,
+            bridge_users,
             auth_cache,
             hash: HashSettings {
                 forced,

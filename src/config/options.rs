@@ -149,6 +149,16 @@ pub const OPTIONS: &[Spec] = &[
         "fnmatch glob of superuser names, e.g. `S*` (`*`, `?`, `[...]`).",
     ),
     spec(
+        "bridge_users",
+        Text,
+        General,
+        "fnmatch glob of the accounts other brokers bridge in with (`remote_username` of their \
+         bridge sections), e.g. `bridge-*`. They log in like any user and may publish and \
+         subscribe on the chat topics (subscriptions such as `/users/+/messages`) and on \
+         `chat-auth/cluster/v1`; a chat message they bring with its stamp is delivered as it \
+         is and not stored again (see Scaling out).",
+    ),
+    spec(
         "ssl_enabled",
         Flag,
         Mysql,

@@ -480,7 +480,13 @@ unsafe fn payload<'a>(data: *const c_void, len: u32) -> &'a [u8] {
 
 /// Publishes through the broker: to one client (`client_id`), or to every subscriber.
 /// Returns the broker's error code.
-fn broker_publish(client_id: Option<&CStr>, topic: &CStr, payload: &[u8], retain: bool) -> c_int {
+fn broker_publish(
+    client_id: Option<&CStr>,
+    topic: &CStr,
+    payload: &[u8],
+    qos: c_int,
+    retain: bool,
+) -> c_int {
     let Ok(len) = c_int::try_from(payload.len()) else {
         return MOSQ_ERR_INVAL;
     };
@@ -497,7 +503,7 @@ fn broker_publish(client_id: Option<&CStr>, topic: &CStr, payload: &[u8], retain
             topic.as_ptr(),
             len,
             buffer,
-            0,
+            qos,
             retain,
             std::ptr::null_mut(),
         );
@@ -518,14 +524,20 @@ fn perform(action: Action) {
             payload,
         } => {
             let (client_id, topic) = (c_string(&client_id), c_string(&topic));
-            let rc = broker_publish(Some(&client_id), &topic, &payload, false);
+            let rc = broker_publish(Some(&client_id), &topic, &payload, 0, false);
             if rc != MOSQ_ERR_SUCCESS {
                 log::warn!("could not publish a control answer (error {rc})");
             }
         }
         Action::Retain { topic, payload } => {
             // A figure not published now is published again at the next interval.
-            let _ = broker_publish(None, &c_string(&topic), &payload, true);
+            let _ = broker_publish(None, &c_string(&topic), &payload, 0, true);
+        }
+        Action::Broadcast { topic, payload } => {
+            let rc = broker_publish(None, &c_string(&topic), &payload, 1, false);
+            if rc != MOSQ_ERR_SUCCESS {
+                log::warn!("could not publish a cluster command (error {rc})");
+            }
         }
         Action::KickUser(username) => {
             let username = c_string(&username);

@@ -1,0 +1,255 @@
+//! Two brokers bridged on the chat topics (QoS 1, both ways), one MariaDB: chat across
+//! them, each message stored once by the broker its sender is connected to, relayed
+//! stamps kept, forged relays refused, and administration reaching both brokers.
+
+use crate::acl::{PASSWORD, USERQUERY, assert_chat, chat_db};
+use crate::harness::{Broker, MariaDb, eventually, free_port, fresh_dir, plugin_path, shared};
+use crate::mqtt::{Mqtt, accepted};
+use libtest_mimic::Trial;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub fn trials() -> Vec<Trial> {
+    let tests: &[(&str, fn())] = &[(
+        "cluster::two_bridged_brokers_chat_and_store_each_message_once",
+        two_bridged_brokers_chat_and_store_each_message_once,
+    )];
+    crate::trials(tests)
+}
+
+const SOON: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(800);
+
+/// The bridge section a broker bridges to `port` with (README, "Scaling out").
+pub fn bridge_section(name: &str, port: u16, account: &str, password: &str) -> String {
+    format!(
+        "connection {name}\naddress 127.0.0.1:{port}\nremote_username {account}\n\
+         remote_password {password}\nremote_clientid {account}\ntry_private true\n\
+         cleansession false\nnotifications false\n\
+         topic /users/+/messages both 1\ntopic /groups/+/messages both 1\n\
+         topic chat-auth/cluster/v1 both 1\n"
+    )
+}
+
+/// A broker with chat-auth storing into `dbname`, with `tail` (a bridge section) last.
+fn cluster_broker(db: &MariaDb, dbname: &str, tail: &str) -> Broker {
+    cluster_broker_at(db, dbname, tail, free_port(), &fresh_dir("cluster-spool"))
+}
+
+fn cluster_broker_at(
+    db: &MariaDb,
+    dbname: &str,
+    tail: &str,
+    port: u16,
+    spool: &std::path::Path,
+) -> Broker {
+    let conf = format!(
+        "log_type all\nper_listener_settings false\nlistener {port} 127.0.0.1\n\
+         allow_anonymous false\nplugin {}\n{}{USERQUERY}auth_opt_persist_enabled true\n\
+         auth_opt_persist_spool_dir {}\nauth_opt_bridge_users bridge-*\n{tail}",
+        plugin_path().display(),
+        db.plugin_options(dbname),
+        spool.display()
+    );
+    Broker::run(&conf, port).unwrap_or_else(|f| panic!("broker did not start:\n{}", f.log))
+}
+
+fn login(port: u16, user: &str, tag: &str) -> Mqtt {
+    Mqtt::connect(port, &format!("{user}-{tag}"), user, PASSWORD)
+}
+
+fn chat(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
+    json!({"type": kind, "fromId": from, "toId": to, "content": content})
+        .to_string()
+        .into_bytes()
+}
+
+fn stored(db: &MariaDb, dbname: &str) -> Vec<String> {
+    db.root_column(&format!(
+        "SELECT message_id FROM `{dbname}`.messages ORDER BY id"
+    ))
+}
+
+fn id_of(payload: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(payload).expect("JSON");
+    value["id"].as_str().expect("stamped").to_string()
+}
+
+/// The rows this broker's writer has written (`getStats`).
+fn rows_written(admin: &mut Mqtt) -> u64 {
+    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
+    let request = json!({"commands": [{"command": "getStats"}]});
+    assert!(accepted(admin.publish(
+        "$CONTROL/chat-auth/v1",
+        request.to_string(),
+        false
+    )));
+    let answer = admin
+        .message_on("$CONTROL/chat-auth/v1/response", SOON)
+        .expect("getStats answer");
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    answer["responses"][0]["data"]["storage"]["rowsWritten"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{answer}"))
+}
+
+fn two_bridged_brokers_chat_and_store_each_message_once() {
+    let db = shared();
+    let dbname = chat_db(db, "cluster");
+    db.root_exec(&format!(
+        "USE `{dbname}`; INSERT INTO users (id, username, password_hash) VALUES \
+           (6, 'bridge-b', SHA2('{PASSWORD}', 256));
+         GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'%';
+         GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'localhost'"
+    ));
+    let a = cluster_broker(db, &dbname, "");
+    let b_port = free_port();
+    let b_spool = fresh_dir("cluster-spool");
+    let b_bridge = bridge_section("to-a", a.port, "bridge-b", PASSWORD);
+    let mut b = cluster_broker_at(db, &dbname, &b_bridge, b_port, &b_spool);
+    eventually("B's bridge subscribed on A", SOON, || {
+        a.log().contains("bridge-b 1 chat-auth/cluster/v1")
+    });
+
+    // alice (1) and carol (3) on A; bob (2) and dave (4) on B.
+    let mut alice = login(a.port, "alice", "a");
+    let mut carol = login(a.port, "carol", "a");
+    let mut bob = login(b.port, "bob", "b");
+    let mut dave = login(b.port, "dave", "b");
+    assert_eq!(alice.subscribe("/users/1/messages"), 1);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    assert_eq!(carol.subscribe("/groups/10/messages"), 1);
+    assert_eq!(bob.subscribe("/groups/10/messages"), 1);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // B to A: stamped and stored by B, delivered on A with the same id, not stored again.
+    let to_alice = chat("CHAT", 2, 1, "from bob on B");
+    assert!(accepted(bob.publish(
+        "/users/1/messages",
+        to_alice.clone(),
+        false
+    )));
+    let got = alice
+        .message_on("/users/1/messages", SOON)
+        .expect("bob's message");
+    assert_chat(&got.payload, &to_alice);
+    let first = id_of(&got.payload);
+    // A to B.
+    let to_bob = chat("CHAT", 1, 2, "from alice on A");
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        to_bob.clone(),
+        false
+    )));
+    let got = bob
+        .message_on("/users/2/messages", SOON)
+        .expect("alice's message");
+    assert_chat(&got.payload, &to_bob);
+    let second = id_of(&got.payload);
+    // A group with members on both brokers: every copy once.
+    let to_group = chat("GROUPCHAT", 1, 10, "to the team");
+    assert!(accepted(alice.publish(
+        "/groups/10/messages",
+        to_group.clone(),
+        false
+    )));
+    let at_carol = carol.drain(QUIET);
+    let at_bob: Vec<_> = bob
+        .drain(QUIET)
+        .into_iter()
+        .filter(|m| m.topic == "/groups/10/messages")
+        .collect();
+    assert_eq!(
+        (at_carol.len(), at_bob.len()),
+        (1, 1),
+        "{at_carol:?} {at_bob:?}"
+    );
+    assert_eq!(id_of(&at_carol[0].payload), id_of(&at_bob[0].payload));
+    let third = id_of(&at_bob[0].payload);
+    eventually("three rows", SOON, || stored(db, &dbname).len() >= 3);
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        stored(db, &dbname),
+        [first, second, third],
+        "one row per message, with the id every copy carries"
+    );
+    assert!(alice.drain(QUIET).is_empty(), "nothing delivered twice");
+    // No second INSERT either: each broker wrote only its own senders' messages.
+    let mut admin_a = login(a.port, "admin", "a");
+    let mut admin_b = login(b.port, "admin", "b");
+    assert_eq!(rows_written(&mut admin_a), 2, "alice's two messages");
+    assert_eq!(rows_written(&mut admin_b), 1, "bob's message");
+
+    // Only a bridge account relays: dave cannot send as bob, nor reach the cluster topic.
+    let forged = json!({"type": "CHAT", "fromId": 2, "toId": 1, "content": "forged",
+        "id": "0190a1b2-0000-7000-8000-000000000000", "ts": 1});
+    assert!(!accepted(dave.publish(
+        "/users/1/messages",
+        forged.to_string(),
+        false
+    )));
+    assert!(!accepted(dave.publish(
+        "chat-auth/cluster/v1",
+        r#"{"id":"x","command":"kickUser","username":"alice"}"#,
+        false
+    )));
+    assert!(
+        alice.message(QUIET).is_none(),
+        "nothing forged reached alice"
+    );
+    assert_eq!(stored(db, &dbname).len(), 3);
+
+    // refreshUser sent to A removes bob (on B) from the group.
+    db.root_exec(&format!(
+        "DELETE FROM `{dbname}`.group_members WHERE group_id = 10 AND user_id = 2"
+    ));
+    let request = json!({"commands": [{"command": "refreshUser", "username": "bob"}]});
+    assert!(accepted(admin_a.publish(
+        "$CONTROL/chat-auth/v1",
+        request.to_string(),
+        false
+    )));
+    eventually("B ran the refresh", Duration::from_secs(2), || {
+        b.log().contains("cluster: refreshUser 'bob'")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(accepted(alice.publish(
+        "/groups/10/messages",
+        chat("GROUPCHAT", 1, 10, "bob left"),
+        false
+    )));
+    assert!(carol.message_on("/groups/10/messages", SOON).is_some());
+    assert!(
+        bob.drain(QUIET).is_empty(),
+        "a removed member on the other broker gets nothing"
+    );
+    assert!(
+        !a.log().contains("cluster: refreshUser"),
+        "A ran its own command once, not again when it came back"
+    );
+
+    // B killed right after bob's burst, and started again on its spool: every message
+    // stored, none twice.
+    let before = stored(db, &dbname).len();
+    for n in 0..20 {
+        assert!(accepted(bob.publish(
+            "/users/1/messages",
+            chat("CHAT", 2, 1, &format!("burst {n}")),
+            false
+        )));
+    }
+    b.kill();
+    drop(bob);
+    let b = cluster_broker_at(db, &dbname, &b_bridge, b_port, &b_spool);
+    eventually("the burst stored", SOON, || {
+        stored(db, &dbname).len() >= before + 20
+    });
+    std::thread::sleep(QUIET);
+    let ids = stored(db, &dbname);
+    assert_eq!(ids.len(), before + 20, "nothing stored twice");
+    let contents = db.root_column(&format!(
+        "SELECT COUNT(DISTINCT content) FROM `{dbname}`.messages WHERE content LIKE 'burst %'"
+    ));
+    assert_eq!(contents, ["20"], "nothing lost");
+    drop(b);
+}
