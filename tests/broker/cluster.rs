@@ -198,6 +198,27 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
         "nothing forged reached alice"
     );
     assert_eq!(stored(db, &dbname).len(), 3);
+    // A relay without a stamp (a broker without chat-auth behind the bridge account) is
+    // validated as a trusted sender's, stamped and stored here.
+    let mut relay = login(a.port, "bridge-b", "plain");
+    let unstamped = chat("CHAT", 4, 1, "via a plain broker");
+    assert!(accepted(relay.publish(
+        "/users/1/messages",
+        unstamped.clone(),
+        false
+    )));
+    let got = alice
+        .message_on("/users/1/messages", SOON)
+        .expect("the relayed message");
+    assert_chat(&got.payload, &unstamped);
+    eventually("stored on A", SOON, || stored(db, &dbname).len() == 4);
+    assert_eq!(stored(db, &dbname)[3], id_of(&got.payload));
+    assert!(!accepted(relay.publish(
+        "/users/1/messages",
+        "not json",
+        false
+    )));
+    drop(relay);
 
     // refreshUser sent to A removes bob (on B) from the group.
     db.root_exec(&format!(
@@ -226,6 +247,17 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
     assert!(
         !a.log().contains("cluster: refreshUser"),
         "A ran its own command once, not again when it came back"
+    );
+    // kickUser sent to A disconnects dave from B.
+    let request = json!({"commands": [{"command": "kickUser", "username": "dave"}]});
+    assert!(accepted(admin_a.publish(
+        "$CONTROL/chat-auth/v1",
+        request.to_string(),
+        false
+    )));
+    assert!(
+        dave.closed_within(Duration::from_secs(2)),
+        "kickUser reached the other broker"
     );
 
     // B killed right after bob's burst, and started again on its spool: every message
