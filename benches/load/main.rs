@@ -271,7 +271,15 @@ fn start_broker(bench: &Bench, kind: Kind) -> Broker {
                 null_plugin_path().display()
             );
         }
-        Kind::Plugin => {
+        Kind::Plugin => plugin_conf(bench, &mut conf),
+    }
+    Broker::run(&conf, port).unwrap_or_else(|f| panic!("broker did not start: {}", f.log))
+}
+
+/// The chat-auth broker's configuration lines (storage on unless `BENCH_PLUGIN` says).
+fn plugin_conf(bench: &Bench, conf: &mut String) {
+    {
+        {
             let _ = write!(
                 conf,
                 "allow_anonymous false\nplugin {plugin}\n{db}\
@@ -295,7 +303,107 @@ fn start_broker(bench: &Bench, kind: Kind) -> Broker {
             }
         }
     }
-    Broker::run(&conf, port).unwrap_or_else(|f| panic!("broker did not start: {}", f.log))
+}
+
+/// The account broker b bridges to broker a with (a seeded user no load uses).
+const BRIDGE_USER: u64 = 9_999;
+
+/// Inbox traffic at QoS 1 from publishers on broker b to subscribers on broker a (b bridged
+/// to a as README "Scaling out" shows), beside the same load on one broker, in one run; and
+/// the rows the pair stored per second.
+fn cross_broker(bench: &Bench, runtime: &tokio::runtime::Runtime, notes: &mut Vec<String>) {
+    let mut load = inbox_load(bench, 1, 4_000, None);
+    let single = {
+        let broker = start_broker(bench, Kind::Plugin);
+        let before = message_rows(bench);
+        let figures = runtime.block_on(traffic::run(bench, broker.port, broker.pid(), &load));
+        let last = bench.epoch + Duration::from_nanos(figures.last_delivery_ns);
+        let stored = wait_for_rows(bench, before, figures.sent, last);
+        (figures, stored)
+    };
+    let bridge = user(BRIDGE_USER);
+    let a_port = free_port();
+    let mut a_conf = format!(
+        "listener {a_port} 127.0.0.1
+allow_anonymous false
+"
+    );
+    plugin_conf(bench, &mut a_conf);
+    let _ = writeln!(a_conf, "auth_opt_bridge_users {}", bridge.name);
+    let a = Broker::run(&a_conf, a_port).unwrap_or_else(|f| panic!("broker a: {}", f.log));
+    let b_port = free_port();
+    let mut b_conf = format!(
+        "listener {b_port} 127.0.0.1
+allow_anonymous false
+"
+    );
+    plugin_conf(bench, &mut b_conf);
+    let _ = write!(
+        b_conf,
+        "connection to-a\naddress 127.0.0.1:{a_port}\nremote_username {name}\n\
+         remote_password {password}\nremote_clientid {name}\ntry_private true\n\
+         cleansession false\nnotifications false\ntopic /users/+/messages both 1\n\
+         topic /groups/+/messages both 1\ntopic chat-auth/cluster/v1 both 1\n",
+        name = bridge.name,
+        password = bridge.password,
+    );
+    let b = Broker::run(&b_conf, b_port).unwrap_or_else(|f| panic!("broker b: {}", f.log));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a
+        .log()
+        .contains(&format!("{} 1 chat-auth/cluster/v1", bridge.name))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not connect:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    load.publish_port = Some(b.port);
+    let before = message_rows(bench);
+    let pair = runtime.block_on(traffic::run(bench, a.port, a.pid(), &load));
+    let last = bench.epoch + Duration::from_nanos(pair.last_delivery_ns);
+    let pair_stored = wait_for_rows(bench, before, pair.sent, last);
+    let b_cpu = traffic::cpu_seconds(b.pid());
+    drop(b);
+    drop(a);
+    let (single, single_stored) = single;
+    let mut table = String::from(
+        "\nCross-broker inbox traffic, QoS 1 (publishers on b, subscribers on a, b bridged to \
+         a), beside the same load on one broker:\n\n\
+         | figure | one broker | bridged pair | pair / one |\n|---|---:|---:|---:|\n",
+    );
+    let mut line = |name: &str, one: f64, two: f64, unit: &str| {
+        let _ = writeln!(
+            table,
+            "| {name} | {one:.2} {unit} | {two:.2} {unit} | {:.2}x |",
+            two / one
+        );
+    };
+    line("delivered", single.rate(), pair.rate(), "msg/s");
+    line("latency p50", single.p50_ms, pair.p50_ms, "ms");
+    line("latency p99", single.p99_ms, pair.p99_ms, "ms");
+    line(
+        "rows stored per second",
+        single_stored.rows as f64 / single.seconds,
+        pair_stored.rows as f64 / pair.seconds,
+        "rows/s",
+    );
+    let _ = writeln!(
+        table,
+        "| lost / duplicated | {} / {} | {} / {} | |\n| rows stored / sent | {} / {} | {} / {} | |\n\
+         | broker b CPU over its life | | {b_cpu:.1} s | |",
+        single.lost,
+        single.duplicated,
+        pair.lost,
+        pair.duplicated,
+        single_stored.rows,
+        single.sent,
+        pair_stored.rows,
+        pair.sent,
+    );
+    notes.push(table);
 }
 
 fn inbox_load(bench: &Bench, qos: u8, per_publisher: usize, paced: Option<f64>) -> Load {
@@ -317,6 +425,7 @@ fn inbox_load(bench: &Bench, qos: u8, per_publisher: usize, paced: Option<f64>) 
         qos,
         paced,
         window: 32,
+        publish_port: None,
     }
 }
 
@@ -344,6 +453,7 @@ fn group_load(bench: &Bench, qos: u8) -> Load {
         qos,
         paced: None,
         window: 16,
+        publish_port: None,
     }
 }
 
@@ -720,6 +830,9 @@ fn main() {
     }
     if only.is_empty() || "connect storm".contains(only.as_str()) {
         connect_storms(&bench, &runtime, &mut rows, &mut notes);
+    }
+    if only.is_empty() || "cross-broker".contains(only.as_str()) {
+        cross_broker(&bench, &runtime, &mut notes);
     }
     if only.is_empty() || "memory".contains(only.as_str()) {
         memory(&bench, &runtime, &mut rows);

@@ -29,6 +29,8 @@ pub struct Load {
     pub paced: Option<f64>,
     /// Unacknowledged QoS 1 PUBLISHes a publisher keeps in flight.
     pub window: usize,
+    /// Where the publishers log in, when not where the subscribers are (a bridged pair).
+    pub publish_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -178,7 +180,7 @@ pub async fn run(bench: &Bench, port: u16, broker_pid: u32, load: &Load) -> Figu
     }
     let mut publishers = Vec::new();
     for flow in &load.flows {
-        publishers.push(login(port, &flow.sender, "pub").await);
+        publishers.push(login(load.publish_port.unwrap_or(port), &flow.sender, "pub").await);
     }
     let thread_before = thread_cpu_seconds(broker_pid);
     let cpu_before = (

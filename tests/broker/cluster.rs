@@ -283,5 +283,16 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
         "SELECT COUNT(DISTINCT content) FROM `{dbname}`.messages WHERE content LIKE 'burst %'"
     ));
     assert_eq!(contents, ["20"], "nothing lost");
+    // A broker that was down catches up by itself: every login there reads the rules fresh
+    // (carol leaves the group now; a change made while B was down applies the same way).
+    db.root_exec(&format!(
+        "DELETE FROM `{dbname}`.group_members WHERE group_id = 10 AND user_id = 3"
+    ));
+    let mut carol_on_b = login(b.port, "carol", "b2");
+    assert_eq!(
+        carol_on_b.subscribe("/groups/10/messages"),
+        crate::acl::NOT_AUTHORIZED,
+        "rules read at login on the restarted broker"
+    );
     drop(b);
 }
