@@ -6,7 +6,14 @@
 //! Answer, on `$CONTROL/chat-auth/v1/response` to the requesting client, one per command:
 //! `{"responses":[{"command":"refreshUser","correlationData":"1","data":{...}}]}`, or with
 //! `"error":"..."` instead of `data`.
+//!
+//! Each command runs here ([`Command::apply`]) against the parts the plugin lends it
+//! ([`Context`]); the plugin only checks who asks and starts the rules loads asked for.
 
+use crate::action::Action;
+use crate::cluster::{self, ClusterCommand};
+use crate::logging::printable;
+use crate::sessions::{Job, Registry};
 use serde_json::{Map, Value, json};
 
 pub const TOPIC: &str = "$CONTROL/chat-auth/v1";
@@ -91,6 +98,89 @@ fn command(name: &str, body: &Value) -> Result<Command, String> {
         "getStats" => Ok(Command::GetStats),
         "" => Err("\"command\" (a string) is required".into()),
         other => Err(format!("unknown command '{other}'")),
+    }
+}
+
+/// What running a command needs from the rest of the plugin.
+pub struct Context<'a> {
+    pub registry: &'a mut Registry,
+    /// Rules loads to start (a `refreshUser`; answered when its result is applied).
+    pub jobs: &'a mut Vec<Job>,
+    pub outbox: &'a mut Vec<Action>,
+    /// Cluster commands sent or run lately.
+    pub cluster: &'a mut cluster::Seen,
+    /// The figures for `getStats` (gathered by the plugin, which holds them).
+    pub stats: Option<Value>,
+}
+
+impl Command {
+    /// Runs the command and answers it (a `refreshUser` with clients to refresh is answered
+    /// when their rules are applied). `refreshUser` and `kickUser` are also sent to the other
+    /// brokers of a cluster (`cluster::TOPIC`).
+    pub fn apply(self, reply: &Reply, context: &mut Context<'_>) {
+        match self {
+            Command::RefreshUser { username } => {
+                log::info!("control: refreshUser '{}'", printable(&username));
+                context.tell_cluster(ClusterCommand::RefreshUser(username.clone()));
+                match context
+                    .registry
+                    .refresh_user(&username, Some(reply.clone()))
+                {
+                    Some(job) => context.jobs.push(job),
+                    None => context
+                        .outbox
+                        .push(answer(reply, Ok(Some(json!({ "clients": 0 }))))),
+                }
+            }
+            Command::KickUser { username } => {
+                log::info!("control: kickUser '{}'", printable(&username));
+                context.tell_cluster(ClusterCommand::KickUser(username.clone()));
+                context.outbox.push(Action::KickUser(username));
+                context.outbox.push(answer(reply, Ok(None)));
+            }
+            Command::GetStats => {
+                let stats = context.stats.take().unwrap_or(Value::Null);
+                context.outbox.push(answer(reply, Ok(Some(stats))));
+            }
+        }
+    }
+}
+
+impl Context<'_> {
+    /// A command another broker ran (already checked to come from a bridge, and new).
+    pub fn run_from_cluster(&mut self, command: ClusterCommand) {
+        match command {
+            ClusterCommand::RefreshUser(username) => {
+                log::info!("cluster: refreshUser '{}'", printable(&username));
+                if let Some(job) = self.registry.refresh_user(&username, None) {
+                    self.jobs.push(job);
+                }
+            }
+            ClusterCommand::KickUser(username) => {
+                log::info!("cluster: kickUser '{}'", printable(&username));
+                self.outbox.push(Action::KickUser(username));
+            }
+        }
+    }
+
+    /// Sends a command run here to the other brokers (through the bridges that carry
+    /// `cluster::TOPIC`; without bridges nobody receives it).
+    fn tell_cluster(&mut self, command: ClusterCommand) {
+        let id = crate::chat::new_message_id();
+        self.cluster.first_time(&id);
+        self.outbox.push(Action::Broadcast {
+            topic: cluster::TOPIC.into(),
+            payload: cluster::encode(&id, &command),
+        });
+    }
+}
+
+/// The answer to one command, to the client that asked.
+pub fn answer(reply: &Reply, outcome: Result<Option<Value>, String>) -> Action {
+    Action::Publish {
+        client_id: reply.client_id.clone(),
+        topic: RESPONSE_TOPIC.into(),
+        payload: response(reply, outcome),
     }
 }
 
@@ -189,5 +279,66 @@ mod tests {
         let failed: Value =
             serde_json::from_slice(&response(&reply, Err("database unavailable".into()))).unwrap();
         assert_eq!(failed["responses"][0]["error"], "database unavailable");
+    }
+
+    #[test]
+    fn commands_run_here_answer_and_reach_the_cluster() {
+        let mut registry = Registry::new(
+            None,
+            std::time::Duration::from_secs(60),
+            crate::config::OfflineCaps::default(),
+        );
+        let (mut jobs, mut outbox, mut seen) = (Vec::new(), Vec::new(), cluster::Seen::default());
+        let reply = Reply {
+            client_id: "admin-1".into(),
+            command: "kickUser".into(),
+            correlation: None,
+        };
+        let mut context = Context {
+            registry: &mut registry,
+            jobs: &mut jobs,
+            outbox: &mut outbox,
+            cluster: &mut seen,
+            stats: Some(json!({"sessions": 0})),
+        };
+        Command::KickUser {
+            username: "bob".into(),
+        }
+        .apply(&reply, &mut context);
+        Command::RefreshUser {
+            username: "nobody".into(),
+        }
+        .apply(&reply, &mut context);
+        Command::GetStats.apply(&reply, &mut context);
+        assert!(jobs.is_empty(), "nobody has no clients to refresh");
+        let kinds: Vec<&str> = outbox
+            .iter()
+            .map(|a| match a {
+                Action::Broadcast { .. } => "broadcast",
+                Action::KickUser(_) => "kick",
+                Action::Publish { .. } => "answer",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "broadcast",
+                "kick",
+                "answer",
+                "broadcast",
+                "answer",
+                "answer"
+            ]
+        );
+        let Action::Broadcast { payload, .. } = &outbox[0] else {
+            unreachable!()
+        };
+        let (id, command) = cluster::decode(payload).unwrap();
+        assert_eq!(command, ClusterCommand::KickUser("bob".into()));
+        assert!(
+            !seen.first_time(&id),
+            "its own command is not run again here"
+        );
     }
 }

@@ -8,6 +8,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod acl;
+pub mod action;
 pub mod auth;
 pub mod backend;
 pub mod chat;

@@ -37,28 +37,7 @@ pub struct Client<'a> {
     pub facts: &'a dyn ClientFacts,
 }
 
-/// A broker call to make from the main thread (at TICK).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Publish {
-        client_id: String,
-        topic: String,
-        payload: Vec<u8>,
-    },
-    KickUser(String),
-    /// Disconnects the client with this id (its login no longer holds).
-    KickClient(Vec<u8>),
-    /// A retained message for every subscriber (the `$SYS` figures).
-    Retain {
-        topic: String,
-        payload: Vec<u8>,
-    },
-    /// A QoS 1 message for every subscriber, the bridges included (cluster commands).
-    Broadcast {
-        topic: String,
-        payload: Vec<u8>,
-    },
-}
+pub use crate::action::Action;
 
 /// A backend as the authenticator asks it.
 type Source = Arc<dyn UserSource + Send + Sync>;
@@ -629,11 +608,7 @@ impl Plugin {
                         Applied::Gone => Ok(Some(json!({ "clients": 0 }))),
                         Applied::Failed(e) => Err(e),
                     };
-                    state.outbox.push(Action::Publish {
-                        client_id: reply.client_id.clone(),
-                        topic: control::RESPONSE_TOPIC.into(),
-                        payload: control::response(&reply, outcome),
-                    });
+                    state.outbox.push(control::answer(&reply, outcome));
                 }
             }
             Done::UserChecked { username, result } => {
@@ -828,17 +803,23 @@ impl Plugin {
         };
         if state.cluster_seen.first_time(&id) {
             state.counters.cluster_commands += 1;
-            match command {
-                cluster::ClusterCommand::RefreshUser(username) => {
-                    log::info!("cluster: refreshUser '{}'", printable(&username));
-                    if let Some(job) = state.registry.refresh_user(&username, None) {
-                        state.refresher.submit(Work::Rules(job));
-                    }
-                }
-                cluster::ClusterCommand::KickUser(username) => {
-                    log::info!("cluster: kickUser '{}'", printable(&username));
-                    state.outbox.push(Action::KickUser(username));
-                }
+            let mut jobs = Vec::new();
+            let State {
+                registry,
+                outbox,
+                cluster_seen,
+                ..
+            } = &mut *state;
+            control::Context {
+                registry,
+                jobs: &mut jobs,
+                outbox,
+                cluster: cluster_seen,
+                stats: None,
+            }
+            .run_from_cluster(command);
+            for job in jobs {
+                state.refresher.submit(Work::Rules(job));
             }
         }
         MessageVerdict::Pass
@@ -970,21 +951,6 @@ impl Plugin {
         }
     }
 
-    /// Sends a command run here to the other brokers (through the bridges that carry
-    /// `cluster::TOPIC`; without bridges nobody receives it).
-    fn tell_cluster(
-        outbox: &mut Vec<Action>,
-        seen: &mut cluster::Seen,
-        command: cluster::ClusterCommand,
-    ) {
-        let id = chat::new_message_id();
-        seen.first_time(&id);
-        outbox.push(Action::Broadcast {
-            topic: cluster::TOPIC.into(),
-            payload: cluster::encode(&id, &command),
-        });
-    }
-
     /// A message on `$CONTROL/chat-auth/v1`. Answers go out at the next TICK.
     pub fn control(&self, client: Client<'_>, payload: &[u8]) {
         let Some(client_id) = client.id else {
@@ -994,35 +960,19 @@ impl Plugin {
         let mut state = self.state();
         Self::end_recheck(&mut state);
         state.registry.event();
-        let State {
-            registry,
-            refresher,
-            outbox,
-            store,
-            cluster_seen,
-            ..
-        } = &mut *state;
-        let answer = |outbox: &mut Vec<Action>, reply: &Reply, outcome| {
-            outbox.push(Action::Publish {
-                client_id: reply.client_id.clone(),
-                topic: control::RESPONSE_TOPIC.into(),
-                payload: control::response(reply, outcome),
-            });
-        };
-        if !registry.is_superuser(client_id, client.pointer) {
+        let superuser = state.registry.is_superuser(client_id, client.pointer);
+        if !superuser {
             log::warn!(
                 "control command from client '{}' refused: not a superuser",
                 printable(&client_name)
             );
-            let reply = Reply {
-                client_id: client_name,
-                command: String::new(),
-                correlation: None,
-            };
-            answer(outbox, &reply, Err("not authorised".into()));
-            return;
         }
-        let requests = match control::parse(payload, &client_name) {
+        let requests = if superuser {
+            control::parse(payload, &client_name)
+        } else {
+            Err("not authorised".into())
+        };
+        let requests = match requests {
             Ok(requests) => requests,
             Err(e) => {
                 let reply = Reply {
@@ -1030,62 +980,61 @@ impl Plugin {
                     command: String::new(),
                     correlation: None,
                 };
-                answer(outbox, &reply, Err(e));
+                state.outbox.push(control::answer(&reply, Err(e)));
                 return;
             }
         };
+        let stats = |state: &State| self.stats(state);
+        let mut jobs = Vec::new();
         for Request { command, reply } in requests {
+            let figures = matches!(command, Ok(Command::GetStats)).then(|| stats(&state));
+            let State {
+                registry,
+                outbox,
+                cluster_seen,
+                ..
+            } = &mut *state;
+            let mut context = control::Context {
+                registry,
+                jobs: &mut jobs,
+                outbox,
+                cluster: cluster_seen,
+                stats: figures,
+            };
             match command {
-                Err(e) => answer(outbox, &reply, Err(e)),
-                Ok(Command::RefreshUser { username }) => {
-                    log::info!("control: refreshUser '{}'", printable(&username));
-                    Self::tell_cluster(
-                        outbox,
-                        cluster_seen,
-                        cluster::ClusterCommand::RefreshUser(username.clone()),
-                    );
-                    match registry.refresh_user(&username, Some(reply.clone())) {
-                        Some(job) => refresher.submit(Work::Rules(job)),
-                        None => answer(outbox, &reply, Ok(Some(json!({ "clients": 0 })))),
-                    }
-                }
-                Ok(Command::KickUser { username }) => {
-                    log::info!("control: kickUser '{}'", printable(&username));
-                    Self::tell_cluster(
-                        outbox,
-                        cluster_seen,
-                        cluster::ClusterCommand::KickUser(username.clone()),
-                    );
-                    outbox.push(Action::KickUser(username));
-                    answer(outbox, &reply, Ok(None));
-                }
-                Ok(Command::GetStats) => {
-                    let stats = registry.stats();
-                    let data = json!({
-                        "sessions": stats.sessions,
-                        "onlineSessions": stats.online,
-                        "offlineSessions": stats.offline,
-                        "restoredSessions": stats.restored,
-                        "unvalidatedDeliveriesRefused": stats.unvalidated_refused,
-                        "throttledKeys": self.auth.throttled_keys(),
-                        "usersWithRules": stats.users,
-                        "refreshes": stats.refreshes,
-                        "refreshFailures": stats.refresh_failures,
-                        "cachedLogins": self.auth.cached_logins(),
-                        "loginTimes": login_times(&self.auth.times),
-                        "databaseDown": self
-                            .mysql
-                            .as_ref()
-                            .is_some_and(|m| m.users.db().is_down()),
-                    });
-                    let mut data = data;
-                    if let Some(store) = store {
-                        data["storage"] = storage_stats(store);
-                    }
-                    answer(outbox, &reply, Ok(Some(data)));
-                }
+                Ok(command) => command.apply(&reply, &mut context),
+                Err(e) => context.outbox.push(control::answer(&reply, Err(e))),
             }
         }
+        for job in jobs {
+            state.refresher.submit(Work::Rules(job));
+        }
+    }
+
+    /// The figures `getStats` answers with.
+    fn stats(&self, state: &State) -> serde_json::Value {
+        let stats = state.registry.stats();
+        let mut data = json!({
+            "sessions": stats.sessions,
+            "onlineSessions": stats.online,
+            "offlineSessions": stats.offline,
+            "restoredSessions": stats.restored,
+            "unvalidatedDeliveriesRefused": stats.unvalidated_refused,
+            "throttledKeys": self.auth.throttled_keys(),
+            "usersWithRules": stats.users,
+            "refreshes": stats.refreshes,
+            "refreshFailures": stats.refresh_failures,
+            "cachedLogins": self.auth.cached_logins(),
+            "loginTimes": login_times(&self.auth.times),
+            "databaseDown": self
+                .mysql
+                .as_ref()
+                .is_some_and(|m| m.users.db().is_down()),
+        });
+        if let Some(store) = &state.store {
+            data["storage"] = storage_stats(store);
+        }
+        data
     }
 
     /// The main loop's tick: applies background results (rules, user rows read again,
