@@ -23,3 +23,12 @@ pub enum Action {
         payload: Vec<u8>,
     },
 }
+
+/// Where and how to answer one command (kept by a rules load a `refreshUser` started, so
+/// the answer goes out when it is applied).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub client_id: String,
+    pub command: String,
+    pub correlation: Option<serde_json::Value>,
+}

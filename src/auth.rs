@@ -23,32 +23,7 @@ pub struct UserRecord {
     pub is_superuser: bool,
 }
 
-/// Which backend let a user in; its ACL checks go to the same backend.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// Rules loaded per user from `groupsquery` / `aclquery` and decided in memory.
-    #[default]
-    Mysql,
-    /// Each client, topic and access asked of the HTTP service (cached).
-    Http,
-}
-
-impl BackendKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Mysql => "mysql",
-            BackendKind::Http => "http",
-        }
-    }
-
-    /// Its users' topics are asked one by one, not decided from loaded rules.
-    pub fn asks_per_topic(self) -> bool {
-        self == BackendKind::Http
-    }
-}
+pub use crate::config::BackendKind;
 
 /// What one backend knows of a login.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,13 +32,7 @@ pub enum Command {
     GetStats,
 }
 
-/// Where and how to answer one command.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub client_id: String,
-    pub command: String,
-    pub correlation: Option<Value>,
-}
+pub use crate::action::Reply;
 
 /// One command of a request: what it is (or why it cannot be run) and how to answer it.
 #[derive(Debug, Clone, PartialEq)]

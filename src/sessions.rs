@@ -21,10 +21,10 @@
 //!   (no address) with the same client id and username ties it.
 
 use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, Patterns, Subject};
+use crate::action::Reply;
 use crate::auth::{BackendKind, Identity, Proof};
 use crate::cluster;
 pub use crate::config::OfflineCaps;
-use crate::control::Reply;
 use crate::db::DbError;
 use crate::logging::printable;
 use std::cmp::Reverse;

@@ -4,7 +4,6 @@
 pub mod options;
 
 use crate::acl::ChatTopics;
-use crate::auth::BackendKind;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
 use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
 use crate::throttle::ThrottleConfig;
@@ -13,6 +12,33 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Which backend let a user in; its ACL checks go to the same backend.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Rules loaded per user from `groupsquery` / `aclquery` and decided in memory.
+    #[default]
+    Mysql,
+    /// Each client, topic and access asked of the HTTP service (cached).
+    Http,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Mysql => "mysql",
+            BackendKind::Http => "http",
+        }
+    }
+
+    /// Its users' topics are asked one by one, not decided from loaded rules.
+    pub fn asks_per_topic(self) -> bool {
+        self == BackendKind::Http
+    }
+}
 
 /// A configuration error; the broker refuses to start with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
