@@ -43,15 +43,7 @@ fn loaded_registry() -> Mutex<Registry> {
             &identity,
             now,
         );
-        for job in registry.urgent_jobs() {
-            registry.apply(
-                chat_auth::sessions::Loaded {
-                    job,
-                    result: Ok(rules.clone()),
-                },
-                now,
-            );
-        }
+        registry.apply_urgent(now, |_| Ok(rules.clone()));
     }
     Mutex::new(registry)
 }

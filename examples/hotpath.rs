@@ -90,19 +90,11 @@ fn connect(registry: &mut Registry, n: usize, identity: &Identity, now: Instant)
         identity,
         now,
     );
-    let jobs = registry.urgent_jobs();
-    let loads = jobs.len();
-    for job in jobs {
-        let user = job.username.trim_start_matches('u').parse().unwrap_or(0);
-        registry.apply(
-            chat_auth::sessions::Loaded {
-                job,
-                result: Ok(rules(user)),
-            },
-            now,
-        );
-    }
-    loads
+    registry.apply_urgent(now, |job| {
+        Ok(rules(
+            job.username.trim_start_matches('u').parse().unwrap_or(0),
+        ))
+    })
 }
 
 fn check(registry: &mut Registry, n: usize, access: Access, topic: &str) -> bool {

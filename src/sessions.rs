@@ -444,6 +444,22 @@ impl Registry {
         std::mem::take(&mut self.urgent)
     }
 
+    /// Applies the loads logins asked for with results from `load` rather than the
+    /// background threads (benchmarks and tests without MySQL). Returns how many.
+    pub fn apply_urgent(
+        &mut self,
+        now: Instant,
+        mut load: impl FnMut(&Job) -> Result<RuleSet, DbError>,
+    ) -> usize {
+        let jobs = self.urgent_jobs();
+        let count = jobs.len();
+        for job in jobs {
+            let result = load(&job);
+            self.apply(Loaded { job, result }, now);
+        }
+        count
+    }
+
     /// A certificate login that failed (unknown user, MySQL unavailable): this connection is
     /// refused everything and not looked up again until it disconnects.
     pub fn certificate_refused(&mut self, client_id: &[u8], pointer: usize) {
@@ -1447,15 +1463,7 @@ mod tests {
 
         /// Applies the loads logins asked for, as the background threads would.
         fn deliver_urgent(&mut self, rules: RuleSet) {
-            for job in self.urgent_jobs() {
-                self.apply(
-                    Loaded {
-                        job,
-                        result: Ok(rules.clone()),
-                    },
-                    Instant::now(),
-                );
-            }
+            self.apply_urgent(Instant::now(), |_| Ok(rules.clone()));
         }
     }
 

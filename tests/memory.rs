@@ -98,15 +98,7 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
             &identity,
             now,
         );
-        for job in registry.urgent_jobs() {
-            registry.apply(
-                chat_auth::sessions::Loaded {
-                    job,
-                    result: Ok(rules.clone()),
-                },
-                now,
-            );
-        }
+        registry.apply_urgent(now, |_| Ok(rules.clone()));
         assert!(
             registry
                 .check(

@@ -856,60 +856,25 @@ fn connect_storms(
     let users: Vec<User> = (1..=5_000).map(user).collect();
     // Three alternating rounds, each on fresh brokers (so every plugin round starts cold):
     // single storms on this shared machine moved by a third from run to run.
-    let mut bare_cold = storm::StormFigures::default();
-    let mut bare_warm = storm::StormFigures::default();
-    let mut null_cold = storm::StormFigures::default();
-    let mut null_warm = storm::StormFigures::default();
-    let mut cold = storm::StormFigures::default();
-    let mut warm = storm::StormFigures::default();
     // The same, each client subscribing to its inbox before it leaves (a chat client).
     let inbox = "/users/{id}/messages";
-    let mut bare_subscribing = storm::StormFigures::default();
-    let mut null_subscribing = storm::StormFigures::default();
-    let mut subscribing = storm::StormFigures::default();
-    let mut plugin = None;
+    let mut figures: [[storm::StormFigures; 3]; 3] = Default::default();
     for _ in 0..3 {
-        let bare = start_broker(bench, Kind::BarePasswordFile);
-        bare_cold.add(&runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50)));
-        bare_warm.add(&runtime.block_on(storm::storm(bare.port, bare.pid(), &users, 50)));
-        drop(bare);
-        let bare = start_broker(bench, Kind::BarePasswordFile);
-        bare_subscribing.add(&runtime.block_on(storm::storm_subscribing(
-            bare.port,
-            bare.pid(),
-            &users,
-            50,
-            inbox,
-        )));
-        drop(bare);
-        let null = start_broker(bench, Kind::NullPlugin);
-        null_cold.add(&runtime.block_on(storm::storm(null.port, null.pid(), &users, 50)));
-        null_warm.add(&runtime.block_on(storm::storm(null.port, null.pid(), &users, 50)));
-        drop(null);
-        let null = start_broker(bench, Kind::NullPlugin);
-        null_subscribing.add(&runtime.block_on(storm::storm_subscribing(
-            null.port,
-            null.pid(),
-            &users,
-            50,
-            inbox,
-        )));
-        drop(null);
-        drop(plugin.take());
-        let broker = start_broker(bench, Kind::Plugin);
-        subscribing.add(&runtime.block_on(storm::storm_subscribing(
-            broker.port,
-            broker.pid(),
-            &users,
-            50,
-            inbox,
-        )));
-        drop(broker);
-        let broker = start_broker(bench, Kind::Plugin);
-        cold.add(&runtime.block_on(storm::storm(broker.port, broker.pid(), &users, 50)));
-        warm.add(&runtime.block_on(storm::storm(broker.port, broker.pid(), &users, 50)));
-        plugin = Some(broker);
+        for (kind, sums) in [Kind::BarePasswordFile, Kind::NullPlugin, Kind::Plugin]
+            .into_iter()
+            .zip(figures.iter_mut())
+        {
+            let round = storm_round(bench, runtime, kind, &users, inbox);
+            for (sum, figure) in sums.iter_mut().zip(&round) {
+                sum.add(figure);
+            }
+        }
     }
+    let [
+        [bare_cold, bare_warm, bare_subscribing],
+        [null_cold, null_warm, null_subscribing],
+        [cold, warm, subscribing],
+    ] = figures;
     let name = "connect storm 5000 users";
     let mut r = row3(
         name,
@@ -966,7 +931,6 @@ fn connect_storms(
         per_login(&warm),
         "us",
     ));
-    drop(plugin);
     // Per format, on a fresh broker: every login a first login.
     let plugin = start_broker(bench, Kind::Plugin);
     let mut table = String::from(
@@ -1006,6 +970,30 @@ fn connect_storms(
         assert_eq!(figures.refused, 0, "{label}: logins refused");
     }
     notes.push(table);
+}
+
+/// One round on fresh brokers of `kind`: first logins (cold), the same users again (warm),
+/// and, on another fresh broker, first logins each with an inbox SUBSCRIBE.
+fn storm_round(
+    bench: &Bench,
+    runtime: &tokio::runtime::Runtime,
+    kind: Kind,
+    users: &[User],
+    inbox: &'static str,
+) -> [storm::StormFigures; 3] {
+    let broker = start_broker(bench, kind);
+    let cold = runtime.block_on(storm::storm(broker.port, broker.pid(), users, 50));
+    let warm = runtime.block_on(storm::storm(broker.port, broker.pid(), users, 50));
+    drop(broker);
+    let broker = start_broker(bench, kind);
+    let subscribing = runtime.block_on(storm::storm_subscribing(
+        broker.port,
+        broker.pid(),
+        users,
+        50,
+        inbox,
+    ));
+    [cold, warm, subscribing]
 }
 
 /// Broker RSS with 10,000 authenticated clients connected, bare and with the plugin.

@@ -956,7 +956,7 @@ impl<'a> Given<'a> {
 
     /// One of the table's words, given or the default.
     fn choice(&self, name: &str) -> Result<Option<&'a str>, ConfigError> {
-        let options::Kind::Choice(words) = options::get(name).kind else {
+        let Some(words) = options::get(name).kind.words() else {
             panic!("option {name} is not a choice in config::options::OPTIONS");
         };
         match self.value(name) {
