@@ -73,7 +73,8 @@ pub struct Identity {
     /// (`None` for the HTTP backend's users: the service is asked again).
     pub proof: Option<Proof>,
     pub backend: BackendKind,
-    /// A bridge account (`bridge_users`): trusted to relay chat messages between brokers.
+    /// A bridge account (`bridge_users`, a MySQL user): trusted to relay chat messages
+    /// between brokers.
     pub relay: bool,
 }
 
@@ -314,7 +315,7 @@ impl<S: UserSource> Authenticator<S> {
             .and_then(|c| c.get(username, &self.secret.login_mac(username, password), now))
         {
             return Decision::Allow(Identity {
-                relay: self.is_relay(username),
+                relay: identity.backend == BackendKind::Mysql && self.is_relay(username),
                 ..identity
             });
         }
@@ -344,7 +345,8 @@ impl<S: UserSource> Authenticator<S> {
                     superuser: self.is_superuser(username, false),
                     proof: None,
                     backend,
-                    relay: self.is_relay(username),
+                    // Bridge accounts are rows of the user table, never the service's users.
+                    relay: false,
                 };
                 if let Some(cache) = &self.cache {
                     cache.put(username, &login_mac, identity.clone(), now);
@@ -1088,6 +1090,8 @@ mod tests {
             Duration::ZERO,
             ThrottleConfig::default(),
         )
+        // Every name matches: only MySQL's users become bridge accounts.
+        .with_bridge_users(Some(glob::Pattern::new("*").unwrap()))
     }
 
     #[test]
@@ -1107,8 +1111,8 @@ mod tests {
             panic!("alice is MySQL's");
         };
         assert_eq!(
-            (alice.backend, alice.user_id.as_str()),
-            (BackendKind::Mysql, "17")
+            (alice.backend, alice.user_id.as_str(), alice.relay),
+            (BackendKind::Mysql, "17", true)
         );
         assert_eq!(service.asked.get(), 0, "MySQL knew alice");
         // MySQL knows alice: its wrong password is not the service's to accept.
@@ -1121,6 +1125,7 @@ mod tests {
             panic!("carol is the service's");
         };
         assert_eq!(carol.backend, BackendKind::Http);
+        assert!(!carol.relay);
         assert!(carol.superuser, "superusers are asked of each backend");
         assert!(carol.proof.is_none(), "a re-check asks the service again");
         assert_eq!(

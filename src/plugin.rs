@@ -406,7 +406,10 @@ impl Plugin {
                     // Verified before against this very password: no hash, no waiting on
                     // MySQL; the row is read again in the background.
                     state.registry.rechecked(client_id, client.pointer);
-                    state.user_checks.insert(name.to_string(), now);
+                    if identity.backend == BackendKind::Mysql {
+                        // The service's users have no row to read again.
+                        state.user_checks.insert(name.to_string(), now);
+                    }
                     return Decision::Allow(identity);
                 }
                 // Another password than the verified one: checked in full below.

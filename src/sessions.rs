@@ -305,6 +305,7 @@ struct Departed {
     username: Arc<str>,
     superuser: bool,
     backend: BackendKind,
+    relay: bool,
     /// The rules load its login asked for (0: none), which its will waits for too.
     awaiting: u64,
 }
@@ -358,7 +359,8 @@ impl Registry {
     /// before it apply to it: the login is accepted at once and a load is asked for
     /// (`urgent_jobs`), which the client's checks wait for (`check` answers
     /// `Pending::Rules`). A user's first login holds only its identity until then (no group,
-    /// no row: a load that fails leaves it at that, refusing all but the user's own inbox),
+    /// no row: a load that fails leaves it at that, so only the chat rules that need neither
+    /// apply: the user's own inbox, and publishing to inboxes),
     /// so the broker thread never waits for the rules queries during a login. A recheck keeps
     /// the session's state and rules.
     pub fn login(
@@ -424,7 +426,8 @@ impl Registry {
                 username: username.clone(),
                 superuser: identity.superuser,
                 backend: identity.backend,
-                relay: identity.relay,
+                // Bridge accounts are rows of the user table (see `Identity::relay`).
+                relay: identity.relay && !identity.backend.asks_per_topic(),
                 state,
                 persistent,
                 proof: identity.proof,
@@ -581,6 +584,7 @@ impl Registry {
             username: session.username.clone(),
             superuser: session.superuser,
             backend: session.backend,
+            relay: session.relay,
             awaiting: session.awaiting,
         });
         if clean || !session.persistent {
@@ -810,6 +814,10 @@ impl Registry {
         if departed.superuser {
             return Ok(true);
         }
+        if topic == cluster::TOPIC {
+            // As for a PUBLISH (`decide`): bridge accounts only, whatever the rows say.
+            return Ok(departed.relay);
+        }
         if departed.backend.asks_per_topic() {
             return self.remote(&departed.username, topic);
         }
@@ -1021,7 +1029,7 @@ impl Registry {
         let ending: Vec<(Box<[u8]>, State)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| *s.username == *username)
+            .filter(|(_, s)| *s.username == *username && !s.backend.asks_per_topic())
             .filter(|(_, s)| match (&still_valid, &s.proof) {
                 (None, _) => true,
                 (Some(valid), Some(proof)) => !valid(proof),
@@ -1133,7 +1141,7 @@ impl Registry {
                     username: username.clone(),
                     superuser: session.superuser,
                     backend: session.backend,
-                    relay: session.relay,
+                    relay: session.relay && !session.backend.asks_per_topic(),
                     state: State::Offline,
                     persistent: true,
                     proof: None,
@@ -1546,11 +1554,30 @@ mod tests {
             assert!(!reg.ok(b"br", 1, access, topic), "{access:?} {topic}");
         }
         assert_eq!(reg.author(b"br", 1), Author::Relay);
-        // A `#` row grants bob everything but the cluster topic.
+        // A `#` row grants bob everything but the cluster topic, his will included.
         assert!(reg.ok(b"bob", 2, Access::Write, "elsewhere"));
         assert!(!reg.ok(b"bob", 2, Access::Write, cluster::TOPIC));
         assert!(!reg.ok(b"bob", 2, Access::Read, cluster::TOPIC));
         assert_eq!(reg.author(b"bob", 2), Author::User("2"));
+        reg.disconnect(b"bob", 2, true);
+        assert!(
+            !reg.ok(b"bob", 2, Access::Write, cluster::TOPIC),
+            "bob's will"
+        );
+        // The service's users are never bridge accounts, whatever the identity says.
+        let service_user = Identity {
+            relay: true,
+            backend: BackendKind::Http,
+            ..identity("bridge-h", "bridge-h")
+        };
+        reg.login(b"h", 3, CONNECT, &service_user, now);
+        assert_eq!(reg.author(b"h", 3), Author::Unknown);
+        assert!(!reg.ok(b"h", 3, Access::Subscribe, "/users/+/messages"));
+        assert!(!reg.ok(b"h", 3, Access::Write, cluster::TOPIC));
+        // Nor are their sessions ended by a MySQL row that is not there.
+        assert!(reg.user_checked("bridge-h", None).is_empty());
+        assert_eq!(reg.author(b"h", 3), Author::Unknown);
+        assert_eq!(reg.stats().online, 2);
     }
 
     #[test]

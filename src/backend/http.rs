@@ -193,9 +193,10 @@ impl Backoff {
     }
 }
 
-type AclKey = (Box<[u8]>, Box<str>, u8);
+type AclKey = (Box<[u8]>, Box<str>, Box<str>, u8);
 
-/// ACL answers per client, topic and access, for `ttl`, at most `capacity` of them.
+/// ACL answers per client (id and username: a client id is the client's choice, and another
+/// user may take it), topic and access, for `ttl`, at most `capacity` of them.
 pub struct AclCache {
     ttl: Duration,
     capacity: usize,
@@ -211,16 +212,30 @@ impl AclCache {
         }
     }
 
-    pub fn get(&self, client_id: &[u8], topic: &str, acc: u8, now: Instant) -> Option<bool> {
+    pub fn get(
+        &self,
+        client_id: &[u8],
+        username: &str,
+        topic: &str,
+        acc: u8,
+        now: Instant,
+    ) -> Option<bool> {
         // The key is built only to look it up; the hit path of a delivery storm.
-        let key: AclKey = (client_id.into(), topic.into(), acc);
+        let key: AclKey = (client_id.into(), username.into(), topic.into(), acc);
         self.answers
             .get(&key)
             .filter(|(_, expires)| now < *expires)
             .map(|(allowed, _)| *allowed)
     }
 
-    pub fn put(&mut self, client_id: &[u8], topic: &str, acc: u8, allowed: bool, now: Instant) {
+    pub fn put(
+        &mut self,
+        (client_id, username): (&[u8], &str),
+        topic: &str,
+        acc: u8,
+        allowed: bool,
+        now: Instant,
+    ) {
         if self.ttl.is_zero() {
             return;
         }
@@ -231,7 +246,7 @@ impl AclCache {
             }
         }
         self.answers.insert(
-            (client_id.into(), topic.into(), acc),
+            (client_id.into(), username.into(), topic.into(), acc),
             (allowed, now + self.ttl),
         );
     }
@@ -344,7 +359,11 @@ impl HttpBackend {
     pub fn acl(&self, username: &str, client_id: &[u8], topic: &str, access: Access) -> bool {
         let acc = acc(access);
         let now = Instant::now();
-        if let Some(allowed) = self.state().acl.get(client_id, topic, acc as u8, now) {
+        if let Some(allowed) = self
+            .state()
+            .acl
+            .get(client_id, username, topic, acc as u8, now)
+        {
             return allowed;
         }
         let Some(uri) = &self.config.aclcheck_uri else {
@@ -367,9 +386,13 @@ impl HttpBackend {
             Answer::Refuse => false,
             Answer::Error(_) => return false,
         };
-        self.state()
-            .acl
-            .put(client_id, topic, acc as u8, allowed, Instant::now());
+        self.state().acl.put(
+            (client_id, username),
+            topic,
+            acc as u8,
+            allowed,
+            Instant::now(),
+        );
         if !allowed && log::log_enabled!(log::Level::Debug) {
             log::debug!(
                 "HTTP auth service refused {access:?} of '{}' to user '{}'",
@@ -498,23 +521,31 @@ mod tests {
     }
 
     #[test]
-    fn acl_answers_are_kept_per_client_topic_and_access_until_they_expire() {
+    fn acl_answers_are_kept_per_client_user_topic_and_access_until_they_expire() {
         let t0 = Instant::now();
         let mut cache = AclCache::new(Duration::from_secs(10), 3);
-        cache.put(b"c1", "t", 1, true, t0);
-        assert_eq!(cache.get(b"c1", "t", 1, t0), Some(true));
-        assert_eq!(cache.get(b"c1", "t", 2, t0), None);
-        assert_eq!(cache.get(b"c2", "t", 1, t0), None);
-        assert_eq!(cache.get(b"c1", "t/x", 1, t0), None);
-        assert_eq!(cache.get(b"c1", "t", 1, t0 + Duration::from_secs(10)), None);
-        cache.put(b"c1", "u", 1, false, t0);
-        cache.put(b"c1", "v", 1, false, t0);
+        cache.put((b"c1", "alice"), "t", 1, true, t0);
+        assert_eq!(cache.get(b"c1", "alice", "t", 1, t0), Some(true));
+        assert_eq!(cache.get(b"c1", "alice", "t", 2, t0), None);
+        assert_eq!(cache.get(b"c2", "alice", "t", 1, t0), None);
+        assert_eq!(
+            cache.get(b"c1", "mallory", "t", 1, t0),
+            None,
+            "another user taking the client id asks again"
+        );
+        assert_eq!(cache.get(b"c1", "alice", "t/x", 1, t0), None);
+        assert_eq!(
+            cache.get(b"c1", "alice", "t", 1, t0 + Duration::from_secs(10)),
+            None
+        );
+        cache.put((b"c1", "alice"), "u", 1, false, t0);
+        cache.put((b"c1", "alice"), "v", 1, false, t0);
         // Full: expired answers go first, then everything.
-        cache.put(b"c1", "w", 1, true, t0 + Duration::from_secs(11));
+        cache.put((b"c1", "alice"), "w", 1, true, t0 + Duration::from_secs(11));
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.get(b"c1", "u", 1, t0), None);
+        assert_eq!(cache.get(b"c1", "alice", "u", 1, t0), None);
         let mut off = AclCache::new(Duration::ZERO, 3);
-        off.put(b"c1", "t", 1, true, t0);
+        off.put((b"c1", "alice"), "t", 1, true, t0);
         assert!(off.is_empty());
     }
 }
