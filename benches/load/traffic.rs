@@ -19,6 +19,7 @@ pub struct Flow {
     pub count: usize,
 }
 
+#[derive(Clone)]
 pub struct Load {
     pub subscribers: Vec<(User, String)>,
     pub flows: Vec<Flow>,
