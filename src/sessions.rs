@@ -1025,7 +1025,8 @@ impl Registry {
         username: &str,
         still_valid: Option<&dyn Fn(&Proof) -> bool>,
     ) -> Vec<Box<[u8]>> {
-        self.event();
+        // Not a broker event: applied at TICK, or while a check waits for rules (a will's
+        // included), which must still find the connection that just left.
         let ending: Vec<(Box<[u8]>, State)> = self
             .sessions
             .iter()
@@ -1594,6 +1595,8 @@ mod tests {
             Err(Pending::Rules),
             "asked again, still the will"
         );
+        // A user row read again meanwhile (after a SIGHUP) does not end the wait.
+        assert!(reg.user_checked("someone-else", None).is_empty());
         let job = reg.urgent_jobs().pop().expect("a load was asked for");
         let mut loaded = rules("4", &[]);
         loaded.rows.write = vec!["status/%u".into()];
