@@ -11,12 +11,9 @@
 //! of 0 iterations.
 
 use chat_auth::acl::{Access, ChatTopics, Patterns};
-use chat_auth::auth::{
-    Authenticator, BackendKind, Decision, Identity, Lookup, UserRecord, UserSource,
-};
+use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::chat::{self, Kind, Sender};
 use chat_auth::config::OfflineCaps;
-use chat_auth::db::DbError;
 use chat_auth::hash::HashSettings;
 use chat_auth::sessions::{LoginKind, NoFacts, Registry, RuleSet};
 use chat_auth::store::spool::Spool;
@@ -26,28 +23,9 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 2_000;
 
-/// Every user: MariaDB's `PASSWORD('secret')`, user id = the digits of the name.
-struct Users;
-
-impl UserSource for Users {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Mysql
-    }
-    fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
-        Ok(Lookup::Row(UserRecord {
-            hash: Some(b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7".to_vec()),
-            salt: None,
-            user_id: Some(username.trim_start_matches('u').to_string()),
-            is_superuser: false,
-        }))
-    }
-    fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
-        None
-    }
-    fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, DbError> {
-        Ok(None)
-    }
-}
+#[path = "../tests/support/fixed_users.rs"]
+mod fixed_users;
+use fixed_users::Users;
 
 fn rules(n: usize) -> RuleSet {
     RuleSet {

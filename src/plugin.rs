@@ -987,10 +987,9 @@ impl Plugin {
                 return;
             }
         };
-        let stats = |state: &State| self.stats(state);
         let mut jobs = Vec::new();
         for Request { command, reply } in requests {
-            let figures = matches!(command, Ok(Command::GetStats)).then(|| stats(&state));
+            let figures = matches!(command, Ok(Command::GetStats)).then(|| self.stats(&state));
             let State {
                 registry,
                 outbox,

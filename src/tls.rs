@@ -47,14 +47,15 @@ fn directory_certificates(dir: &Path) -> Result<Vec<openssl::x509::X509>, String
         .collect();
     paths.sort();
     let mut found: Vec<openssl::x509::X509> = Vec::new();
+    // The same certificate under several names (the hash links): taken once, by its DER.
+    let mut seen = std::collections::HashSet::new();
     for path in paths {
         // Other files may live there (a README, keys): only certificates count.
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
         for cert in openssl::x509::X509::stack_from_pem(&bytes).unwrap_or_default() {
-            let der = cert.to_der().unwrap_or_default();
-            if !found.iter().any(|c| c.to_der().unwrap_or_default() == der) {
+            if seen.insert(cert.to_der().unwrap_or_default()) {
                 found.push(cert);
             }
         }

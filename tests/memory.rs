@@ -4,10 +4,7 @@
 //! data structures behind it against growing back.
 
 use chat_auth::acl::{Access, ChatTopics, Patterns};
-use chat_auth::auth::{
-    Authenticator, BackendKind, Decision, Identity, Lookup, UserRecord, UserSource,
-};
-use chat_auth::db::DbError;
+use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::hash::HashSettings;
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry, RuleSet};
 use chat_auth::throttle::ThrottleConfig;
@@ -34,28 +31,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Every user's row: MariaDB's `PASSWORD('secret')`, user id = the digits of the name.
-struct Users;
-
-impl UserSource for Users {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Mysql
-    }
-    fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
-        Ok(Lookup::Row(UserRecord {
-            hash: Some(b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7".to_vec()),
-            salt: None,
-            user_id: Some(username.trim_start_matches('u').to_string()),
-            is_superuser: false,
-        }))
-    }
-    fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
-        None
-    }
-    fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, DbError> {
-        Ok(None)
-    }
-}
+#[path = "support/fixed_users.rs"]
+mod fixed_users;
+use fixed_users::Users;
 
 #[test]
 fn a_connected_client_costs_the_plugin_few_heap_bytes() {
