@@ -64,6 +64,11 @@ fn validation_and_stamping(c: &mut Criterion) {
         qos: 1,
         client_id: "phone-1017".into(),
         server_ts: 1_795_000_000_000,
+        payload: format!(
+            "{{\"type\":\"CHAT\",\"fromId\":1017,\"toId\":42,\"content\":\"{}\",\"id\":\"{}\",\"ts\":1795000000000}}",
+            "x".repeat(100),
+            new_message_id()
+        ),
     };
     // Commits (as the writer would) whenever a segment fills, so the run's gigabytes of
     // appends never hold more than two segments of disk.

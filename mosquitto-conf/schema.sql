@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS messages (
     qos         TINYINT UNSIGNED NOT NULL,
     client_id   VARCHAR(256) NOT NULL,
     server_ts   BIGINT NOT NULL COMMENT 'server time, ms since the Unix epoch',
+    -- The message exactly as it was delivered (chat history answers with it).
+    payload     MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     UNIQUE KEY messages_message_id (message_id),
-    KEY messages_conversation (to_id, id)
+    KEY messages_conversation (to_id, id),
+    -- Chat history: a group's messages, an inbox (type, to_id, then id: InnoDB appends the
+    -- primary key), and one direction of a conversation (type, to_id, from_id, id).
+    KEY messages_history_to (type, to_id),
+    KEY messages_history_pair (type, to_id, from_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -4,10 +4,13 @@
 /// A broker call to make from the main thread (at TICK).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// To one client, whether it subscribed or not (the broker checks no ACL for it).
     Publish {
         client_id: String,
         topic: String,
         payload: Vec<u8>,
+        /// MQTT 5 correlation data to send with it (the request's).
+        correlation_data: Option<Vec<u8>>,
     },
     KickUser(String),
     /// Disconnects the client with this id (its login no longer holds).
@@ -29,6 +32,25 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub client_id: String,
+    /// Where the answer goes: the API's response topic, or the request's MQTT 5 response
+    /// topic.
+    pub topic: String,
     pub command: String,
+    /// The command's `correlationData` member, echoed.
     pub correlation: Option<serde_json::Value>,
+    /// The request's MQTT 5 correlation data, sent back as a property.
+    pub correlation_data: Option<Vec<u8>>,
+}
+
+impl Reply {
+    /// A reply to `client_id` on `topic`, for a command not yet named.
+    pub fn to(client_id: &str, topic: &str) -> Reply {
+        Reply {
+            client_id: client_id.to_string(),
+            topic: topic.to_string(),
+            command: String::new(),
+            correlation: None,
+            correlation_data: None,
+        }
+    }
 }

@@ -122,6 +122,8 @@ impl Stamped<'_> {
             qos,
             client_id,
             server_ts: self.server_ts,
+            // A validated JSON payload is UTF-8.
+            payload: std::str::from_utf8(&self.payload).unwrap_or_default(),
         }
     }
 }

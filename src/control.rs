@@ -14,7 +14,8 @@ use crate::action::Action;
 use crate::cluster::{self, ClusterCommand};
 use crate::logging::printable;
 use crate::sessions::{Job, Registry};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 pub const TOPIC: &str = "$CONTROL/chat-auth/v1";
 pub const RESPONSE_TOPIC: &str = "$CONTROL/chat-auth/v1/response";
@@ -44,33 +45,45 @@ pub struct Request {
 /// Splits a control message into its commands. `Err` when the message is not a command
 /// list at all (answered with one error).
 pub fn parse(payload: &[u8], client_id: &str) -> Result<Vec<Request>, String> {
+    let base = Reply::to(client_id, RESPONSE_TOPIC);
+    Ok(commands(payload, &base, MAX_COMMANDS)?
+        .into_iter()
+        .map(|(body, reply)| Request {
+            command: command(&reply.command, &body),
+            reply,
+        })
+        .collect())
+}
+
+/// The commands of a control message, `{"commands":[...]}` or a single `{"command":...}`,
+/// each with the reply it gets (`base` with the command's name and `correlationData`).
+/// `Err` when the message is not a command list at all, or holds more than `max`.
+pub fn commands(payload: &[u8], base: &Reply, max: usize) -> Result<Vec<(Value, Reply)>, String> {
     let message: Value =
         serde_json::from_slice(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
-    let commands: Vec<&Value> = match message.get("commands") {
-        Some(Value::Array(list)) => list.iter().collect(),
-        Some(_) => return Err("\"commands\" must be an array".into()),
-        None if message.get("command").is_some() => vec![&message],
-        None => return Err("expected {\"commands\":[...]}".into()),
+    let commands: Vec<Value> = match message {
+        Value::Object(mut object) => match object.remove("commands") {
+            Some(Value::Array(list)) => list,
+            Some(_) => return Err("\"commands\" must be an array".into()),
+            None if object.contains_key("command") => vec![Value::Object(object)],
+            None => return Err("expected {\"commands\":[...]}".into()),
+        },
+        _ => return Err("expected {\"commands\":[...]}".into()),
     };
-    if commands.len() > MAX_COMMANDS {
-        return Err(format!("at most {MAX_COMMANDS} commands per message"));
+    if commands.len() > max {
+        return Err(format!("at most {max} commands per message"));
     }
     Ok(commands
         .into_iter()
-        .map(|c| {
-            let name = c
+        .map(|body| {
+            let mut reply = base.clone();
+            reply.command = body
                 .get("command")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            Request {
-                command: command(&name, c),
-                reply: Reply {
-                    client_id: client_id.to_string(),
-                    command: name,
-                    correlation: c.get("correlationData").cloned(),
-                },
-            }
+            reply.correlation = body.get("correlationData").cloned();
+            (body, reply)
         })
         .collect())
 }
@@ -173,30 +186,42 @@ impl Context<'_> {
 pub fn answer(reply: &Reply, outcome: Result<Option<Value>, String>) -> Action {
     Action::Publish {
         client_id: reply.client_id.clone(),
-        topic: RESPONSE_TOPIC.into(),
+        topic: reply.topic.clone(),
         payload: response(reply, outcome),
+        correlation_data: reply.correlation_data.clone(),
     }
 }
 
 /// The answer to one command: `Ok(data)` or `Err(error)`.
-pub fn response(reply: &Reply, outcome: Result<Option<Value>, String>) -> Vec<u8> {
-    let mut item = Map::new();
-    item.insert("command".into(), Value::String(reply.command.clone()));
-    if let Some(correlation) = &reply.correlation {
-        item.insert("correlationData".into(), correlation.clone());
-    }
-    match outcome {
-        Ok(Some(data)) => {
-            item.insert("data".into(), data);
-        }
-        Ok(None) => {}
-        Err(error) => {
-            item.insert("error".into(), Value::String(error));
-        }
-    }
-    json!({ "responses": [Value::Object(item)] })
-        .to_string()
-        .into_bytes()
+pub fn response<T: Serialize>(reply: &Reply, outcome: Result<Option<T>, String>) -> Vec<u8> {
+    let (data, error) = match outcome {
+        Ok(data) => (data, None),
+        Err(error) => (None, Some(error)),
+    };
+    let item = Response {
+        command: &reply.command,
+        correlation: reply.correlation.as_ref(),
+        data,
+        error,
+    };
+    serde_json::to_vec(&Responses { responses: [item] }).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct Responses<'a, T: Serialize> {
+    responses: [Response<'a, T>; 1],
+}
+
+/// One answer: `data` (verbatim, also when it holds raw JSON) or `error`.
+#[derive(Serialize)]
+struct Response<'a, T: Serialize> {
+    command: &'a str,
+    #[serde(rename = "correlationData", skip_serializing_if = "Option::is_none")]
+    correlation: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[cfg(test)]
@@ -260,9 +285,9 @@ mod tests {
     #[test]
     fn responses_echo_the_command_and_correlation() {
         let reply = Reply {
-            client_id: "a".into(),
             command: "refreshUser".into(),
             correlation: Some(json!("c-1")),
+            ..Reply::to("a", RESPONSE_TOPIC)
         };
         let ok: Value =
             serde_json::from_slice(&response(&reply, Ok(Some(json!({"clients": 2}))))).unwrap();
@@ -270,8 +295,11 @@ mod tests {
             ok,
             json!({"responses":[{"command":"refreshUser","correlationData":"c-1","data":{"clients":2}}]})
         );
-        let failed: Value =
-            serde_json::from_slice(&response(&reply, Err("database unavailable".into()))).unwrap();
+        let failed: Value = serde_json::from_slice(&response::<Value>(
+            &reply,
+            Err("database unavailable".into()),
+        ))
+        .unwrap();
         assert_eq!(failed["responses"][0]["error"], "database unavailable");
     }
 
@@ -284,9 +312,8 @@ mod tests {
         );
         let (mut jobs, mut outbox, mut seen) = (Vec::new(), Vec::new(), cluster::Seen::default());
         let reply = Reply {
-            client_id: "admin-1".into(),
             command: "kickUser".into(),
-            correlation: None,
+            ..Reply::to("admin-1", RESPONSE_TOPIC)
         };
         let mut context = Context {
             registry: &mut registry,

@@ -19,6 +19,7 @@ pub mod db;
 pub mod dedup;
 pub mod exporter;
 pub mod hash;
+pub mod history;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;

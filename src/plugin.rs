@@ -13,6 +13,7 @@ use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError};
 use crate::dedup::{self, Dedup, Stamp};
 use crate::exporter::Exporter;
+use crate::history::{self, Limits, reader::Reader};
 use crate::logging::printable;
 use crate::metrics;
 use crate::refresh::{Done, Refresher, RuleSource, Work};
@@ -38,6 +39,7 @@ pub struct Client<'a> {
 }
 
 pub use crate::action::Action;
+pub use crate::history::ResponseTo;
 
 /// A backend as the authenticator asks it.
 type Source = Arc<dyn UserSource + Send + Sync>;
@@ -100,6 +102,14 @@ struct State {
     next_export: Instant,
     /// Cluster commands run or sent lately (each runs once per broker).
     cluster_seen: cluster::Seen,
+    /// Chat history requests (`history_enabled`, with storage).
+    history: Option<History>,
+}
+
+/// The history reader and the per-client limits in front of it.
+struct History {
+    reader: Reader,
+    limits: Limits,
 }
 
 /// How long traffic may flow without a TICK before the plugin says the broker sends none.
@@ -156,6 +166,7 @@ impl Plugin {
         if let Some(http) = &config.http {
             addresses.push(format!("HTTP {}", http.base_url));
         }
+        let history_db = config.mysql.as_ref().map(|m| m.db.clone());
         let mysql = config.mysql.map(|mysql| -> Result<Mysql, String> {
             let mut checks = vec![("userquery", mysql.userquery.sql.clone())];
             for (name, query) in [
@@ -240,6 +251,37 @@ impl Plugin {
         let store = match (&config.persist, &mysql) {
             (Some(persist), Some(mysql)) => {
                 Some(Store::start(persist, Arc::clone(mysql.users.db()))?)
+            }
+            _ => None,
+        };
+        let history = match (&config.history, &config.persist, history_db) {
+            (Some(settings), Some(persist), Some(db)) => {
+                // A pool of its own: history pages never take the connections logins wait on.
+                let db = Db::start(
+                    &crate::config::DbConfig {
+                        pool_size: settings.connections,
+                        ..db
+                    },
+                    Vec::new(),
+                )?;
+                registry.serve_history();
+                log::info!(
+                    "chat history answered on {} ({} connections; per client {} in flight, {} \
+                     per second)",
+                    history::TOPIC,
+                    settings.connections,
+                    settings.in_flight,
+                    settings.per_second
+                );
+                Some(History {
+                    reader: Reader::start(
+                        db,
+                        &persist.table,
+                        settings.connections,
+                        settings.max_response_bytes,
+                    )?,
+                    limits: Limits::new(settings.in_flight, settings.per_second),
+                })
             }
             _ => None,
         };
@@ -341,6 +383,7 @@ impl Plugin {
                 exporter,
                 next_export: Instant::now(),
                 cluster_seen: cluster::Seen::default(),
+                history,
             }),
         })
     }
@@ -978,11 +1021,7 @@ impl Plugin {
         let requests = match requests {
             Ok(requests) => requests,
             Err(e) => {
-                let reply = Reply {
-                    client_id: client_name,
-                    command: String::new(),
-                    correlation: None,
-                };
+                let reply = Reply::to(&client_name, control::RESPONSE_TOPIC);
                 state.outbox.push(control::answer(&reply, Err(e)));
                 return;
             }
@@ -1013,6 +1052,92 @@ impl Plugin {
         }
     }
 
+    /// A message on `$CONTROL/chat-history/v1` (the ACL let only chat users write it):
+    /// each request is checked here and queued for the reader; answers go out at TICK, to
+    /// this client only.
+    pub fn history(&self, client: Client<'_>, payload: &[u8], response_to: ResponseTo) {
+        let Some(client_id) = client.id else {
+            return;
+        };
+        let client_name = String::from_utf8_lossy(client_id).into_owned();
+        let now = Instant::now();
+        let mut state = self.state();
+        Self::end_recheck(&mut state);
+        state.registry.event();
+        let mut base = Reply::to(&client_name, history::RESPONSE_TOPIC);
+        base.correlation_data = response_to.correlation_data;
+        let mut refused_topic = None;
+        if let Some(topic) = response_to.topic.filter(|t| t != history::RESPONSE_TOPIC) {
+            // The broker checks no ACL for an answer to one client: the plugin does, so an
+            // answer never lands on a topic the client could not subscribe to.
+            let readable = history::valid_response_topic(&topic)
+                && !self.chat.as_ref().is_some_and(|c| c.is_chat(&topic))
+                && state.registry.check(
+                    client_id,
+                    client.pointer,
+                    Access::Read,
+                    &topic,
+                    false,
+                    client.facts,
+                ) == Ok(true);
+            if readable {
+                base.topic = topic;
+            } else {
+                refused_topic = Some(topic);
+            }
+        }
+        let State {
+            registry,
+            outbox,
+            history,
+            ..
+        } = &mut *state;
+        let refuse = |outbox: &mut Vec<Action>, reply: &Reply, why: String| {
+            outbox.push(control::answer(reply, Err(why)));
+        };
+        let Some(history) = history else {
+            return refuse(outbox, &base, "chat history is off on this broker".into());
+        };
+        if let Some(topic) = refused_topic {
+            let why = format!(
+                "response topic '{}' refused: answers go only to a topic this client may \
+                 subscribe to, not a chat topic or another $ topic",
+                printable(&topic)
+            );
+            return refuse(outbox, &base, why);
+        }
+        let requests = match history::parse(payload, &base) {
+            Ok(requests) => requests,
+            Err(why) => return refuse(outbox, &base, why),
+        };
+        let requester = registry.chat_user(client_id, client.pointer);
+        for (request, reply) in requests {
+            let plan = request.and_then(|request| {
+                let who = requester
+                    .as_ref()
+                    .ok_or_else(|| "no chat identity: only chat users read history".to_string())?;
+                history::plan(request, who)
+            });
+            let admitted = plan.and_then(|plan| {
+                history
+                    .limits
+                    .admit(client_name.as_bytes(), now)
+                    .map(|()| plan)
+            });
+            match admitted {
+                Ok(plan) => {
+                    if let Err(reply) = history.reader.submit(history::reader::Job { plan, reply })
+                    {
+                        history.limits.done(client_name.as_bytes());
+                        let why = "busy: too many history requests waiting; ask again".into();
+                        refuse(outbox, &reply, why);
+                    }
+                }
+                Err(why) => refuse(outbox, &reply, why),
+            }
+        }
+    }
+
     /// The figures `getStats` answers with.
     fn stats(&self, state: &State) -> serde_json::Value {
         let stats = state.registry.stats();
@@ -1035,6 +1160,15 @@ impl Plugin {
         });
         if let Some(store) = &state.store {
             data["storage"] = storage_stats(store);
+        }
+        if let Some(history) = &state.history {
+            let counters = &history.reader.counters;
+            data["history"] = json!({
+                "pagesAnswered": counters.pages.load(Ordering::Relaxed),
+                "pagesFailed": counters.failed.load(Ordering::Relaxed),
+                "queryMicros": counters.query_micros.load(Ordering::Relaxed),
+                "clientsTracked": history.limits.tracked(),
+            });
         }
         data
     }
@@ -1067,6 +1201,22 @@ impl Plugin {
             } = &mut *state;
             if let Some(exporter) = exporter {
                 exporter.update(counters, &gauges);
+            }
+        }
+        if let State {
+            history: Some(history),
+            outbox,
+            ..
+        } = &mut *state
+        {
+            for answer in history.reader.ready() {
+                history.limits.done(answer.reply.client_id.as_bytes());
+                outbox.push(Action::Publish {
+                    client_id: answer.reply.client_id.clone(),
+                    topic: answer.reply.topic.clone(),
+                    payload: control::response(&answer.reply, answer.outcome.map(Some)),
+                    correlation_data: answer.reply.correlation_data,
+                });
             }
         }
         let ready: Vec<Done> = state.refresher.ready().collect();

@@ -26,6 +26,7 @@ use crate::auth::{BackendKind, Identity, Proof};
 use crate::cluster;
 pub use crate::config::OfflineCaps;
 use crate::db::DbError;
+use crate::history;
 use crate::logging::printable;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -297,6 +298,8 @@ pub struct Registry {
     certificate_refused: HashSet<(Box<[u8]>, usize)>,
     /// The sessions file has to be written again.
     dirty: bool,
+    /// Chat users may ask for their history (`history::TOPIC`).
+    history: bool,
 }
 
 struct Departed {
@@ -345,7 +348,32 @@ impl Registry {
             unknown_logged: HashSet::new(),
             certificate_refused: HashSet::new(),
             dirty: false,
+            history: false,
         }
+    }
+
+    /// Lets every chat user publish history requests and receive their answers.
+    pub fn serve_history(&mut self) {
+        self.history = true;
+    }
+
+    /// The chat identity and current groups of a live client whose rules are in (a
+    /// superuser, a bridge account or an HTTP service user has none).
+    pub fn chat_user(&self, client_id: &[u8], pointer: usize) -> Option<history::Requester<'_>> {
+        let session = self.sessions.get(client_id)?;
+        let usable = session.pointer == pointer
+            && session.state == State::Online
+            && !session.superuser
+            && !session.relay
+            && !session.backend.asks_per_topic();
+        let entry = self.users.get(&session.username).filter(|_| usable)?;
+        if session.awaiting != 0 && entry.settled < session.awaiting {
+            return None;
+        }
+        Some(history::Requester {
+            user_id: &entry.rules.user_id,
+            groups: &entry.rules.groups,
+        })
     }
 
     /// Any broker event other than an ACL check: a WRITE check not followed by MESSAGE is
@@ -754,6 +782,11 @@ impl Registry {
                 return Err(Pending::Rules);
             }
             session.awaiting = 0;
+        }
+        if self.history && history::granted(topic, access) {
+            // Every chat user asks for its own history; what it may read is decided per
+            // request (`history::plan`).
+            return Ok(true);
         }
         if session.state == State::Offline && entry.next_due <= self.clock && !entry.in_flight {
             // An offline session's rules are refreshed only when the broker delivers to it.

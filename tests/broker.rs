@@ -10,6 +10,8 @@ mod auth;
 mod cluster;
 #[path = "broker/harness.rs"]
 mod harness;
+#[path = "broker/history.rs"]
+mod history;
 #[path = "broker/http.rs"]
 mod http;
 #[path = "broker/mqtt.rs"]
@@ -42,6 +44,7 @@ fn main() {
     trials.extend(acl::trials());
     trials.extend(store::trials());
     trials.extend(security::trials());
+    trials.extend(history::trials());
     trials.extend(http::trials());
     trials.extend(cluster::trials());
     trials.extend(package::trials());

@@ -159,6 +159,9 @@ pub struct Config {
     pub validation: Option<ValidationConfig>,
     /// Message storage; `None` unless `persist_enabled`.
     pub persist: Option<StoreConfig>,
+    /// Chat history over `$CONTROL/chat-history/v1`; `None` without storage or with
+    /// `history_enabled false`.
+    pub history: Option<HistoryConfig>,
     pub log_level: log::LevelFilter,
     pub throttle: ThrottleConfig,
     pub offline: OfflineCaps,
@@ -202,6 +205,19 @@ pub struct StoreConfig {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub fsync: bool,
+}
+
+/// Chat history (`history_*`): reads the storage table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Threads, each with its own MySQL connection.
+    pub connections: usize,
+    /// Per client.
+    pub in_flight: u32,
+    /// Per client.
+    pub per_second: u32,
+    /// The most bytes of messages in one answer.
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +416,16 @@ impl Config {
             })
             .transpose()?;
         let persist = persist_config(given, validation.is_some())?;
+        let history = (persist.is_some() && given.flag("history_enabled")?)
+            .then(|| -> Result<HistoryConfig, ConfigError> {
+                Ok(HistoryConfig {
+                    connections: given.whole::<usize>("history_connections")?,
+                    in_flight: given.whole::<u32>("history_client_in_flight")?,
+                    per_second: given.whole::<u32>("history_client_per_second")?,
+                    max_response_bytes: given.whole::<usize>("history_max_response_kb")? * 1024,
+                })
+            })
+            .transpose()?;
 
         let throttle = ThrottleConfig {
             user_failures: given.whole::<u32>("login_throttle_failures")?,
@@ -446,6 +472,7 @@ impl Config {
             acl,
             validation,
             persist,
+            history,
             log_level,
             throttle,
             offline,

@@ -529,6 +529,47 @@ pub const OPTIONS: &[Spec] = &[
     )
     .default("false"),
     spec(
+        "history_enabled",
+        Flag,
+        Storage,
+        "Answer chat history requests (`getHistory` on `$CONTROL/chat-history/v1`) from the \
+         storage table. See Chat history.",
+    )
+    .default("true"),
+    spec(
+        "history_connections",
+        Whole { min: 1, max: 32 },
+        Storage,
+        "History queries run at once, each on its own thread and MySQL connection (never the \
+         logins' pool).",
+    )
+    .default("2"),
+    spec(
+        "history_client_in_flight",
+        Whole { min: 1, max: 100 },
+        Storage,
+        "History requests of one client not yet answered; more are answered with an error.",
+    )
+    .default("4"),
+    spec(
+        "history_client_per_second",
+        Whole { min: 1, max: 1_000 },
+        Storage,
+        "History requests one client may make per second; more are answered with an error.",
+    )
+    .default("10"),
+    spec(
+        "history_max_response_kb",
+        Whole {
+            min: 4,
+            max: 65_536,
+        },
+        Storage,
+        "The most KiB of messages in one history answer (the page ends early, `more` true). \
+         Keep it under your clients' maximum packet size: the broker drops a bigger answer.",
+    )
+    .default("256"),
+    spec(
         "login_throttle_failures",
         Whole { min: 0, max: 1_000 },
         General,

@@ -70,6 +70,11 @@ const EVENTS: &[(mosquitto_plugin_event, Callback, Option<&CStr>)] = &[
     (MOSQ_EVT_RELOAD, on_reload, None),
     (MOSQ_EVT_TICK, on_tick, None),
     (MOSQ_EVT_CONTROL, on_control, Some(c"$CONTROL/chat-auth/v1")),
+    (
+        MOSQ_EVT_CONTROL,
+        on_history,
+        Some(c"$CONTROL/chat-history/v1"),
+    ),
 ];
 
 struct Registration {
@@ -448,6 +453,125 @@ unsafe extern "C" fn on_control(
     })
 }
 
+unsafe extern "C" fn on_history(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    // Any other answer than success would disconnect the client (2.0.11).
+    guard("history", MOSQ_ERR_SUCCESS, || {
+        if let Some((event, plugin)) =
+            // SAFETY: registered for MOSQ_EVT_CONTROL on the history topic; userdata is our
+            // Plugin.
+            unsafe { event::<mosquitto_evt_control>(event_data, userdata) }
+        {
+            // SAFETY: the payload is valid for `payloadlen` bytes during the callback.
+            let payload = unsafe { payload(event.payload, event.payloadlen) };
+            // SAFETY: the event's properties live for the callback.
+            let response = unsafe { response_properties(event.properties) };
+            let broker_client = BrokerClient(event.client);
+            // SAFETY: the event's client lives for the callback.
+            plugin.history(unsafe { client(&broker_client) }, payload, response);
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+type ReadString = unsafe extern "C" fn(
+    *const mosquitto_property,
+    c_int,
+    *mut *mut std::ffi::c_char,
+    bool,
+) -> *const mosquitto_property;
+type ReadBinary = unsafe extern "C" fn(
+    *const mosquitto_property,
+    c_int,
+    *mut *mut c_void,
+    *mut u16,
+    bool,
+) -> *const mosquitto_property;
+
+/// The broker's property readers, looked up at run time: Debian's broker exports them,
+/// but a broker linked with only Mosquitto's `linker.syms` does not, and a missing symbol
+/// must not stop the plugin from loading (MQTT 5 response topics are then not honoured).
+static PROPERTY_READERS: std::sync::LazyLock<Option<(ReadString, ReadBinary)>> =
+    std::sync::LazyLock::new(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; a found symbol is the
+        // broker's function of this signature (mosquitto.h).
+        unsafe {
+            let string = libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"mosquitto_property_read_string".as_ptr(),
+            );
+            let binary = libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"mosquitto_property_read_binary".as_ptr(),
+            );
+            if string.is_null() || binary.is_null() {
+                log::warn!(
+                    "this broker does not export mosquitto_property_read_*: MQTT 5 response \
+                     topics of history requests are not honoured (answers go to the API's \
+                     response topic)"
+                );
+                return None;
+            }
+            Some((
+                std::mem::transmute::<*mut c_void, ReadString>(string),
+                std::mem::transmute::<*mut c_void, ReadBinary>(binary),
+            ))
+        }
+    });
+
+/// The request's MQTT 5 response topic and correlation data.
+///
+/// # Safety
+/// `properties` is NULL or the broker's property list, valid for the callback.
+unsafe fn response_properties(properties: *const mosquitto_property) -> crate::plugin::ResponseTo {
+    let mut response = crate::plugin::ResponseTo::default();
+    let Some((read_string, read_binary)) =
+        (!properties.is_null()).then(|| *PROPERTY_READERS).flatten()
+    else {
+        return response;
+    };
+    // SAFETY: the readers copy the value into memory the broker's allocator made, which
+    // `mosquitto_free` gives back; `properties` is valid (see above).
+    unsafe {
+        let mut topic: *mut std::ffi::c_char = std::ptr::null_mut();
+        if !read_string(
+            properties,
+            MQTT_PROP_RESPONSE_TOPIC as c_int,
+            &mut topic,
+            false,
+        )
+        .is_null()
+            && !topic.is_null()
+        {
+            response.topic =
+                Some(String::from_utf8_lossy(CStr::from_ptr(topic).to_bytes()).into_owned());
+            mosquitto_free(topic as *mut c_void);
+        }
+        let mut data: *mut c_void = std::ptr::null_mut();
+        let mut len: u16 = 0;
+        if !read_binary(
+            properties,
+            MQTT_PROP_CORRELATION_DATA as c_int,
+            &mut data,
+            &mut len,
+            false,
+        )
+        .is_null()
+        {
+            response.correlation_data = Some(if data.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(data as *const u8, len as usize).to_vec()
+            });
+            mosquitto_free(data);
+        }
+    }
+    response
+}
+
 unsafe extern "C" fn on_tick(
     _event: c_int,
     _event_data: *mut c_void,
@@ -478,23 +602,42 @@ unsafe fn payload<'a>(data: *const c_void, len: u32) -> &'a [u8] {
     }
 }
 
-/// Publishes through the broker: to one client (`client_id`), or to every subscriber.
-/// Returns the broker's error code.
+/// Publishes through the broker: to one client (`client_id`), or to every subscriber;
+/// with MQTT 5 correlation data if given. Returns the broker's error code.
 fn broker_publish(
     client_id: Option<&CStr>,
     topic: &CStr,
     payload: &[u8],
     qos: c_int,
     retain: bool,
+    correlation_data: Option<&[u8]>,
 ) -> c_int {
     let Ok(len) = c_int::try_from(payload.len()) else {
         return MOSQ_ERR_INVAL;
     };
     // SAFETY: the broker takes ownership of a mosquitto_malloc'd payload on success; we
     // free it on failure. Both strings are valid C strings; main thread.
+    // Same for the properties, which the broker frees with the message.
     unsafe {
+        let mut properties: *mut mosquitto_property = std::ptr::null_mut();
+        if let Some(data) = correlation_data {
+            let Ok(data_len) = u16::try_from(data.len()) else {
+                return MOSQ_ERR_INVAL;
+            };
+            let rc = mosquitto_property_add_binary(
+                &mut properties,
+                MQTT_PROP_CORRELATION_DATA as c_int,
+                data.as_ptr() as *const c_void,
+                data_len,
+            );
+            if rc != MOSQ_ERR_SUCCESS {
+                mosquitto_property_free_all(&mut properties);
+                return rc;
+            }
+        }
         let buffer = mosquitto_malloc(payload.len().max(1));
         if buffer.is_null() {
+            mosquitto_property_free_all(&mut properties);
             return MOSQ_ERR_NOMEM;
         }
         std::ptr::copy_nonoverlapping(payload.as_ptr(), buffer as *mut u8, payload.len());
@@ -505,10 +648,11 @@ fn broker_publish(
             buffer,
             qos,
             retain,
-            std::ptr::null_mut(),
+            properties,
         );
         if rc != MOSQ_ERR_SUCCESS {
             mosquitto_free(buffer);
+            mosquitto_property_free_all(&mut properties);
         }
         rc
     }
@@ -522,19 +666,27 @@ fn perform(action: Action) {
             client_id,
             topic,
             payload,
+            correlation_data,
         } => {
             let (client_id, topic) = (c_string(&client_id), c_string(&topic));
-            let rc = broker_publish(Some(&client_id), &topic, &payload, 0, false);
+            let rc = broker_publish(
+                Some(&client_id),
+                &topic,
+                &payload,
+                0,
+                false,
+                correlation_data.as_deref(),
+            );
             if rc != MOSQ_ERR_SUCCESS {
                 log::warn!("could not publish a control answer (error {rc})");
             }
         }
         Action::Retain { topic, payload } => {
             // A figure not published now is published again at the next interval.
-            let _ = broker_publish(None, &c_string(&topic), &payload, 0, true);
+            let _ = broker_publish(None, &c_string(&topic), &payload, 0, true, None);
         }
         Action::Broadcast { topic, payload } => {
-            let rc = broker_publish(None, &c_string(&topic), &payload, 1, false);
+            let rc = broker_publish(None, &c_string(&topic), &payload, 1, false, None);
             if rc != MOSQ_ERR_SUCCESS {
                 log::warn!("could not publish a cluster command (error {rc})");
             }

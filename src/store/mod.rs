@@ -36,6 +36,9 @@ pub struct Record<S = String> {
     pub qos: u8,
     pub client_id: S,
     pub server_ts: i64,
+    /// The payload as delivered (what history answers with); empty for records spooled
+    /// before it was kept.
+    pub payload: S,
 }
 
 /// A record borrowed from the MESSAGE callback.
@@ -43,7 +46,7 @@ pub type NewRecord<'a> = Record<&'a str>;
 
 /// The columns of the messages table a record fills, in the order of `Record::values`: the
 /// one list the INSERT, the writer's probe and `schema.sql` follow.
-pub const COLUMNS: [&str; 9] = [
+pub const COLUMNS: [&str; 10] = [
     "message_id",
     "type",
     "from_id",
@@ -53,7 +56,11 @@ pub const COLUMNS: [&str; 9] = [
     "qos",
     "client_id",
     "server_ts",
+    "payload",
 ];
+
+/// The columns of a table made before `payload` (the writer leaves it out there).
+const COLUMNS_WITHOUT_PAYLOAD: usize = COLUMNS.len() - 1;
 
 impl Record {
     pub fn borrowed(&self) -> NewRecord<'_> {
@@ -67,6 +74,7 @@ impl Record {
             qos: self.qos,
             client_id: &self.client_id,
             server_ts: self.server_ts,
+            payload: &self.payload,
         }
     }
 
@@ -82,6 +90,11 @@ impl Record {
             Value::from(self.qos),
             Value::Bytes(self.client_id.into_bytes()),
             Value::from(self.server_ts),
+            if self.payload.is_empty() {
+                Value::NULL
+            } else {
+                Value::Bytes(self.payload.into_bytes())
+            },
         ]
     }
 }
@@ -179,11 +192,8 @@ impl Store {
         let signal = Arc::new(Signal::default());
         let writer = Writer {
             db,
-            insert_prefix: format!(
-                "INSERT INTO {} ({}) VALUES ",
-                config.table,
-                COLUMNS.join(", ")
-            ),
+            table: config.table.clone(),
+            columns: None,
             batch_rows: config.batch_rows,
             flush: config.flush,
             start: reader.position(),
@@ -193,12 +203,6 @@ impl Store {
             rejected: config.spool_dir.join("rejected.jsonl"),
             insert_sql: Default::default(),
             failing: false,
-            probe_sql: format!(
-                "INSERT INTO {} ({}) SELECT {} FROM DUAL WHERE FALSE",
-                config.table,
-                COLUMNS.join(", "),
-                vec!["NULL"; COLUMNS.len()].join(", ")
-            ),
             test_panics: std::env::var("CHAT_AUTH_TEST_WRITER_PANICS")
                 .ok()
                 .and_then(|n| n.parse().ok())
@@ -276,7 +280,10 @@ impl Drop for Store {
 
 struct Writer {
     db: Arc<Db>,
-    insert_prefix: String,
+    /// Quoted.
+    table: String,
+    /// How many of `COLUMNS` the table has (all, or all but `payload`); `None` until asked.
+    columns: Option<usize>,
     batch_rows: usize,
     flush: Duration,
     /// Where reading started: the writer goes back to the last commit (or here) after a
@@ -286,12 +293,10 @@ struct Writer {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     rejected: PathBuf,
-    /// INSERT statements by row count (a handful of fixed sizes).
-    insert_sql: std::collections::HashMap<usize, String>,
+    /// INSERT statements by row and column count (a handful of fixed sizes).
+    insert_sql: std::collections::HashMap<(usize, usize), String>,
     /// Inside a run of failed attempts (one warning per run).
     failing: bool,
-    /// `INSERT ... SELECT ... WHERE FALSE`: see `table_takes_rows`.
-    probe_sql: String,
     /// Batches left to fail on purpose (`test_panic`).
     test_panics: u32,
 }
@@ -443,7 +448,40 @@ impl Writer {
     /// Whether the server takes INSERTs into the table at all: a statement inserting no row
     /// needs the grant, the table and its columns, and touches no constraint or trigger.
     fn table_takes_rows(&self) -> bool {
-        self.db.execute(&self.probe_sql).is_ok()
+        let columns = self.columns.unwrap_or(COLUMNS.len());
+        self.db.execute(&self.probe_sql(columns)).is_ok()
+    }
+
+    /// `INSERT ... SELECT ... WHERE FALSE` into the first `columns` of `COLUMNS`.
+    fn probe_sql(&self, columns: usize) -> String {
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM DUAL WHERE FALSE",
+            self.table,
+            COLUMNS[..columns].join(", "),
+            vec!["NULL"; columns].join(", ")
+        )
+    }
+
+    /// How many of `COLUMNS` the table takes: a table made before `payload` existed is
+    /// written without it (one warning; history then rebuilds messages from the columns).
+    fn columns(&mut self) -> Result<usize, DbError> {
+        if let Some(columns) = self.columns {
+            return Ok(columns);
+        }
+        let columns = match self.db.execute(&self.probe_sql(COLUMNS.len())) {
+            Ok(()) => COLUMNS.len(),
+            Err(DbError::Query(why)) if why.contains("payload") => {
+                log::warn!(
+                    "the table {} has no payload column: messages are stored without the                      payload as delivered (README, Chat history: ALTER TABLE ... ADD payload)",
+                    self.table
+                );
+                COLUMNS_WITHOUT_PAYLOAD
+            }
+            // No table, no grant, no server: the batch waits as for any other failure.
+            Err(e) => return Err(e),
+        };
+        self.columns = Some(columns);
+        Ok(columns)
     }
 
     fn stored_again(&mut self) {
@@ -516,35 +554,46 @@ impl Writer {
     /// A batch is cut into a few fixed sizes, so the server prepares each statement once
     /// per connection (one statement per batch length re-prepared nearly every batch).
     fn insert(&mut self, batch: &[Queued]) -> Result<(), DbError> {
+        let columns = self.columns()?;
         let mut statements = Vec::new();
         let mut rest = batch;
         while !rest.is_empty() {
             let rows = statement_rows(rest.len(), self.batch_rows);
             let (chunk, after) = rest.split_at(rows);
             rest = after;
-            let mut values = Vec::with_capacity(rows * COLUMNS.len());
+            let mut values = Vec::with_capacity(rows * columns);
             for item in chunk {
                 // Decoded here, on the writer thread: its allocations never touch the broker's.
                 let record = spool::decode(&item.0)
                     .ok_or_else(|| DbError::Query("a spool record cannot be decoded".into()))?;
-                values.extend(record.values());
+                values.extend(record.values().into_iter().take(columns));
             }
             statements.push((rows, values));
         }
         for (rows, _) in &statements {
-            if !self.insert_sql.contains_key(rows) {
-                let row = format!("({})", vec!["?"; COLUMNS.len()].join(","));
-                let mut sql = self.insert_prefix.clone();
-                sql.push_str(&vec![row; *rows].join(","));
-                sql.push_str(" ON DUPLICATE KEY UPDATE message_id = message_id");
-                self.insert_sql.insert(*rows, sql);
+            let key = (*rows, columns);
+            if !self.insert_sql.contains_key(&key) {
+                let row = format!("({})", vec!["?"; columns].join(","));
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE message_id = \
+                     message_id",
+                    self.table,
+                    COLUMNS[..columns].join(", "),
+                    vec![row; *rows].join(",")
+                );
+                self.insert_sql.insert(key, sql);
             }
         }
         let statements = statements
             .into_iter()
-            .map(|(rows, values)| (self.insert_sql[&rows].as_str(), values))
+            .map(|(rows, values)| (self.insert_sql[&(rows, columns)].as_str(), values))
             .collect();
-        self.db.execute_in_transaction(statements)
+        let result = self.db.execute_in_transaction(statements);
+        if matches!(&result, Err(DbError::Query(why)) if why.contains("payload")) {
+            // The column went away (or came) under us: ask the table again.
+            self.columns = None;
+        }
+        result
     }
 }
 

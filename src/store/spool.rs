@@ -535,51 +535,80 @@ fn read_checkpoint(dir: &Path) -> io::Result<Option<Position>> {
     })
 }
 
+/// Records spooled before the payload was kept (read back, never written).
 const ENCODING_V1: u8 = 1;
+const ENCODING_V2: u8 = 2;
 
 /// The record as a version byte, then each field: strings as u32 length + UTF-8 bytes,
-/// `qos` as one byte, `server_ts` as i64. Cheaper than JSON on the broker thread.
+/// `qos` as one byte, `server_ts` as i64, then the payload as a string. Cheaper than JSON
+/// on the broker thread. With a payload, `content` is left empty: the writer reads it back
+/// from the payload, so a message's text is spooled once.
 fn encode(record: &NewRecord<'_>, out: &mut Vec<u8>) {
-    out.push(ENCODING_V1);
-    for text in [
+    out.push(ENCODING_V2);
+    let text = |out: &mut Vec<u8>, text: &str| {
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    };
+    let content = if record.payload.is_empty() {
+        record.content
+    } else {
+        ""
+    };
+    for field in [
         record.message_id,
         record.kind,
         record.from_id,
         record.to_id,
-        record.content,
+        content,
         record.topic,
         record.client_id,
     ] {
-        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-        out.extend_from_slice(text.as_bytes());
+        text(out, field);
     }
     out.push(record.qos);
     out.extend_from_slice(&record.server_ts.to_le_bytes());
+    text(out, record.payload);
 }
 
-/// A record from its spool encoding; `None` if it is not one.
+/// A record from its spool encoding (this version's, or the one before, which had no
+/// payload: a spool left by an upgraded plugin is still written); `None` if it is not one.
 pub fn decode(body: &[u8]) -> Option<Record> {
     let (&version, mut rest) = body.split_first()?;
-    if version != ENCODING_V1 {
+    if version != ENCODING_V1 && version != ENCODING_V2 {
         return None;
     }
-    let mut text = || -> Option<String> {
+    let text = |rest: &mut &[u8]| -> Option<String> {
         let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
         let bytes = rest.get(4..4 + len)?;
-        rest = &rest[4 + len..];
-        String::from_utf8(bytes.to_vec()).ok()
+        let text = String::from_utf8(bytes.to_vec()).ok();
+        *rest = &rest[4 + len..];
+        text
     };
     let (message_id, kind, from_id, to_id, content, topic, client_id) = (
-        text()?,
-        text()?,
-        text()?,
-        text()?,
-        text()?,
-        text()?,
-        text()?,
+        text(&mut rest)?,
+        text(&mut rest)?,
+        text(&mut rest)?,
+        text(&mut rest)?,
+        text(&mut rest)?,
+        text(&mut rest)?,
+        text(&mut rest)?,
     );
-    let (&qos, rest) = rest.split_first()?;
-    let server_ts = i64::from_le_bytes(rest.try_into().ok()?);
+    let (&qos, tail) = rest.split_first()?;
+    let (server_ts, mut tail) = tail.split_at_checked(8)?;
+    let server_ts = i64::from_le_bytes(server_ts.try_into().ok()?);
+    let payload = if version == ENCODING_V1 {
+        String::new()
+    } else {
+        text(&mut tail)?
+    };
+    if !tail.is_empty() {
+        return None;
+    }
+    let content = if payload.is_empty() {
+        content
+    } else {
+        content_of(&payload)?
+    };
     Some(Record {
         message_id,
         kind,
@@ -590,7 +619,20 @@ pub fn decode(body: &[u8]) -> Option<Record> {
         qos,
         client_id,
         server_ts,
+        payload,
     })
+}
+
+/// The `content` of a validated chat payload (decoded as `chat::accept` read it: the
+/// payload has one `content`, a string).
+fn content_of(payload: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Content {
+        content: String,
+    }
+    serde_json::from_str::<Content>(payload)
+        .ok()
+        .map(|c| c.content)
 }
 
 #[cfg(test)]
@@ -609,7 +651,42 @@ mod tests {
             qos: 1,
             client_id: "c".into(),
             server_ts: n as i64,
+            payload: serde_json::json!({"type": "CHAT", "content": format!("hello \"{n}\" ✓")})
+                .to_string(),
         }
+    }
+
+    /// The record with another content, in its payload too (as the broker spools them).
+    fn with_content(mut record: Record, content: String) -> Record {
+        record.payload = serde_json::json!({"type": "CHAT", "content": content}).to_string();
+        record.content = content;
+        record
+    }
+
+    #[test]
+    fn records_spooled_before_the_payload_was_kept_are_still_read() {
+        let mut v1 = vec![ENCODING_V1];
+        for text in ["m1", "CHAT", "1", "2", "hi", "/users/2/messages", "c"] {
+            v1.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            v1.extend_from_slice(text.as_bytes());
+        }
+        v1.push(1);
+        v1.extend_from_slice(&7i64.to_le_bytes());
+        let old = decode(&v1).expect("a version 1 record");
+        assert_eq!((old.content.as_str(), old.server_ts), ("hi", 7));
+        assert!(old.payload.is_empty());
+        let mut v2 = Vec::new();
+        encode(&record(3).borrowed(), &mut v2);
+        assert_eq!(decode(&v2), Some(record(3)));
+        assert_eq!(decode(&v2[..v2.len() - 1]), None, "cut short");
+        // A message's text is spooled once (inside the payload), not twice.
+        let big = with_content(record(4), "z".repeat(10_000));
+        let mut encoded = Vec::new();
+        encode(&big.borrowed(), &mut encoded);
+        assert!(encoded.len() < 10_200, "{} bytes", encoded.len());
+        assert_eq!(decode(&encoded), Some(big));
+        v1.push(0);
+        assert_eq!(decode(&v1), None, "trailing bytes");
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -728,8 +805,7 @@ mod tests {
     fn a_copy_cut_before_its_header_is_the_end_and_big_records_get_their_own_segment() {
         let dir = temp_dir("mapped");
         let (mut spool, _) = Spool::open(&dir, true, 300).unwrap();
-        let mut big = record(1);
-        big.content = "x".repeat(1000);
+        let big = with_content(record(1), "x".repeat(1000));
         spool.append(&record(0).borrowed()).unwrap();
         spool.append(&big.borrowed()).unwrap();
         spool.append(&record(2).borrowed()).unwrap();
@@ -766,8 +842,10 @@ mod tests {
         let (mut spool, _) = Spool::open(&dir, false, 4 * WINDOW).unwrap();
         let mut sent = Vec::new();
         for n in 0..40_000 {
-            let mut r = record(n);
-            r.content = format!("{n:>0width$}", width = (n % 300) as usize);
+            let r = with_content(
+                record(n),
+                format!("{n:>0width$}", width = (n % 300) as usize),
+            );
             spool.append(&r.borrowed()).unwrap();
             sent.push(r);
         }

@@ -89,7 +89,7 @@ pub fn assert_chat(delivered: &[u8], sent: &[u8]) {
 }
 
 /// Sends a control command as `admin` and returns the first response item.
-fn control(admin: &mut Mqtt, command: Value) -> Value {
+pub fn control(admin: &mut Mqtt, command: Value) -> Value {
     let payload = json!({ "commands": [command] }).to_string();
     assert!(accepted(admin.publish(
         "$CONTROL/chat-auth/v1",

@@ -265,6 +265,32 @@ impl MariaDb {
             .collect()
     }
 
+    /// Every row of a statement with `params` bound, each as column name -> text.
+    pub fn root_rows(
+        &self,
+        sql: &str,
+        params: Vec<mysql::Value>,
+    ) -> Vec<std::collections::HashMap<String, String>> {
+        let rows: Vec<mysql::Row> = root_conn(self.port)
+            .and_then(|mut c| c.exec(sql, params))
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"));
+        rows.into_iter()
+            .map(|row| {
+                let columns = row.columns();
+                (0..row.len())
+                    .map(|i| {
+                        let text = match row.as_ref(i) {
+                            Some(mysql::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                            Some(mysql::Value::NULL) | None => String::new(),
+                            Some(other) => other.as_sql(true),
+                        };
+                        (columns[i].name_str().into_owned(), text)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// A new database with the bundled schema, readable by the plugin's user.
     pub fn database(&self, name: &str) -> String {
         let schema = std::fs::read_to_string(

@@ -2,7 +2,9 @@
 //! broker's reason codes (SUBACK, PUBACK), received messages queue up for inspection.
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, Packet, PubAckReason, PublishProperties, SubscribeReasonCode,
+};
 use rumqttc::v5::{Client, Event, MqttOptions};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -26,6 +28,8 @@ pub struct Message {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// The MQTT 5 correlation data it came with.
+    pub correlation_data: Option<Vec<u8>>,
 }
 
 pub struct Login<'a> {
@@ -135,6 +139,29 @@ impl Mqtt {
         })
     }
 
+    /// PUBLISH at QoS 1 with an MQTT 5 response topic and correlation data (a request, as
+    /// `mosquitto_rr` sends it); the PUBACK's reason code.
+    pub fn request(
+        &mut self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        response_topic: &str,
+        correlation_data: &[u8],
+    ) -> u8 {
+        let properties = PublishProperties {
+            response_topic: Some(response_topic.to_string()),
+            correlation_data: Some(correlation_data.to_vec().into()),
+            ..Default::default()
+        };
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), properties)
+            .expect("queue PUBLISH");
+        self.wait_for("PUBACK", |p| match p {
+            Packet::PubAck(ack) => Some(puback_code(&ack.reason)),
+            _ => None,
+        })
+    }
+
     /// The next message within `wait`, if any.
     pub fn message(&mut self, wait: Duration) -> Option<Message> {
         if let Some(i) = self
@@ -207,6 +234,11 @@ fn as_message(packet: &Packet) -> Option<Message> {
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
             payload: p.payload.to_vec(),
             retain: p.retain,
+            correlation_data: p
+                .properties
+                .as_ref()
+                .and_then(|props| props.correlation_data.as_ref())
+                .map(|data| data.to_vec()),
         }),
         _ => None,
     }
