@@ -7,14 +7,18 @@
 //! Scenarios: `inbox` (WRITE check, validation and stamping, spool append, READ check of one
 //! inbox message), `fanout` (the READ check of one group delivery), `warm-login` (a reconnect
 //! answered by the credential cache, rules held), `first-login` (a `PASSWORD()` hash checked,
-//! rules loaded). Setup is the same for every count, so `scripts/instructions` subtracts a run
-//! of 0 iterations.
+//! rules loaded), `history` (a chat history request read, checked and counted, and its
+//! 50-message answer wrapped at TICK). Setup is the same for every count, so
+//! `scripts/instructions` subtracts a run of 0 iterations.
 
 use chat_auth::acl::{Access, ChatTopics, Patterns};
+use chat_auth::action::Reply;
 use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::chat::{self, Kind, Sender};
 use chat_auth::config::OfflineCaps;
+use chat_auth::control;
 use chat_auth::hash::HashSettings;
+use chat_auth::history::{self, StoredMessage};
 use chat_auth::sessions::{LoginKind, NoFacts, Registry, RuleSet};
 use chat_auth::store::spool::Spool;
 use chat_auth::throttle::ThrottleConfig;
@@ -88,6 +92,31 @@ fn check(registry: &mut Registry, n: usize, access: Access, topic: &str) -> bool
         .expect("rules loaded at login")
 }
 
+const HISTORY_REQUEST: &[u8] = br#"{"commands":[{"command":"getHistory","type":"INBOX","after":"019abd1e-6f0a-7c3e-9b1d-2f4e5a6b7c8d","limit":50,"correlationData":"c-1"}]}"#;
+
+/// A page of 50 stamped 100-byte messages, as the reader thread hands it over.
+fn page_of_50() -> Box<serde_json::value::RawValue> {
+    let rows: Vec<StoredMessage> = (0..50)
+        .map(|n| {
+            let id = format!("019abd1e-6f0a-7c3e-9b1d-2f4e5a6b7{n:03}");
+            let payload = serde_json::json!({
+                "type": "CHAT", "fromId": 42, "toId": 17, "content": "x".repeat(100),
+                "id": id, "ts": 1_795_000_000_000_i64 + n
+            });
+            StoredMessage {
+                message_id: id,
+                kind: "CHAT".into(),
+                from_id: "42".into(),
+                to_id: "17".into(),
+                content: "x".repeat(100),
+                server_ts: 1_795_000_000_000 + n,
+                payload: Some(payload.to_string()),
+            }
+        })
+        .collect();
+    serde_json::value::to_raw_value(&history::page(&rows, 50, 1 << 20)).unwrap()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "inbox".into());
@@ -115,6 +144,9 @@ fn main() {
             auth.login(Some(name.as_bytes()), Some(b"secret"), b"c", None, now);
         }
     }
+    let reply_base = Reply::to("c17", history::RESPONSE_TOPIC);
+    let mut limits = history::Limits::new(4, u32::MAX);
+    let history_page = page_of_50();
     let mut accepted = 0usize;
     for i in 0..iterations {
         let n = i % CLIENTS + 1;
@@ -171,6 +203,19 @@ fn main() {
                     panic!("{name} refused");
                 };
                 accepted += connect(&mut registry, n, &identity, now);
+            }
+            "history" => {
+                // What the broker thread does for one request: read it, check it against the
+                // rules in memory, count it; and at TICK, wrap the page the reader made.
+                let commands = history::parse(black_box(HISTORY_REQUEST), &reply_base).unwrap();
+                for (request, reply) in commands {
+                    let who = registry.chat_user(b"c17", 17).expect("rules loaded");
+                    let plan = history::plan(request.unwrap(), &who).unwrap();
+                    limits.admit(b"c17", now).unwrap();
+                    accepted += black_box(plan).branches.len();
+                    limits.done(b"c17");
+                    accepted += control::response(&reply, Ok(Some(&*history_page))).len();
+                }
             }
             other => panic!("unknown scenario {other}"),
         }

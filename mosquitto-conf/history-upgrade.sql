@@ -10,4 +10,4 @@
 ALTER TABLE messages
     ADD COLUMN payload MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     ADD KEY messages_history_to (type, to_id),
-    ADD KEY messages_history_pair (type, to_id, from_id);
+    ADD KEY messages_history_pair (from_id, type, to_id);

@@ -57,8 +57,9 @@ CREATE TABLE IF NOT EXISTS messages (
     payload     MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     UNIQUE KEY messages_message_id (message_id),
     KEY messages_conversation (to_id, id),
-    -- Chat history: a group's messages, an inbox (type, to_id, then id: InnoDB appends the
-    -- primary key), and one direction of a conversation (type, to_id, from_id, id).
+    -- Chat history: a group's messages or an inbox (type, to_id, then id: InnoDB appends the
+    -- primary key), and one direction of a conversation (from_id, type, to_id, id; from_id
+    -- first, so it never competes for a group's pages).
     KEY messages_history_to (type, to_id),
-    KEY messages_history_pair (type, to_id, from_id)
+    KEY messages_history_pair (from_id, type, to_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -54,3 +54,8 @@ impl Reply {
         }
     }
 }
+
+/// Wakes the broker's event loop from another thread, so a result a background thread
+/// made is handed over at the next TICK at once rather than when the loop's 100 ms wait ends
+/// (the FFI edge makes it; without one, results wait for the next TICK).
+pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;

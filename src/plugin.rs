@@ -144,7 +144,13 @@ const STATS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(6
 impl Plugin {
     /// Validates the options and starts the background parts. An `Err` names the option and
     /// stops the broker; an unreachable database does not.
-    pub fn start<K: AsRef<str>, V: AsRef<str>>(options: &[(K, V)]) -> Result<Plugin, String> {
+    ///
+    /// `wake` interrupts the broker's loop wait, so background answers (history pages) go
+    /// out at once.
+    pub fn start<K: AsRef<str>, V: AsRef<str>>(
+        options: &[(K, V)],
+        wake: Option<crate::action::Waker>,
+    ) -> Result<Plugin, String> {
         let (config, warnings) = Config::parse(options).map_err(|e| e.to_string())?;
         log::set_max_level(config.log_level);
         for warning in &warnings {
@@ -279,6 +285,7 @@ impl Plugin {
                         &persist.table,
                         settings.connections,
                         settings.max_response_bytes,
+                        wake,
                     )?,
                     limits: Limits::new(settings.in_flight, settings.per_second),
                 })
@@ -685,6 +692,30 @@ impl Plugin {
                     state.registry.mark_dirty();
                 }
             },
+        }
+    }
+
+    /// The history pages the reader made since the last tick, to their clients.
+    fn hand_over_history(state: &mut State) {
+        let State {
+            history: Some(history),
+            outbox,
+            ..
+        } = state
+        else {
+            return;
+        };
+        if !history.reader.has_answers() {
+            return;
+        }
+        for answer in history.reader.ready() {
+            history.limits.done(answer.reply.client_id.as_bytes());
+            outbox.push(Action::Publish {
+                client_id: answer.reply.client_id.clone(),
+                topic: answer.reply.topic.clone(),
+                payload: control::response(&answer.reply, answer.outcome.map(Some)),
+                correlation_data: answer.reply.correlation_data,
+            });
         }
     }
 
@@ -1180,6 +1211,9 @@ impl Plugin {
         let mut state = self.state();
         state.untick_since = None;
         Self::end_recheck(&mut state);
+        // History answers at every tick (the reader woke the loop for them: one atomic load
+        // when there are none).
+        Self::hand_over_history(&mut state);
         // Under load the broker ticks once per loop pass, about once per message: the
         // background work is looked at every TICK_PERIOD only (broker calls go out at once).
         if now < state.next_full_tick {
@@ -1201,22 +1235,6 @@ impl Plugin {
             } = &mut *state;
             if let Some(exporter) = exporter {
                 exporter.update(counters, &gauges);
-            }
-        }
-        if let State {
-            history: Some(history),
-            outbox,
-            ..
-        } = &mut *state
-        {
-            for answer in history.reader.ready() {
-                history.limits.done(answer.reply.client_id.as_bytes());
-                outbox.push(Action::Publish {
-                    client_id: answer.reply.client_id.clone(),
-                    topic: answer.reply.topic.clone(),
-                    payload: control::response(&answer.reply, answer.outcome.map(Some)),
-                    correlation_data: answer.reply.correlation_data,
-                });
             }
         }
         let ready: Vec<Done> = state.refresher.ready().collect();

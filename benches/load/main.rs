@@ -11,6 +11,7 @@
 mod harness;
 
 mod client;
+mod history;
 mod old_design;
 mod storm;
 mod traffic;
@@ -303,6 +304,108 @@ fn plugin_conf(bench: &Bench, conf: &mut String) {
             }
         }
     }
+}
+
+/// Chat history with 100,000 stored messages (see `history.rs`): the same request stream to
+/// the bare and null-plugin brokers (consumed unanswered) and to chat-auth (answered), each
+/// for 10 s (scaled). The per-client limits are raised so the clients measure capacity.
+fn history_pages(
+    bench: &Bench,
+    runtime: &tokio::runtime::Runtime,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) {
+    history::seed(bench);
+    notes.extend(history::explain(bench));
+    let duration = Duration::from_secs_f64((10.0 * bench.scale).max(2.0));
+    let bare = {
+        let broker = start_broker(bench, Kind::Bare);
+        runtime.block_on(history::run(
+            bench,
+            broker.port,
+            broker.pid(),
+            false,
+            duration,
+        ))
+    };
+    let null = {
+        let broker = start_broker(bench, Kind::NullPlugin);
+        runtime.block_on(history::run(
+            bench,
+            broker.port,
+            broker.pid(),
+            false,
+            duration,
+        ))
+    };
+    let plugin = {
+        let port = free_port();
+        let mut conf = format!("listener {port} 127.0.0.1\n");
+        plugin_conf(bench, &mut conf);
+        conf.push_str("auth_opt_history_client_per_second 1000\n");
+        let broker =
+            Broker::run(&conf, port).unwrap_or_else(|f| panic!("broker did not start: {}", f.log));
+        runtime.block_on(history::run(
+            bench,
+            broker.port,
+            broker.pid(),
+            true,
+            duration,
+        ))
+    };
+    println!("history: bare {bare:?}\nhistory: null {null:?}\nhistory: plugin {plugin:?}");
+    let name = "history (100k stored, 20 readers)";
+    rows.push(one_side(
+        name,
+        "pages answered per s (50 messages)",
+        None,
+        Some(plugin.pages as f64 / plugin.seconds),
+        "pages/s",
+    ));
+    rows.push(one_side(
+        name,
+        "answer latency p50",
+        None,
+        Some(plugin.p50_ms),
+        "ms",
+    ));
+    rows.push(one_side(
+        name,
+        "answer latency p99",
+        None,
+        Some(plugin.p99_ms),
+        "ms",
+    ));
+    rows.push(one_side(
+        name,
+        "requests refused or failed",
+        None,
+        Some(plugin.errors as f64),
+        "",
+    ));
+    rows.push(row3(
+        name,
+        "broker thread CPU per request",
+        bare.per_request_us(bare.broker_thread_cpu),
+        null.per_request_us(null.broker_thread_cpu),
+        plugin.per_request_us(plugin.broker_thread_cpu),
+        "us",
+    ));
+    rows.push(row3(
+        name,
+        "broker CPU per request (all threads)",
+        bare.per_request_us(bare.broker_cpu),
+        null.per_request_us(null.broker_cpu),
+        plugin.per_request_us(plugin.broker_cpu),
+        "us",
+    ));
+    rows.push(one_side(
+        name,
+        "MariaDB CPU per page",
+        None,
+        Some(plugin.per_request_us(plugin.db_cpu)),
+        "us",
+    ));
 }
 
 /// The account broker b bridges to broker a with (a seeded user no load uses).
@@ -852,6 +955,9 @@ fn main() {
     }
     if only.is_empty() || "old design".contains(only.as_str()) {
         old_design(&bench, &runtime, &mut rows);
+    }
+    if only.is_empty() || "history".contains(only.as_str()) {
+        history_pages(&bench, &runtime, &mut rows, &mut notes);
     }
     print_table(&rows);
     for note in notes {

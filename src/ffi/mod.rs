@@ -81,6 +81,62 @@ struct Registration {
     identifier: *mut mosquitto_plugin_id_t,
     registered: usize,
     plugin: Box<Plugin>,
+    /// The loop waker's signal, given back at cleanup.
+    waker: Option<LoopWaker>,
+}
+
+/// Wakes the broker's event loop from a background thread: `SIGURG` to the broker's thread
+/// with a handler that does nothing. Mosquitto 2.0 waits in `epoll_wait` for at most 100 ms
+/// and carries on after `EINTR` (mux_epoll.c); the signal only ends that wait early, so the
+/// next TICK hands over what the thread made. SIGURG is otherwise only sent for TCP urgent
+/// data to a socket owner set with `F_SETOWN`, which Mosquitto never sets.
+struct LoopWaker {
+    previous: libc::sigaction,
+}
+
+extern "C" fn wake_up(_signal: c_int) {}
+
+impl LoopWaker {
+    /// Installs the handler, unless another one is installed (then answers wait for the
+    /// loop's own pace). On the broker's thread (plugin init).
+    fn install() -> Option<(LoopWaker, crate::action::Waker)> {
+        // SAFETY: sigaction with valid pointers; pthread_self has no preconditions.
+        unsafe {
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGURG, std::ptr::null(), &mut previous) != 0
+                || (previous.sa_sigaction != libc::SIG_DFL
+                    && previous.sa_sigaction != libc::SIG_IGN)
+            {
+                log::warn!(
+                    "SIGURG has a handler already: history answers wait for the broker's \
+                     next loop pass (up to 100 ms)"
+                );
+                return None;
+            }
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = wake_up as extern "C" fn(c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut()) != 0 {
+                return None;
+            }
+            let broker_thread = libc::pthread_self();
+            let wake: crate::action::Waker = std::sync::Arc::new(move || {
+                // SAFETY: the broker's thread lives as long as the plugin (its threads are
+                // joined at cleanup before the handler is removed).
+                libc::pthread_kill(broker_thread, libc::SIGURG);
+            });
+            Some((LoopWaker { previous }, wake))
+        }
+    }
+}
+
+impl Drop for LoopWaker {
+    /// The handler lives in this library, which the broker may unload after cleanup.
+    fn drop(&mut self) {
+        // SAFETY: restores the disposition read at install.
+        unsafe { libc::sigaction(libc::SIGURG, &self.previous, std::ptr::null_mut()) };
+    }
 }
 
 impl Registration {
@@ -141,7 +197,11 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 })
                 .collect()
         };
-        let plugin = match Plugin::start(&options) {
+        let (waker, wake) = match LoopWaker::install() {
+            Some((waker, wake)) => (Some(waker), Some(wake)),
+            None => (None, None),
+        };
+        let plugin = match Plugin::start(&options, wake) {
             Ok(plugin) => Box::new(plugin),
             Err(message) => {
                 log::error!("{message}");
@@ -152,6 +212,7 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             identifier,
             registered: 0,
             plugin,
+            waker,
         });
         let data = &*registration.plugin as *const Plugin as *mut c_void;
         for (event, callback, event_data) in EVENTS {
@@ -193,7 +254,10 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(
         // SAFETY: made by Box::into_raw in init, handed back exactly once.
         let mut registration = unsafe { Box::from_raw(userdata as *mut Registration) };
         registration.unregister();
-        drop(registration);
+        // The plugin first (its threads stop), then the waker's handler.
+        let Registration { plugin, waker, .. } = *registration;
+        drop(plugin);
+        drop(waker);
         crate::logging::drain();
         MOSQ_ERR_SUCCESS
     })

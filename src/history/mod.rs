@@ -227,6 +227,22 @@ pub fn plan(request: Request, who: &Requester<'_>) -> Result<Plan, String> {
 /// The columns a page reads, in order (`payload` last, when the table has it).
 const PAGE_COLUMNS: &str = "id, message_id, type, from_id, to_id, content, server_ts";
 
+/// The indexes of `schema.sql` a page reads: one recipient's messages of one type, and one
+/// sender's to one recipient (InnoDB appends `id` to both, so either gives a range in `id`
+/// order).
+pub const INDEX_TO: &str = "messages_history_to";
+pub const INDEX_PAIR: &str = "messages_history_pair";
+
+/// What the messages table has (asked once by the reader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableShape {
+    /// The `payload` column (the message as delivered).
+    pub payload: bool,
+    /// The history indexes: each branch is then told which to read (`FORCE INDEX`), so a
+    /// page is a range scan whatever the statistics say.
+    pub indexes: bool,
+}
+
 /// The row id of the cursor's message.
 pub fn cursor_sql(table: &str) -> String {
     format!("SELECT id FROM {table} WHERE message_id = ?")
@@ -238,14 +254,14 @@ pub fn page_sql(
     table: &str,
     plan: &Plan,
     position: Option<u64>,
-    with_payload: bool,
+    shape: TableShape,
 ) -> (String, Vec<SqlValue>) {
     let (direction, comparison) = if plan.cursor.oldest_first() {
         ("ASC", ">")
     } else {
         ("DESC", "<")
     };
-    let columns = if with_payload {
+    let columns = if shape.payload {
         format!("{PAGE_COLUMNS}, payload")
     } else {
         PAGE_COLUMNS.to_string()
@@ -256,7 +272,13 @@ pub fn page_sql(
         .branches
         .iter()
         .map(|branch| {
-            let mut sql = format!("SELECT {columns} FROM {table} WHERE type = ? AND to_id = ?");
+            let hint = match (shape.indexes, &branch.from_id) {
+                (false, _) => String::new(),
+                (true, Some(_)) => format!(" FORCE INDEX ({INDEX_PAIR})"),
+                (true, None) => format!(" FORCE INDEX ({INDEX_TO})"),
+            };
+            let mut sql =
+                format!("SELECT {columns} FROM {table}{hint} WHERE type = ? AND to_id = ?");
             values.push(SqlValue::from(branch.kind.name()));
             values.push(SqlValue::from(branch.to_id.as_str()));
             if let Some(from_id) = &branch.from_id {
@@ -590,14 +612,19 @@ mod tests {
             &who,
         )
         .unwrap();
-        let (sql, values) = page_sql("`messages`", &pair, Some(99), true);
+        let full = TableShape {
+            payload: true,
+            indexes: true,
+        };
+        let (sql, values) = page_sql("`messages`", &pair, Some(99), full);
         assert_eq!(
             sql,
             "SELECT * FROM ((SELECT id, message_id, type, from_id, to_id, content, server_ts, \
-             payload FROM `messages` WHERE type = ? AND to_id = ? AND from_id = ? AND id > ? \
-             ORDER BY id ASC LIMIT 4) UNION ALL (SELECT id, message_id, type, from_id, to_id, \
-             content, server_ts, payload FROM `messages` WHERE type = ? AND to_id = ? AND \
-             from_id = ? AND id > ? ORDER BY id ASC LIMIT 4)) AS page ORDER BY id ASC LIMIT 4"
+             payload FROM `messages` FORCE INDEX (messages_history_pair) WHERE type = ? AND \
+             to_id = ? AND from_id = ? AND id > ? ORDER BY id ASC LIMIT 4) UNION ALL (SELECT \
+             id, message_id, type, from_id, to_id, content, server_ts, payload FROM `messages` \
+             FORCE INDEX (messages_history_pair) WHERE type = ? AND to_id = ? AND from_id = ? \
+             AND id > ? ORDER BY id ASC LIMIT 4)) AS page ORDER BY id ASC LIMIT 4"
         );
         assert_eq!(values.len(), 8);
         assert_eq!(values[1], SqlValue::from("x' OR 1=1 --"));
@@ -605,8 +632,13 @@ mod tests {
             cursor: Cursor::Newest,
             ..pair.clone()
         };
-        let (sql, values) = page_sql("`messages`", &newest, None, false);
+        let old_table = TableShape {
+            payload: false,
+            indexes: false,
+        };
+        let (sql, values) = page_sql("`messages`", &newest, None, old_table);
         assert!(sql.contains("ORDER BY id DESC LIMIT 4") && !sql.contains("payload"));
+        assert!(!sql.contains("FORCE INDEX"));
         assert_eq!(values.len(), 6);
     }
 

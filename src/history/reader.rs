@@ -1,13 +1,13 @@
 //! The history queries, on their own threads and MySQL connections (never the broker's
 //! thread, never the login pool): a bounded queue in, answers out, picked up at TICK.
 
-use super::{Plan, StoredMessage, cursor_sql, page, page_sql};
-use crate::action::Reply;
+use super::{INDEX_PAIR, INDEX_TO, Plan, StoredMessage, TableShape, cursor_sql, page, page_sql};
+use crate::action::{Reply, Waker};
 use crate::db::{Db, DbError, value_bytes};
 use crate::query::Query;
 use mysql::Row;
 use serde_json::value::RawValue;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,38 +41,47 @@ pub struct Reader {
     answers: Receiver<Answer>,
     workers: Vec<JoinHandle<()>>,
     pub counters: Arc<Counters>,
+    /// Set by the first answer since the last `ready`, which wakes the broker's loop.
+    woken: Arc<AtomicBool>,
 }
-
-/// Whether the table has the `payload` column: not known yet, yes, no.
-const PAYLOAD_UNKNOWN: u8 = 0;
-const PAYLOAD_YES: u8 = 1;
-const PAYLOAD_NO: u8 = 2;
 
 struct Worker {
     db: Arc<Db>,
     table: String,
     max_bytes: usize,
-    payload: Arc<AtomicU8>,
+    /// What the table has, once asked.
+    shape: Arc<Mutex<Option<TableShape>>>,
     counters: Arc<Counters>,
+    woken: Arc<AtomicBool>,
+    wake: Option<Waker>,
 }
 
 impl Reader {
     /// Starts `threads` workers sharing `db` (a pool of their own).
-    pub fn start(db: Db, table: &str, threads: usize, max_bytes: usize) -> Result<Reader, String> {
+    pub fn start(
+        db: Db,
+        table: &str,
+        threads: usize,
+        max_bytes: usize,
+        wake: Option<Waker>,
+    ) -> Result<Reader, String> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
         let (done, answers) = mpsc::channel();
         let queue = Arc::new(Mutex::new(queue));
         let db = Arc::new(db);
-        let payload = Arc::new(AtomicU8::new(PAYLOAD_UNKNOWN));
+        let shape = Arc::new(Mutex::new(None));
         let counters = Arc::new(Counters::default());
+        let woken = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for n in 0..threads {
             let worker = Worker {
                 db: Arc::clone(&db),
                 table: table.to_string(),
                 max_bytes,
-                payload: Arc::clone(&payload),
+                shape: Arc::clone(&shape),
                 counters: Arc::clone(&counters),
+                woken: Arc::clone(&woken),
+                wake: wake.clone(),
             };
             let (queue, done) = (Arc::clone(&queue), done.clone());
             workers.push(
@@ -87,6 +96,7 @@ impl Reader {
             answers,
             workers,
             counters,
+            woken,
         })
     }
 
@@ -99,8 +109,15 @@ impl Reader {
         })
     }
 
+    /// Whether an answer came since the last `ready` (cheap: one atomic load).
+    pub fn has_answers(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
+    }
+
     /// The answers ready now.
     pub fn ready(&self) -> impl Iterator<Item = Answer> + '_ {
+        // Cleared first: an answer sent after this wakes the loop again.
+        self.woken.store(false, Ordering::Release);
         self.answers.try_iter()
     }
 }
@@ -138,6 +155,12 @@ impl Worker {
             if done.send(Answer { reply, outcome }).is_err() {
                 return;
             }
+            // One wake-up per batch of answers, not one per answer.
+            if !self.woken.swap(true, Ordering::AcqRel) {
+                if let Some(wake) = &self.wake {
+                    wake();
+                }
+            }
         }
     }
 
@@ -157,8 +180,8 @@ impl Worker {
                 Some(id)
             }
         };
-        let with_payload = self.has_payload().map_err(unavailable)?;
-        let (sql, values) = page_sql(&self.table, plan, position, with_payload);
+        let shape = self.shape().map_err(unavailable)?;
+        let (sql, values) = page_sql(&self.table, plan, position, shape);
         let rows = self
             .db
             .rows(&query(sql), values, plan.limit + 1)
@@ -168,32 +191,39 @@ impl Worker {
             .map_err(|e| format!("internal error: {e}"))
     }
 
-    /// Whether the table has the `payload` column (asked once; a table without it gets
-    /// messages rebuilt from their columns).
-    fn has_payload(&self) -> Result<bool, DbError> {
-        match self.payload.load(Ordering::Relaxed) {
-            PAYLOAD_YES => return Ok(true),
-            PAYLOAD_NO => return Ok(false),
-            _ => {}
+    /// What the table has (asked once): a table made before chat history has neither the
+    /// `payload` column (messages are rebuilt from their columns) nor the history indexes
+    /// (pages are left to the optimizer).
+    fn shape(&self) -> Result<TableShape, DbError> {
+        if let Some(shape) = *self.shape.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(shape);
         }
-        let probe = format!("SELECT payload FROM {} WHERE FALSE", self.table);
-        let has = match self.db.execute(&probe) {
-            Ok(()) => true,
-            Err(DbError::Query(why)) if why.contains("payload") => {
+        let has = |probe: String, missing: &str| match self.db.execute(&probe) {
+            Ok(()) => Ok(true),
+            Err(DbError::Query(why)) => {
                 log::warn!(
-                    "the table {} has no payload column: history answers are rebuilt from the \
-                     message columns (see README, Chat history, to add it)",
+                    "the table {}: {missing} ({why}); see README, Chat history",
                     self.table
                 );
-                false
+                Ok(false)
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         };
-        self.payload.store(
-            if has { PAYLOAD_YES } else { PAYLOAD_NO },
-            Ordering::Relaxed,
-        );
-        Ok(has)
+        let shape = TableShape {
+            payload: has(
+                format!("SELECT payload FROM {} WHERE FALSE", self.table),
+                "no payload column: history answers are rebuilt from the message columns",
+            )?,
+            indexes: has(
+                format!(
+                    "SELECT id FROM {} FORCE INDEX ({}, {}) WHERE FALSE",
+                    self.table, INDEX_TO, INDEX_PAIR
+                ),
+                "no chat history indexes: pages may scan and sort more rows",
+            )?,
+        };
+        *self.shape.lock().unwrap_or_else(|e| e.into_inner()) = Some(shape);
+        Ok(shape)
     }
 }
 

@@ -170,7 +170,7 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
     std::thread::sleep(QUIET);
     assert_eq!(
         stored(db, &dbname),
-        [first, second, third],
+        [first.clone(), second.clone(), third.clone()],
         "one row per message, with the id every copy carries"
     );
     assert!(alice.drain(QUIET).is_empty(), "nothing delivered twice");
@@ -179,6 +179,21 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
     let mut admin_b = login(b.port, "admin", "b");
     assert_eq!(rows_written(&mut admin_a), 2, "alice's two messages");
     assert_eq!(rows_written(&mut admin_b), 1, "bob's message");
+    // History reads the one MySQL: the same answer on either broker, whoever stored what.
+    let conversation = |client: &mut Mqtt, other: u32| {
+        crate::history::ask_ids(
+            client,
+            json!({"command": "getHistory", "type": "CHAT", "id": other}),
+        )
+    };
+    let newest_first = [second.clone(), first.clone()];
+    assert_eq!(conversation(&mut alice, 2), newest_first, "alice on A");
+    assert_eq!(conversation(&mut bob, 1), newest_first, "bob on B");
+    let team = json!({"command": "getHistory", "type": "GROUPCHAT", "id": 10});
+    assert_eq!(
+        crate::history::ask_ids(&mut bob, team),
+        std::slice::from_ref(&third)
+    );
 
     // Only a bridge account relays: dave cannot send as bob, nor reach the cluster topic.
     let forged = json!({"type": "CHAT", "fromId": 2, "toId": 1, "content": "forged",

@@ -132,6 +132,13 @@ fn ask(client: &mut Mqtt, command: Value) -> Answer {
     send(client, &json!({ "commands": [command] }).to_string())
 }
 
+/// The ids of the messages one request answers with (oldest last for `before` pages).
+pub fn ask_ids(client: &mut Mqtt, command: Value) -> Vec<String> {
+    let answer = ask(client, command);
+    assert!(answer.error().is_empty(), "{:?}", answer.item);
+    answer.messages.iter().map(|m| id_of(m)).collect()
+}
+
 fn send(client: &mut Mqtt, payload: &str) -> Answer {
     assert!(accepted(client.publish(history::TOPIC, payload, false)));
     let answer = client
@@ -320,7 +327,15 @@ fn explain_uses_the_history_indexes(db: &MariaDb, dbname: &str) {
             &who,
         )
         .unwrap();
-        let (sql, values) = history::page_sql(&table, &plan, position, true);
+        let (sql, values) = history::page_sql(
+            &table,
+            &plan,
+            position,
+            history::TableShape {
+                payload: true,
+                indexes: true,
+            },
+        );
         let rows = db.root_rows(&format!("EXPLAIN {sql}"), values);
         let field = |row: &std::collections::HashMap<String, String>, name: &str| {
             row.get(name).cloned().unwrap_or_default()
