@@ -37,6 +37,8 @@ struct Families {
     spool_bytes: Gauge,
     spool_messages: Gauge,
     backlog_age: GaugeF64,
+    history_requests: Family<Labels, Counter>,
+    history_seconds: CounterF64,
 }
 
 impl Families {
@@ -100,6 +102,17 @@ impl Families {
             "Age of the oldest message the writer has in hand (0: none)",
             prometheus_client::registry::Unit::Seconds,
             self.backlog_age.clone(),
+        );
+        r.register(
+            "history_requests",
+            "Chat history requests the history threads ran, by result (answered, failed)",
+            self.history_requests.clone(),
+        );
+        r.register_with_unit(
+            "history_query",
+            "Time the history threads spent on requests",
+            prometheus_client::registry::Unit::Seconds,
+            self.history_seconds.clone(),
         );
         r
     }
@@ -232,6 +245,22 @@ impl Exporter {
             f.spool_bytes.set(storage.spool_bytes as i64);
             f.spool_messages.set(storage.spool_messages as i64);
             f.backlog_age.set(storage.backlog_age_ms as f64 / 1000.0);
+        }
+        if let Some(history) = &gauges.history {
+            for (result, n) in [("answered", history.pages), ("failed", history.failed)] {
+                grow(
+                    format!("history {result}"),
+                    &f.history_requests
+                        .get_or_create(&labels(&[("result", result)])),
+                    n,
+                );
+            }
+            let seconds = history.query_us as f64 / 1e6;
+            let last = self
+                .last
+                .insert("history seconds".into(), seconds)
+                .unwrap_or(0.0);
+            f.history_seconds.inc_by((seconds - last).max(0.0));
         }
         for (format, _, hash_us, db_us) in &gauges.login_times {
             for (part, micros) in [("hash", hash_us), ("database", db_us)] {

@@ -51,6 +51,16 @@ pub struct Gauges {
     pub mysql_up: bool,
     /// With storage on.
     pub storage: Option<StorageGauges>,
+    /// With chat history on: pages answered, requests that failed (MySQL), and the
+    /// history threads' time (counters).
+    pub history: Option<HistoryGauges>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct HistoryGauges {
+    pub pages: u64,
+    pub failed: u64,
+    pub query_us: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -100,6 +110,11 @@ pub fn topics(counters: &Counters, gauges: &Gauges) -> Vec<(String, String)> {
         put("storage/spool-messages", storage.spool_messages);
         put("storage/backlog-age-ms", storage.backlog_age_ms);
     }
+    if let Some(history) = &gauges.history {
+        put("history/pages", history.pages);
+        put("history/failed", history.failed);
+        put("history/query-us", history.query_us);
+    }
     out
 }
 
@@ -124,6 +139,10 @@ mod tests {
                 rows_stored: 7,
                 ..Default::default()
             }),
+            history: Some(HistoryGauges {
+                pages: 4,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let topics = topics(&counters, &gauges);
@@ -139,6 +158,7 @@ mod tests {
         assert_eq!(get("logins/time/bcrypt/hash-us"), Some("120000"));
         assert_eq!(get("mysql/up"), Some("1"));
         assert_eq!(get("storage/rows-stored"), Some("7"));
+        assert_eq!(get("history/pages"), Some("4"));
         assert!(topics.iter().all(|(t, _)| t.starts_with(PREFIX)));
     }
 }

@@ -630,6 +630,14 @@ impl Plugin {
             rules_refreshes: stats.refreshes,
             rules_refresh_failures: stats.refresh_failures,
             mysql_up: self.mysql.as_ref().is_none_or(|m| !m.users.db().is_down()),
+            history: state.history.as_ref().map(|history| {
+                let counters = &history.reader.counters;
+                metrics::HistoryGauges {
+                    pages: counters.pages.load(Ordering::Relaxed),
+                    failed: counters.failed.load(Ordering::Relaxed),
+                    query_us: counters.query_micros.load(Ordering::Relaxed),
+                }
+            }),
             storage: state.store.as_ref().map(|store| {
                 let usage = store.usage();
                 let counters = &store.counters;

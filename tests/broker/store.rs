@@ -963,6 +963,22 @@ fn prometheus_endpoint_serves_the_same_figures() {
         )));
     }
     eventually("stored", SOON, || count(db, &dbname) == 4);
+    // One chat history page, counted as answered.
+    assert!(accepted(alice.publish(
+        "$CONTROL/chat-history/v1",
+        json!({"command": "getHistory", "type": "CHAT", "id": 2}).to_string(),
+        false
+    )));
+    let page = alice
+        .message_on("$CONTROL/chat-history/v1/response", SOON)
+        .expect("a history page");
+    let page: Value = serde_json::from_slice(&page.payload).unwrap();
+    assert_eq!(
+        page["responses"][0]["data"]["messages"]
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
     let mut admin = login(broker.port, "admin", 0);
     assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
     assert!(accepted(admin.publish(
@@ -980,7 +996,12 @@ fn prometheus_endpoint_serves_the_same_figures() {
         text = scrape(metrics_port);
         sample(&text, "chatauth_storage_rows_total{result=\"stored\"}") == Some(4.0)
             && sample(&text, "chatauth_logins_cached") == stats["cachedLogins"].as_f64()
+            && sample(
+                &text,
+                "chatauth_history_requests_total{result=\"answered\"}",
+            ) == stats["history"]["pagesAnswered"].as_f64()
     });
+    assert_eq!(stats["history"]["pagesAnswered"], 1, "{stats}");
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     for line in [
         "# HELP chatauth_logins Logins by outcome",
