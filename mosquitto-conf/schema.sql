@@ -46,8 +46,9 @@ CREATE TABLE IF NOT EXISTS messages (
     id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
     message_id  VARCHAR(64) CHARACTER SET ascii NOT NULL,
     type        ENUM('CHAT', 'GROUPCHAT') NOT NULL,
-    from_id     VARCHAR(64) NOT NULL,
-    to_id       VARCHAR(64) NOT NULL,
+    -- Ids compare byte for byte, as topics do ('Bob' is not 'bob').
+    from_id     VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    to_id       VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     content     MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     topic       VARCHAR(1024) NOT NULL,
     qos         TINYINT UNSIGNED NOT NULL,

@@ -708,6 +708,7 @@ impl Plugin {
         let State {
             history: Some(history),
             outbox,
+            registry,
             ..
         } = state
         else {
@@ -718,6 +719,11 @@ impl Plugin {
         }
         for answer in history.reader.ready() {
             history.limits.done(answer.reply.client_id.as_bytes());
+            // The connection that asked, still there: a client id another connection took
+            // over meanwhile (another user, maybe) does not get the page.
+            if !registry.is_online(answer.reply.client_id.as_bytes(), answer.connection) {
+                continue;
+            }
             outbox.push(Action::Publish {
                 client_id: answer.reply.client_id.clone(),
                 topic: answer.reply.topic.clone(),
@@ -1165,8 +1171,11 @@ impl Plugin {
             });
             match admitted {
                 Ok(plan) => {
-                    if let Err(reply) = history.reader.submit(history::reader::Job { plan, reply })
-                    {
+                    if let Err(reply) = history.reader.submit(history::reader::Job {
+                        plan,
+                        reply,
+                        connection: client.pointer,
+                    }) {
                         history.limits.done(client_name.as_bytes());
                         let why = "busy: too many history requests waiting; ask again".into();
                         refuse(outbox, &reply, why);
@@ -1175,6 +1184,11 @@ impl Plugin {
                 Err(why) => refuse(outbox, &reply, why),
             }
         }
+    }
+
+    /// Whether chat history is on (it is what the loop waker is for).
+    pub fn serves_history(&self) -> bool {
+        self.state().history.is_some()
     }
 
     /// The figures `getStats` answers with.

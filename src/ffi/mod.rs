@@ -134,8 +134,17 @@ impl LoopWaker {
 impl Drop for LoopWaker {
     /// The handler lives in this library, which the broker may unload after cleanup.
     fn drop(&mut self) {
-        // SAFETY: restores the disposition read at install.
-        unsafe { libc::sigaction(libc::SIGURG, &self.previous, std::ptr::null_mut()) };
+        // SAFETY: reads, then restores the disposition read at install, unless another
+        // handler replaced ours since (it stays).
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            let ours = wake_up as extern "C" fn(c_int) as libc::sighandler_t;
+            if libc::sigaction(libc::SIGURG, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction == ours
+            {
+                libc::sigaction(libc::SIGURG, &self.previous, std::ptr::null_mut());
+            }
+        }
     }
 }
 
@@ -208,6 +217,8 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return MOSQ_ERR_INVAL;
             }
         };
+        // Only chat history uses the waker: without it, SIGURG is left as it was.
+        let waker = waker.filter(|_| plugin.serves_history());
         let mut registration = Box::new(Registration {
             identifier,
             registered: 0,
@@ -597,8 +608,9 @@ unsafe fn response_properties(properties: *const mosquitto_property) -> crate::p
     else {
         return response;
     };
-    // SAFETY: the readers copy the value into memory the broker's allocator made, which
-    // `mosquitto_free` gives back; `properties` is valid (see above).
+    // SAFETY: the readers copy the value into memory from plain `calloc` (libmosquitto's
+    // property_mosq.c), given back with plain `free` (`mosquitto_free` would take it off
+    // the broker's memory count, which never counted it); `properties` is valid (above).
     unsafe {
         let mut topic: *mut std::ffi::c_char = std::ptr::null_mut();
         if !read_string(
@@ -612,7 +624,7 @@ unsafe fn response_properties(properties: *const mosquitto_property) -> crate::p
         {
             response.topic =
                 Some(String::from_utf8_lossy(CStr::from_ptr(topic).to_bytes()).into_owned());
-            mosquitto_free(topic as *mut c_void);
+            libc::free(topic as *mut c_void);
         }
         let mut data: *mut c_void = std::ptr::null_mut();
         let mut len: u16 = 0;
@@ -630,7 +642,7 @@ unsafe fn response_properties(properties: *const mosquitto_property) -> crate::p
             } else {
                 std::slice::from_raw_parts(data as *const u8, len as usize).to_vec()
             });
-            mosquitto_free(data);
+            libc::free(data);
         }
     }
     response

@@ -177,6 +177,20 @@ pub struct Plan {
     pub limit: usize,
 }
 
+impl Plan {
+    /// Whether a row belongs to one of the plan's ranges, compared byte for byte.
+    pub fn reads(&self, message: &StoredMessage) -> bool {
+        self.branches.iter().any(|branch| {
+            branch.kind.name() == message.kind
+                && branch.to_id == message.to_id
+                && branch
+                    .from_id
+                    .as_ref()
+                    .is_none_or(|from_id| *from_id == message.from_id)
+        })
+    }
+}
+
 /// Who asks: its chat identity and its current groups (the rules the ACL uses).
 pub struct Requester<'a> {
     pub user_id: &'a str,
@@ -380,6 +394,9 @@ pub struct Limits {
     max_in_flight: u32,
     per_second: u32,
     clients: HashMap<Box<[u8]>, Budget>,
+    /// The size at which idle clients are next dropped (twice what the last sweep left, so
+    /// sweeping costs O(1) per request on average).
+    prune_at: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -398,15 +415,17 @@ impl Limits {
             max_in_flight,
             per_second,
             clients: HashMap::new(),
+            prune_at: LIMITS_PRUNE_AT,
         }
     }
 
     /// Takes one request of `client_id`, or says why not.
     pub fn admit(&mut self, client_id: &[u8], now: Instant) -> Result<(), String> {
-        if self.clients.len() >= LIMITS_PRUNE_AT {
+        if self.clients.len() >= self.prune_at {
             self.clients.retain(|_, b| {
                 b.in_flight > 0 || now.duration_since(b.window) < Duration::from_secs(1)
             });
+            self.prune_at = (self.clients.len() * 2).max(LIMITS_PRUNE_AT);
         }
         let budget = self.clients.entry(client_id.into()).or_insert(Budget {
             in_flight: 0,
@@ -675,6 +694,41 @@ mod tests {
     }
 
     #[test]
+    fn only_rows_of_the_plan_byte_for_byte() {
+        let groups: GroupIds = ["10"].into_iter().collect();
+        let who = Requester {
+            user_id: "bob",
+            groups: &groups,
+        };
+        let request = |thread| Request {
+            thread,
+            cursor: Cursor::Newest,
+            limit: 5,
+        };
+        let inbox = plan(request(Thread::Inbox), &who).unwrap();
+        let row = |kind: &str, to: &str, from: &str| StoredMessage {
+            kind: kind.into(),
+            to_id: to.into(),
+            from_id: from.into(),
+            ..stored(1, None)
+        };
+        assert!(inbox.reads(&row("CHAT", "bob", "x")));
+        assert!(inbox.reads(&row("GROUPCHAT", "10", "x")));
+        for (kind, to) in [
+            ("CHAT", "Bob"),
+            ("CHAT", "bob "),
+            ("GROUPCHAT", "10 "),
+            ("CHAT", "10"),
+        ] {
+            assert!(!inbox.reads(&row(kind, to, "x")), "{kind} {to:?}");
+        }
+        let pair = plan(request(Thread::Chat("alice".into())), &who).unwrap();
+        assert!(pair.reads(&row("CHAT", "bob", "alice")));
+        assert!(!pair.reads(&row("CHAT", "bob", "ALICE")));
+        assert!(!pair.reads(&row("CHAT", "bob", "carol")));
+    }
+
+    #[test]
     fn a_page_stops_at_its_limit_and_its_bytes() {
         let rows: Vec<StoredMessage> = (0..4).map(|n| stored(n, None)).collect();
         let full = page(&rows, 3, 1 << 20);
@@ -718,12 +772,29 @@ mod tests {
         );
         let later = start + Duration::from_secs(1);
         assert!(limits.admit(b"a", later).is_ok());
-        for n in 0..LIMITS_PRUNE_AT as u32 {
-            limits.admit(&n.to_le_bytes(), start).unwrap();
-            limits.done(&n.to_le_bytes());
+        // Many clients once, then as many others seconds later: the idle ones are dropped
+        // as the map grows, so it holds about the clients of the last second (bounded).
+        let client = |n: usize| (n as u64).to_le_bytes();
+        for n in 0..LIMITS_PRUNE_AT {
+            limits.admit(&client(n), start).unwrap();
+            limits.done(&client(n));
         }
-        limits.admit(b"z", start + Duration::from_secs(5)).unwrap();
-        assert!(limits.tracked() < 10, "idle clients forgotten");
+        let much_later = start + Duration::from_secs(5);
+        for n in LIMITS_PRUNE_AT..3 * LIMITS_PRUNE_AT {
+            limits.admit(&client(n), much_later).unwrap();
+            limits.done(&client(n));
+        }
+        assert!(
+            limits.tracked() <= 2 * LIMITS_PRUNE_AT + 2,
+            "{} tracked: the idle ones were not dropped",
+            limits.tracked()
+        );
+        assert!(
+            limits
+                .clients
+                .contains_key(&client(3 * LIMITS_PRUNE_AT - 1)[..])
+        );
+        assert!(!limits.clients.contains_key(&client(0)[..]));
     }
 
     #[test]

@@ -20,11 +20,15 @@ pub const QUEUE: usize = 1_024;
 pub struct Job {
     pub plan: Plan,
     pub reply: Reply,
+    /// The asking connection (`Client::pointer`): the answer goes to it only, not to
+    /// whoever holds its client id when the page is ready.
+    pub connection: usize,
 }
 
 /// The answer to one request: the page (`data`), or why not.
 pub struct Answer {
     pub reply: Reply,
+    pub connection: usize,
     pub outcome: Result<Box<RawValue>, String>,
 }
 
@@ -43,6 +47,8 @@ pub struct Reader {
     pub counters: Arc<Counters>,
     /// Set by the first answer since the last `ready`, which wakes the broker's loop.
     woken: Arc<AtomicBool>,
+    /// Set at shutdown: queued requests are dropped, not run.
+    stop: Arc<AtomicBool>,
 }
 
 struct Worker {
@@ -54,6 +60,7 @@ struct Worker {
     counters: Arc<Counters>,
     woken: Arc<AtomicBool>,
     wake: Option<Waker>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Reader {
@@ -72,6 +79,7 @@ impl Reader {
         let shape = Arc::new(Mutex::new(None));
         let counters = Arc::new(Counters::default());
         let woken = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for n in 0..threads {
             let worker = Worker {
@@ -82,6 +90,7 @@ impl Reader {
                 counters: Arc::clone(&counters),
                 woken: Arc::clone(&woken),
                 wake: wake.clone(),
+                stop: Arc::clone(&stop),
             };
             let (queue, done) = (Arc::clone(&queue), done.clone());
             workers.push(
@@ -97,6 +106,7 @@ impl Reader {
             workers,
             counters,
             woken,
+            stop,
         })
     }
 
@@ -124,8 +134,9 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        // Closing the queue ends each worker after its current query (bounded by the
-        // MySQL timeouts).
+        // Each worker ends after its current query (bounded by the MySQL timeouts); what is
+        // still queued is dropped (its clients are going away with the broker).
+        self.stop.store(true, Ordering::Release);
         self.jobs = None;
         for worker in self.workers.drain(..) {
             let _ = worker.join();
@@ -137,9 +148,17 @@ impl Worker {
     fn run(self, queue: &Mutex<Receiver<Job>>, done: &Sender<Answer>) {
         loop {
             let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-            let Ok(Job { plan, reply }) = job else {
+            let Ok(Job {
+                plan,
+                reply,
+                connection,
+            }) = job
+            else {
                 return;
             };
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
             let started = Instant::now();
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(&plan)))
@@ -152,7 +171,12 @@ impl Worker {
                 Err(_) => &self.counters.failed,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            if done.send(Answer { reply, outcome }).is_err() {
+            let answer = Answer {
+                reply,
+                connection,
+                outcome,
+            };
+            if done.send(answer).is_err() {
                 return;
             }
             // One wake-up per batch of answers, not one per answer.
@@ -186,9 +210,17 @@ impl Worker {
             .db
             .rows(&query(sql), values, plan.limit + 1)
             .map_err(unavailable)?;
-        let stored: Vec<StoredMessage> = rows.into_iter().filter_map(stored).collect();
-        serde_json::value::to_raw_value(&page(&stored, plan.limit, self.max_bytes))
-            .map_err(|e| format!("internal error: {e}"))
+        let read = rows.len();
+        // Only rows of the plan's ranges, compared byte for byte: the id columns of an older
+        // table may compare case-insensitively or ignore trailing spaces in SQL.
+        let stored: Vec<StoredMessage> = rows
+            .into_iter()
+            .filter_map(stored)
+            .filter(|message| plan.reads(message))
+            .collect();
+        let mut page = page(&stored, plan.limit, self.max_bytes);
+        page.more |= read > plan.limit;
+        serde_json::value::to_raw_value(&page).map_err(|e| format!("internal error: {e}"))
     }
 
     /// What the table has (asked once): a table made before chat history has neither the
@@ -198,9 +230,11 @@ impl Worker {
         if let Some(shape) = *self.shape.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(shape);
         }
-        let has = |probe: String, missing: &str| match self.db.execute(&probe) {
+        // Only the server saying the column or index does not exist counts as missing;
+        // any other error (a lock wait during the upgrade's ALTER, a grant) is not cached.
+        let has = |probe: String, absent: &str, missing: &str| match self.db.execute(&probe) {
             Ok(()) => Ok(true),
-            Err(DbError::Query(why)) => {
+            Err(DbError::Query(why)) if why.contains(absent) => {
                 log::warn!(
                     "the table {}: {missing} ({why}); see README, Chat history",
                     self.table
@@ -212,6 +246,7 @@ impl Worker {
         let shape = TableShape {
             payload: has(
                 format!("SELECT payload FROM {} WHERE FALSE", self.table),
+                "Unknown column 'payload'",
                 "no payload column: history answers are rebuilt from the message columns",
             )?,
             indexes: has(
@@ -219,6 +254,7 @@ impl Worker {
                     "SELECT id FROM {} FORCE INDEX ({}, {}) WHERE FALSE",
                     self.table, INDEX_TO, INDEX_PAIR
                 ),
+                "doesn't exist in table",
                 "no chat history indexes: pages may scan and sort more rows",
             )?,
         };

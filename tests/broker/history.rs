@@ -541,12 +541,25 @@ fn groups_and_inbox_for_members_and_nobody_else() {
         let answer = send(&mut bob, bad);
         assert!(!answer.error().is_empty(), "{bad}: {:?}", answer.item);
     }
+    // Rows whose ids match bob's or alice's only loosely in SQL (a trailing space, which
+    // MySQL's PAD SPACE collations ignore): not his, never in his pages.
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.messages (message_id, type, from_id, to_id, content, topic, \
+         qos, client_id, server_ts) VALUES \
+         ('pad-1', 'CHAT', '1', '2 ', 'loose inbox', '/users/2 /messages', 1, 'x', 1), \
+         ('pad-2', 'GROUPCHAT', '1', '10 ', 'loose group', '/groups/10 /messages', 1, 'x', 1), \
+         ('pad-3', 'CHAT', '1 ', '2', 'odd sender', '/users/2/messages', 1, 'x', 1)"
+    ));
+    let with_alice = all_pages(&mut bob, json!({"type": "CHAT", "id": 1}), None, 200);
+    assert_eq!(with_alice.len(), 3, "only alice's three: {with_alice:?}");
     // Dave's own inbox holds carol's two; bob's INBOX has none of them.
     let daves = ask(&mut dave, json!({"command": "getHistory", "type": "INBOX"}));
     assert_eq!(daves.messages.len(), 2);
     let bobs = all_pages(&mut bob, json!({"type": "INBOX"}), None, 200);
     assert!(bobs.iter().all(|m| !m.contains("dave")), "{bobs:?}");
-    assert_eq!(bobs.len(), 11);
+    assert!(bobs.iter().all(|m| !m.contains("loose")), "{bobs:?}");
+    // The 11 above, and pad-3: a message to bob's inbox (from an odd sender id).
+    assert_eq!(bobs.len(), 12, "{bobs:?}");
 }
 
 fn answers_reach_the_asker_only() {
@@ -642,13 +655,16 @@ fn answers_reach_the_asker_only() {
         .filter(|a| a.error().contains("too many"))
         .count();
     assert!(limited >= 10, "only {limited} of 20 limited");
+    for answer in answers.iter().filter(|a| a.error().is_empty()) {
+        assert_eq!(answer.messages.len(), 1, "{:?}", answer.item);
+    }
 }
 
 fn mysql_down_answers_an_error_in_time() {
     let db = MariaDb::start_new("history-outage");
     let dbname = history_db(&db, "houtage");
     let spool = fresh_dir("spool");
-    let broker = history_broker(&db, &dbname, &spool, "");
+    let broker = history_broker(&db, &dbname, &spool, "auth_opt_auth_cacheseconds 60\n");
     let port = broker.port;
     let (mut alice, mut bob) = (login(port, "alice", 4), login(port, "bob", 4));
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
@@ -702,15 +718,31 @@ fn mysql_down_answers_an_error_in_time() {
                 == 2
         },
     );
+
+    // A client id taken over while its request waits on MySQL: the answer is not handed to
+    // the connection that holds the id now (another user).
+    Mqtt::connect(port, "carol-h4", "carol", PASSWORD).disconnect(); // cached from now
+    db.pause();
+    assert!(accepted(bob.publish(
+        history::TOPIC,
+        json!({"command": "getHistory", "type": "INBOX"}).to_string(),
+        false
+    )));
+    let mut thief = Mqtt::connect(port, &bob.client_id, "carol", PASSWORD);
+    let stolen = thief.message_on(history::RESPONSE_TOPIC, Duration::from_secs(3));
+    db.resume();
+    assert!(stolen.is_none(), "carol got bob's answer: {stolen:?}");
 }
 
 fn a_table_without_the_payload_column_still_answers() {
     let db = shared();
     let dbname = history_db(db, "hold");
-    // A table from before chat history: no payload column, no history indexes.
+    // A table from before chat history: no payload column, no history indexes, ids in the
+    // table's default (case-insensitive) collation.
     db.root_exec(&format!(
         "ALTER TABLE `{dbname}`.messages DROP COLUMN payload, DROP KEY messages_history_to, \
-         DROP KEY messages_history_pair"
+         DROP KEY messages_history_pair, MODIFY from_id VARCHAR(64) NOT NULL, \
+         MODIFY to_id VARCHAR(64) NOT NULL"
     ));
     let spool = fresh_dir("spool");
     let broker = history_broker(db, &dbname, &spool, "");
@@ -742,9 +774,41 @@ fn a_table_without_the_payload_column_still_answers() {
     )
     .unwrap();
     db.root_exec(&format!("USE `{dbname}`; {upgrade}"));
-    let columns = db.root_column(&format!(
-        "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = '{dbname}' \
-         AND index_name LIKE 'messages_history_%'"
+    let collations = db.root_column(&format!(
+        "SELECT DISTINCT collation_name FROM information_schema.columns WHERE table_schema = \
+         '{dbname}' AND table_name = 'messages' AND column_name IN ('from_id', 'to_id')"
     ));
-    assert_ne!(columns[0], "0");
+    assert_eq!(collations, ["utf8mb4_bin"]);
+    // Noticed at the next start: new rows keep their payload, answered byte for byte (the
+    // old row still rebuilt), each branch on its history index.
+    drop((alice, bob));
+    drop(broker);
+    let broker = history_broker(db, &dbname, &spool, "");
+    let (mut alice, mut bob) = (login(broker.port, "alice", 6), login(broker.port, "bob", 6));
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        chat("CHAT", 1, 2, "upgraded table"),
+        false
+    )));
+    let delivered = bob.message_on("/users/2/messages", SOON).unwrap().payload;
+    eventually("stored with the payload", SOON, || count(db, &dbname) == 2);
+    let payloads = db.root_column(&format!("SELECT COUNT(payload) FROM `{dbname}`.messages"));
+    assert_eq!(payloads, ["1"]);
+    let answer = ask(&mut bob, json!({"command": "getHistory", "type": "INBOX"}));
+    assert_eq!(answer.messages.len(), 2, "{:?}", answer.item);
+    assert_eq!(
+        answer.messages[0].as_bytes(),
+        &delivered[..],
+        "newest, as delivered"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer.messages[1]).unwrap(),
+        rebuilt
+    );
+    assert!(
+        !broker.log().contains("no payload column"),
+        "{}",
+        broker.log()
+    );
 }
