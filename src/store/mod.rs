@@ -62,6 +62,9 @@ pub const COLUMNS: [&str; 10] = [
 /// The columns of a table made before `payload` (the writer leaves it out there).
 const COLUMNS_WITHOUT_PAYLOAD: usize = COLUMNS.len() - 1;
 
+/// The server's words (MariaDB and MySQL, error 1054) for a table without `payload`.
+const UNKNOWN_PAYLOAD: &str = "Unknown column 'payload'";
+
 impl Record {
     pub fn borrowed(&self) -> NewRecord<'_> {
         Record {
@@ -470,7 +473,9 @@ impl Writer {
         }
         let columns = match self.db.execute(&self.probe_sql(COLUMNS.len())) {
             Ok(()) => COLUMNS.len(),
-            Err(DbError::Query(why)) if why.contains("payload") => {
+            // Only the server saying the column does not exist: any other error (a grant,
+            // a missing table) waits like an outage, and is asked again.
+            Err(DbError::Query(why)) if why.contains(UNKNOWN_PAYLOAD) => {
                 log::warn!(
                     "the table {} has no payload column: messages are stored without the                      payload as delivered (README, Chat history: ALTER TABLE ... ADD payload)",
                     self.table
@@ -589,7 +594,7 @@ impl Writer {
             .map(|(rows, values)| (self.insert_sql[&(rows, columns)].as_str(), values))
             .collect();
         let result = self.db.execute_in_transaction(statements);
-        if matches!(&result, Err(DbError::Query(why)) if why.contains("payload")) {
+        if matches!(&result, Err(DbError::Query(why)) if why.contains(UNKNOWN_PAYLOAD)) {
             // The column went away (or came) under us: ask the table again.
             self.columns = None;
         }

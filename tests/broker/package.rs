@@ -75,6 +75,7 @@ fn the_installed_package_logs_in_and_stores() {
     for path in [
         "/usr/bin/chat-auth-passwd",
         "/usr/share/chat-auth/schema.sql",
+        "/usr/share/chat-auth/history-upgrade.sql",
         "/etc/mosquitto/conf.d/chat-auth.conf",
         "/usr/share/doc/chat-auth/examples/chat.conf",
         "/usr/share/doc/chat-auth/examples/auth-plug.conf",
