@@ -750,7 +750,8 @@ impl Plugin {
                 log::error!(
                     "the broker sends no TICK event (Mosquitto 2.0.11 with \
                      per_listener_settings true does not): rules are not refreshed, control \
-                     commands get no answer and SIGHUP re-checks are not confirmed; use \
+                     commands and chat history requests get no answer and SIGHUP re-checks \
+                     are not confirmed; use \
                      per_listener_settings false, or Mosquitto 2.0.15 or later"
                 );
             }
