@@ -2,9 +2,13 @@
 //! groups and the inbox for members only, what nobody else may read, answers to the asker
 //! only, MySQL down, and the query plans.
 
-use crate::acl::{PASSWORD, USERQUERY, chat_db, control};
-use crate::harness::{Broker, MariaDb, eventually, fresh_dir, shared};
+use crate::acl::{PASSWORD, control};
+// The storage tests' set-up: the chat database with storage, its broker, their clients.
+use crate::harness::{MariaDb, eventually, fresh_dir, shared};
 use crate::mqtt::{Mqtt, accepted};
+use crate::store::{
+    count, login, message as chat, store_broker as history_broker, store_db as history_db,
+};
 use chat_auth::acl::GroupIds;
 use chat_auth::history::{self, Cursor, Request, Requester, Thread};
 use libtest_mimic::Trial;
@@ -42,36 +46,6 @@ pub fn trials() -> Vec<Trial> {
 
 const SOON: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(700);
-
-/// The chat database plus the right to write messages (history reads them with SELECT).
-fn history_db(db: &MariaDb, test: &str) -> String {
-    let dbname = chat_db(db, test);
-    for host in ["%", "localhost"] {
-        db.root_exec(&format!(
-            "GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'{host}'"
-        ));
-    }
-    dbname
-}
-
-fn history_broker(db: &MariaDb, dbname: &str, spool: &Path, extra: &str) -> Broker {
-    Broker::start(&format!(
-        "{}{USERQUERY}auth_opt_persist_enabled true\nauth_opt_persist_spool_dir {}\n\
-         auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 1000\n{extra}",
-        db.plugin_options(dbname),
-        spool.display()
-    ))
-}
-
-fn login(port: u16, user: &str, n: usize) -> Mqtt {
-    Mqtt::connect(port, &format!("{user}-h{n}"), user, PASSWORD)
-}
-
-fn chat(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
-    json!({"type": kind, "fromId": from, "toId": to, "content": content})
-        .to_string()
-        .into_bytes()
-}
 
 /// One answer: the response item, and its messages as the exact JSON text they came as.
 #[derive(Debug)]
@@ -180,12 +154,6 @@ fn next_from(client: &mut Mqtt, topic: &str, from: u32) -> String {
             return text;
         }
     }
-}
-
-fn count(db: &MariaDb, dbname: &str) -> usize {
-    db.root_column(&format!("SELECT COUNT(*) FROM `{dbname}`.messages"))[0]
-        .parse()
-        .unwrap()
 }
 
 fn a_conversation_pages_both_ways_as_delivered() {

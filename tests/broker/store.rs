@@ -76,7 +76,7 @@ pub fn trials() -> Vec<Trial> {
 const SOON: Duration = Duration::from_secs(10);
 
 /// The chat database plus the right to write messages.
-fn store_db(db: &MariaDb, test: &str) -> String {
+pub fn store_db(db: &MariaDb, test: &str) -> String {
     let dbname = chat_db(db, test);
     for host in ["%", "localhost"] {
         db.root_exec(&format!(
@@ -86,7 +86,7 @@ fn store_db(db: &MariaDb, test: &str) -> String {
     dbname
 }
 
-fn store_broker(db: &MariaDb, dbname: &str, spool: &Path, extra: &str) -> Broker {
+pub fn store_broker(db: &MariaDb, dbname: &str, spool: &Path, extra: &str) -> Broker {
     Broker::start(&format!(
         "{}{USERQUERY}auth_opt_persist_enabled true\nauth_opt_persist_spool_dir {}\n\
          auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 1000\n{extra}",
@@ -95,17 +95,17 @@ fn store_broker(db: &MariaDb, dbname: &str, spool: &Path, extra: &str) -> Broker
     ))
 }
 
-fn login(port: u16, user: &str, n: usize) -> Mqtt {
+pub fn login(port: u16, user: &str, n: usize) -> Mqtt {
     Mqtt::connect(port, &format!("{user}-{n}"), user, PASSWORD)
 }
 
-fn message(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
+pub fn message(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
     json!({"type": kind, "fromId": from, "toId": to, "content": content})
         .to_string()
         .into_bytes()
 }
 
-fn count(db: &MariaDb, dbname: &str) -> usize {
+pub fn count(db: &MariaDb, dbname: &str) -> usize {
     db.root_column(&format!("SELECT COUNT(*) FROM `{dbname}`.messages"))[0]
         .parse()
         .unwrap()
