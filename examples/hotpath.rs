@@ -16,7 +16,7 @@ use chat_auth::action::Reply;
 use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::chat::{self, Kind, Sender};
 use chat_auth::config::OfflineCaps;
-use chat_auth::control;
+use chat_auth::envelope;
 use chat_auth::hash::HashSettings;
 use chat_auth::history::{self, StoredMessage};
 use chat_auth::sessions::{LoginKind, NoFacts, Registry, RuleSet};
@@ -214,7 +214,7 @@ fn main() {
                     limits.admit(b"c17", now).unwrap();
                     accepted += black_box(plan).branches.len();
                     limits.done(b"c17");
-                    accepted += control::response(&reply, Ok(Some(&*history_page))).len();
+                    accepted += envelope::response(&reply, Ok(Some(&*history_page))).len();
                 }
             }
             other => panic!("unknown scenario {other}"),

@@ -12,6 +12,7 @@ use crate::config::ValidationConfig;
 use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError};
 use crate::dedup::{self, Dedup, Stamp};
+use crate::envelope;
 use crate::exporter::Exporter;
 use crate::history::{self, Limits, reader::Reader};
 use crate::logging::printable;
@@ -727,7 +728,7 @@ impl Plugin {
             outbox.push(Action::Publish {
                 client_id: answer.reply.client_id.clone(),
                 topic: answer.reply.topic.clone(),
-                payload: control::response(&answer.reply, answer.outcome.map(Some)),
+                payload: envelope::response(&answer.reply, answer.outcome.map(Some)),
                 correlation_data: answer.reply.correlation_data,
             });
         }

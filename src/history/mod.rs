@@ -15,7 +15,7 @@ pub mod reader;
 use crate::acl::{Access, GroupIds};
 use crate::action::Reply;
 use crate::chat::{Kind, MAX_ID_BYTES};
-use crate::control;
+use crate::envelope;
 use mysql::Value as SqlValue;
 use serde::Serialize;
 use serde_json::Value;
@@ -82,7 +82,7 @@ pub type Commands = Vec<(Result<Request, String>, Reply)>;
 
 /// The commands of one message, each with its reply. `Err`: not a command list at all.
 pub fn parse(payload: &[u8], base: &Reply) -> Result<Commands, String> {
-    Ok(control::commands(payload, base, MAX_COMMANDS)?
+    Ok(envelope::commands(payload, base, MAX_COMMANDS)?
         .into_iter()
         .map(|(body, reply)| {
             let request = match reply.command.as_str() {
@@ -739,7 +739,7 @@ mod tests {
         assert_eq!((small.messages.len(), small.more), (1, true));
         let tiny = page(&rows[..1], 3, 1);
         assert_eq!((tiny.messages.len(), tiny.more), (1, false), "one at least");
-        let answer: Value = serde_json::from_slice(&control::response(
+        let answer: Value = serde_json::from_slice(&envelope::response(
             &Reply {
                 command: "getHistory".into(),
                 correlation: Some(json!("x")),
