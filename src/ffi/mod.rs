@@ -566,27 +566,39 @@ type ReadBinary = unsafe extern "C" fn(
     bool,
 ) -> *const mosquitto_property;
 
-/// The broker's property readers, looked up at run time: Debian's broker exports them,
-/// but a broker linked with only Mosquitto's `linker.syms` does not, and a missing symbol
-/// must not stop the plugin from loading (MQTT 5 response topics are then not honoured).
+/// The property readers, looked up at run time, never linked: Debian 12's broker (2.0.11)
+/// exports them, Debian 13's (2.0.21, linked with Mosquitto's `linker.syms`) does not, and
+/// a missing symbol must not stop the plugin from loading. Then they come from
+/// `libmosquitto.so.1`, which Debian's `mosquitto` package depends on at its own version
+/// (the same property list layout; Mosquitto's dynamic-security plugin links it the same
+/// way). Without either, MQTT 5 response topics are not honoured.
 static PROPERTY_READERS: std::sync::LazyLock<Option<(ReadString, ReadBinary)>> =
     std::sync::LazyLock::new(|| {
-        // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; a found symbol is the
-        // broker's function of this signature (mosquitto.h).
+        // SAFETY: dlsym/dlopen with NUL-terminated names; a found symbol is Mosquitto's
+        // function of this signature (mosquitto.h). The library stays loaded for good.
         unsafe {
-            let string = libc::dlsym(
-                libc::RTLD_DEFAULT,
-                c"mosquitto_property_read_string".as_ptr(),
-            );
-            let binary = libc::dlsym(
-                libc::RTLD_DEFAULT,
-                c"mosquitto_property_read_binary".as_ptr(),
-            );
+            let find = |handle: *mut c_void| {
+                (
+                    libc::dlsym(handle, c"mosquitto_property_read_string".as_ptr()),
+                    libc::dlsym(handle, c"mosquitto_property_read_binary".as_ptr()),
+                )
+            };
+            let mut found = find(libc::RTLD_DEFAULT);
+            if found.0.is_null() || found.1.is_null() {
+                let library = libc::dlopen(
+                    c"libmosquitto.so.1".as_ptr(),
+                    libc::RTLD_NOW | libc::RTLD_LOCAL,
+                );
+                if !library.is_null() {
+                    found = find(library);
+                }
+            }
+            let (string, binary) = found;
             if string.is_null() || binary.is_null() {
                 log::warn!(
-                    "this broker does not export mosquitto_property_read_*: MQTT 5 response \
-                     topics of history requests are not honoured (answers go to the API's \
-                     response topic)"
+                    "neither the broker nor libmosquitto.so.1 gives mosquitto_property_read_*: \
+                     MQTT 5 response topics of history requests are not honoured (answers go \
+                     to the API's response topic)"
                 );
                 return None;
             }
