@@ -43,6 +43,8 @@ pub type StatementChecks = Vec<(&'static str, String)>;
 
 /// State shared by the broker thread and the prober.
 struct Shared {
+    /// What waits on this pool, for the outage log lines ("logins", "chat history").
+    serves: &'static str,
     /// Replaced when a panic inside the driver poisons it (see `conn`).
     pool: Mutex<Pool>,
     opts: Opts,
@@ -62,7 +64,10 @@ impl Shared {
     /// Records an outage. The swap makes one log line per outage, whoever noticed it first.
     fn mark_down(&self, why: &str) {
         if !self.down.swap(true, Ordering::AcqRel) {
-            log::error!("MySQL unreachable ({why}); logins are refused until it answers");
+            log::error!(
+                "MySQL unreachable ({why}); {} refused until it answers",
+                self.serves
+            );
         }
     }
 
@@ -115,7 +120,12 @@ pub struct Db {
 impl Db {
     /// Builds the pool (no connection is opened here: a dead database must not stop the
     /// broker from starting) and starts the prober, which connects at once in the background.
-    pub fn start(config: &DbConfig, checks: StatementChecks) -> Result<Db, String> {
+    /// `serves` names what waits on the pool in its outage lines ("logins").
+    pub fn start(
+        config: &DbConfig,
+        checks: StatementChecks,
+        serves: &'static str,
+    ) -> Result<Db, String> {
         let tls = config
             .tls
             .as_ref()
@@ -125,6 +135,7 @@ impl Db {
         let opts = opts(config, tls.as_ref())?;
         let pool = Pool::new(opts.clone()).map_err(|e| e.to_string())?;
         let shared = Arc::new(Shared {
+            serves,
             pool: Mutex::new(pool),
             opts,
             down: AtomicBool::new(false),
@@ -342,7 +353,7 @@ fn probe_loop(shared: &Shared, wait: Duration, checks: StatementChecks) {
                 Ok(()) => {
                     checked = true;
                     if shared.down.swap(false, Ordering::AcqRel) {
-                        log::info!("MySQL answers again; logins are checked again");
+                        log::info!("MySQL answers again ({} served again)", shared.serves);
                     }
                 }
                 Err(e) => shared.mark_down(&e),

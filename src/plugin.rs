@@ -186,7 +186,7 @@ impl Plugin {
                     checks.push((name, q.sql.clone()));
                 }
             }
-            let db = Arc::new(Db::start(&mysql.db, checks)?);
+            let db = Arc::new(Db::start(&mysql.db, checks, "logins")?);
             let users = Arc::new(MysqlUsers::new(
                 Arc::clone(&db),
                 mysql.userquery,
@@ -270,6 +270,7 @@ impl Plugin {
                         ..db
                     },
                     Vec::new(),
+                    "chat history requests",
                 )?;
                 registry.serve_history();
                 log::info!(

@@ -1433,6 +1433,57 @@ mod tests {
     }
 
     #[test]
+    fn chat_history_comes_with_storage() {
+        let storage = [
+            ("persist_enabled", "true"),
+            ("persist_spool_dir", "/var/lib/chat-auth"),
+        ];
+        assert!(
+            parse(&[]).unwrap().0.history.is_none(),
+            "no storage, no history"
+        );
+        let (config, _) = parse(&storage).unwrap();
+        assert_eq!(
+            config.history,
+            Some(HistoryConfig {
+                connections: 2,
+                in_flight: 4,
+                per_second: 10,
+                max_response_bytes: 256 * 1024,
+            })
+        );
+        let off = [storage.as_slice(), &[("history_enabled", "false")]].concat();
+        assert!(parse(&off).unwrap().0.history.is_none());
+        let tuned = [
+            storage.as_slice(),
+            &[
+                ("history_connections", "8"),
+                ("history_max_response_kb", "64"),
+            ],
+        ]
+        .concat();
+        let history = parse(&tuned).unwrap().0.history.unwrap();
+        assert_eq!(
+            (history.connections, history.max_response_bytes),
+            (8, 65_536)
+        );
+        for (option, value) in [
+            ("history_connections", "0"),
+            ("history_client_per_second", "many"),
+            ("history_max_response_kb", "1"),
+        ] {
+            let bad = [storage.as_slice(), &[(option, value)]].concat();
+            let error = parse(&bad).unwrap_err().to_string();
+            assert!(error.contains(option), "{error}");
+        }
+        // Without storage, a history option is an error naming the switch.
+        let error = parse(&[("history_enabled", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("persist_enabled"), "{error}");
+    }
+
+    #[test]
     fn throttle_offline_and_session_file_options() {
         let (config, _) = parse(&[]).unwrap();
         assert_eq!(config.throttle, ThrottleConfig::default());
