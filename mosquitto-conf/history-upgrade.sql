@@ -6,6 +6,10 @@
 --
 --   mysql chat < mosquitto-conf/history-upgrade.sql
 --
+-- With another auth_opt_persist_table, put its name in place of `messages` below. Run it on a
+-- table that has none of these yet (MySQL 8 has no ADD COLUMN IF NOT EXISTS): a table that
+-- already has some of them needs only the remaining lines.
+--
 -- Without it chat-auth still works: rows are written without the payload and history
 -- answers rebuild each message from its columns, scanning more rows per page.
 ALTER TABLE messages

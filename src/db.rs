@@ -45,6 +45,8 @@ pub type StatementChecks = Vec<(&'static str, String)>;
 struct Shared {
     /// What waits on this pool, for the outage log lines ("logins", "chat history").
     serves: &'static str,
+    /// The option that sizes it, named when every connection stays busy.
+    pool_option: &'static str,
     /// Replaced when a panic inside the driver poisons it (see `conn`).
     pool: Mutex<Pool>,
     opts: Opts,
@@ -120,11 +122,13 @@ pub struct Db {
 impl Db {
     /// Builds the pool (no connection is opened here: a dead database must not stop the
     /// broker from starting) and starts the prober, which connects at once in the background.
-    /// `serves` names what waits on the pool in its outage lines ("logins").
+    /// `serves` names what waits on the pool in its outage lines ("logins"), `pool_option`
+    /// the option that sizes it.
     pub fn start(
         config: &DbConfig,
         checks: StatementChecks,
         serves: &'static str,
+        pool_option: &'static str,
     ) -> Result<Db, String> {
         let tls = config
             .tls
@@ -136,6 +140,7 @@ impl Db {
         let pool = Pool::new(opts.clone()).map_err(|e| e.to_string())?;
         let shared = Arc::new(Shared {
             serves,
+            pool_option,
             pool: Mutex::new(pool),
             opts,
             down: AtomicBool::new(false),
@@ -244,12 +249,18 @@ impl Db {
     }
 
     fn classify(&self, error: mysql::Error) -> DbError {
-        let classified = classify(error);
-        if let (DbError::Unavailable(why), true) = &classified {
-            self.shared.mark_down(why);
-            self.shared.wake();
+        match classify(error) {
+            (DbError::Unavailable(why), true) => {
+                self.shared.mark_down(&why);
+                self.shared.wake();
+                DbError::Unavailable(why)
+            }
+            // A busy pool: name the option that sizes this one.
+            (DbError::Unavailable(why), false) => {
+                DbError::Unavailable(format!("{why} ({})", self.shared.pool_option))
+            }
+            (error, _) => error,
         }
-        classified.0
     }
 }
 
@@ -271,9 +282,7 @@ fn classify(error: mysql::Error) -> (DbError, bool) {
     match error {
         mysql::Error::MySqlError(e) => (DbError::Query(e.to_string()), false),
         mysql::Error::DriverError(DriverError::Timeout) => (
-            DbError::Unavailable(
-                "every MySQL connection of the pool stayed busy (auth_opt_pool_size)".into(),
-            ),
+            DbError::Unavailable("every MySQL connection of the pool stayed busy".into()),
             false,
         ),
         other => (DbError::Unavailable(other.to_string()), true),

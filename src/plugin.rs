@@ -186,7 +186,12 @@ impl Plugin {
                     checks.push((name, q.sql.clone()));
                 }
             }
-            let db = Arc::new(Db::start(&mysql.db, checks, "logins")?);
+            let db = Arc::new(Db::start(
+                &mysql.db,
+                checks,
+                "logins",
+                "auth_opt_pool_size",
+            )?);
             let users = Arc::new(MysqlUsers::new(
                 Arc::clone(&db),
                 mysql.userquery,
@@ -271,6 +276,7 @@ impl Plugin {
                     },
                     Vec::new(),
                     "chat history requests",
+                    "auth_opt_history_connections",
                 )?;
                 registry.serve_history();
                 log::info!(
@@ -721,9 +727,11 @@ impl Plugin {
         }
         for answer in history.reader.ready() {
             history.limits.done(answer.reply.client_id.as_bytes());
-            // The connection that asked, still there: a client id another connection took
-            // over meanwhile (another user, maybe) does not get the page.
-            if !registry.is_online(answer.reply.client_id.as_bytes(), answer.connection) {
+            // The connection that asked, still there as the same user: a client id another
+            // connection took over meanwhile (at the asker's freed address, even) does not
+            // get the page.
+            let asker = registry.chat_user(answer.reply.client_id.as_bytes(), answer.connection);
+            if asker.is_none_or(|who| who.user_id != answer.user_id) {
                 continue;
             }
             outbox.push(Action::Publish {
@@ -1166,6 +1174,7 @@ impl Plugin {
                     .ok_or_else(|| "no chat identity: only chat users read history".to_string())?;
                 history::plan(request, who)
             });
+            let user_id = requester.as_ref().map(|r| r.user_id.to_string());
             let admitted = plan.and_then(|plan| {
                 history
                     .limits
@@ -1178,6 +1187,7 @@ impl Plugin {
                         plan,
                         reply,
                         connection: client.pointer,
+                        user_id: user_id.unwrap_or_default(),
                     }) {
                         history.limits.done(client_name.as_bytes());
                         let why = "busy: too many history requests waiting; ask again".into();

@@ -930,13 +930,6 @@ impl Registry {
         }
     }
 
-    /// Whether this connection is the live one of its client id.
-    pub fn is_online(&self, client_id: &[u8], pointer: usize) -> bool {
-        self.sessions
-            .get(client_id)
-            .is_some_and(|s| s.pointer == pointer && s.state == State::Online)
-    }
-
     /// Whether this client logged in as a superuser (for `$CONTROL`).
     pub fn is_superuser(&self, client_id: &[u8], pointer: usize) -> bool {
         self.sessions

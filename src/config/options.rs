@@ -249,7 +249,8 @@ pub const OPTIONS: &[Spec] = &[
         "pool_size",
         Whole { min: 1, max: 64 },
         Mysql,
-        "Most MySQL connections the plugin opens.",
+        "Most MySQL connections of the pool logins, rules and storage use (chat history has its \
+         own, `history_connections`).",
     )
     .default("4"),
     spec(

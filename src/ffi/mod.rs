@@ -90,8 +90,17 @@ struct Registration {
 /// and carries on after `EINTR` (mux_epoll.c); the signal only ends that wait early, so the
 /// next TICK hands over what the thread made. SIGURG is otherwise only sent for TCP urgent
 /// data to a socket owner set with `F_SETOWN`, which Mosquitto never sets.
+///
+/// The signal must never cut short anything else the broker thread does (a login's MySQL
+/// read over TLS, say: a read with a timeout is not restarted after a handler). So SIGURG
+/// stays blocked on the broker thread, and only the wait lets it in: Mosquitto sets the
+/// thread's mask to its own set (which lacks SIGURG) around `epoll_wait` (and `poll`), and
+/// puts the previous mask back after. A signal sent while the thread works waits, pending,
+/// and the TICK at the end of that pass hands the answers over anyway.
 struct LoopWaker {
     previous: libc::sigaction,
+    /// SIGURG was blocked on the broker thread before the plugin blocked it.
+    was_blocked: bool,
 }
 
 extern "C" fn wake_up(_signal: c_int) {}
@@ -120,13 +129,28 @@ impl LoopWaker {
             if libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut()) != 0 {
                 return None;
             }
+            let mut urgent: libc::sigset_t = std::mem::zeroed();
+            let mut before: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut urgent);
+            libc::sigaddset(&mut urgent, libc::SIGURG);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &urgent, &mut before) != 0 {
+                libc::sigaction(libc::SIGURG, &previous, std::ptr::null_mut());
+                return None;
+            }
+            let was_blocked = libc::sigismember(&before, libc::SIGURG) == 1;
             let broker_thread = libc::pthread_self();
             let wake: crate::action::Waker = std::sync::Arc::new(move || {
                 // SAFETY: the broker's thread lives as long as the plugin (its threads are
                 // joined at cleanup before the handler is removed).
                 libc::pthread_kill(broker_thread, libc::SIGURG);
             });
-            Some((LoopWaker { previous }, wake))
+            Some((
+                LoopWaker {
+                    previous,
+                    was_blocked,
+                },
+                wake,
+            ))
         }
     }
 }
@@ -134,9 +158,16 @@ impl LoopWaker {
 impl Drop for LoopWaker {
     /// The handler lives in this library, which the broker may unload after cleanup.
     fn drop(&mut self) {
-        // SAFETY: reads, then restores the disposition read at install, unless another
-        // handler replaced ours since (it stays).
+        // SAFETY: on the broker thread (cleanup, or init when history is off): unblocks
+        // SIGURG as it was (a pending one runs our handler, still installed), then restores
+        // the disposition read at install, unless another handler replaced ours since.
         unsafe {
+            if !self.was_blocked {
+                let mut urgent: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut urgent);
+                libc::sigaddset(&mut urgent, libc::SIGURG);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &urgent, std::ptr::null_mut());
+            }
             let mut current: libc::sigaction = std::mem::zeroed();
             let ours = wake_up as extern "C" fn(c_int) as libc::sighandler_t;
             if libc::sigaction(libc::SIGURG, std::ptr::null(), &mut current) == 0

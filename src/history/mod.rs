@@ -291,13 +291,20 @@ pub fn page_sql(
                 (true, Some(_)) => format!(" FORCE INDEX ({INDEX_PAIR})"),
                 (true, None) => format!(" FORCE INDEX ({INDEX_TO})"),
             };
-            let mut sql =
-                format!("SELECT {columns} FROM {table}{hint} WHERE type = ? AND to_id = ?");
+            // Each id twice: `=` in the column's collation reads the index range, the
+            // binary comparison keeps only the same bytes (a PAD SPACE or case-insensitive
+            // collation equates '2 ' or 'Bob' with '2' or 'bob'), before the LIMIT.
+            let mut sql = format!(
+                "SELECT {columns} FROM {table}{hint} WHERE type = ? AND to_id = ? AND \
+                 CAST(to_id AS BINARY) = ?"
+            );
             values.push(SqlValue::from(branch.kind.name()));
             values.push(SqlValue::from(branch.to_id.as_str()));
+            values.push(SqlValue::Bytes(branch.to_id.clone().into_bytes()));
             if let Some(from_id) = &branch.from_id {
-                sql.push_str(" AND from_id = ?");
+                sql.push_str(" AND from_id = ? AND CAST(from_id AS BINARY) = ?");
                 values.push(SqlValue::from(from_id.as_str()));
+                values.push(SqlValue::Bytes(from_id.clone().into_bytes()));
             }
             if let Some(position) = position {
                 sql.push_str(&format!(" AND id {comparison} ?"));
@@ -640,12 +647,14 @@ mod tests {
             sql,
             "SELECT * FROM ((SELECT id, message_id, type, from_id, to_id, content, server_ts, \
              payload FROM `messages` FORCE INDEX (messages_history_pair) WHERE type = ? AND \
-             to_id = ? AND from_id = ? AND id > ? ORDER BY id ASC LIMIT 4) UNION ALL (SELECT \
-             id, message_id, type, from_id, to_id, content, server_ts, payload FROM `messages` \
-             FORCE INDEX (messages_history_pair) WHERE type = ? AND to_id = ? AND from_id = ? \
-             AND id > ? ORDER BY id ASC LIMIT 4)) AS page ORDER BY id ASC LIMIT 4"
+             to_id = ? AND CAST(to_id AS BINARY) = ? AND from_id = ? AND CAST(from_id AS \
+             BINARY) = ? AND id > ? ORDER BY id ASC LIMIT 4) UNION ALL (SELECT id, message_id, \
+             type, from_id, to_id, content, server_ts, payload FROM `messages` FORCE INDEX \
+             (messages_history_pair) WHERE type = ? AND to_id = ? AND CAST(to_id AS BINARY) = ? \
+             AND from_id = ? AND CAST(from_id AS BINARY) = ? AND id > ? ORDER BY id ASC LIMIT \
+             4)) AS page ORDER BY id ASC LIMIT 4"
         );
-        assert_eq!(values.len(), 8);
+        assert_eq!(values.len(), 12);
         assert_eq!(values[1], SqlValue::from("x' OR 1=1 --"));
         let newest = Plan {
             cursor: Cursor::Newest,
@@ -658,7 +667,7 @@ mod tests {
         let (sql, values) = page_sql("`messages`", &newest, None, old_table);
         assert!(sql.contains("ORDER BY id DESC LIMIT 4") && !sql.contains("payload"));
         assert!(!sql.contains("FORCE INDEX"));
-        assert_eq!(values.len(), 6);
+        assert_eq!(values.len(), 10);
     }
 
     fn stored(n: u32, payload: Option<&str>) -> StoredMessage {

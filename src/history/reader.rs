@@ -20,15 +20,18 @@ pub const QUEUE: usize = 1_024;
 pub struct Job {
     pub plan: Plan,
     pub reply: Reply,
-    /// The asking connection (`Client::pointer`): the answer goes to it only, not to
-    /// whoever holds its client id when the page is ready.
+    /// The asking connection (`Client::pointer`) and its user: the answer goes to them
+    /// only, not to whoever holds the client id when the page is ready (a take-over, or a
+    /// new connection the broker placed at the freed address of the asker's).
     pub connection: usize,
+    pub user_id: String,
 }
 
 /// The answer to one request: the page (`data`), or why not.
 pub struct Answer {
     pub reply: Reply,
     pub connection: usize,
+    pub user_id: String,
     pub outcome: Result<Box<RawValue>, String>,
 }
 
@@ -152,6 +155,7 @@ impl Worker {
                 plan,
                 reply,
                 connection,
+                user_id,
             }) = job
             else {
                 return;
@@ -174,6 +178,7 @@ impl Worker {
             let answer = Answer {
                 reply,
                 connection,
+                user_id,
                 outcome,
             };
             if done.send(answer).is_err() {

@@ -477,7 +477,9 @@ impl Writer {
             // a missing table) waits like an outage, and is asked again.
             Err(DbError::Query(why)) if why.contains(UNKNOWN_PAYLOAD) => {
                 log::warn!(
-                    "the table {} has no payload column: messages are stored without the                      payload as delivered (README, Chat history: ALTER TABLE ... ADD payload)",
+                    "the table {} has no payload column: messages are stored without the payload as \
+                     delivered, and chat history rebuilds them (run history-upgrade.sql: README, \
+                     Chat history)",
                     self.table
                 );
                 COLUMNS_WITHOUT_PAYLOAD
@@ -595,7 +597,8 @@ impl Writer {
             .collect();
         let result = self.db.execute_in_transaction(statements);
         if matches!(&result, Err(DbError::Query(why)) if why.contains(UNKNOWN_PAYLOAD)) {
-            // The column went away (or came) under us: ask the table again.
+            // The column went away under us: ask the table again. (One that comes is used
+            // from the next start: rows without it still go in meanwhile.)
             self.columns = None;
         }
         result

@@ -599,7 +599,30 @@ fn answers_reach_the_asker_only() {
     }
     assert!(alice.message(QUIET).is_none(), "nothing reached alice");
 
-    // Limits: beyond the per-second budget a request gets an error, not a queue.
+    // Limits: more than 4 in flight at once (five commands in one message are admitted
+    // before any is answered) gets an error for the fifth, not a queue.
+    let five = json!({"commands": vec![json!({"command": "getHistory", "type": "INBOX"}); 5]});
+    assert!(accepted(bob.publish(
+        history::TOPIC,
+        five.to_string(),
+        false
+    )));
+    let answers: Vec<Answer> = (0..5)
+        .map(|_| {
+            Answer::read(
+                &bob.message_on(history::RESPONSE_TOPIC, SOON)
+                    .unwrap()
+                    .payload,
+            )
+        })
+        .collect();
+    let in_flight: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.error().contains("in flight"))
+        .collect();
+    assert_eq!(in_flight.len(), 1, "{answers:?}");
+    std::thread::sleep(Duration::from_millis(1_100)); // a new second for the next budget
+    // Beyond the per-second budget a request gets an error, not a queue.
     let burst = json!({"commands": vec![json!({"command": "getHistory", "type": "INBOX"}); 10]});
     assert!(accepted(bob.publish(
         history::TOPIC,
@@ -687,19 +710,48 @@ fn mysql_down_answers_an_error_in_time() {
         },
     );
 
-    // A client id taken over while its request waits on MySQL: the answer is not handed to
-    // the connection that holds the id now (another user).
+    // A client id taken over while its request waits on MySQL (live, or after the asker
+    // left, when the broker may place the new connection at the asker's freed address): the
+    // answer is not handed to the connection that holds the id now (another user).
     Mqtt::connect(port, "carol-h4", "carol", PASSWORD).disconnect(); // cached from now
-    db.pause();
-    assert!(accepted(bob.publish(
-        history::TOPIC,
-        json!({"command": "getHistory", "type": "INBOX"}).to_string(),
-        false
-    )));
-    let mut thief = Mqtt::connect(port, &bob.client_id, "carol", PASSWORD);
-    let stolen = thief.message_on(history::RESPONSE_TOPIC, Duration::from_secs(3));
-    db.resume();
-    assert!(stolen.is_none(), "carol got bob's answer: {stolen:?}");
+    let mut admin = login(port, "admin", 4);
+    let failed = |admin: &mut Mqtt| {
+        let stats = control(admin, json!({"command": "getStats"}));
+        stats["data"]["history"]["pagesFailed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for leaves_first in [false, true] {
+        let mut asker = login(port, "bob", 10 + usize::from(leaves_first));
+        // MySQL known up again (a request then waits on the stopped server, not fails fast).
+        eventually("history answers", Duration::from_secs(20), || {
+            ask(
+                &mut asker,
+                json!({"command": "getHistory", "type": "INBOX"}),
+            )
+            .error()
+            .is_empty()
+        });
+        let before = failed(&mut admin);
+        db.pause();
+        assert!(accepted(asker.publish(
+            history::TOPIC,
+            json!({"command": "getHistory", "type": "INBOX"}).to_string(),
+            false
+        )));
+        let id = asker.client_id.clone();
+        if leaves_first {
+            asker.disconnect();
+        }
+        let mut thief = Mqtt::connect(port, &id, "carol", PASSWORD);
+        // The query has ended (failed: MySQL stopped) and its answer was handed over or not.
+        eventually("the request answered", Duration::from_secs(10), || {
+            failed(&mut admin) > before
+        });
+        let stolen = thief.message_on(history::RESPONSE_TOPIC, QUIET);
+        db.resume();
+        assert!(stolen.is_none(), "carol got bob's answer: {stolen:?}");
+    }
 }
 
 fn a_table_without_the_payload_column_still_answers() {
@@ -727,6 +779,11 @@ fn a_table_without_the_payload_column_still_answers() {
     eventually("stored without the payload", SOON, || {
         count(db, &dbname) == 1
     });
+    // A row to '2 ': equal to bob's '2' in this table's collation (PAD SPACE), not his.
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.messages (message_id, type, from_id, to_id, content, topic, \
+         qos, client_id, server_ts) VALUES ('loose', 'CHAT', '1', '2 ', 'loose', '/t', 1, 'x', 1)"
+    ));
     let answer = ask(&mut bob, json!({"command": "getHistory", "type": "INBOX"}));
     assert_eq!(answer.messages.len(), 1, "{:?}", answer.item);
     let rebuilt: Value = serde_json::from_str(&answer.messages[0]).unwrap();
@@ -760,7 +817,7 @@ fn a_table_without_the_payload_column_still_answers() {
         false
     )));
     let delivered = bob.message_on("/users/2/messages", SOON).unwrap().payload;
-    eventually("stored with the payload", SOON, || count(db, &dbname) == 2);
+    eventually("stored with the payload", SOON, || count(db, &dbname) == 3);
     let payloads = db.root_column(&format!("SELECT COUNT(payload) FROM `{dbname}`.messages"));
     assert_eq!(payloads, ["1"]);
     let answer = ask(&mut bob, json!({"command": "getHistory", "type": "INBOX"}));
