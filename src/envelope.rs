@@ -41,6 +41,11 @@ pub fn commands(payload: &[u8], base: &Reply, max: usize) -> Result<Vec<(Value, 
 
 /// The answer to one command, to the client that asked.
 pub fn answer(reply: &Reply, outcome: Result<Option<Value>, String>) -> Action {
+    answer_with(reply, outcome)
+}
+
+/// The same with any data (a history page, raw JSON).
+pub fn answer_with<T: Serialize>(reply: &Reply, outcome: Result<Option<T>, String>) -> Action {
     Action::Publish {
         client_id: reply.client_id.clone(),
         topic: reply.topic.clone(),

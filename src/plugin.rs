@@ -734,12 +734,10 @@ impl Plugin {
             if asker.is_none_or(|who| who.user_id != answer.user_id) {
                 continue;
             }
-            outbox.push(Action::Publish {
-                client_id: answer.reply.client_id.clone(),
-                topic: answer.reply.topic.clone(),
-                payload: envelope::response(&answer.reply, answer.outcome.map(Some)),
-                correlation_data: answer.reply.correlation_data,
-            });
+            outbox.push(envelope::answer_with(
+                &answer.reply,
+                answer.outcome.map(Some),
+            ));
         }
     }
 

@@ -105,6 +105,17 @@ struct LoopWaker {
 
 extern "C" fn wake_up(_signal: c_int) {}
 
+/// The signal set of SIGURG alone.
+fn urgent_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set they are given.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGURG);
+        set
+    }
+}
+
 impl LoopWaker {
     /// Installs the handler, unless another one is installed (then answers wait for the
     /// loop's own pace). On the broker's thread (plugin init).
@@ -129,11 +140,8 @@ impl LoopWaker {
             if libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut()) != 0 {
                 return None;
             }
-            let mut urgent: libc::sigset_t = std::mem::zeroed();
             let mut before: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut urgent);
-            libc::sigaddset(&mut urgent, libc::SIGURG);
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &urgent, &mut before) != 0 {
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &urgent_set(), &mut before) != 0 {
                 libc::sigaction(libc::SIGURG, &previous, std::ptr::null_mut());
                 return None;
             }
@@ -163,10 +171,7 @@ impl Drop for LoopWaker {
         // the disposition read at install, unless another handler replaced ours since.
         unsafe {
             if !self.was_blocked {
-                let mut urgent: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut urgent);
-                libc::sigaddset(&mut urgent, libc::SIGURG);
-                libc::pthread_sigmask(libc::SIG_UNBLOCK, &urgent, std::ptr::null_mut());
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &urgent_set(), std::ptr::null_mut());
             }
             let mut current: libc::sigaction = std::mem::zeroed();
             let ours = wake_up as extern "C" fn(c_int) as libc::sighandler_t;

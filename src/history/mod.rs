@@ -565,17 +565,21 @@ mod tests {
         assert!(parse(eleven.as_bytes(), &base).is_err());
     }
 
+    /// The newest page of five of `thread`.
+    fn request(thread: Thread) -> Request {
+        Request {
+            thread,
+            cursor: Cursor::Newest,
+            limit: 5,
+        }
+    }
+
     #[test]
     fn a_request_reads_only_what_the_requester_could_subscribe_to() {
         let groups: GroupIds = ["10", "11"].into_iter().collect();
         let who = Requester {
             user_id: "7",
             groups: &groups,
-        };
-        let request = |thread| Request {
-            thread,
-            cursor: Cursor::Newest,
-            limit: 5,
         };
         let pair = plan(request(Thread::Chat("42".into())), &who).unwrap();
         assert_eq!(
@@ -708,11 +712,6 @@ mod tests {
         let who = Requester {
             user_id: "bob",
             groups: &groups,
-        };
-        let request = |thread| Request {
-            thread,
-            cursor: Cursor::Newest,
-            limit: 5,
         };
         let inbox = plan(request(Thread::Inbox), &who).unwrap();
         let row = |kind: &str, to: &str, from: &str| StoredMessage {

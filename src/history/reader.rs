@@ -5,6 +5,7 @@ use super::{INDEX_PAIR, INDEX_TO, Plan, StoredMessage, TableShape, cursor_sql, p
 use crate::action::{Reply, Waker};
 use crate::db::{Db, DbError, value_bytes};
 use crate::query::Query;
+use crate::store::UNKNOWN_PAYLOAD;
 use mysql::Row;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -251,7 +252,7 @@ impl Worker {
         let shape = TableShape {
             payload: has(
                 format!("SELECT payload FROM {} WHERE FALSE", self.table),
-                "Unknown column 'payload'",
+                UNKNOWN_PAYLOAD,
                 "no payload column: history answers are rebuilt from the message columns",
             )?,
             indexes: has(

@@ -63,7 +63,7 @@ pub const COLUMNS: [&str; 10] = [
 const COLUMNS_WITHOUT_PAYLOAD: usize = COLUMNS.len() - 1;
 
 /// The server's words (MariaDB and MySQL, error 1054) for a table without `payload`.
-const UNKNOWN_PAYLOAD: &str = "Unknown column 'payload'";
+pub const UNKNOWN_PAYLOAD: &str = "Unknown column 'payload'";
 
 impl Record {
     pub fn borrowed(&self) -> NewRecord<'_> {
