@@ -1,5 +1,11 @@
-//! The MySQL connection pool, with timeouts on every network step and a background prober,
-//! so the broker thread never waits on a database it already knows is down.
+//! The MySQL connection pool, with timeouts on every network step and a circuit breaker,
+//! so the broker thread never waits on a database it already knows is down or stalled.
+//!
+//! One round trip that fails for want of the server (gone, refused, or timed out: paused,
+//! a locked table, a long DDL) opens the breaker: every query fails at once, and the
+//! prober, after a pause that doubles at each failed probe (`Breaker`), asks the server
+//! a real query (the pool's probe statement: a user lookup for the logins' pool), not a
+//! ping, which a locked table would answer. Only its success closes the breaker.
 
 use crate::config::DbConfig;
 use crate::query::Query;
@@ -13,8 +19,39 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How often the prober retries a database that is down.
-const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// The first pause of an open breaker before the prober asks again.
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause: the most a recovered server waits to be used again.
+const LONGEST_PAUSE: Duration = Duration::from_secs(8);
+
+/// How long an open breaker waits before each probe: `FIRST_PAUSE`, doubling at each
+/// probe that fails, up to `LONGEST_PAUSE`; back to the first once a probe succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Breaker {
+    next_pause: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            next_pause: FIRST_PAUSE,
+        }
+    }
+}
+
+impl Breaker {
+    /// The pause before the next probe (the breaker is open).
+    pub fn pause(&mut self) -> Duration {
+        let pause = self.next_pause;
+        self.next_pause = (pause * 2).min(LONGEST_PAUSE);
+        pause
+    }
+
+    /// A probe succeeded: the breaker closes.
+    pub fn closed(&mut self) {
+        self.next_pause = FIRST_PAUSE;
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbError {
@@ -40,6 +77,40 @@ impl std::fmt::Display for DbError {
 /// Statements checked by the prober on its first successful connection, by option name, so
 /// a typo in a query is reported at start rather than at the first login.
 pub type StatementChecks = Vec<(&'static str, String)>;
+
+/// The prober's question to an open breaker: a real query of what the pool serves, with
+/// values that match no row (`Probe::of`), or `DO 1` for a pool without one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    sql: String,
+    values: Vec<Value>,
+}
+
+impl Probe {
+    /// `query` with an empty username and user id (never a login's: the broker passes an
+    /// empty username as none) and access 0.
+    pub fn of(query: &Query) -> Probe {
+        use crate::query::Param;
+        Probe {
+            sql: query.sql.clone(),
+            values: query
+                .params
+                .iter()
+                .map(|param| match param {
+                    Param::Username | Param::UserId => Value::from(""),
+                    Param::Access => Value::from(0),
+                })
+                .collect(),
+        }
+    }
+
+    fn ping() -> Probe {
+        Probe {
+            sql: "DO 1".into(),
+            values: Vec::new(),
+        }
+    }
+}
 
 /// State shared by the broker thread and the prober.
 struct Shared {
@@ -89,7 +160,9 @@ impl Shared {
     /// Runs `work` on a pooled connection. Connections are not pinged at every checkout (that
     /// doubled the round trips of every query); a connection found dead instead takes the
     /// whole pool with it (its siblings died with the same server) and `work` runs once
-    /// more on a fresh connection, so a MySQL restart costs no login.
+    /// more on a fresh connection, so a MySQL restart costs no login. A round trip that
+    /// timed out is not tried again: the server is stalled, and a second try would make
+    /// the caller (a login, on the broker thread) wait as long again.
     fn with_conn<T>(
         &self,
         wait: Duration,
@@ -97,10 +170,34 @@ impl Shared {
     ) -> mysql::Result<T> {
         match self.conn(wait).and_then(|mut conn| work(&mut conn)) {
             Err(e) if connection_died(&e) => {
+                // A connection that timed out mid-answer is out of step with the server.
                 self.replace_pool();
+                if timed_out(&e) {
+                    return Err(e);
+                }
                 self.conn(wait).and_then(|mut conn| work(&mut conn))
             }
             other => other,
+        }
+    }
+
+    /// Sleeps `pause`, or less if the plugin stops (`false` then).
+    fn sleep(&self, pause: Duration) -> bool {
+        let until = std::time::Instant::now() + pause;
+        let mut woken = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            let Some(left) = until.checked_duration_since(std::time::Instant::now()) else {
+                return true;
+            };
+            woken = self
+                .signal
+                .wait_timeout(woken, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            *woken = false;
         }
     }
 
@@ -127,6 +224,7 @@ impl Db {
     pub fn start(
         config: &DbConfig,
         checks: StatementChecks,
+        probe: Option<Probe>,
         serves: &'static str,
         pool_option: &'static str,
     ) -> Result<Db, String> {
@@ -153,7 +251,7 @@ impl Db {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("chat-auth-db-probe".into())
-                .spawn(move || probe_loop(&shared, wait, checks))
+                .spawn(move || probe_loop(&shared, wait, checks, probe.unwrap_or_else(Probe::ping)))
                 .map_err(|e| format!("cannot start the database prober thread: {e}"))?
         };
         Ok(Db {
@@ -289,6 +387,21 @@ fn classify(error: mysql::Error) -> (DbError, bool) {
     }
 }
 
+/// Whether a round trip ran out of time (connect or read timeout): a stalled server.
+/// The driver reports a read timeout as a codec error (the packet reader's I/O error).
+fn timed_out(error: &mysql::Error) -> bool {
+    let io = match error {
+        mysql::Error::IoError(e) => e,
+        mysql::Error::CodecError(mysql_common::proto::codec::error::PacketCodecError::Io(e)) => e,
+        mysql::Error::DriverError(DriverError::ConnectTimeout) => return true,
+        _ => return false,
+    };
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
 /// Whether an error means the connection is unusable (I/O, protocol, TLS), as opposed to
 /// the server refusing a statement or every pooled connection being busy.
 fn connection_died(error: &mysql::Error) -> bool {
@@ -345,56 +458,64 @@ fn opts(config: &DbConfig, tls: Option<&crate::tls::TlsFiles>) -> Result<Opts, S
 }
 
 /// Connects at start (reporting statements the server will not prepare), then sleeps until
-/// a query reports the database down, and retries every `PROBE_INTERVAL` until it answers.
-fn probe_loop(shared: &Shared, wait: Duration, checks: StatementChecks) {
+/// a query reports the database down; then, while it is down, pauses as the `Breaker` says
+/// and asks `probe`, until the server answers it.
+fn probe_loop(shared: &Shared, wait: Duration, checks: StatementChecks, probe: Probe) {
     let mut checked = false;
+    let mut breaker = Breaker::default();
     loop {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        if !checked || shared.down.load(Ordering::Acquire) {
-            // A panic here must not end the prober: logins would stay refused for good.
-            let probe = catch_unwind(AssertUnwindSafe(|| {
-                probe_once(shared, wait, &checks, checked)
-            }))
-            .unwrap_or_else(|_| Err("internal panic while probing".to_string()));
-            match probe {
-                Ok(()) => {
-                    checked = true;
-                    if shared.down.swap(false, Ordering::AcqRel) {
-                        log::info!("MySQL answers again ({} served again)", shared.serves);
-                    }
-                }
-                Err(e) => shared.mark_down(&e),
-            }
-        }
-        let guard = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
-        let mut guard = if !checked || shared.down.load(Ordering::Acquire) {
-            shared
-                .signal
-                .wait_timeout(guard, PROBE_INTERVAL)
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-        } else {
-            shared
+        let down = shared.down.load(Ordering::Acquire);
+        if checked && !down {
+            let guard = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
+            let mut woken = shared
                 .signal
                 .wait_while(guard, |woken| !*woken)
-                .unwrap_or_else(|e| e.into_inner())
-        };
-        *guard = false;
+                .unwrap_or_else(|e| e.into_inner());
+            *woken = false;
+            continue;
+        }
+        if down && !shared.sleep(breaker.pause()) {
+            return;
+        }
+        // A panic here must not end the prober: logins would stay refused for good.
+        let probed = catch_unwind(AssertUnwindSafe(|| {
+            probe_once(shared, wait, &checks, checked, &probe)
+        }))
+        .unwrap_or_else(|_| Err("internal panic while probing".to_string()));
+        match probed {
+            Ok(()) => {
+                checked = true;
+                breaker.closed();
+                if shared.down.swap(false, Ordering::AcqRel) {
+                    log::info!("MySQL answers again ({} served again)", shared.serves);
+                }
+            }
+            Err(e) => shared.mark_down(&e),
+        }
     }
 }
 
-/// One round trip; on the first success also prepares each configured statement once, so
-/// a query the server rejects is reported at start rather than at the first login.
+/// One round trip of `probe`; on the first success also prepares each configured statement
+/// once, so a query the server rejects is reported at start rather than at the first login.
+/// A server error for the probe itself still proves the server answers (the statement check
+/// reports it).
 fn probe_once(
     shared: &Shared,
     wait: Duration,
     checks: &StatementChecks,
     checked: bool,
+    probe: &Probe,
 ) -> Result<(), String> {
     let mut conn = shared
-        .with_conn(wait, |conn| conn.query_drop("DO 1"))
+        .with_conn(wait, |conn| {
+            match conn.exec_drop(&probe.sql, probe.values.clone()) {
+                Err(mysql::Error::MySqlError(_)) => Ok(()),
+                other => other,
+            }
+        })
         .and_then(|()| shared.conn(wait))
         .map_err(|e| e.to_string())?;
     if !checked {
@@ -455,6 +576,42 @@ mod tests {
             code: 4025,
         });
         assert!(!classify(refused).1);
+    }
+
+    #[test]
+    fn an_open_breaker_pauses_longer_at_each_failed_probe() {
+        let mut breaker = Breaker::default();
+        let pauses: Vec<u64> = (0..7).map(|_| breaker.pause().as_millis() as u64).collect();
+        assert_eq!(pauses, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        breaker.closed();
+        assert_eq!(breaker.pause(), FIRST_PAUSE);
+    }
+
+    #[test]
+    fn timeouts_are_told_from_a_dead_connection() {
+        let read_timeout = || std::io::Error::from(std::io::ErrorKind::WouldBlock);
+        let as_codec: mysql::Error =
+            mysql_common::proto::codec::error::PacketCodecError::Io(read_timeout()).into();
+        let as_io: mysql::Error = read_timeout().into();
+        for error in [as_codec, as_io] {
+            assert!(timed_out(&error) && connection_died(&error), "{error}");
+        }
+        assert!(timed_out(&DriverError::ConnectTimeout.into()));
+        assert!(!timed_out(&mysql::Error::server_disconnected()));
+        assert!(!timed_out(&DriverError::Timeout.into()), "a busy pool");
+    }
+
+    #[test]
+    fn the_probe_is_the_query_with_values_that_match_nobody() {
+        use crate::query::{ACL_BINDINGS, translate};
+        let query = translate(
+            "SELECT topic FROM acls WHERE username = %s AND rw >= %d",
+            ACL_BINDINGS,
+        )
+        .unwrap();
+        let probe = Probe::of(&query);
+        assert_eq!(probe.sql, query.sql);
+        assert_eq!(probe.values, [Value::from(""), Value::from(0)]);
     }
 
     #[test]

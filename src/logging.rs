@@ -1,10 +1,15 @@
 //! Routes the `log` crate to a sink the FFI edge installs (the broker's
 //! `mosquitto_log_printf`). The core never calls the broker itself, so unit tests link.
 //!
-//! Only the broker's thread may call the broker's logger (with `log_dest topic` it publishes
-//! into the broker's store). Lines logged on other threads (the writer, the background
-//! threads, the MySQL prober) wait in a bounded queue until the broker thread writes them at
-//! its next TICK (`drain`); lines that find the queue full are counted and reported.
+//! No line is ever written where it is logged. The broker's logger is synchronous and, with
+//! `log_dest topic`, publishes each line into the broker at once, which runs an ACL check
+//! for every `$SYS/#` subscriber on the same thread: a line written while a plugin lock is
+//! held would call back into the plugin and wait for that lock for good. So every line,
+//! from any thread, waits in a bounded queue, and only `drain` writes them: the FFI edge
+//! calls it on the broker thread after each callback has returned (no plugin lock can be
+//! held there: the core hands out no guard), and at TICK for the background threads' lines.
+//! A line logged while `drain` writes (by a callback the broker makes for a written line)
+//! waits for the next drain, so one drain is bounded.
 
 use once_cell::sync::OnceCell;
 use std::collections::VecDeque;
@@ -21,14 +26,18 @@ static LOGGER: BrokerLogger = BrokerLogger;
 static BROKER_THREAD: OnceCell<ThreadId> = OnceCell::new();
 static QUEUE: LineQueue = LineQueue::new(QUEUE_LINES);
 
-/// Lines from other threads waiting for the broker thread, at most.
-const QUEUE_LINES: usize = 1000;
+/// Lines waiting for a drain, at most (a drain follows every callback, so only a burst of
+/// the background threads' lines between two TICKs can come near it).
+const QUEUE_LINES: usize = 10_000;
 
 /// Lines waiting for the broker thread, bounded; lines that find it full are counted.
 struct LineQueue {
     lines: Mutex<VecDeque<(log::Level, String)>>,
-    /// Set by `push`: `drain`, at every tick, looks at this before taking the lock.
+    /// Set by `push`: `drain`, after every callback, looks at this before taking the lock.
     waiting: AtomicBool,
+    /// A drain is writing: a drain started by a callback the broker made for a written line
+    /// leaves the queue to the outer one's next call.
+    draining: AtomicBool,
     dropped: AtomicU64,
     capacity: usize,
 }
@@ -38,6 +47,7 @@ impl LineQueue {
         LineQueue {
             lines: Mutex::new(VecDeque::new()),
             waiting: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             capacity,
         }
@@ -53,11 +63,19 @@ impl LineQueue {
         self.waiting.store(true, Ordering::Release);
     }
 
-    /// Hands every waiting line to `sink`, then one line for the dropped ones.
+    /// Hands every line waiting now to `sink`, then one line for the dropped ones. Lines
+    /// queued meanwhile (by what `sink` makes the broker do) wait for the next call.
     fn drain_into(&self, sink: Sink) {
-        if !self.waiting.swap(false, Ordering::Acquire) {
+        // A load first: after every callback, most often nothing waits.
+        if !self.waiting.load(Ordering::Relaxed) || self.draining.swap(true, Ordering::Acquire) {
             return;
         }
+        self.waiting.store(false, Ordering::Relaxed);
+        self.write_waiting(sink);
+        self.draining.store(false, Ordering::Release);
+    }
+
+    fn write_waiting(&self, sink: Sink) {
         let lines: Vec<(log::Level, String)> = {
             let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
             if lines.is_empty() && self.dropped.load(Ordering::Relaxed) == 0 {
@@ -92,15 +110,10 @@ impl log::Log for BrokerLogger {
     fn log(&self, record: &log::Record) {
         // `log!` already checked max_level before formatting anything: a disabled level
         // costs one comparison on the message path.
-        let Some(sink) = SINK.get() else {
+        if SINK.get().is_none() {
             return;
-        };
-        let line = format!("chat-auth: {}", record.args());
-        if BROKER_THREAD.get() == Some(&std::thread::current().id()) {
-            sink(record.level(), &line);
-        } else {
-            QUEUE.push(record.level(), line);
         }
+        QUEUE.push(record.level(), format!("chat-auth: {}", record.args()));
     }
 
     fn flush(&self) {}
@@ -115,10 +128,13 @@ pub fn install(sink: Sink, level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
-/// Writes the lines other threads queued; on the broker's thread (TICK, shutdown).
+/// Writes the lines waiting; on the broker's thread only, where no plugin lock is held
+/// (the FFI edge, after each callback; elsewhere it does nothing).
 pub fn drain() {
     if let Some(sink) = SINK.get() {
-        QUEUE.drain_into(*sink);
+        if BROKER_THREAD.get() == Some(&std::thread::current().id()) {
+            QUEUE.drain_into(*sink);
+        }
     }
 }
 
@@ -156,18 +172,49 @@ mod tests {
     }
 
     #[test]
-    fn other_threads_lines_wait_for_the_broker_thread() {
+    fn lines_are_written_only_by_a_drain_on_the_broker_thread() {
         // This test thread plays the broker's (other tests may log meanwhile: only this
         // test's lines are counted).
         install(sink, log::LevelFilter::Info);
         log::info!("on the broker thread");
-        assert_eq!(sunk("on the broker thread"), 1);
-        std::thread::spawn(|| log::info!("from the writer thread"))
-            .join()
-            .unwrap();
-        assert_eq!(sunk("from the writer thread"), 0, "queued, not written");
+        assert_eq!(
+            sunk("on the broker thread"),
+            0,
+            "queued, not written in the call"
+        );
+        std::thread::spawn(|| {
+            log::info!("from the writer thread");
+            drain();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            sunk("from the writer thread"),
+            0,
+            "no drain off the broker thread"
+        );
         drain();
+        assert_eq!(sunk("on the broker thread"), 1);
         assert_eq!(sunk("from the writer thread"), 1);
+    }
+
+    #[test]
+    fn a_line_logged_while_draining_waits_for_the_next_drain() {
+        // The broker's logger calls back into the plugin (log_dest topic -> ACL check),
+        // which logs and drains again: the inner drain writes nothing, the outer one only
+        // what waited when it began, so a line that makes a line cannot loop for ever.
+        static NESTED: LineQueue = LineQueue::new(100);
+        static WRITTEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        fn echoing(_: log::Level, line: &str) {
+            WRITTEN.lock().unwrap().push(line.to_string());
+            NESTED.push(log::Level::Info, format!("echo of {line}"));
+            NESTED.drain_into(echoing);
+        }
+        NESTED.push(log::Level::Info, "first".into());
+        NESTED.drain_into(echoing);
+        assert_eq!(*WRITTEN.lock().unwrap(), ["first"]);
+        NESTED.drain_into(echoing);
+        assert_eq!(*WRITTEN.lock().unwrap(), ["first", "echo of first"]);
     }
 
     #[test]

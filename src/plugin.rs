@@ -10,7 +10,7 @@ use crate::cluster;
 use crate::config::Config;
 use crate::config::ValidationConfig;
 use crate::control::{self, Command, Reply, Request};
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, Probe};
 use crate::dedup::{self, Dedup, Stamp};
 use crate::envelope;
 use crate::exporter::Exporter;
@@ -58,8 +58,8 @@ pub struct Plugin {
     chat: Option<ChatTopics>,
     validation: Option<ValidationConfig>,
     session_file: Option<PathBuf>,
-    /// The longest a client's first check waits for the rules its login asked for (the
-    /// time one MySQL query may take).
+    /// The longest a client's first check waits for the rules its login asked for
+    /// (`rules_wait_ms`): a few milliseconds, the broker thread waits with it.
     rules_wait: Duration,
     /// How often the figures are published under `$SYS/broker/chat-auth/` (`None`: never).
     sys_interval: Option<Duration>,
@@ -105,6 +105,16 @@ struct State {
     cluster_seen: cluster::Seen,
     /// Chat history requests (`history_enabled`, with storage).
     history: Option<History>,
+    /// Set when a check's wait for its login's rules ran out: until a rules load comes
+    /// back, checks do not wait at all (see `acl_check`).
+    rules_late: Option<LateRules>,
+}
+
+/// An episode of rules loads that do not come back in time.
+struct LateRules {
+    since: Instant,
+    /// Checks answered from the rules held instead of the ones their login asked for.
+    answered_from_memory: u64,
 }
 
 /// The history reader and the per-client limits in front of it.
@@ -160,9 +170,10 @@ impl Plugin {
         for note in &config.notes {
             log::info!("{note}");
         }
-        let rules_wait = config.mysql.as_ref().map_or(Duration::ZERO, |m| {
-            m.db.connect_timeout + m.db.query_timeout
-        });
+        let rules_wait = config
+            .mysql
+            .as_ref()
+            .map_or(Duration::ZERO, |m| m.rules_wait);
         let mut addresses = Vec::new();
         if let Some(mysql) = &config.mysql {
             addresses.push(match &mysql.db.socket {
@@ -189,6 +200,9 @@ impl Plugin {
             let db = Arc::new(Db::start(
                 &mysql.db,
                 checks,
+                // Closed again only by a user lookup the server answers (a locked users
+                // table answers pings).
+                Some(Probe::of(&mysql.userquery)),
                 "logins",
                 "auth_opt_pool_size",
             )?);
@@ -275,6 +289,7 @@ impl Plugin {
                         ..db
                     },
                     Vec::new(),
+                    None,
                     "chat history requests",
                     "auth_opt_history_connections",
                 )?;
@@ -399,6 +414,7 @@ impl Plugin {
                 next_export: Instant::now(),
                 cluster_seen: cluster::Seen::default(),
                 history,
+                rules_late: None,
             }),
         })
     }
@@ -669,6 +685,9 @@ impl Plugin {
     fn apply_done(&self, state: &mut State, done: Done, now: Instant) {
         match done {
             Done::Rules(loaded) => {
+                if loaded.result.is_ok() {
+                    Self::rules_flow(state, now);
+                }
                 let reply = loaded.job.reply.clone();
                 let applied = state.registry.apply(*loaded, now);
                 if let Some(reply) = reply {
@@ -738,6 +757,35 @@ impl Plugin {
                 &answer.reply,
                 answer.outcome.map(Some),
             ));
+        }
+    }
+
+    /// A check answers from the rules held because its login's did not come in time; the
+    /// first one of an episode says so.
+    fn rules_late(state: &mut State, now: Instant) {
+        let late = state.rules_late.get_or_insert_with(|| {
+            log::warn!(
+                "rules loads from MySQL are late (none came back within rules_wait_ms): \
+                 checks answer from the rules held (a user's last known ones; a first \
+                 login has only its own inbox) until loads come back"
+            );
+            LateRules {
+                since: now,
+                answered_from_memory: 0,
+            }
+        });
+        late.answered_from_memory += 1;
+    }
+
+    /// A rules load came back: checks wait for their login's rules again.
+    fn rules_flow(state: &mut State, now: Instant) {
+        if let Some(late) = state.rules_late.take() {
+            log::info!(
+                "rules loads come back again after {} ms; {} checks were answered from the \
+                 rules held meanwhile",
+                now.duration_since(late.since).as_millis(),
+                late.answered_from_memory
+            );
         }
     }
 
@@ -811,21 +859,18 @@ impl Plugin {
                 }
                 Err(Pending::Rules) => {
                     // The client's login asked for its rules and this is its first check
-                    // since: wait for them (applying whatever else comes back meanwhile).
+                    // since: wait for them a few milliseconds (applying whatever else comes
+                    // back meanwhile), and not at all while loads are late.
                     let now = Instant::now();
                     let until = *deadline.get_or_insert(now + self.rules_wait);
                     let done = match until.checked_duration_since(now) {
-                        Some(left) => state.refresher.wait(left),
-                        None => None,
+                        Some(left) if state.rules_late.is_none() => state.refresher.wait(left),
+                        _ => None,
                     };
                     match done {
                         Some(done) => self.apply_done(&mut state, done, now),
                         None => {
-                            log::warn!(
-                                "the rules of client '{}' did not arrive in time after its \
-                                 login; its last known rules apply",
-                                printable(&String::from_utf8_lossy(client_id))
-                            );
+                            Self::rules_late(&mut state, now);
                             state.registry.stop_waiting(client_id, client.pointer);
                         }
                     }

@@ -5,9 +5,10 @@
 
 use crate::db::DbError;
 use crate::sessions::{Job, Loaded, RuleSet, SavedSession};
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,18 +48,106 @@ pub enum Done {
 }
 
 /// Jobs waiting for a thread: urgent ones (rules a client that just logged in waits for)
-/// before the rest.
+/// before the rest. A user's rules load waits once per lane: a newer one asked for meanwhile
+/// (ten reconnects, a refresh after a login) joins it (`Pending::merge`).
 #[derive(Default)]
 struct Queue {
-    urgent: std::collections::VecDeque<Work>,
-    normal: std::collections::VecDeque<Work>,
+    urgent: VecDeque<Queued>,
+    normal: VecDeque<Queued>,
+    /// The rules loads waiting, by lane and username.
+    rules: HashMap<(bool, String), Job>,
     closed: bool,
 }
+
+/// A place in a lane: a user's rules load (in `Queue::rules`) or other work.
+enum Queued {
+    Rules(String),
+    Other(Box<Work>),
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.urgent.len() + self.normal.len()
+    }
+
+    /// Queues `work`; `Err` gives it back when the queue is full.
+    fn push(&mut self, work: Work, urgent: bool) -> Result<(), Box<Work>> {
+        let full = self.len() >= MAX_QUEUED;
+        let work = match work {
+            Work::Rules(job) => match self.rules.get_mut(&(urgent, job.username.clone())) {
+                Some(waiting) => match merge(waiting, job) {
+                    None => return Ok(()),
+                    // Waits on its own.
+                    Some(job) => Work::Rules(job),
+                },
+                None if !full => {
+                    let username = job.username.clone();
+                    self.rules.insert((urgent, username.clone()), job);
+                    self.lane(urgent).push_back(Queued::Rules(username));
+                    return Ok(());
+                }
+                None => Work::Rules(job),
+            },
+            other => other,
+        };
+        if full {
+            return Err(Box::new(work));
+        }
+        self.lane(urgent).push_back(Queued::Other(Box::new(work)));
+        Ok(())
+    }
+
+    fn lane(&mut self, urgent: bool) -> &mut VecDeque<Queued> {
+        if urgent {
+            &mut self.urgent
+        } else {
+            &mut self.normal
+        }
+    }
+
+    fn pop(&mut self) -> Option<Work> {
+        let (queued, urgent) = match self.urgent.pop_front() {
+            Some(queued) => (queued, true),
+            None => (self.normal.pop_front()?, false),
+        };
+        Some(match queued {
+            Queued::Other(work) => *work,
+            Queued::Rules(username) => Work::Rules(
+                self.rules
+                    .remove(&(urgent, username))
+                    .expect("a queued load is in the map"),
+            ),
+        })
+    }
+}
+
+/// Folds `newer`, a rules load of the same user in the same lane, into `waiting`: one load
+/// answers both (it starts later than either was asked for, so it holds what both would).
+/// Gives `newer` back when it cannot be folded in: another chat identity, or both answer a
+/// `refreshUser`.
+fn merge(waiting: &mut Job, newer: Job) -> Option<Job> {
+    if waiting.user_id != newer.user_id || (waiting.reply.is_some() && newer.reply.is_some()) {
+        return Some(newer);
+    }
+    // The later ticket settles both waits (`Registry::apply` settles every ticket below it).
+    waiting.ticket = waiting.ticket.max(newer.ticket);
+    if waiting.reply.is_none() {
+        waiting.reply = newer.reply;
+    }
+    None
+}
+
+/// Jobs waiting at most; more are answered at once with an error (a rules load's waiter
+/// then uses the rules held, a user row is read again later, the sessions file is saved at
+/// the next interval).
+const MAX_QUEUED: usize = 10_000;
 
 /// Background threads sharing one queue. Results come back in the order they finish.
 pub struct Refresher {
     queue: Arc<(Mutex<Queue>, Condvar)>,
     results: Receiver<Done>,
+    /// Hands back work the full queue refused, as a failed result.
+    refused: Sender<Done>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -87,6 +176,7 @@ impl Refresher {
         Ok(Refresher {
             queue,
             results,
+            refused: done,
             threads,
         })
     }
@@ -102,13 +192,19 @@ impl Refresher {
 
     fn push(&self, work: Work, urgent: bool) {
         let (lock, wake) = &*self.queue;
-        let mut queue = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if urgent {
-            queue.urgent.push_back(work);
-        } else {
-            queue.normal.push_back(work);
+        let pushed = lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(work, urgent);
+        match pushed {
+            Ok(()) => wake.notify_one(),
+            Err(work) => {
+                let why = DbError::Unavailable(format!(
+                    "{MAX_QUEUED} background jobs are waiting already (MySQL is slow)"
+                ));
+                let _ = self.refused.send(failed(*work, why));
+            }
         }
-        wake.notify_one();
     }
 
     /// Results ready now; never waits.
@@ -127,17 +223,31 @@ fn next(queue: &(Mutex<Queue>, Condvar)) -> Option<Work> {
     let (lock, wake) = queue;
     let mut queue = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if let Some(work) = queue
-            .urgent
-            .pop_front()
-            .or_else(|| queue.normal.pop_front())
-        {
+        if let Some(work) = queue.pop() {
             return Some(work);
         }
         if queue.closed {
             return None;
         }
         queue = wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// The result of `work` that was not done, failed with `why`.
+fn failed(work: Work, why: DbError) -> Done {
+    match work {
+        Work::Rules(job) => Done::Rules(Box::new(Loaded {
+            job,
+            result: Err(why),
+        })),
+        Work::CheckUser(username) => Done::UserChecked {
+            username,
+            result: Err(why),
+        },
+        Work::SaveSessions { path, .. } => Done::Saved {
+            path,
+            result: Err(why.to_string()),
+        },
     }
 }
 
@@ -192,6 +302,7 @@ impl Drop for Refresher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::Reply;
     use std::time::{Duration, Instant};
 
     struct Counting;
@@ -230,6 +341,97 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         results
+    }
+
+    fn rules(username: &str, user_id: &str, ticket: u64, reply: Option<&str>) -> Work {
+        Work::Rules(Job {
+            username: username.into(),
+            user_id: user_id.into(),
+            reply: reply.map(|client| Reply::to(client, "response")),
+            ticket,
+            urgent: true,
+        })
+    }
+
+    fn ticket_and_reply(work: Work) -> (String, u64, Option<String>) {
+        match work {
+            Work::Rules(job) => (job.username, job.ticket, job.reply.map(|r| r.client_id)),
+            other => panic!("not a rules load: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_users_waiting_loads_are_one() {
+        let mut queue = Queue::default();
+        for ticket in 1..=10 {
+            queue.push(rules("alice", "1", ticket, None), true).unwrap();
+        }
+        queue.push(rules("bob", "2", 11, None), true).unwrap();
+        // A refresh answer joins a waiting load; a second one waits on its own.
+        queue
+            .push(rules("alice", "1", 12, Some("admin")), true)
+            .unwrap();
+        queue
+            .push(rules("alice", "1", 13, Some("ops")), true)
+            .unwrap();
+        // Another identity of the name is never answered by the old one's load.
+        queue.push(rules("alice", "9", 14, None), true).unwrap();
+        // The other lane is another load.
+        queue.push(rules("alice", "1", 15, None), false).unwrap();
+        assert_eq!(queue.len(), 5);
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop())
+            .map(ticket_and_reply)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("alice".into(), 12, Some("admin".into())),
+                ("bob".into(), 11, None),
+                ("alice".into(), 13, Some("ops".into())),
+                ("alice".into(), 14, None),
+                ("alice".into(), 15, None),
+            ]
+        );
+        assert!(queue.rules.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_gives_work_back_and_still_merges() {
+        let mut queue = Queue::default();
+        for n in 0..MAX_QUEUED {
+            queue
+                .push(rules(&format!("user{n}"), "1", n as u64, None), false)
+                .unwrap();
+        }
+        let refused = queue.push(rules("late", "1", 1, None), false).unwrap_err();
+        assert_eq!(ticket_and_reply(*refused).0, "late");
+        assert!(queue.push(Work::CheckUser("x".into()), true).is_err());
+        // A load that joins a waiting one takes no place.
+        queue
+            .push(rules("user7", "1", 99_999, None), false)
+            .unwrap();
+        assert_eq!(queue.len(), MAX_QUEUED);
+    }
+
+    #[test]
+    fn refused_work_comes_back_failed() {
+        match failed(
+            rules("a", "1", 3, None),
+            DbError::Unavailable("full".into()),
+        ) {
+            Done::Rules(loaded) => {
+                assert_eq!(loaded.job.ticket, 3);
+                assert!(loaded.result.is_err());
+            }
+            _ => panic!("a rules result"),
+        }
+        assert!(matches!(
+            failed(
+                Work::CheckUser("a".into()),
+                DbError::Unavailable("full".into())
+            ),
+            Done::UserChecked { result: Err(_), .. }
+        ));
     }
 
     #[test]

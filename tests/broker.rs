@@ -20,6 +20,8 @@ mod mqtt;
 mod package;
 #[path = "broker/security.rs"]
 mod security;
+#[path = "broker/stalls.rs"]
+mod stalls;
 #[path = "broker/store.rs"]
 mod store;
 
@@ -44,6 +46,7 @@ fn main() {
     trials.extend(acl::trials());
     trials.extend(store::trials());
     trials.extend(security::trials());
+    trials.extend(stalls::trials());
     trials.extend(history::trials());
     trials.extend(http::trials());
     trials.extend(cluster::trials());

@@ -98,6 +98,8 @@ pub struct MysqlConfig {
     pub superquery: Option<Query>,
     /// The row of a user who logged in by a TLS certificate; `None`: `userquery`'s.
     pub cert_userquery: Option<Query>,
+    /// The longest a first check waits for its login's rules (`rules_wait_ms`).
+    pub rules_wait: Duration,
 }
 
 /// How the HTTP backend sends its fields (`http_params_mode`).
@@ -611,6 +613,7 @@ fn mysql_config(given: &Given<'_>, warnings: &mut Vec<String>) -> Result<MysqlCo
         userquery,
         superquery,
         cert_userquery,
+        rules_wait: Duration::from_millis(given.whole::<u64>("rules_wait_ms")?),
     })
 }
 

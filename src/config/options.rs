@@ -246,6 +246,17 @@ pub const OPTIONS: &[Spec] = &[
     )
     .default("2000"),
     spec(
+        "rules_wait_ms",
+        Whole { min: 0, max: 2000 },
+        Mysql,
+        "The longest a client's first check after its login waits, on the broker thread, for \
+         the rules (groups, `aclquery` rows) that login asked MySQL for. A healthy server has \
+         answered before the client's first SUBSCRIBE. Once one wait runs out, no check waits \
+         at all until a rules load comes back: checks answer from the rules held (the user's \
+         last known ones; a first login has only its own inbox), said once per episode.",
+    )
+    .default("20"),
+    spec(
         "pool_size",
         Whole { min: 1, max: 64 },
         Mysql,

@@ -24,9 +24,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 const PLUGIN_API_VERSION: c_int = 5;
 
-/// Runs `body`, turning a panic into `on_panic` with an error log line.
+/// Runs `body`, turning a panic into `on_panic` with an error log line, then writes the
+/// lines logged meanwhile. Here, after `body` has returned, the plugin holds no lock: the
+/// broker's logger may call back into the plugin (`log_dest topic` runs an ACL check per
+/// `$SYS` subscriber) without finding a lock taken (see `logging`).
 fn guard<T>(what: &str, on_panic: T, body: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+    let result = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -34,7 +37,9 @@ fn guard<T>(what: &str, on_panic: T, body: impl FnOnce() -> T) -> T {
             .unwrap_or_else(|| "unknown panic".into());
         log::error!("internal error in {what} ({why}); refused");
         on_panic
-    })
+    });
+    crate::logging::drain();
+    result
 }
 
 /// The bytes of a C string the broker owns, or `None` for NULL.
@@ -305,7 +310,6 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(
         let Registration { plugin, waker, .. } = *registration;
         drop(plugin);
         drop(waker);
-        crate::logging::drain();
         MOSQ_ERR_SUCCESS
     })
 }
@@ -707,10 +711,11 @@ unsafe extern "C" fn on_tick(
         }
         // SAFETY: userdata is our Plugin (see init).
         let plugin = unsafe { &*(userdata as *const Plugin) };
+        // The broker calls, made after `tick` let go of the plugin's state: a publish or a
+        // kick may call back into the plugin (an ACL check, a DISCONNECT).
         for action in plugin.tick() {
             perform(action);
         }
-        crate::logging::drain();
         MOSQ_ERR_SUCCESS
     })
 }

@@ -62,7 +62,7 @@ fn chat_broker(db: &MariaDb, dbname: &str, extra: &str) -> Broker {
     Broker::start(&format!("{}{USERQUERY}{extra}", db.plugin_options(dbname)))
 }
 
-fn client_id(name: &str) -> String {
+pub(crate) fn client_id(name: &str) -> String {
     format!("{name}-{}", std::process::id())
 }
 
@@ -108,21 +108,21 @@ fn stats(port: u16) -> Value {
 
 /// A CONNECT built by hand: what client libraries make awkward (wills dropped with the
 /// socket, MQTT 5 session expiry and will delay).
-struct RawConnect<'a> {
-    client_id: &'a str,
-    username: &'a str,
-    password: &'a str,
-    v5: bool,
-    clean: bool,
-    session_expiry: Option<u32>,
-    will: Option<RawWill<'a>>,
+pub(crate) struct RawConnect<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) username: &'a str,
+    pub(crate) password: &'a str,
+    pub(crate) v5: bool,
+    pub(crate) clean: bool,
+    pub(crate) session_expiry: Option<u32>,
+    pub(crate) will: Option<RawWill<'a>>,
 }
 
-struct RawWill<'a> {
-    topic: &'a str,
-    payload: &'a [u8],
+pub(crate) struct RawWill<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) payload: &'a [u8],
     /// MQTT 5 will delay interval, seconds.
-    delay: Option<u32>,
+    pub(crate) delay: Option<u32>,
 }
 
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -146,7 +146,7 @@ fn varint(out: &mut Vec<u8>, mut n: usize) {
 
 /// Connects and reads the CONNACK; the open socket, or the CONNACK's code. Dropping the
 /// stream closes the socket without a DISCONNECT, so the broker sends the will.
-fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8> {
+pub(crate) fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8> {
     let mut body = Vec::new();
     field(&mut body, b"MQTT");
     body.push(if c.v5 { 5 } else { 4 });
@@ -528,7 +528,7 @@ fn restored_sessions_keep_receiving_after_a_restart() {
 
 /// The longest round trip of an inbox message (alice's PUBLISH to bob's delivery) while
 /// `during` runs on another thread; a probe that is disconnected fails the test.
-fn probe_round_trips(port: u16, during: impl FnOnce() + Send) -> Duration {
+pub(crate) fn probe_round_trips(port: u16, during: impl FnOnce() + Send) -> Duration {
     let mut alice = login(port, "alice");
     let mut bob = login(port, "bob");
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
