@@ -8,6 +8,7 @@ use crate::throttle::{Event, Throttle, ThrottleConfig};
 use hmac::{KeyInit, Mac};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the `userquery` row says about a user.
@@ -19,8 +20,34 @@ pub struct UserRecord {
     pub salt: Option<Vec<u8>>,
     /// The `user_id` column: the chat identity.
     pub user_id: Option<String>,
+    /// The query has a `user_id` column and this row holds NULL there: no chat identity,
+    /// so the login is refused (the username is no stand-in for a missing id).
+    pub user_id_null: bool,
+    /// The `username` column: the name as the row holds it. With it, a login must spell the
+    /// name byte for byte as stored (a case-insensitive collation finds `steve` for
+    /// `Steve`), and only then may a `superusers` or `bridge_users` glob match it.
+    pub username: Option<String>,
     /// The `is_superuser` column, read as truthy.
     pub is_superuser: bool,
+}
+
+/// A user's row read again (after a SIGHUP re-check, or for a `refreshUser`): what the
+/// sessions that row let in must still match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNow {
+    /// The stored hash (never empty).
+    pub hash: Vec<u8>,
+    /// The `is_superuser` column or `superquery` says superuser.
+    pub superuser_by_row: bool,
+    /// The row holds the name as asked (`UserRecord::holds_name`), for the globs.
+    pub named: bool,
+}
+
+impl UserRecord {
+    /// Whether the row proves the name was typed as it is stored (for the globs).
+    pub fn holds_name(&self, typed: &str) -> bool {
+        self.username.as_deref() == Some(typed)
+    }
 }
 
 pub use crate::config::BackendKind;
@@ -98,6 +125,11 @@ pub enum Refusal {
     NoClientId,
     /// Too many failed logins for the username or from the address: refused unchecked.
     Throttled,
+    /// The row found holds the name spelled otherwise (the `username` column): names are
+    /// compared byte for byte, so one account has one identity.
+    OtherSpelling(String),
+    /// The row's `user_id` is NULL.
+    NullUserId,
 }
 
 impl Refusal {
@@ -112,6 +144,8 @@ impl Refusal {
             Refusal::Database(_) => "database",
             Refusal::NoClientId => "no-client-id",
             Refusal::Throttled => "throttled",
+            Refusal::OtherSpelling(_) => "other-spelling",
+            Refusal::NullUserId => "null-user-id",
         }
     }
 
@@ -120,7 +154,7 @@ impl Refusal {
     fn counts_as_failure(&self) -> bool {
         !matches!(
             self,
-            Refusal::Database(_) | Refusal::NoClientId | Refusal::Throttled
+            Refusal::Database(_) | Refusal::NoClientId | Refusal::Throttled | Refusal::NullUserId
         )
     }
 }
@@ -136,6 +170,14 @@ impl std::fmt::Display for Refusal {
             Refusal::Database(e) => write!(f, "{e}"),
             Refusal::NoClientId => f.write_str("no client id"),
             Refusal::Throttled => f.write_str("too many failed logins; throttled"),
+            Refusal::OtherSpelling(stored) => write!(
+                f,
+                "the account is spelled '{}' (names are compared byte for byte)",
+                printable(stored)
+            ),
+            Refusal::NullUserId => {
+                f.write_str("its row's user_id is NULL (no chat identity; fix the row)")
+            }
         }
     }
 }
@@ -163,6 +205,8 @@ pub struct Authenticator<S> {
     throttle: Mutex<Throttle>,
     /// Time spent on logins the cache did not answer (shared with the rules loads).
     pub times: std::sync::Arc<LoginTimes>,
+    /// A glob was not applied for want of the row's `username` (said once).
+    unproven_glob_said: AtomicBool,
 }
 
 impl<S: UserSource> Authenticator<S> {
@@ -184,6 +228,7 @@ impl<S: UserSource> Authenticator<S> {
             certificate_cache: (!cache_ttl.is_zero()).then(|| CredentialCache::new(cache_ttl)),
             throttle: Mutex::new(Throttle::new(throttle)),
             times: Default::default(),
+            unproven_glob_said: AtomicBool::new(false),
         }
     }
 
@@ -294,6 +339,12 @@ impl<S: UserSource> Authenticator<S> {
         }
     }
 
+    /// Whether the user is a superuser by the row read again now (see `is_superuser`).
+    pub fn superuser_now(&self, username: &str, now: &UserNow) -> bool {
+        now.superuser_by_row
+            || self.glob_matches(self.superusers.as_ref(), "superusers", username, now.named)
+    }
+
     /// Whether a session's proof still holds for the stored hash read now.
     pub fn still_valid(&self, proof: &Proof, stored: &[u8]) -> bool {
         hash::constant_time_eq(&self.secret.hash_fingerprint(stored), &proof.stored_hash)
@@ -314,10 +365,8 @@ impl<S: UserSource> Authenticator<S> {
             .as_ref()
             .and_then(|c| c.get(username, &self.secret.login_mac(username, password), now))
         {
-            return Decision::Allow(Identity {
-                relay: identity.backend == BackendKind::Mysql && self.is_relay(username),
-                ..identity
-            });
+            // As decided at the login the cache remembers (the globs with the row's name).
+            return Decision::Allow(identity);
         }
         let started = Instant::now();
         // The first backend that knows the user decides; one that fails decides too (a
@@ -342,7 +391,8 @@ impl<S: UserSource> Authenticator<S> {
                 let identity = Identity {
                     username: username.to_string(),
                     user_id: username.to_string(),
-                    superuser: self.is_superuser(username, false),
+                    // The service answered for this very name.
+                    superuser: self.is_superuser(username, false, true),
                     proof: None,
                     backend,
                     // Bridge accounts are rows of the user table, never the service's users.
@@ -356,6 +406,9 @@ impl<S: UserSource> Authenticator<S> {
             Some((backend, Lookup::Row(record))) => (backend, record),
         };
         let fetched = Instant::now();
+        if let Err(why) = Self::row_names(&record, username) {
+            return Decision::Refuse(why);
+        }
         let Some(stored) = record.hash.as_deref().filter(|h| !h.is_empty()) else {
             return Decision::Refuse(Refusal::NoStoredHash);
         };
@@ -370,7 +423,8 @@ impl<S: UserSource> Authenticator<S> {
             Ok(false) => return Decision::Refuse(Refusal::WrongPassword),
             Err(e) => return Decision::Refuse(Refusal::UnusableHash(e)),
         }
-        let superuser = self.is_superuser(username, record.is_superuser);
+        let named = record.holds_name(username);
+        let superuser = self.is_superuser(username, record.is_superuser, named);
         let mut proof = Proof {
             password: [0; 16],
             stored_hash: self.secret.hash_fingerprint(stored),
@@ -382,7 +436,7 @@ impl<S: UserSource> Authenticator<S> {
             superuser,
             proof: Some(proof),
             backend,
-            relay: self.is_relay(username),
+            relay: self.is_relay(username, named),
         };
         if let Some(cache) = &self.cache {
             cache.put(username, &login_mac, identity.clone(), now);
@@ -396,19 +450,42 @@ impl<S: UserSource> Authenticator<S> {
         self
     }
 
-    fn is_relay(&self, username: &str) -> bool {
-        self.bridge_users
-            .as_ref()
-            .is_some_and(|glob| glob.matches(username))
+    /// A bridge account: `bridge_users` matches the name, and the row holds it as typed.
+    fn is_relay(&self, username: &str, named: bool) -> bool {
+        self.glob_matches(self.bridge_users.as_ref(), "bridge_users", username, named)
     }
 
-    /// The `is_superuser` column, the `superusers` glob, or `superquery`.
-    fn is_superuser(&self, username: &str, column: bool) -> bool {
+    /// Whether `glob` matches `username`, which a row proves was typed as stored (`named`).
+    /// Without that proof (a `userquery` without a `username` column) no glob matches: on a
+    /// case-insensitive table `Steve` finds `steve`'s row, and `S*` must not make him a
+    /// superuser. Said once, so the operator adds the column.
+    fn glob_matches(
+        &self,
+        glob: Option<&glob::Pattern>,
+        option: &str,
+        username: &str,
+        named: bool,
+    ) -> bool {
+        if !glob.is_some_and(|glob| glob.matches(username)) {
+            return false;
+        }
+        if !named && !self.unproven_glob_said.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "user '{}' matches auth_opt_{option}, which is not applied: the user row does \
+                 not show the name as stored (add a `username` column to auth_opt_userquery, \
+                 e.g. SELECT password_hash, username FROM ...); a glob applies only to a name \
+                 the row holds byte for byte",
+                printable(username)
+            );
+        }
+        named
+    }
+
+    /// The `is_superuser` column, the `superusers` glob (for a name the row holds, `named`),
+    /// or `superquery`.
+    fn is_superuser(&self, username: &str, column: bool, named: bool) -> bool {
         column
-            || self
-                .superusers
-                .as_ref()
-                .is_some_and(|glob| glob.matches(username))
+            || self.glob_matches(self.superusers.as_ref(), "superusers", username, named)
             || self
                 .sources
                 .iter()
@@ -428,6 +505,20 @@ impl<S: UserSource> Authenticator<S> {
                 })
     }
 
+    /// A row that names the user otherwise than typed, or gives no chat identity: refused.
+    fn row_names(record: &UserRecord, username: &str) -> Result<(), Refusal> {
+        match &record.username {
+            Some(stored) if stored != username => {
+                return Err(Refusal::OtherSpelling(stored.clone()));
+            }
+            _ => {}
+        }
+        if record.user_id_null {
+            return Err(Refusal::NullUserId);
+        }
+        Ok(())
+    }
+
     /// Who a client is that the broker let in by its TLS certificate (the username from the
     /// certificate's identity or subject): the user's row without a password check
     /// (`UserSource::fetch_certificate_user`). No row: refused.
@@ -442,7 +533,6 @@ impl<S: UserSource> Authenticator<S> {
         {
             return Ok(Identity {
                 proof: None,
-                relay: self.is_relay(username),
                 ..identity
             });
         }
@@ -460,13 +550,15 @@ impl<S: UserSource> Authenticator<S> {
         let Some((backend, record)) = found else {
             return Err(Refusal::UnknownUser);
         };
+        Self::row_names(&record, username)?;
+        let named = record.holds_name(username);
         let identity = Identity {
             username: username.to_string(),
             user_id: record.user_id.unwrap_or_else(|| username.to_string()),
-            superuser: self.is_superuser(username, record.is_superuser),
+            superuser: self.is_superuser(username, record.is_superuser, named),
             proof: None,
             backend,
-            relay: self.is_relay(username),
+            relay: self.is_relay(username, named),
         };
         if let Some(cache) = &self.certificate_cache {
             cache.put(username, &mac, identity.clone(), now);
@@ -719,6 +811,7 @@ mod tests {
             UserRecord {
                 hash: Some(SECRET.to_vec()),
                 user_id: Some("17".into()),
+                username: Some("alice".into()),
                 ..Default::default()
             },
         );
@@ -726,6 +819,7 @@ mod tests {
             "Sam",
             UserRecord {
                 hash: Some(SECRET.to_vec()),
+                username: Some("Sam".into()),
                 ..Default::default()
             },
         );
@@ -755,6 +849,103 @@ mod tests {
             Duration::from_secs(ttl),
             ThrottleConfig::default(),
         )
+    }
+
+    /// steve's row as a case-insensitive users table finds it for every spelling.
+    fn steve(stored_name: bool) -> UserRecord {
+        UserRecord {
+            hash: Some(SECRET.to_vec()),
+            user_id: Some("503".into()),
+            username: stored_name.then(|| "steve".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_name_is_spelled_as_the_row_holds_it() {
+        let mut t = table();
+        for spelling in ["steve", "Steve", "steve "] {
+            t.users.insert(spelling, steve(true));
+        }
+        let a = auth(t, 0);
+        let now = Instant::now();
+        let Decision::Allow(id) = a.login(Some(b"steve"), Some(b"secret"), b"c", None, now) else {
+            panic!("refused");
+        };
+        assert!(!id.superuser);
+        for other in ["Steve", "steve "] {
+            assert_eq!(
+                a.login(Some(other.as_bytes()), Some(b"secret"), b"c", None, now),
+                Decision::Refuse(Refusal::OtherSpelling("steve".into())),
+                "{other:?}"
+            );
+            assert!(a.certificate_identity(other, now).is_err(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn globs_match_only_a_name_the_row_holds() {
+        let mut t = table();
+        t.users.insert("Steve", steve(false));
+        t.users.insert(
+            "Joe-bridge",
+            UserRecord {
+                hash: Some(SECRET.to_vec()),
+                ..Default::default()
+            },
+        );
+        t.users.insert(
+            "bridge-b",
+            UserRecord {
+                hash: Some(SECRET.to_vec()),
+                username: Some("bridge-b".into()),
+                ..Default::default()
+            },
+        );
+        let a = auth(t, 60).with_bridge_users(Some(glob::Pattern::new("*-b*").unwrap()));
+        let now = Instant::now();
+        // No `username` column: the row does not say how the name is stored.
+        let Decision::Allow(id) = a.login(Some(b"Steve"), Some(b"secret"), b"c", None, now) else {
+            panic!("refused");
+        };
+        assert!(!id.superuser, "S* matched a name the row does not hold");
+        assert!(
+            a.certificate_identity("Steve", now)
+                .is_ok_and(|id| !id.superuser)
+        );
+        let Decision::Allow(id) = a.login(Some(b"Joe-bridge"), Some(b"secret"), b"c", None, now)
+        else {
+            panic!("refused");
+        };
+        assert!(!id.relay);
+        let Decision::Allow(id) = a.login(Some(b"bridge-b"), Some(b"secret"), b"c", None, now)
+        else {
+            panic!("refused");
+        };
+        assert!(id.relay, "the row holds the name: the glob applies");
+        // The cache answers as the login decided.
+        let Decision::Allow(id) = a.login(Some(b"Steve"), Some(b"secret"), b"c", None, now) else {
+            panic!("refused");
+        };
+        assert!(!id.superuser && !id.relay);
+    }
+
+    #[test]
+    fn a_null_user_id_is_no_chat_identity() {
+        let mut t = table();
+        t.users.insert(
+            "nobody",
+            UserRecord {
+                hash: Some(SECRET.to_vec()),
+                user_id_null: true,
+                ..Default::default()
+            },
+        );
+        let a = auth(t, 0);
+        assert_eq!(
+            a.login(Some(b"nobody"), Some(b"secret"), b"c", None, Instant::now()),
+            Decision::Refuse(Refusal::NullUserId)
+        );
     }
 
     #[test]

@@ -96,20 +96,20 @@ impl Command {
             Command::RefreshUser { username } => {
                 log::info!("control: refreshUser '{}'", printable(&username));
                 context.tell_cluster(ClusterCommand::RefreshUser(username.clone()));
-                match context
+                let jobs = context
                     .registry
-                    .refresh_user(&username, Some(reply.clone()))
-                {
-                    Some(job) => context.jobs.push(job),
-                    None => context
+                    .refresh_user(&username, Some(reply.clone()));
+                if jobs.is_empty() {
+                    context
                         .outbox
-                        .push(answer(reply, Ok(Some(json!({ "clients": 0 }))))),
+                        .push(answer(reply, Ok(Some(json!({ "clients": 0 })))));
                 }
+                context.jobs.extend(jobs);
             }
             Command::KickUser { username } => {
                 log::info!("control: kickUser '{}'", printable(&username));
                 context.tell_cluster(ClusterCommand::KickUser(username.clone()));
-                context.outbox.push(Action::KickUser(username));
+                context.kick(username);
                 context.outbox.push(answer(reply, Ok(None)));
             }
             Command::GetStats => {
@@ -126,15 +126,23 @@ impl Context<'_> {
         match command {
             ClusterCommand::RefreshUser(username) => {
                 log::info!("cluster: refreshUser '{}'", printable(&username));
-                if let Some(job) = self.registry.refresh_user(&username, None) {
-                    self.jobs.push(job);
-                }
+                let jobs = self.registry.refresh_user(&username, None);
+                self.jobs.extend(jobs);
             }
             ClusterCommand::KickUser(username) => {
                 log::info!("cluster: kickUser '{}'", printable(&username));
-                self.outbox.push(Action::KickUser(username));
+                self.kick(username);
             }
         }
+    }
+
+    /// Every client of the user: the broker kicks the name's exact spelling (clients the
+    /// plugin holds no session for too), the plugin the other spellings it let in.
+    fn kick(&mut self, username: String) {
+        let others = self.registry.other_spellings(&username);
+        self.outbox.push(Action::KickUser(username));
+        self.outbox
+            .extend(others.into_iter().map(|id| Action::KickClient(id.into())));
     }
 
     /// Sends a command run here to the other brokers (through the bridges that carry

@@ -567,13 +567,29 @@ impl Plugin {
         decision
     }
 
-    /// A client the broker let in by its TLS certificate (`use_identity_as_username`,
-    /// `use_subject_as_username`): Mosquitto 2.0 skips BASIC_AUTH for it, so the plugin
-    /// meets it first in an ACL check. It is looked up by the certificate's username (the
-    /// user row without a password check, or `cert_userquery`) on the broker thread, within
-    /// the usual timeouts, once per connection; from then on it is a logged-in client. An
-    /// unknown user is refused everything (one warning).
-    fn certificate_login(&self, state: &mut State, client_id: &[u8], client: Client<'_>) {
+    /// A client the plugin first meets in an ACL check, known by the username the broker
+    /// holds for it: one the broker let in by its TLS certificate
+    /// (`use_identity_as_username`, `use_subject_as_username`; Mosquitto 2.0 skips
+    /// BASIC_AUTH for it), or a persistent session the broker restored from its own
+    /// persistence that no sessions file gave the plugin. It is looked up by that username
+    /// (the user row without a password check, or `cert_userquery`) on the broker thread,
+    /// within the usual timeouts, once per connection; from then on it is a logged-in
+    /// client (online), or an offline session (restored). An unknown user is refused
+    /// everything (one warning).
+    fn login_by_username(
+        &self,
+        state: &mut State,
+        client_id: &[u8],
+        client: Client<'_>,
+        kind: LoginKind,
+    ) {
+        let (how, with) = match kind {
+            LoginKind::Restored => (
+                "restored from the broker's persistence",
+                "restored from the broker's persistence",
+            ),
+            _ => ("logged in by its TLS certificate", "with a TLS certificate"),
+        };
         let username = client.facts.username().unwrap_or_default();
         let identity = if username.is_empty() {
             // Let in without a username (allow_anonymous, another plugin's extended auth):
@@ -589,9 +605,6 @@ impl Plugin {
                 .map_err(|why| why.to_string())
         };
         let login = identity.inspect(|identity| {
-            let kind = LoginKind::Connect {
-                persistent: !client.facts.clean_session(),
-            };
             state
                 .registry
                 .login(client_id, client.pointer, kind, identity, Instant::now());
@@ -600,7 +613,7 @@ impl Plugin {
             Ok(identity) => {
                 Self::start_urgent(state);
                 log::info!(
-                    "client '{}' logged in by its TLS certificate as user '{}' (user id '{}')",
+                    "client '{}' {how} as user '{}' (user id '{}')",
                     printable(&String::from_utf8_lossy(client_id)),
                     printable(&identity.username),
                     printable(&identity.user_id)
@@ -611,7 +624,7 @@ impl Plugin {
                     .registry
                     .certificate_refused(client_id, client.pointer);
                 log::warn!(
-                    "client '{}' with a TLS certificate for user '{}' is refused everything: {why}",
+                    "client '{}' {with} for user '{}' is refused everything: {why}",
                     printable(&String::from_utf8_lossy(client_id)),
                     printable(&username)
                 );
@@ -701,9 +714,12 @@ impl Plugin {
             }
             Done::UserChecked { username, result } => {
                 let ended = match result {
-                    Ok(Some(stored)) => state.registry.user_checked(
+                    Ok(Some(row)) => state.registry.user_checked(
                         &username,
-                        Some(&|proof: &crate::auth::Proof| self.auth.still_valid(proof, &stored)),
+                        Some((
+                            &|proof: &crate::auth::Proof| self.auth.still_valid(proof, &row.hash),
+                            self.auth.superuser_now(&username, &row),
+                        )),
                     ),
                     Ok(None) => state.registry.user_checked(&username, None),
                     Err(e) => {
@@ -855,7 +871,13 @@ impl Plugin {
                         .is_some_and(|http| http.acl(&username, client_id, topic, access));
                 }
                 Err(Pending::CertificateLogin) => {
-                    self.certificate_login(&mut state, client_id, client);
+                    let kind = LoginKind::Connect {
+                        persistent: !client.facts.clean_session(),
+                    };
+                    self.login_by_username(&mut state, client_id, client, kind);
+                }
+                Err(Pending::RestoredLogin) => {
+                    self.login_by_username(&mut state, client_id, client, LoginKind::Restored);
                 }
                 Err(Pending::Rules) => {
                     // The client's login asked for its rules and this is its first check
@@ -948,6 +970,9 @@ impl Plugin {
         };
         if state.cluster_seen.first_time(&id) {
             state.counters.cluster_commands += 1;
+            if let cluster::ClusterCommand::RefreshUser(username) = &command {
+                self.read_row_again(state, username);
+            }
             let mut jobs = Vec::new();
             let State {
                 registry,
@@ -1096,6 +1121,16 @@ impl Plugin {
         }
     }
 
+    /// A `refreshUser` reads the user's row again too (at the next TICK, in the background):
+    /// a client whose password or superuser right the row no longer gives logs in again.
+    fn read_row_again(&self, state: &mut State, username: &str) {
+        if self.mysql.is_some() {
+            state
+                .user_checks
+                .insert(username.to_string(), Instant::now());
+        }
+    }
+
     /// A message on `$CONTROL/chat-auth/v1`. Answers go out at the next TICK.
     pub fn control(&self, client: Client<'_>, payload: &[u8]) {
         let Some(client_id) = client.id else {
@@ -1127,6 +1162,9 @@ impl Plugin {
         };
         let mut jobs = Vec::new();
         for Request { command, reply } in requests {
+            if let Ok(Command::RefreshUser { username }) = &command {
+                self.read_row_again(&mut state, username);
+            }
             let figures = matches!(command, Ok(Command::GetStats)).then(|| self.stats(&state));
             let State {
                 registry,
@@ -1470,9 +1508,9 @@ impl RuleSource for Background {
         rules
     }
 
-    fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
+    fn user_now(&self, username: &str) -> Result<Option<crate::auth::UserNow>, DbError> {
         match &self.mysql {
-            Some((_, users)) => users.stored_hash(username),
+            Some((_, users)) => users.user_now(username),
             None => Err(DbError::Unavailable("no mysql backend".into())),
         }
     }

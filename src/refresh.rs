@@ -3,6 +3,7 @@
 //! file, so no callback waits on MySQL or the disk for them. Work goes in, results come out;
 //! the broker thread applies them (and logs) at TICK.
 
+use crate::auth::UserNow;
 use crate::db::DbError;
 use crate::sessions::{Job, Loaded, RuleSet, SavedSession};
 use std::collections::{HashMap, VecDeque};
@@ -16,8 +17,8 @@ use std::time::Duration;
 /// Where rules and user rows come from: MySQL in the plugin (see `plugin::Background`).
 pub trait RuleSource: Send + Sync {
     fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError>;
-    /// The user's stored password hash now (`None`: no such user).
-    fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError>;
+    /// The user's row now (`None`: no such user, or no stored hash).
+    fn user_now(&self, username: &str) -> Result<Option<UserNow>, DbError>;
 }
 
 #[derive(Debug)]
@@ -39,7 +40,7 @@ pub enum Done {
     Rules(Box<Loaded>),
     UserChecked {
         username: String,
-        result: Result<Option<Vec<u8>>, DbError>,
+        result: Result<Option<UserNow>, DbError>,
     },
     Saved {
         path: PathBuf,
@@ -263,7 +264,7 @@ fn run(source: &dyn RuleSource, work: Work) -> Done {
             Done::Rules(Box::new(Loaded { job, result }))
         }
         Work::CheckUser(username) => {
-            let result = catch_unwind(AssertUnwindSafe(|| source.stored_hash(&username)))
+            let result = catch_unwind(AssertUnwindSafe(|| source.user_now(&username)))
                 .unwrap_or_else(|_| Err(panicked()));
             Done::UserChecked { username, result }
         }
@@ -318,8 +319,12 @@ mod tests {
                 ..Default::default()
             })
         }
-        fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
-            Ok((username != "gone").then(|| b"hash".to_vec()))
+        fn user_now(&self, username: &str) -> Result<Option<UserNow>, DbError> {
+            Ok((username != "gone").then(|| UserNow {
+                hash: b"hash".to_vec(),
+                superuser_by_row: false,
+                named: true,
+            }))
         }
     }
 

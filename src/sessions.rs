@@ -71,6 +71,20 @@ impl ClientFacts for NoFacts {
     }
 }
 
+/// A user row read again, as `Registry::user_checked` weighs it: whether a session's proof
+/// still holds for the stored hash, and whether the row makes the user a superuser.
+pub type RowNow<'a> = (&'a dyn Fn(&Proof) -> bool, bool);
+
+/// Whether two usernames name one row under a case-insensitive, pad-space collation (most
+/// users tables): `kickUser`/`refreshUser` reach every spelling a client logged in with
+/// when the `userquery` does not return the stored name (with it, only the stored
+/// spelling logs in). On a case-sensitive table this reaches a namesake too, which costs
+/// it a reconnect or a reload, never a right.
+pub fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_end_matches(' '), b.trim_end_matches(' '));
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
 /// The rules of one user, as loaded from MySQL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleSet {
@@ -105,6 +119,11 @@ pub enum Pending {
     /// broker took its username from the certificate and skipped BASIC_AUTH): log it in by
     /// that username and ask again (or `certificate_refused`).
     CertificateLogin,
+    /// A delivery to a context the broker restored from its persistence (no address, a
+    /// username) that no sessions file gave the plugin: look the user up by that username
+    /// (as for a certificate), make it an offline session and ask again (or
+    /// `certificate_refused`).
+    RestoredLogin,
     /// A user of the HTTP backend, on a topic outside the chat model: the service decides
     /// (for this username).
     Remote(Arc<str>),
@@ -156,6 +175,9 @@ pub enum LoginKind {
     /// The broker re-checking a connection it holds (SIGHUP): the session keeps its state
     /// and the rules are refreshed in the background, not here.
     Recheck,
+    /// A persistent session the broker restored from its own persistence (no sessions file
+    /// held it), met at a delivery: offline until its client connects again.
+    Restored,
 }
 
 /// A user's rules as held: the rows without `%c` are stored with `%u` already expanded
@@ -410,6 +432,7 @@ impl Registry {
             (LoginKind::Recheck, Some(held)) => held,
             (LoginKind::Recheck, None) => (State::Online, false),
             (LoginKind::Connect { persistent }, _) => (State::Online, persistent),
+            (LoginKind::Restored, _) => (State::Offline, true),
         };
         let held = self
             .users
@@ -429,7 +452,7 @@ impl Registry {
                     0,
                 );
             }
-            if !held || matches!(kind, LoginKind::Connect { .. }) {
+            if !held || !matches!(kind, LoginKind::Recheck) {
                 let job = self.job(&identity.username, &identity.user_id, None, true);
                 awaiting = job.ticket;
                 self.urgent.push(job);
@@ -702,6 +725,15 @@ impl Registry {
         let Some(session) = self.sessions.get_mut(client_id) else {
             if certificate_login_due(&self.certificate_refused) {
                 return Err(Pending::CertificateLogin);
+            }
+            if access == Access::Read
+                && facts.address().is_none()
+                && facts.username().is_some()
+                && !self
+                    .certificate_refused
+                    .contains(&(Box::<[u8]>::from(client_id), pointer))
+            {
+                return Err(Pending::RestoredLogin);
             }
             self.note_unknown(client_id, topic, facts);
             return Ok(false);
@@ -989,13 +1021,37 @@ impl Registry {
             .collect()
     }
 
-    /// `refreshUser`: a job for the user, or `None` when no client of theirs is known.
-    pub fn refresh_user(&mut self, username: &str, reply: Option<Reply>) -> Option<Job> {
+    /// `refreshUser`: a job for each spelling of the name that has clients (`same_name`;
+    /// the one spelled as asked first, with `reply`); none when no client is known.
+    pub fn refresh_user(&mut self, username: &str, reply: Option<Reply>) -> Vec<Job> {
         self.event();
-        let entry = self.users.get_mut(username).filter(|e| e.clients > 0)?;
-        entry.in_flight = true;
-        let user_id = entry.rules.user_id.to_string();
-        Some(self.job(username, &user_id, reply, false))
+        let mut names: Vec<Arc<str>> = self
+            .users
+            .iter()
+            .filter(|(name, entry)| entry.clients > 0 && same_name(name, username))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort_by_key(|name| **name != *username);
+        let mut reply = reply;
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let entry = self.users.get_mut(&name)?;
+                entry.in_flight = true;
+                let user_id = entry.rules.user_id.to_string();
+                Some(self.job(&name, &user_id, reply.take(), false))
+            })
+            .collect()
+    }
+
+    /// The clients of the name spelled otherwise than `username` (`same_name`), for a
+    /// `kickUser` (the broker kicks the exact spelling by itself).
+    pub fn other_spellings(&self, username: &str) -> Vec<Box<[u8]>> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| *s.username != *username && same_name(&s.username, username))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Applies a refresher result. A failure keeps the last known rules.
@@ -1053,34 +1109,37 @@ impl Registry {
     /// The user row was read again (after a SIGHUP re-check): sessions whose verified
     /// password no longer holds (`still_valid` false for their proof, or the user is gone:
     /// `None`) end. Returns the client ids of the online ones, to disconnect.
-    pub fn user_checked(
-        &mut self,
-        username: &str,
-        still_valid: Option<&dyn Fn(&Proof) -> bool>,
-    ) -> Vec<Box<[u8]>> {
+    pub fn user_checked(&mut self, username: &str, row: Option<RowNow<'_>>) -> Vec<Box<[u8]>> {
         // Not a broker event: applied at TICK, or while a check waits for rules (a will's
         // included), which must still find the connection that just left.
-        let ending: Vec<(Box<[u8]>, State)> = self
+        let ending: Vec<(Box<[u8]>, State, &str)> = self
             .sessions
             .iter()
             .filter(|(_, s)| *s.username == *username && !s.backend.asks_per_topic())
-            .filter(|(_, s)| match (&still_valid, &s.proof) {
-                (None, _) => true,
-                (Some(valid), Some(proof)) => !valid(proof),
-                (Some(_), None) => false,
+            .filter_map(|(id, s)| {
+                let why = match (&row, &s.proof) {
+                    (None, _) => "no longer exists",
+                    (Some((valid, _)), Some(proof)) if !valid(proof) => {
+                        "has another stored password"
+                    }
+                    // Rights follow the row: the client logs in again as what it is now.
+                    (Some((_, superuser)), _) if *superuser != s.superuser => {
+                        if s.superuser {
+                            "is no longer a superuser"
+                        } else {
+                            "is a superuser now"
+                        }
+                    }
+                    _ => return None,
+                };
+                Some((id.clone(), s.state, why))
             })
-            .map(|(id, s)| (id.clone(), s.state))
             .collect();
         let mut kick = Vec::new();
-        for (id, state) in ending {
+        for (id, state, why) in ending {
             log::warn!(
-                "user '{}' {} since client '{}' logged in; its session ends",
+                "user '{}' {why} since client '{}' logged in; its session ends",
                 printable(username),
-                if still_valid.is_none() {
-                    "no longer exists"
-                } else {
-                    "has another stored password"
-                },
                 printable(&String::from_utf8_lossy(&id))
             );
             self.remove_session(&id);
@@ -2083,6 +2142,34 @@ mod tests {
         assert_eq!(other(&mut reg), Err(Pending::CertificateLogin));
     }
 
+    fn alice_again() -> Identity {
+        Identity {
+            proof: Some(Proof {
+                password: [1; 16],
+                stored_hash: [1; 8],
+            }),
+            ..identity("alice", "1")
+        }
+    }
+
+    #[test]
+    fn a_superuser_no_longer_one_in_its_row_logs_in_again() {
+        let mut reg = registry();
+        let root = Identity {
+            superuser: true,
+            ..alice_again()
+        };
+        reg.login_loaded(b"r", 1, CONNECT, &root, Instant::now(), no_load)
+            .unwrap();
+        let valid = |_: &Proof| true;
+        assert!(reg.user_checked("alice", Some((&valid, true))).is_empty());
+        assert_eq!(
+            reg.user_checked("alice", Some((&valid, false))),
+            [Box::from(&b"r"[..])]
+        );
+        assert!(!reg.is_superuser(b"r", 1));
+    }
+
     #[test]
     fn a_changed_password_or_a_removed_user_ends_sessions() {
         let mut reg = registry();
@@ -2100,9 +2187,15 @@ mod tests {
             .unwrap();
         reg.disconnect(b"a2", 2, false);
         let valid = |p: &Proof| p.stored_hash == [1; 8];
-        let kicked = reg.user_checked("alice", Some(&valid));
+        let kicked = reg.user_checked("alice", Some((&valid, false)));
         assert!(kicked.is_empty(), "the offline one ends without a kick");
         assert_eq!(reg.stats().sessions, 1);
+        // Made a superuser since: the client logs in again to be one.
+        assert_eq!(reg.user_checked("alice", Some((&valid, true))).len(), 1);
+        reg.login_loaded(b"a1", 1, CONNECT, &alice_again(), now, || {
+            Ok(rules("1", &[]))
+        })
+        .unwrap();
         let kicked = reg.user_checked("alice", None);
         assert_eq!(kicked, vec![Box::<[u8]>::from(&b"a1"[..])]);
         assert_eq!(reg.stats().sessions, 0);
@@ -2203,7 +2296,7 @@ mod tests {
         assert!(!reg.ok(b"dev1", 1, Access::Write, "devices/dev2/out"));
         assert!(reg.ok(b"dev2", 2, Access::Write, "devices/dev2/out"));
         assert!(reg.ok(b"dev2", 2, Access::Write, "users/alice/x"));
-        let job = reg.refresh_user("alice", None).unwrap();
+        let job = reg.refresh_user("alice", None).pop().unwrap();
         reg.apply(
             Loaded {
                 job,
@@ -2212,6 +2305,26 @@ mod tests {
             now,
         );
         assert!(!reg.ok(b"dev1", 1, Access::Write, "devices/dev1/out"));
+    }
+
+    #[test]
+    fn kick_and_refresh_reach_every_spelling_of_a_name() {
+        assert!(same_name("steve", "Steve") && same_name("steve ", "STEVE"));
+        assert!(same_name("élodie", "Élodie") && !same_name("steve", "steven"));
+        let mut reg = registry();
+        let now = Instant::now();
+        let load = || Ok(rules("503", &[]));
+        for (client, spelling) in [(&b"phone"[..], "Steve"), (b"desk", "steve"), (b"x", "bob")] {
+            reg.login_loaded(client, 1, CONNECT, &identity(spelling, "503"), now, load)
+                .unwrap();
+        }
+        assert_eq!(reg.other_spellings("steve"), [Box::from(&b"phone"[..])]);
+        let jobs = reg.refresh_user("steve", Some(Reply::to("admin", "r")));
+        let asked: Vec<_> = jobs
+            .iter()
+            .map(|job| (job.username.as_str(), job.reply.is_some()))
+            .collect();
+        assert_eq!(asked, [("steve", true), ("Steve", false)]);
     }
 
     #[test]
@@ -2245,6 +2358,6 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].username, "alice");
         assert_eq!(reg.stats().users, 1);
-        assert!(reg.refresh_user("bob", None).is_none());
+        assert!(reg.refresh_user("bob", None).is_empty());
     }
 }

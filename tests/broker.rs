@@ -14,6 +14,8 @@ mod harness;
 mod history;
 #[path = "broker/http.rs"]
 mod http;
+#[path = "broker/identity.rs"]
+mod identity;
 #[path = "broker/mqtt.rs"]
 mod mqtt;
 #[path = "broker/package.rs"]
@@ -47,6 +49,7 @@ fn main() {
     trials.extend(store::trials());
     trials.extend(security::trials());
     trials.extend(stalls::trials());
+    trials.extend(identity::trials());
     trials.extend(history::trials());
     trials.extend(http::trials());
     trials.extend(cluster::trials());

@@ -284,7 +284,7 @@ fn plugin_conf(bench: &Bench, conf: &mut String) {
             let _ = write!(
                 conf,
                 "allow_anonymous false\nplugin {plugin}\n{db}\
-                 auth_opt_userquery SELECT password_hash, salt, id AS user_id, is_superuser FROM users WHERE username = ? LIMIT 1\n\
+                 auth_opt_userquery SELECT password_hash, salt, id AS user_id, is_superuser, username FROM users WHERE username = ? LIMIT 1\n\
                  auth_opt_aclquery SELECT topic FROM acls WHERE username = ? AND rw >= ?\n\
                  auth_opt_auth_cacheseconds 600\nauth_opt_acl_cacheseconds 600\n",
                 plugin = plugin_path().display(),

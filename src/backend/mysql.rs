@@ -2,7 +2,7 @@
 //! user's rules (groups and ACL rows) read with `groupsquery` and `aclquery`.
 
 use crate::acl::Patterns;
-use crate::auth::{BackendKind, Lookup, UserRecord, UserSource};
+use crate::auth::{BackendKind, Lookup, UserNow, UserRecord, UserSource};
 use crate::db::{Db, DbError, value_bytes};
 use crate::logging::printable;
 use crate::query::{Param, Query};
@@ -277,24 +277,42 @@ impl MysqlUsers {
         self.user_row(&self.userquery, username)
     }
 
-    /// The user's stored hash now (`None`: no such user, or no hash), for re-checks.
-    pub fn stored_hash(&self, username: &str) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self
-            .fetch_user(username)?
-            .and_then(|record| record.hash)
-            .filter(|h| !h.is_empty()))
+    /// The user's row now (`None`: no such user, or no hash), for re-checks and refreshes:
+    /// the stored hash and whether the row (the column, `superquery`) says superuser.
+    pub fn user_now(&self, username: &str) -> Result<Option<UserNow>, DbError> {
+        let Some(record) = self.fetch_user(username)? else {
+            return Ok(None);
+        };
+        let named = record.holds_name(username);
+        let Some(hash) = record.hash.filter(|h| !h.is_empty()) else {
+            return Ok(None);
+        };
+        let by_query = match self.superquery(username) {
+            Some(result) => result?,
+            None => false,
+        };
+        Ok(Some(UserNow {
+            hash,
+            superuser_by_row: record.is_superuser || by_query,
+            named,
+        }))
     }
 
     fn user_row(&self, query: &Query, username: &str) -> Result<Option<UserRecord>, DbError> {
         let Some(row) = self.db.first_row(query, bind(query, username))? else {
             return Ok(None);
         };
+        let text = |name: &str| {
+            column(&row, name)
+                .and_then(value_bytes)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
         Ok(Some(UserRecord {
             hash: row.as_ref(0).and_then(value_bytes),
             salt: column(&row, "salt").and_then(value_bytes),
-            user_id: column(&row, "user_id")
-                .and_then(value_bytes)
-                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            user_id: text("user_id"),
+            user_id_null: column(&row, "user_id").is_some_and(|v| *v == Value::NULL),
+            username: text("username"),
             is_superuser: truthy(column(&row, "is_superuser")),
         }))
     }

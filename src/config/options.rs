@@ -141,8 +141,10 @@ pub const OPTIONS: &[Spec] = &[
         Text,
         Mysql,
         "Returns the stored hash in its first column; optional columns by name: `salt`, \
-         `user_id` (the chat identity; the username when absent), `is_superuser` (truthy = \
-         superuser). No row, NULL or empty hash: refused.",
+         `user_id` (the chat identity; the username when the column is absent, a refusal \
+         when it is NULL), `is_superuser` (truthy = superuser), `username` (the name as \
+         stored: a login must spell it byte for byte, and the `superusers`/`bridge_users` \
+         globs apply only with it; see Account names). No row, NULL or empty hash: refused.",
     )
     .doc("**required** with `mysql`")
     .aliases(&["mysql_userquery"]),
@@ -166,7 +168,10 @@ pub const OPTIONS: &[Spec] = &[
         "superusers",
         Text,
         General,
-        "fnmatch glob of superuser names, e.g. `S*` (`*`, `?`, `[...]`).",
+        "fnmatch glob of superuser names, e.g. `S*` (`*`, `?`, `[...]`). With the `mysql` \
+         backend it applies only to a name the user row shows as stored (the `username` \
+         column of `userquery`): without that column it is not applied, and the log says so \
+         once (see Account names).",
     ),
     spec(
         "bridge_users",
@@ -176,7 +181,8 @@ pub const OPTIONS: &[Spec] = &[
          bridge sections), e.g. `bridge-*`. They log in like any user and may publish and \
          subscribe on the chat topics (subscriptions such as `/users/+/messages`) and on \
          `chat-auth/cluster/v1`; a chat message they bring with its stamp is delivered as it \
-         is and not stored again (see Scaling out).",
+         is and not stored again (see Scaling out). Like `superusers`, it applies only to a \
+         name the user row shows as stored (`username` column).",
     ),
     spec(
         "ssl_enabled",

@@ -37,7 +37,7 @@ pub fn trials() -> Vec<Trial> {
 /// The password `chat_db` gives every user.
 pub const PASSWORD: &str = "s3cret pw";
 pub const USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
-     is_superuser FROM users WHERE username = ? LIMIT 1\n";
+     is_superuser, username FROM users WHERE username = ? LIMIT 1\n";
 const QUIET: Duration = Duration::from_millis(600);
 const SOON: Duration = Duration::from_secs(5);
 pub const NOT_AUTHORIZED: u8 = 0x87;

@@ -70,7 +70,7 @@ fn login(port: u16, user: &str) -> Mqtt {
     Mqtt::connect(port, &client_id(user), user, PASSWORD)
 }
 
-fn persistent(port: u16, id: &str, user: &str) -> Mqtt {
+pub(crate) fn persistent(port: u16, id: &str, user: &str) -> Mqtt {
     Mqtt::login(
         port,
         Login {

@@ -15,7 +15,8 @@ impl UserSource for Users {
             hash: Some(b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7".to_vec()),
             salt: None,
             user_id: Some(username.trim_start_matches('u').to_string()),
-            is_superuser: false,
+            username: Some(username.to_string()),
+            ..Default::default()
         }))
     }
     fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
