@@ -1036,10 +1036,9 @@ impl Plugin {
             return Ok(MessageVerdict::Pass);
         }
         let now = now_ms();
-        let fingerprint =
-            || dedup::fingerprint(&[stamped.kind.name(), &stamped.to_id, &stamped.content]);
+        // The same message only when the payload received is byte for byte the same.
         let retransmission = match (&stamped.client_msg_id, &mut state.dedup) {
-            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, fingerprint(), now),
+            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, payload, now),
             _ => None,
         };
         if let Some(first) = retransmission {
@@ -1065,7 +1064,7 @@ impl Plugin {
                 message_id: stamped.message_id.clone(),
                 server_ts: stamped.server_ts,
             };
-            dedup.remember(&stamped.from_id, id, fingerprint(), first, now);
+            dedup.remember(&stamped.from_id, id, payload, first, now);
         }
         state.counters.chat_accepted += 1;
         Ok(MessageVerdict::Replace(stamped.payload))

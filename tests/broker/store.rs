@@ -58,6 +58,10 @@ pub fn trials() -> Vec<Trial> {
             a_retransmitted_client_msg_id_is_one_row,
         ),
         (
+            "store::a_client_msg_id_on_another_payload_is_another_message",
+            a_client_msg_id_on_another_payload_is_another_message,
+        ),
+        (
             "store::a_full_disk_refuses_then_recovers",
             a_full_disk_refuses_then_recovers,
         ),
@@ -770,6 +774,70 @@ fn a_retransmitted_client_msg_id_is_one_row() {
     assert_eq!(count(db, &dbname), 4, "one row per message");
     let ids = stored_ids(db, &dbname);
     assert_eq!(ids[0], got[0]["id"].as_str().unwrap());
+}
+
+/// One `clientMsgId` on payloads that differ in a field the plugin does not read, then in
+/// the content: each is a message of its own, delivered with its own id and stored (a
+/// fingerprint of type, recipient and content took the second for a resend of the first,
+/// delivered under the first's id and never stored). A true resend (the same bytes) still
+/// gets the first id and makes no row.
+fn a_client_msg_id_on_another_payload_is_another_message() {
+    let db = shared();
+    let dbname = store_db(db, "dedup_payload");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut alice = login(broker.port, "alice", 0);
+    let first = json!({"type": "CHAT", "fromId": 1, "toId": 2, "content": "see you",
+        "clientMsgId": "c-1", "replyTo": "m-1"})
+    .to_string();
+    let other_field = first.replace("m-1", "m-2");
+    let other_content = first.replace("see you", "see you later");
+    let sent = [
+        &first,
+        &other_field,
+        &other_field,
+        &other_content,
+        &other_content,
+    ];
+    let mut got = Vec::new();
+    for payload in sent {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            payload.as_bytes().to_vec(),
+            false
+        )));
+        let m = bob
+            .message_on("/users/2/messages", SOON)
+            .expect("delivered");
+        let value: Value = serde_json::from_slice(&m.payload).unwrap();
+        got.push(value);
+    }
+    let ids: Vec<&str> = got.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(got[1]["replyTo"], "m-2");
+    assert_ne!(ids[1], ids[0], "another field: another message");
+    assert_eq!(ids[2], ids[1], "the same bytes again: a resend");
+    assert_eq!(got[2]["ts"], got[1]["ts"]);
+    assert_ne!(ids[3], ids[0], "another content: another message");
+    assert_ne!(ids[3], ids[1], "another content: another message");
+    assert_eq!(ids[4], ids[3], "the same bytes again: a resend");
+    eventually("three rows", SOON, || count(db, &dbname) == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(db, &dbname), 3, "no row for a resend");
+    // Each row is the message delivered under its id.
+    let rows = db.root_column(&format!(
+        "SELECT CONCAT(message_id, ' ', content, ' ', JSON_VALUE(payload, '$.replyTo')) \
+         FROM `{dbname}`.messages ORDER BY id"
+    ));
+    assert_eq!(
+        rows,
+        [
+            format!("{} see you m-1", ids[0]),
+            format!("{} see you m-2", ids[1]),
+            format!("{} see you later m-1", ids[3]),
+        ]
+    );
 }
 
 /// Unmounts a test's tmpfs when the test ends, pass or fail.
