@@ -521,6 +521,7 @@ impl Writer {
 
     fn keep_rejected(&self, record: Option<&Record>, body: &[u8], error: &DbError) {
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let mut line = match record.map(serde_json::to_value) {
             Some(Ok(value)) => value,
             _ => serde_json::json!({ "undecodable": hex::encode(body) }),
@@ -529,6 +530,7 @@ impl Writer {
         let result = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(spool::FILE_MODE)
             .open(&self.rejected)
             .and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = result {

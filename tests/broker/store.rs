@@ -62,6 +62,10 @@ pub fn trials() -> Vec<Trial> {
             a_client_msg_id_on_another_payload_is_another_message,
         ),
         (
+            "store::spool_files_are_private_under_umask_022",
+            spool_files_are_private_under_umask_022,
+        ),
+        (
             "store::a_full_disk_refuses_then_recovers",
             a_full_disk_refuses_then_recovers,
         ),
@@ -838,6 +842,105 @@ fn a_client_msg_id_on_another_payload_is_another_message() {
             format!("{} see you later m-1", ids[3]),
         ]
     );
+}
+
+/// The mode of a file or directory, permission bits only.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Mosquitto sets no umask: under 022 (the usual one) a spool directory the plugin made was
+/// 0755 and its segments, `rejected.jsonl` and the sessions file 0644, chat readable by any
+/// local user. Now directories are 0700 and files 0600 whatever the umask; what an earlier
+/// version left open is named at start, in one warning.
+fn spool_files_are_private_under_umask_022() {
+    let db = shared();
+    let dbname = store_db(db, "modes");
+    db.root_exec(&format!(
+        "ALTER TABLE `{dbname}`.messages ADD CONSTRAINT no_secret CHECK (content <> 'secret')"
+    ));
+    let top = fresh_dir("private");
+    // Two levels the plugin makes itself.
+    let made = top.join("spool");
+    let spool = made.join("chat");
+    // SAFETY: umask(2) has no preconditions; the broker inherits it when it is spawned, and
+    // the test's own is put back once it runs (files other tests make meanwhile get 022).
+    let previous = unsafe { libc::umask(0o022) };
+    let broker = store_broker(db, &dbname, &spool, "");
+    unsafe { libc::umask(previous) };
+    let mut bob = Mqtt::login(
+        broker.port,
+        crate::mqtt::Login {
+            client_id: "modes-bob",
+            username: "bob",
+            password: PASSWORD,
+            clean_start: false,
+        },
+    )
+    .expect("bob's persistent session");
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut alice = login(broker.port, "alice", 0);
+    for content in ["secret", "kept"] {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, content),
+            false
+        )));
+    }
+    eventually("one row stored, one set aside", SOON, || {
+        count(db, &dbname) == 1 && spool.join("rejected.jsonl").exists()
+    });
+    drop((alice, bob));
+    drop(broker); // the sessions file is written at shutdown
+    let segments: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .collect();
+    assert!(!segments.is_empty(), "a segment");
+    let sessions = spool.join("sessions.jsonl");
+    assert!(
+        std::fs::read_to_string(&sessions)
+            .unwrap()
+            .contains("modes-bob")
+    );
+    for dir in [&made, &spool] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    let files = [
+        spool.join("rejected.jsonl"),
+        spool.join("checkpoint"),
+        sessions,
+    ];
+    for file in segments.iter().chain(&files) {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    // As an earlier version left them: named at the next start, in one line.
+    let rejected = spool.join("rejected.jsonl");
+    for (path, mode) in [(&spool, 0o755), (&rejected, 0o644)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let broker = store_broker(db, &dbname, &spool, "");
+    let warnings: Vec<String> = broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("other local users may read"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", broker.log());
+    assert!(
+        warnings[0].contains(&format!("{} (0755)", spool.display()))
+            && warnings[0].contains(&format!("{} (0644)", rejected.display())),
+        "{}",
+        warnings[0]
+    );
+    assert!(!warnings[0].contains("checkpoint"), "{}", warnings[0]);
 }
 
 /// Unmounts a test's tmpfs when the test ends, pass or fail.
