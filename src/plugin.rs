@@ -274,10 +274,10 @@ impl Plugin {
                 Err(e) => log::warn!("{e}; no session is restored"),
             }
         }
-        let store = match (&config.persist, &mysql) {
-            (Some(persist), Some(mysql)) => {
-                Some(Store::start(persist, Arc::clone(mysql.users.db()))?)
-            }
+        // Its own connection to the same server: the writer's waits on a busy messages table
+        // never mark MySQL down for logins.
+        let store = match (&config.persist, &history_db) {
+            (Some(persist), Some(db)) => Some(Store::start(persist, db)?),
             _ => None,
         };
         let history = match (&config.history, &config.persist, history_db) {

@@ -66,6 +66,18 @@ pub fn trials() -> Vec<Trial> {
             spool_files_are_private_under_umask_022,
         ),
         (
+            "store::a_row_lock_of_15_s_with_3_s_lock_waits_loses_nothing",
+            a_row_lock_of_15_s_with_3_s_lock_waits_loses_nothing,
+        ),
+        (
+            "store::a_table_lock_of_30_s_is_waited_out_without_an_outage",
+            a_table_lock_of_30_s_is_waited_out_without_an_outage,
+        ),
+        (
+            "store::a_table_without_a_unique_message_id_is_reported",
+            a_table_without_a_unique_message_id_is_reported,
+        ),
+        (
             "store::a_full_disk_refuses_then_recovers",
             a_full_disk_refuses_then_recovers,
         ),
@@ -941,6 +953,165 @@ fn spool_files_are_private_under_umask_022() {
         warnings[0]
     );
     assert!(!warnings[0].contains("checkpoint"), "{}", warnings[0]);
+}
+
+/// Holds `lock` (run in a transaction as root, from a connection of its own) for `hold`,
+/// on another thread; returns once the lock is taken. The thread commits at the end.
+fn hold_lock(db: &MariaDb, lock: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    use mysql::prelude::Queryable;
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(db.port)
+        .user(Some("root"))
+        .prefer_socket(false);
+    let mut conn = mysql::Conn::new(opts).expect("a root connection");
+    conn.query_drop("START TRANSACTION").unwrap();
+    conn.query_drop(lock)
+        .unwrap_or_else(|e| panic!("{lock}: {e}"));
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        conn.query_drop("COMMIT").unwrap();
+        conn.query_drop("UNLOCK TABLES").unwrap();
+    })
+}
+
+/// Twenty messages to bob while `lock` is held for `hold` on the messages table, and a
+/// user's first login in the middle of it: the login is answered at once (the users table
+/// is not the messages table), every message is delivered, and once the lock is gone every
+/// one is a row, once, with nothing set aside and no outage reported for logins.
+fn twenty_messages_under_a_lock(db: &MariaDb, dbname: &str, lock: &str, hold: Duration) -> Broker {
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, dbname, &spool, "");
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut alice = login(broker.port, "alice", 0);
+    let started = std::time::Instant::now();
+    let holder = hold_lock(db, &lock.replace("{db}", dbname), hold);
+    let mut delivered = HashSet::new();
+    for n in 0..20 {
+        if n == 10 {
+            // A login that needs the users table (carol has not logged in to this broker).
+            let asked = std::time::Instant::now();
+            let carol = login(broker.port, "carol", 0);
+            assert!(
+                asked.elapsed() < Duration::from_secs(2),
+                "carol's login took {:?}",
+                asked.elapsed()
+            );
+            drop(carol);
+        }
+        let payload = message("CHAT", 1, 2, &format!("under the lock {n}"));
+        assert!(accepted(alice.publish("/users/2/messages", payload, false)));
+        let m = bob
+            .message_on("/users/2/messages", SOON)
+            .expect("delivered under the lock");
+        delivered.insert(delivered_id(&m.payload));
+        std::thread::sleep(hold / 40);
+    }
+    assert!(started.elapsed() < hold, "all sent while the lock was held");
+    holder.join().expect("the lock holder");
+    eventually("all twenty rows after the lock", SOON, || {
+        count(db, dbname) == 20
+    });
+    let stored: HashSet<String> = stored_ids(db, dbname).into_iter().collect();
+    assert_eq!(stored, delivered, "each delivered message stored, once");
+    assert!(
+        !spool.join("rejected.jsonl").exists(),
+        "set aside: {}",
+        std::fs::read_to_string(spool.join("rejected.jsonl")).unwrap_or_default()
+    );
+    eventually("storing again, logged", SOON, || {
+        broker.log().contains("chat messages are stored again")
+    });
+    let log = broker.log();
+    assert!(
+        !log.contains("MySQL unreachable") && !log.contains("logins refused"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("storing chat messages failed").count(),
+        1,
+        "one warning for the episode:\n{log}"
+    );
+    broker
+}
+
+/// Issue 23: with the server's lock waits lowered to 3 s, a 15 s `SELECT ... FOR UPDATE` made
+/// the writer's INSERTs end in ERROR 1205, and rows were set aside as refused although
+/// their recipient had them. A lock wait is waited out, like a deadlock or a timeout.
+fn a_row_lock_of_15_s_with_3_s_lock_waits_loses_nothing() {
+    let db = MariaDb::start_new("store-row-lock");
+    db.root_exec("SET GLOBAL innodb_lock_wait_timeout = 3");
+    let dbname = store_db(&db, "row_lock");
+    let broker = twenty_messages_under_a_lock(
+        &db,
+        &dbname,
+        "SELECT * FROM `{db}`.messages FOR UPDATE",
+        Duration::from_secs(15),
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("ERROR 1205"),
+        "the server ended lock waits:\n{log}"
+    );
+}
+
+/// Issue 23: with the server's default lock waits (here a table lock, which waits
+/// `lock_wait_timeout`, a day by default), the writer's statements outlived the query
+/// timeout, the busy table was taken for a dead server, and "MySQL unreachable" / "MySQL
+/// answers again" flapped for logins every few seconds. The writer's own connection ends its
+/// waits on the server's side (at most 5 s, then ERROR 1205) and tries again.
+fn a_table_lock_of_30_s_is_waited_out_without_an_outage() {
+    let db = shared();
+    let dbname = store_db(db, "table_lock");
+    twenty_messages_under_a_lock(
+        db,
+        &dbname,
+        "LOCK TABLES `{db}`.messages WRITE",
+        Duration::from_secs(30),
+    );
+}
+
+/// Exactly once rests on a unique `message_id`: an operator's table without one is named at
+/// start (a batch written again after a lost answer would store its rows twice).
+fn a_table_without_a_unique_message_id_is_reported() {
+    let db = shared();
+    let dbname = store_db(db, "not_unique");
+    db.root_exec(&format!(
+        "ALTER TABLE `{dbname}`.messages DROP INDEX messages_message_id, \
+         ADD INDEX messages_message_id (message_id)"
+    ));
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 0);
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        message("CHAT", 1, 2, "stored all the same"),
+        false
+    )));
+    eventually("stored", SOON, || count(db, &dbname) == 1);
+    eventually("the warning", SOON, || {
+        broker
+            .log()
+            .contains("has no unique key on message_id alone")
+    });
+    // The bundled schema has one: no warning there.
+    let dbname = store_db(db, "unique");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 1);
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        message("CHAT", 1, 2, "unique"),
+        false
+    )));
+    eventually("stored", SOON, || count(db, &dbname) == 1);
+    std::thread::sleep(Duration::from_millis(1200)); // a tick writes the writer's lines
+    assert!(
+        !broker.log().contains("no unique key on message_id"),
+        "{}",
+        broker.log()
+    );
 }
 
 /// Unmounts a test's tmpfs when the test ends, pass or fail.
