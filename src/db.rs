@@ -419,7 +419,8 @@ fn connection_died(error: &mysql::Error) -> bool {
     )
 }
 
-fn opts(config: &DbConfig, tls: Option<&crate::tls::TlsFiles>) -> Result<Opts, String> {
+/// The connection settings of `config` (the writer's own connection uses them too).
+pub(crate) fn opts(config: &DbConfig, tls: Option<&crate::tls::TlsFiles>) -> Result<Opts, String> {
     let constraints =
         PoolConstraints::new(0, config.pool_size).ok_or_else(|| "invalid pool size".to_string())?;
     let mut builder = OptsBuilder::new()

@@ -1,12 +1,15 @@
 //! Stable ids across retransmission: a sender's chat message carrying a `clientMsgId` gets
 //! the same stamped `id` and `ts` each time it is sent again within the window, and is
 //! stored once. A retransmission is the same message: the same `clientMsgId` from the same
-//! sender (`fromId`) with the same type, recipient and content (a fingerprint of them); the
-//! same `clientMsgId` on another message is another message. Remembered oldest first out:
-//! at most `per_sender` per sender and `total` in all, each for `window`. Pure: time is
-//! passed in.
+//! sender (`fromId`) with a byte-identical payload as received; the same `clientMsgId` on
+//! any other payload (another content, another field, the same fields in another order) is
+//! another message, stored as such. Payloads are compared by a keyed hash (SipHash-1-3 with
+//! a random key drawn once per process), so no sender can make two payloads of its choice
+//! collide. Remembered oldest first out: at most `per_sender` per sender and `total` in all,
+//! each for `window`. Pure: time is passed in.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
 /// The stamp of the first copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,10 +19,12 @@ pub struct Stamp {
 }
 
 pub struct Dedup {
+    /// The fingerprint's key: random, drawn once (another process has another).
+    key: RandomState,
     window_ms: i64,
     per_sender: usize,
     total: usize,
-    /// By `sender \0 clientMsgId`: the stamp, the message's fingerprint, when.
+    /// By `sender \0 clientMsgId`: the stamp, the payload's fingerprint, when.
     stamps: HashMap<Box<str>, (Stamp, u64, i64)>,
     /// Keys in the order they were remembered, with when (may hold keys already gone).
     order: VecDeque<(Box<str>, i64)>,
@@ -35,6 +40,7 @@ pub const TOTAL: usize = 200_000;
 impl Dedup {
     pub fn new(window_ms: i64, per_sender: usize, total: usize) -> Self {
         Dedup {
+            key: RandomState::new(),
             window_ms,
             per_sender,
             total,
@@ -44,16 +50,17 @@ impl Dedup {
         }
     }
 
-    /// The first copy's stamp, when this message (`fingerprint`) was remembered under
-    /// `client_msg_id` from `sender`.
+    /// The first copy's stamp, when this `payload` (as received, byte for byte) was
+    /// remembered under `client_msg_id` from `sender`.
     pub fn get(
         &mut self,
         sender: &str,
         client_msg_id: &str,
-        fingerprint: u64,
+        payload: &[u8],
         now_ms: i64,
     ) -> Option<Stamp> {
         self.expire(now_ms);
+        let fingerprint = self.fingerprint(payload);
         self.stamps
             .get(&*key(sender, client_msg_id))
             .filter(|(_, remembered, _)| *remembered == fingerprint)
@@ -66,11 +73,12 @@ impl Dedup {
         &mut self,
         sender: &str,
         client_msg_id: &str,
-        fingerprint: u64,
+        payload: &[u8],
         stamp: Stamp,
         now_ms: i64,
     ) {
         self.expire(now_ms);
+        let fingerprint = self.fingerprint(payload);
         let key = key(sender, client_msg_id);
         if let Some(held) = self.stamps.get_mut(&key) {
             // The id reused for another message: the newest is the one to match.
@@ -93,6 +101,12 @@ impl Dedup {
             };
             self.forget(&oldest);
         }
+    }
+
+    /// What makes two copies the same message: the whole payload, hashed with this
+    /// process's key (a collision is as unlikely as guessing the key).
+    fn fingerprint(&self, payload: &[u8]) -> u64 {
+        self.key.hash_one(payload)
     }
 
     /// Stamps remembered now.
@@ -139,18 +153,6 @@ fn key(sender: &str, client_msg_id: &str) -> Box<str> {
     format!("{sender}\0{client_msg_id}").into()
 }
 
-/// What makes two copies the same message: FNV-1a over its parts, each ended by a 0xFF byte
-/// (which UTF-8 text never holds).
-pub fn fingerprint(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0xFF]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    hash
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +164,8 @@ mod tests {
         }
     }
 
-    const SAME: u64 = 7;
+    const SAME: &[u8] =
+        br#"{"type":"CHAT","fromId":17,"toId":2,"content":"hi","clientMsgId":"a1"}"#;
 
     /// As the plugin does: the first copy's stamp, or `new` remembered.
     fn stamp_of(d: &mut Dedup, sender: &str, id: &str, at: i64, new: Stamp) -> (Stamp, bool) {
@@ -178,19 +181,60 @@ mod tests {
     #[test]
     fn the_same_client_msg_id_on_another_message_is_another_message() {
         let mut d = Dedup::new(300_000, PER_SENDER, TOTAL);
-        let first = fingerprint(&["CHAT", "2", "hello"]);
+        let first = br#"{"type":"CHAT","fromId":17,"toId":2,"content":"hello","clientMsgId":"a1"}"#;
         d.remember("17", "a1", first, stamp(1), 1_000);
         assert_eq!(d.get("17", "a1", first, 2_000), Some(stamp(1)));
-        let other = fingerprint(&["CHAT", "3", "hello"]);
-        assert_ne!(first, other);
-        assert_eq!(d.get("17", "a1", other, 2_000), None);
-        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
+        // Anything else under the same id is another message: another recipient, another
+        // content, a field the content does not hold, the same fields in another order, one
+        // byte of white space.
+        for other in [
+            &br#"{"type":"CHAT","fromId":17,"toId":3,"content":"hello","clientMsgId":"a1"}"#[..],
+            br#"{"type":"CHAT","fromId":17,"toId":2,"content":"hellO","clientMsgId":"a1"}"#,
+            br#"{"type":"CHAT","fromId":17,"toId":2,"content":"hello","clientMsgId":"a1","replyTo":"x"}"#,
+            br#"{"fromId":17,"type":"CHAT","toId":2,"content":"hello","clientMsgId":"a1"}"#,
+            br#"{"type":"CHAT","fromId":17,"toId":2,"content":"hello","clientMsgId":"a1"} "#,
+            b"",
+        ] {
+            assert_eq!(
+                d.get("17", "a1", other, 2_000),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        let other = br#"{"type":"CHAT","fromId":17,"toId":2,"content":"bye","clientMsgId":"a1"}"#;
         d.remember("17", "a1", other, stamp(2), 2_000);
         assert_eq!(
             d.get("17", "a1", other, 3_000),
             Some(stamp(2)),
             "the newest"
         );
+        assert_eq!(
+            d.get("17", "a1", first, 3_000),
+            None,
+            "replaced by the newest"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_keyed_per_process_and_covers_every_byte() {
+        let (one, two) = (
+            Dedup::new(1, PER_SENDER, TOTAL),
+            Dedup::new(1, PER_SENDER, TOTAL),
+        );
+        assert_eq!(one.fingerprint(SAME), one.fingerprint(SAME));
+        // Two instances draw two keys: the hash is not a fixed function a sender can
+        // search for collisions offline.
+        assert_ne!(one.fingerprint(SAME), two.fingerprint(SAME));
+        // Boundaries count: a payload is one byte string, not a list of parts.
+        assert_ne!(one.fingerprint(b"ab"), one.fingerprint(b"a"));
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..SAME.len() {
+            let mut changed = SAME.to_vec();
+            changed[n] ^= 1;
+            assert!(seen.insert(one.fingerprint(&changed)), "byte {n}");
+        }
+        assert!(!seen.contains(&one.fingerprint(SAME)));
     }
 
     #[test]

@@ -274,10 +274,10 @@ impl Plugin {
                 Err(e) => log::warn!("{e}; no session is restored"),
             }
         }
-        let store = match (&config.persist, &mysql) {
-            (Some(persist), Some(mysql)) => {
-                Some(Store::start(persist, Arc::clone(mysql.users.db()))?)
-            }
+        // Its own connection to the same server: the writer's waits on a busy messages table
+        // never mark MySQL down for logins.
+        let store = match (&config.persist, &history_db) {
+            (Some(persist), Some(db)) => Some(Store::start(persist, db)?),
             _ => None,
         };
         let history = match (&config.history, &config.persist, history_db) {
@@ -1061,10 +1061,9 @@ impl Plugin {
             return Ok(MessageVerdict::Pass);
         }
         let now = now_ms();
-        let fingerprint =
-            || dedup::fingerprint(&[stamped.kind.name(), &stamped.to_id, &stamped.content]);
+        // The same message only when the payload received is byte for byte the same.
         let retransmission = match (&stamped.client_msg_id, &mut state.dedup) {
-            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, fingerprint(), now),
+            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, payload, now),
             _ => None,
         };
         if let Some(first) = retransmission {
@@ -1090,7 +1089,7 @@ impl Plugin {
                 message_id: stamped.message_id.clone(),
                 server_ts: stamped.server_ts,
             };
-            dedup.remember(&stamped.from_id, id, fingerprint(), first, now);
+            dedup.remember(&stamped.from_id, id, payload, first, now);
         }
         state.counters.chat_accepted += 1;
         Ok(MessageVerdict::Replace(stamped.payload))

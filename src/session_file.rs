@@ -3,10 +3,11 @@
 //! receiving what they are entitled to. One JSON object per line; written whole to a
 //! temporary file, synced and renamed over the old one, so a power cut leaves either the
 //! old file or the new one. A file that cannot be read is reported and ignored: the broker
-//! still starts, and those clients get their rules at their next login.
+//! still starts, and those clients get their rules at their next login. The file is 0600.
 
 use crate::sessions::SavedSession;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -37,7 +38,15 @@ fn write(path: &Path, sessions: &[SavedSession]) -> Result<(), String> {
     }
     let temporary = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temporary)?;
+        // Private whatever the umask: it names every persistent session's user. Set on the
+        // file too, since one an earlier run left behind keeps its mode when opened.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&text)?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)?;
@@ -113,6 +122,24 @@ mod tests {
         save(&path, &[session("old")], 1).unwrap();
         assert_eq!(load(&path).unwrap(), (vec![session("c")], 0));
         assert!(!path.with_extension("tmp").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_file_is_private_whatever_was_there() {
+        let dir = dir();
+        let path = dir.join("sessions.jsonl");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        write(&path, &[session("a")]).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // A temporary file a crash left behind, world-readable: renamed over the file, it
+        // would make it so.
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, b"").unwrap();
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write(&path, &[session("b")]).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(load(&path).unwrap(), (vec![session("b")], 0));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,15 +1,17 @@
 //! Chat message storage: the spool (before the MESSAGE callback returns), a queue, and a
 //! writer thread that inserts multi-row batches in transactions and then moves the spool's
 //! checkpoint. A replay (after a crash, or of a batch whose commit answer was lost) can
-//! never make a second row: `message_id` is unique and duplicates are skipped.
+//! never make a second row: `message_id` is unique and duplicates are skipped. The writer
+//! has a MySQL connection of its own (`link`): its waits never touch the logins' pool.
 
 // The spool's memory map: with `ffi`, the only place `unsafe` is allowed.
+pub mod link;
 #[allow(unsafe_code)]
 mod mapped_file;
 pub mod spool;
 
-use crate::config::StoreConfig;
-use crate::db::{Db, DbError};
+use crate::config::{DbConfig, StoreConfig};
+use link::{Failure, Link};
 use mysql::Value;
 use serde::{Deserialize, Serialize};
 use spool::{Checkpoint, Position, Spool, SpoolReader, Usage};
@@ -165,9 +167,6 @@ pub struct Store {
     full: bool,
 }
 
-/// Attempts of a row alone before it is set aside as refused.
-const ROW_ATTEMPTS: u32 = 3;
-
 /// How often the writer looks for a full batch while it gathers one.
 const GATHER_POLL: Duration = Duration::from_millis(5);
 
@@ -180,7 +179,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 impl Store {
     /// Opens the spool and starts the writer, which first writes (from disk) what the last
     /// run left uncommitted.
-    pub fn start(config: &StoreConfig, db: Arc<Db>) -> Result<Store, String> {
+    pub fn start(config: &StoreConfig, db: &DbConfig) -> Result<Store, String> {
         let spool_error = |e: io::Error| {
             format!(
                 "auth_opt_persist_spool_dir (plugin_opt_persist_spool_dir): cannot use '{}': {e}",
@@ -194,9 +193,10 @@ impl Store {
         let stop = Arc::new(AtomicBool::new(false));
         let signal = Arc::new(Signal::default());
         let writer = Writer {
-            db,
+            link: Link::new(db)?,
             table: config.table.clone(),
             columns: None,
+            unique_checked: false,
             batch_rows: config.batch_rows,
             flush: config.flush,
             start: reader.position(),
@@ -282,11 +282,13 @@ impl Drop for Store {
 }
 
 struct Writer {
-    db: Arc<Db>,
+    link: Link,
     /// Quoted.
     table: String,
     /// How many of `COLUMNS` the table has (all, or all but `payload`); `None` until asked.
     columns: Option<usize>,
+    /// Whether the table's unique `message_id` was looked for (once).
+    unique_checked: bool,
     batch_rows: usize,
     flush: Duration,
     /// Where reading started: the writer goes back to the last commit (or here) after a
@@ -369,13 +371,16 @@ impl Writer {
         Ok(self.write(&batch))
     }
 
-    /// Writes one batch, retrying while MySQL is unavailable; `false` when told to stop
-    /// first. A batch the server refuses while it takes rows into the table (the zero-row
-    /// probe) is halved until the rows it refuses are alone; each of those goes to
-    /// `rejected.jsonl` and the rest is stored. Whether a row is refused is read from what
-    /// happens to it alone, not from a list of error codes: a CHECK constraint, a foreign
-    /// key, a trigger's SIGNAL, a packet too large (the server drops the connection) all
-    /// end the same way, while a missing grant or table (the probe fails too) waits.
+    /// Writes one batch, retrying for as long as it takes; `false` when told to stop first.
+    /// A row is set aside (`rejected.jsonl`) only when the server refuses the row itself
+    /// (`link::is_refusal`: a constraint, a value, a trigger's `SIGNAL`, a row too large): a
+    /// batch so refused is halved until the refused rows are alone, and the rest is stored
+    /// in order. A lock wait or a deadlock, a timeout, a lost connection, a missing grant or
+    /// table are waited out, with a backoff, one warning per episode and every attempt
+    /// counted (`failedAttempts`). A batch that loses the connection twice in a row (one
+    /// larger than `max_allowed_packet`: the server drops the connection) is halved too; a
+    /// row that does so alone is set aside only when it is larger than the server's
+    /// `max_allowed_packet` (read when connecting).
     fn write(&mut self, batch: &[Queued]) -> bool {
         if let Some(first) = batch.first().and_then(|q| spool::decode(&q.0)) {
             self.counters
@@ -383,8 +388,7 @@ impl Writer {
                 .store(first.server_ts, Ordering::Relaxed);
         }
         let mut backoff = Duration::from_millis(50);
-        let mut connection_failures = 0;
-        let mut refusals_alone = 0;
+        let mut lost = 0;
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
                 self.test_panic();
@@ -395,49 +399,48 @@ impl Writer {
                     "internal panic in the chat message writer; the batch stays in the spool \
                      and is tried again"
                 );
-                Err(DbError::Unavailable("internal panic".into()))
+                self.link.reset();
+                Err(Failure::Lost("internal panic".into()))
             });
-            let error = match attempt {
+            let failure = match attempt {
                 Ok(()) => {
                     self.stored_again();
                     self.committed(batch, batch.len());
                     return true;
                 }
-                Err(error) => error,
+                Err(failure) => failure,
             };
             self.counters
                 .failed_attempts
                 .fetch_add(1, Ordering::Relaxed);
-            let about_rows = match &error {
-                DbError::Query(_) => true,
-                // Twice in a row: maybe the batch itself breaks the connection.
-                DbError::Unavailable(_) | DbError::Service(_) => {
-                    connection_failures += 1;
-                    connection_failures >= 2
+            let refused = match &failure {
+                Failure::Refused(_) => Some(failure.clone()),
+                Failure::Lost(_) => {
+                    lost += 1;
+                    match batch {
+                        [item] if lost >= 2 => self.too_large(item),
+                        _ => None,
+                    }
+                }
+                Failure::Server(_) | Failure::Unreachable(_) => {
+                    lost = 0;
+                    None
                 }
             };
-            if about_rows && self.table_takes_rows() {
-                self.stored_again();
-                if let [item] = batch {
-                    // A deadlock or a lock wait timeout passes: a row is refused only when it
-                    // fails alone three times in a row.
-                    refusals_alone += 1;
-                    if refusals_alone < ROW_ATTEMPTS {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    self.reject(item, &error);
-                    self.committed(batch, 0);
-                    return true;
-                }
+            if let (Some(refusal), [item]) = (&refused, batch) {
+                self.reject(item, refusal);
+                self.committed(batch, 0);
+                return true;
+            }
+            if refused.is_some() || (lost >= 2 && batch.len() > 1) {
                 let (first, second) = batch.split_at(batch.len() / 2);
                 return self.write(first) && self.write(second);
             }
             if !self.failing {
                 self.failing = true;
                 log::warn!(
-                    "storing chat messages failed ({error}); they stay in the spool and are \
-                     retried"
+                    "storing chat messages failed ({failure}); they stay in the spool and are \
+                     retried until MySQL takes them"
                 );
             }
             if self.stop.load(Ordering::Acquire) {
@@ -448,11 +451,28 @@ impl Writer {
         }
     }
 
-    /// Whether the server takes INSERTs into the table at all: a statement inserting no row
-    /// needs the grant, the table and its columns, and touches no constraint or trigger.
-    fn table_takes_rows(&self) -> bool {
+    /// A row that lost the connection alone: refused when its values alone are larger than
+    /// the server's `max_allowed_packet` (it can never be sent), else `None` (waited out).
+    fn too_large(&self, item: &Queued) -> Option<Failure> {
+        let max = self.link.max_packet()?;
+        let record = spool::decode(&item.0)?;
         let columns = self.columns.unwrap_or(COLUMNS.len());
-        self.db.execute(&self.probe_sql(columns)).is_ok()
+        let bytes: usize = record
+            .values()
+            .iter()
+            .take(columns)
+            .map(|v| match v {
+                Value::Bytes(b) => b.len(),
+                _ => 8,
+            })
+            .sum();
+        // The statement's own framing: a few bytes per column.
+        (bytes + 16 * columns >= max).then(|| {
+            Failure::Refused(format!(
+                "the row is {bytes} bytes, more than the server's max_allowed_packet \
+                 ({max} bytes): the server drops the connection"
+            ))
+        })
     }
 
     /// `INSERT ... SELECT ... WHERE FALSE` into the first `columns` of `COLUMNS`.
@@ -467,15 +487,16 @@ impl Writer {
 
     /// How many of `COLUMNS` the table takes: a table made before `payload` existed is
     /// written without it (one warning; history then rebuilds messages from the columns).
-    fn columns(&mut self) -> Result<usize, DbError> {
+    fn columns(&mut self) -> Result<usize, Failure> {
         if let Some(columns) = self.columns {
             return Ok(columns);
         }
-        let columns = match self.db.execute(&self.probe_sql(COLUMNS.len())) {
+        let probe = self.probe_sql(COLUMNS.len());
+        let columns = match self.link.execute(&probe) {
             Ok(()) => COLUMNS.len(),
             // Only the server saying the column does not exist: any other error (a grant,
             // a missing table) waits like an outage, and is asked again.
-            Err(DbError::Query(why)) if why.contains(UNKNOWN_PAYLOAD) => {
+            Err(Failure::Server(why)) if why.contains(UNKNOWN_PAYLOAD) => {
                 log::warn!(
                     "the table {} has no payload column: messages are stored without the payload as \
                      delivered, and chat history rebuilds them (run history-upgrade.sql: README, \
@@ -488,7 +509,48 @@ impl Writer {
             Err(e) => return Err(e),
         };
         self.columns = Some(columns);
+        if !self.unique_checked {
+            self.unique_checked = true;
+            self.check_unique();
+        }
         Ok(columns)
+    }
+
+    /// Once: warns when no unique key of the table is `message_id` alone. Without one, a
+    /// batch written again (its COMMIT's answer lost to a timeout, a crash before the
+    /// checkpoint) stores its rows twice. An index list the server will not give is not
+    /// reported.
+    fn check_unique(&mut self) {
+        let sql = format!("SHOW INDEX FROM {}", self.table);
+        let rows = match self.link.rows(&sql) {
+            Ok(rows) => rows,
+            Err(e) => {
+                log::debug!("chat message writer: {sql}: {e}");
+                return;
+            }
+        };
+        let mut keys: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for row in rows {
+            let unique = row.get::<u64, _>("Non_unique") == Some(0);
+            if let (true, Some(key), Some(column)) = (
+                unique,
+                row.get::<String, _>("Key_name"),
+                row.get::<String, _>("Column_name"),
+            ) {
+                keys.entry(key).or_default().push(column);
+            }
+        }
+        let unique = keys
+            .values()
+            .any(|columns| matches!(&columns[..], [c] if c.eq_ignore_ascii_case("message_id")));
+        if !unique {
+            log::warn!(
+                "the table {} has no unique key on message_id alone: a batch written again \
+                 (its commit's answer lost, a crash before the spool's checkpoint) stores its \
+                 messages twice; add UNIQUE KEY (message_id) as in schema.sql",
+                self.table
+            );
+        }
     }
 
     fn stored_again(&mut self) {
@@ -499,7 +561,7 @@ impl Writer {
     }
 
     /// A row the server refuses on its own: set aside, with the server's answer.
-    fn reject(&self, item: &Queued, error: &DbError) {
+    fn reject(&self, item: &Queued, error: &Failure) {
         let record = spool::decode(&item.0);
         log::warn!(
             "chat message {} was refused by MySQL ({error}); set aside in {}",
@@ -519,8 +581,9 @@ impl Writer {
         }
     }
 
-    fn keep_rejected(&self, record: Option<&Record>, body: &[u8], error: &DbError) {
+    fn keep_rejected(&self, record: Option<&Record>, body: &[u8], error: &Failure) {
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let mut line = match record.map(serde_json::to_value) {
             Some(Ok(value)) => value,
             _ => serde_json::json!({ "undecodable": hex::encode(body) }),
@@ -529,6 +592,7 @@ impl Writer {
         let result = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(spool::FILE_MODE)
             .open(&self.rejected)
             .and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = result {
@@ -560,7 +624,7 @@ impl Writer {
     /// Multi-row INSERTs in one transaction; rows already present (a replay) are skipped.
     /// A batch is cut into a few fixed sizes, so the server prepares each statement once
     /// per connection (one statement per batch length re-prepared nearly every batch).
-    fn insert(&mut self, batch: &[Queued]) -> Result<(), DbError> {
+    fn insert(&mut self, batch: &[Queued]) -> Result<(), Failure> {
         let columns = self.columns()?;
         let mut statements = Vec::new();
         let mut rest = batch;
@@ -572,7 +636,7 @@ impl Writer {
             for item in chunk {
                 // Decoded here, on the writer thread: its allocations never touch the broker's.
                 let record = spool::decode(&item.0)
-                    .ok_or_else(|| DbError::Query("a spool record cannot be decoded".into()))?;
+                    .ok_or_else(|| Failure::Refused("a spool record cannot be decoded".into()))?;
                 values.extend(record.values().into_iter().take(columns));
             }
             statements.push((rows, values));
@@ -595,8 +659,8 @@ impl Writer {
             .into_iter()
             .map(|(rows, values)| (self.insert_sql[&(rows, columns)].as_str(), values))
             .collect();
-        let result = self.db.execute_in_transaction(statements);
-        if matches!(&result, Err(DbError::Query(why)) if why.contains(UNKNOWN_PAYLOAD)) {
+        let result = self.link.transaction(statements);
+        if matches!(&result, Err(Failure::Server(why)) if why.contains(UNKNOWN_PAYLOAD)) {
             // The column went away under us: ask the table again. (One that comes is used
             // from the next start: rows without it still go in meanwhile.)
             self.columns = None;

@@ -4,7 +4,8 @@
 //! Files in the spool directory: `segment-<n>.log` (frames: u32 length, u32 CRC-32, the
 //! record in a small binary encoding; then zeros up to the size the segment was preallocated
 //! to) and `checkpoint` (`<segment> <offset>`: everything before it is in MySQL). Segments
-//! wholly before the checkpoint are deleted.
+//! wholly before the checkpoint are deleted. What the plugin creates here is private to the
+//! broker's user, whatever the umask (Mosquitto sets none): directories 0700, files 0600.
 //!
 //! A segment is written through a shared memory map, a window at a time: a message costs a
 //! copy, not a `write(2)` on the broker thread, and a killed broker loses nothing the copy
@@ -15,6 +16,7 @@ use super::{NewRecord, Record};
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, compiler_fence};
@@ -22,6 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering, compiler_fence};
 const FRAME_HEADER: usize = 8;
 /// A frame longer than this is corruption, not a record.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// The mode of the files the plugin creates (chat messages: the broker's user only).
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of the directories it creates.
+pub const DIR_MODE: u32 = 0o700;
+
 /// How much of a segment is mapped at a time: the broker's resident memory grows by at most
 /// this, not by the segment.
 const WINDOW: u64 = 1024 * 1024;
@@ -90,6 +97,7 @@ impl Segment {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(&path)?;
         let mapped = mapped_file::preallocate(&file, len)
             .and_then(|()| {
@@ -161,7 +169,20 @@ impl Spool {
     /// Returns where the writer starts reading: what the last run did not commit is read
     /// back from disk by the writer (`SpoolReader`), never loaded here.
     pub fn open(dir: &Path, fsync: bool, rotate_at: u64) -> io::Result<(Spool, SpoolReader)> {
-        fs::create_dir_all(dir)?;
+        // Each directory made here (parents too) is the broker's user's alone.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)?;
+        let exposed = exposed(dir)?;
+        if !exposed.is_empty() {
+            log::warn!(
+                "spool {}: other local users may read chat messages in {} (the plugin creates \
+                 its files 0600 and directories 0700; run chmod o-rwx on these)",
+                dir.display(),
+                exposed.join(", ")
+            );
+        }
         let checkpoint = read_checkpoint(dir)?.unwrap_or_else(|| {
             // Torn or emptied by a power cut: replay everything; ids already in MySQL are
             // skipped there, so nothing is stored twice.
@@ -464,7 +485,8 @@ impl Checkpoint {
         let line = checkpoint_line(position);
         let path = self.dir.join("checkpoint");
         let temporary = self.dir.join("checkpoint.tmp");
-        let replaced = fs::write(&temporary, &line).and_then(|()| fs::rename(&temporary, &path));
+        let replaced =
+            write_private(&temporary, line.as_bytes()).and_then(|()| fs::rename(&temporary, &path));
         if replaced.is_err() {
             let _ = fs::remove_file(&temporary);
             // Not truncated: the same number of bytes overwrites the old line, so the disk
@@ -473,11 +495,48 @@ impl Checkpoint {
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(FILE_MODE)
                 .open(&path)?;
             std::io::Write::write_all(&mut file, line.as_bytes())?;
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` to a new or emptied file at `path`, mode 0600 (a file an earlier run left
+/// there is set to it too: it is renamed over one that must stay private).
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    io::Write::write_all(&mut file, bytes)
+}
+
+/// `dir` and the entries in it that other local users may read, write or enter (any of the
+/// mode's "other" bits), each with its mode: what an earlier version, or an operator, left
+/// open. Group bits are allowed (a 0750 directory of the broker's group, as the package
+/// makes it).
+pub fn exposed(dir: &Path) -> io::Result<Vec<String>> {
+    let open = |path: &Path, metadata: &fs::Metadata| {
+        let mode = metadata.permissions().mode() & 0o7777;
+        (mode & 0o007 != 0 && !metadata.is_symlink())
+            .then(|| format!("{} ({mode:04o})", path.display()))
+    };
+    let mut found: Vec<String> = open(dir, &fs::metadata(dir)?).into_iter().collect();
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(line) = open(&entry.path(), &entry.metadata()?) {
+            entries.push(line);
+        }
+    }
+    entries.sort();
+    found.extend(entries);
+    Ok(found)
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -737,6 +796,52 @@ mod tests {
         assert_eq!(ids, ["m4", "m5", "m6", "m7", "m8", "m9"]);
         assert_eq!(records[0], record(4));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Modes are set, not left to the umask (the broker test runs it under umask 022): the
+    /// directories made (parents too), a segment, the checkpoint even over a leftover
+    /// temporary file that was world-readable; what an earlier run left open is reported.
+    #[test]
+    fn what_the_spool_creates_is_private() {
+        let top = temp_dir("modes");
+        let dir = top.join("made/by/the/plugin");
+        let (mut spool, reader) = Spool::open(&dir, false, 1 << 20).unwrap();
+        for made in [&top, &top.join("made"), &dir] {
+            assert_eq!(mode(made), DIR_MODE, "{}", made.display());
+        }
+        let segment = segment_path(&dir, spool.segment);
+        assert_eq!(mode(&segment), FILE_MODE);
+        let leftover = dir.join("checkpoint.tmp");
+        fs::write(&leftover, "").unwrap();
+        fs::set_permissions(&leftover, fs::Permissions::from_mode(0o666)).unwrap();
+        let (position, _) = spool.append(&record(1).borrowed()).unwrap();
+        let bytes = spool.usage.pending_bytes.load(Ordering::Relaxed);
+        reader.checkpoint().commit(position, 1, bytes).unwrap();
+        assert_eq!(mode(&dir.join("checkpoint")), FILE_MODE);
+        assert!(exposed(&dir).unwrap().is_empty());
+        drop((spool, reader));
+        // Left open by an earlier version or an operator: named with their modes. A group
+        // may read (the package's 0750 directory of the broker's group).
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&segment, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(dir.join("rejected.jsonl"), "{}\n").unwrap();
+        fs::set_permissions(
+            dir.join("rejected.jsonl"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        assert_eq!(
+            exposed(&dir).unwrap(),
+            [
+                format!("{} (0755)", dir.display()),
+                format!("{} (0644)", segment.display()),
+            ]
+        );
+        fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]

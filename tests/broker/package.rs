@@ -1,6 +1,7 @@
 //! The Debian package (issue 14): installed on this machine, the system `mosquitto` running
 //! as the `mosquitto` user loads the packaged plugin, a user logs in and a chat message is
-//! stored; removing the package keeps the spool folder. `scripts/test` builds the package
+//! stored; removing the package keeps the spool folder; the conffile (where the MySQL
+//! password goes) is 0640 root:mosquitto. `scripts/test` builds the package
 //! (`scripts/package`) and names it in `CHAT_AUTH_DEB`.
 
 use crate::acl::{PASSWORD, USERQUERY, chat_db};
@@ -83,6 +84,16 @@ fn the_installed_package_logs_in_and_stores() {
     ] {
         assert!(Path::new(path).exists(), "{path} installed");
     }
+    // The MySQL password goes there: readable by root and the broker's group only.
+    let owned = Command::new("stat")
+        .args(["-c", "%a %U %G", "/etc/mosquitto/conf.d/chat-auth.conf"])
+        .output()
+        .expect("run stat");
+    assert_eq!(
+        String::from_utf8_lossy(&owned.stdout).trim(),
+        "640 root mosquitto",
+        "the conffile's mode, owner and group"
+    );
     let conffile = std::fs::read_to_string("/etc/mosquitto/conf.d/chat-auth.conf").unwrap();
     assert!(
         conffile.lines().all(|l| l.is_empty() || l.starts_with('#')),

@@ -58,6 +58,26 @@ pub fn trials() -> Vec<Trial> {
             a_retransmitted_client_msg_id_is_one_row,
         ),
         (
+            "store::a_client_msg_id_on_another_payload_is_another_message",
+            a_client_msg_id_on_another_payload_is_another_message,
+        ),
+        (
+            "store::spool_files_are_private_under_umask_022",
+            spool_files_are_private_under_umask_022,
+        ),
+        (
+            "store::a_row_lock_of_15_s_with_2_s_lock_waits_loses_nothing",
+            a_row_lock_of_15_s_with_2_s_lock_waits_loses_nothing,
+        ),
+        (
+            "store::a_table_lock_of_30_s_is_waited_out_without_an_outage",
+            a_table_lock_of_30_s_is_waited_out_without_an_outage,
+        ),
+        (
+            "store::a_table_without_a_unique_message_id_is_reported",
+            a_table_without_a_unique_message_id_is_reported,
+        ),
+        (
             "store::a_full_disk_refuses_then_recovers",
             a_full_disk_refuses_then_recovers,
         ),
@@ -770,6 +790,337 @@ fn a_retransmitted_client_msg_id_is_one_row() {
     assert_eq!(count(db, &dbname), 4, "one row per message");
     let ids = stored_ids(db, &dbname);
     assert_eq!(ids[0], got[0]["id"].as_str().unwrap());
+}
+
+/// One `clientMsgId` on payloads that differ in a field the plugin does not read, then in
+/// the content: each is a message of its own, delivered with its own id and stored (a
+/// fingerprint of type, recipient and content took the second for a resend of the first,
+/// delivered under the first's id and never stored). A true resend (the same bytes) still
+/// gets the first id and makes no row.
+fn a_client_msg_id_on_another_payload_is_another_message() {
+    let db = shared();
+    let dbname = store_db(db, "dedup_payload");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut alice = login(broker.port, "alice", 0);
+    let first = json!({"type": "CHAT", "fromId": 1, "toId": 2, "content": "see you",
+        "clientMsgId": "c-1", "replyTo": "m-1"})
+    .to_string();
+    let other_field = first.replace("m-1", "m-2");
+    let other_content = first.replace("see you", "see you later");
+    let sent = [
+        &first,
+        &other_field,
+        &other_field,
+        &other_content,
+        &other_content,
+    ];
+    let mut got = Vec::new();
+    for payload in sent {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            payload.as_bytes().to_vec(),
+            false
+        )));
+        let m = bob
+            .message_on("/users/2/messages", SOON)
+            .expect("delivered");
+        let value: Value = serde_json::from_slice(&m.payload).unwrap();
+        got.push(value);
+    }
+    let ids: Vec<&str> = got.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(got[1]["replyTo"], "m-2");
+    assert_ne!(ids[1], ids[0], "another field: another message");
+    assert_eq!(ids[2], ids[1], "the same bytes again: a resend");
+    assert_eq!(got[2]["ts"], got[1]["ts"]);
+    assert_ne!(ids[3], ids[0], "another content: another message");
+    assert_ne!(ids[3], ids[1], "another content: another message");
+    assert_eq!(ids[4], ids[3], "the same bytes again: a resend");
+    eventually("three rows", SOON, || count(db, &dbname) == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(db, &dbname), 3, "no row for a resend");
+    // Each row is the message delivered under its id.
+    let rows = db.root_column(&format!(
+        "SELECT CONCAT(message_id, ' ', content, ' ', JSON_VALUE(payload, '$.replyTo')) \
+         FROM `{dbname}`.messages ORDER BY id"
+    ));
+    assert_eq!(
+        rows,
+        [
+            format!("{} see you m-1", ids[0]),
+            format!("{} see you m-2", ids[1]),
+            format!("{} see you later m-1", ids[3]),
+        ]
+    );
+}
+
+/// The mode of a file or directory, permission bits only.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Mosquitto sets no umask: under 022 (the usual one) a spool directory the plugin made was
+/// 0755 and its segments, `rejected.jsonl` and the sessions file 0644, chat readable by any
+/// local user. Now directories are 0700 and files 0600 whatever the umask; what an earlier
+/// version left open is named at start, in one warning.
+fn spool_files_are_private_under_umask_022() {
+    let db = shared();
+    let dbname = store_db(db, "modes");
+    db.root_exec(&format!(
+        "ALTER TABLE `{dbname}`.messages ADD CONSTRAINT no_secret CHECK (content <> 'secret')"
+    ));
+    let top = fresh_dir("private");
+    // Two levels the plugin makes itself.
+    let made = top.join("spool");
+    let spool = made.join("chat");
+    // SAFETY: umask(2) has no preconditions; the broker inherits it when it is spawned, and
+    // the test's own is put back once it runs (files other tests make meanwhile get 022).
+    let previous = unsafe { libc::umask(0o022) };
+    let broker = store_broker(db, &dbname, &spool, "");
+    unsafe { libc::umask(previous) };
+    let mut bob = Mqtt::login(
+        broker.port,
+        crate::mqtt::Login {
+            client_id: "modes-bob",
+            username: "bob",
+            password: PASSWORD,
+            clean_start: false,
+        },
+    )
+    .expect("bob's persistent session");
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut alice = login(broker.port, "alice", 0);
+    for content in ["secret", "kept"] {
+        assert!(accepted(alice.publish(
+            "/users/2/messages",
+            message("CHAT", 1, 2, content),
+            false
+        )));
+    }
+    eventually("one row stored, one set aside", SOON, || {
+        count(db, &dbname) == 1 && spool.join("rejected.jsonl").exists()
+    });
+    drop((alice, bob));
+    drop(broker); // the sessions file is written at shutdown
+    let segments: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .collect();
+    assert!(!segments.is_empty(), "a segment");
+    let sessions = spool.join("sessions.jsonl");
+    assert!(
+        std::fs::read_to_string(&sessions)
+            .unwrap()
+            .contains("modes-bob")
+    );
+    for dir in [&made, &spool] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    let files = [
+        spool.join("rejected.jsonl"),
+        spool.join("checkpoint"),
+        sessions,
+    ];
+    for file in segments.iter().chain(&files) {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    // As an earlier version left them: named at the next start, in one line.
+    let rejected = spool.join("rejected.jsonl");
+    for (path, mode) in [(&spool, 0o755), (&rejected, 0o644)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let broker = store_broker(db, &dbname, &spool, "");
+    let warnings: Vec<String> = broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("other local users may read"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", broker.log());
+    assert!(
+        warnings[0].contains(&format!("{} (0755)", spool.display()))
+            && warnings[0].contains(&format!("{} (0644)", rejected.display())),
+        "{}",
+        warnings[0]
+    );
+    assert!(!warnings[0].contains("checkpoint"), "{}", warnings[0]);
+}
+
+/// Holds `lock` (run in a transaction as root, from a connection of its own) for `hold`,
+/// on another thread; returns once the lock is taken. The thread commits at the end.
+fn hold_lock(db: &MariaDb, lock: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    use mysql::prelude::Queryable;
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(db.port)
+        .user(Some("root"))
+        .prefer_socket(false);
+    let mut conn = mysql::Conn::new(opts).expect("a root connection");
+    conn.query_drop("START TRANSACTION").unwrap();
+    conn.query_drop(lock)
+        .unwrap_or_else(|e| panic!("{lock}: {e}"));
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        conn.query_drop("COMMIT").unwrap();
+        conn.query_drop("UNLOCK TABLES").unwrap();
+    })
+}
+
+/// Twenty messages to bob while `lock` is held for `hold` on the messages table, and a
+/// user's first login in the middle of it: the login is answered at once (the users table
+/// is not the messages table), every message is delivered, and once the lock is gone every
+/// one is a row, once, with nothing set aside and no outage reported for logins.
+fn twenty_messages_under_a_lock(
+    db: &MariaDb,
+    dbname: &str,
+    lock: &str,
+    hold: Duration,
+    extra: &str,
+) -> Broker {
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, dbname, &spool, extra);
+    let mut bob = login(broker.port, "bob", 0);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    let mut alice = login(broker.port, "alice", 0);
+    let started = std::time::Instant::now();
+    let holder = hold_lock(db, &lock.replace("{db}", dbname), hold);
+    let mut delivered = HashSet::new();
+    for n in 0..20 {
+        if n == 10 {
+            // A login that needs the users table (carol has not logged in to this broker).
+            let asked = std::time::Instant::now();
+            let carol = login(broker.port, "carol", 0);
+            assert!(
+                asked.elapsed() < Duration::from_secs(2),
+                "carol's login took {:?}",
+                asked.elapsed()
+            );
+            drop(carol);
+        }
+        let payload = message("CHAT", 1, 2, &format!("under the lock {n}"));
+        assert!(accepted(alice.publish("/users/2/messages", payload, false)));
+        let m = bob
+            .message_on("/users/2/messages", SOON)
+            .expect("delivered under the lock");
+        delivered.insert(delivered_id(&m.payload));
+        std::thread::sleep(hold / 40);
+    }
+    assert!(started.elapsed() < hold, "all sent while the lock was held");
+    holder.join().expect("the lock holder");
+    eventually("all twenty rows after the lock", SOON, || {
+        count(db, dbname) == 20
+    });
+    let stored: HashSet<String> = stored_ids(db, dbname).into_iter().collect();
+    assert_eq!(stored, delivered, "each delivered message stored, once");
+    assert!(
+        !spool.join("rejected.jsonl").exists(),
+        "set aside: {}",
+        std::fs::read_to_string(spool.join("rejected.jsonl")).unwrap_or_default()
+    );
+    eventually("storing again, logged", SOON, || {
+        broker.log().contains("chat messages are stored again")
+    });
+    let log = broker.log();
+    assert!(
+        !log.contains("MySQL unreachable") && !log.contains("logins refused"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("storing chat messages failed").count(),
+        1,
+        "one warning for the episode:\n{log}"
+    );
+    broker
+}
+
+/// Issue 23: with the server's lock waits lowered to 2 s (below the query timeout), a 15 s
+/// `SELECT ... FOR UPDATE` made the writer's INSERTs end in ERROR 1205, and rows were set
+/// aside as refused although their recipient had them. A lock wait is waited out, like a
+/// deadlock or a timeout.
+fn a_row_lock_of_15_s_with_2_s_lock_waits_loses_nothing() {
+    let db = MariaDb::start_new("store-row-lock");
+    db.root_exec("SET GLOBAL innodb_lock_wait_timeout = 2");
+    let dbname = store_db(&db, "row_lock");
+    let broker = twenty_messages_under_a_lock(
+        &db,
+        &dbname,
+        "SELECT * FROM `{db}`.messages FOR UPDATE",
+        Duration::from_secs(15),
+        "auth_opt_query_timeout_ms 4000\n",
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("ERROR 1205"),
+        "the server ended lock waits:\n{log}"
+    );
+}
+
+/// Issue 23: with the server's default lock waits (here a table lock, which waits
+/// `lock_wait_timeout`, a day by default), the writer's statements outlived the query
+/// timeout, the busy table was taken for a dead server, and "MySQL unreachable" / "MySQL
+/// answers again" flapped for logins every few seconds. The writer's own connection ends its
+/// waits on the server's side (at most 5 s, then ERROR 1205) and tries again.
+fn a_table_lock_of_30_s_is_waited_out_without_an_outage() {
+    let db = shared();
+    let dbname = store_db(db, "table_lock");
+    twenty_messages_under_a_lock(
+        db,
+        &dbname,
+        "LOCK TABLES `{db}`.messages WRITE",
+        Duration::from_secs(30),
+        "",
+    );
+}
+
+/// Exactly once rests on a unique `message_id`: an operator's table without one is named at
+/// start (a batch written again after a lost answer would store its rows twice).
+fn a_table_without_a_unique_message_id_is_reported() {
+    let db = shared();
+    let dbname = store_db(db, "not_unique");
+    db.root_exec(&format!(
+        "ALTER TABLE `{dbname}`.messages DROP INDEX messages_message_id, \
+         ADD INDEX messages_message_id (message_id)"
+    ));
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 0);
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        message("CHAT", 1, 2, "stored all the same"),
+        false
+    )));
+    eventually("stored", SOON, || count(db, &dbname) == 1);
+    eventually("the warning", SOON, || {
+        broker
+            .log()
+            .contains("has no unique key on message_id alone")
+    });
+    // The bundled schema has one: no warning there.
+    let dbname = store_db(db, "unique");
+    let spool = fresh_dir("spool");
+    let broker = store_broker(db, &dbname, &spool, "");
+    let mut alice = login(broker.port, "alice", 1);
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        message("CHAT", 1, 2, "unique"),
+        false
+    )));
+    eventually("stored", SOON, || count(db, &dbname) == 1);
+    std::thread::sleep(Duration::from_millis(1200)); // a tick writes the writer's lines
+    assert!(
+        !broker.log().contains("no unique key on message_id"),
+        "{}",
+        broker.log()
+    );
 }
 
 /// Unmounts a test's tmpfs when the test ends, pass or fail.
