@@ -310,32 +310,6 @@ impl Db {
         result.map_err(|e| self.classify(e))
     }
 
-    /// Runs prepared statements inside one transaction and commits them. Waits at most the
-    /// timeouts; fails at once while MySQL is known to be down. `Query`: the server answered
-    /// with an error (nothing was committed).
-    pub fn execute_in_transaction(
-        &self,
-        statements: Vec<(&str, Vec<Value>)>,
-    ) -> Result<(), DbError> {
-        if self.is_down() {
-            return Err(DbError::Unavailable("still unreachable".into()));
-        }
-        let result = self.shared.conn(self.wait).and_then(|mut conn| {
-            let mut tx = conn.start_transaction(mysql::TxOpts::default())?;
-            for (sql, values) in statements {
-                tx.exec_drop(sql, values)?;
-            }
-            tx.commit()
-        });
-        if matches!(&result, Err(e) if connection_died(e)) {
-            // The writer retries the batch; let it find fresh connections.
-            self.shared.replace_pool();
-        }
-        // A server error (`Query`) may be a row the server refuses or a table it refuses
-        // (a missing grant): the writer tells them apart by what happens to rows alone.
-        result.map_err(|e| self.classify(e))
-    }
-
     /// Runs one statement without parameters (the writer's probe of its table).
     pub fn execute(&self, sql: &str) -> Result<(), DbError> {
         if self.is_down() {
