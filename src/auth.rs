@@ -4,7 +4,7 @@
 use crate::db::DbError;
 use crate::hash::{self, HashError, HashSettings};
 use crate::logging::printable;
-use crate::throttle::{self, Event, Throttle, ThrottleConfig};
+use crate::throttle::{self, Event, Refused, Throttle, ThrottleConfig};
 use hmac::{KeyInit, Mac};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -498,9 +498,12 @@ impl<S: UserSource> Authenticator<S> {
                 "newDevices": s.new_failed.as_micros() as u64,
                 "knownDevices": s.known_failed.as_micros() as u64,
             },
-            "budgetRefused": {
-                "newDevices": s.refused_budget,
-                "knownDevices": s.refused_known_budget,
+            "refused": {
+                "budget": s.refused(Refused::Budget),
+                "knownBudget": s.refused(Refused::KnownBudget),
+                "username": s.refused(Refused::Username),
+                "address": s.refused(Refused::Address),
+                "device": s.refused(Refused::Device),
             },
         })
     }

@@ -627,7 +627,7 @@ pub const OPTIONS: &[Spec] = &[
             max: 10_000_000,
         },
         General,
-        "Known devices remembered at most (8 per username, about 85 bytes each); when full, \
+        "Known devices remembered at most (8 per username, about 35 bytes each); when full, \
          a new username's device is not remembered until old ones expire. `0`: none.",
     )
     .default("100000"),
