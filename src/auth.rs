@@ -4,7 +4,7 @@
 use crate::db::DbError;
 use crate::hash::{self, HashError, HashSettings};
 use crate::logging::printable;
-use crate::throttle::{Event, Throttle, ThrottleConfig};
+use crate::throttle::{self, Event, Refused, Throttle, ThrottleConfig};
 use hmac::{KeyInit, Mac};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -123,7 +123,8 @@ pub enum Refusal {
     Database(DbError),
     /// The broker passed no client id (never seen; refused rather than guessed).
     NoClientId,
-    /// Too many failed logins for the username or from the address: refused unchecked.
+    /// Refused unchecked by the throttle (a spent login budget, too many failed logins for
+    /// the username, from the address or of this client id).
     Throttled,
     /// The row found holds the name spelled otherwise (the `username` column): names are
     /// compared byte for byte, so one account has one identity.
@@ -226,7 +227,7 @@ impl<S: UserSource> Authenticator<S> {
             secret: Secret::new(),
             cache,
             certificate_cache: (!cache_ttl.is_zero()).then(|| CredentialCache::new(cache_ttl)),
-            throttle: Mutex::new(Throttle::new(throttle)),
+            throttle: Mutex::new(Throttle::new(throttle, Instant::now())),
             times: Default::default(),
             unproven_glob_said: AtomicBool::new(false),
         }
@@ -251,21 +252,32 @@ impl<S: UserSource> Authenticator<S> {
             log::info!("login refused: username is not UTF-8");
             return Decision::Refuse(Refusal::UnknownUser);
         };
-        if !self.throttle().admit(username, address, now) {
-            log::debug!(
-                "login refused for user '{}': throttled",
-                printable(username)
-            );
-            return Decision::Refuse(Refusal::Throttled);
-        }
+        let (admitted, events) = self.throttle().admit(
+            throttle::Login {
+                username,
+                client_id,
+                address,
+            },
+            now,
+        );
+        log_throttle_events(events);
+        let ticket = match admitted {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                log::debug!(
+                    "login refused for user '{}': throttled ({why})",
+                    printable(username)
+                );
+                return Decision::Refuse(Refusal::Throttled);
+            }
+        };
         let started = Instant::now();
         let decision = self.decide(username, password, client_id, now);
         let events = match &decision {
             Decision::Refuse(why) if why.counts_as_failure() => {
-                self.throttle()
-                    .failed(username, address, started.elapsed(), now)
+                self.throttle().failed(&ticket, started.elapsed(), now)
             }
-            Decision::Allow(_) => self.throttle().succeeded(username, address),
+            Decision::Allow(_) => self.throttle().succeeded(&ticket, now),
             _ => Vec::new(),
         };
         log_throttle_events(events);
@@ -566,10 +578,26 @@ impl<S: UserSource> Authenticator<S> {
         Ok(identity)
     }
 
-    /// Usernames and addresses the throttle remembers failures of (for stats).
+    /// What the throttle remembers and what its budgets were charged (for stats).
     pub fn throttled_keys(&self) -> serde_json::Value {
-        let (users, addresses) = self.throttle().tracked();
-        serde_json::json!({ "usernames": users, "addresses": addresses })
+        let s = self.throttle().stats();
+        serde_json::json!({
+            "usernames": s.usernames,
+            "addresses": s.addresses,
+            "knownDevices": s.known_devices,
+            "bytes": s.bytes,
+            "failedLoginMicros": {
+                "newDevices": s.new_failed.as_micros() as u64,
+                "knownDevices": s.known_failed.as_micros() as u64,
+            },
+            "refused": {
+                "budget": s.refused(Refused::Budget),
+                "knownBudget": s.refused(Refused::KnownBudget),
+                "username": s.refused(Refused::Username),
+                "address": s.refused(Refused::Address),
+                "device": s.refused(Refused::Device),
+            },
+        })
     }
 
     /// Number of remembered logins (for tests and stats).
@@ -614,22 +642,59 @@ fn format_label(stored: &[u8], settings: &HashSettings) -> String {
 }
 
 fn log_throttle_events(events: Vec<Event>) {
+    let whose = |user: &Option<String>| {
+        user.as_ref()
+            .map_or_else(String::new, |u| format!(" of user '{}'", printable(u)))
+    };
     for event in events {
         match event {
             Event::Started {
                 kind,
                 key,
+                user,
                 failures,
                 blocked_for,
             } => log::warn!(
-                "login throttled for {kind} '{}': {failures} failed logins; further logins \
-                 are refused without checking for {} ms, growing while they go on",
+                "login throttled for {kind} '{}'{}: {failures} failed logins; further logins \
+                 are refused without checking for {} ms, growing while they go on{}",
                 printable(&key),
-                blocked_for.as_millis()
+                whose(&user),
+                blocked_for.as_millis(),
+                if user.is_some() {
+                    ""
+                } else {
+                    " (devices that logged in before are not refused)"
+                }
             ),
-            Event::Ended { kind, key, refused } => log::info!(
-                "login throttling for {kind} '{}' ended ({refused} logins refused unchecked)",
-                printable(&key)
+            Event::Ended {
+                kind,
+                key,
+                user,
+                refused,
+            } => log::info!(
+                "login throttling for {kind} '{}'{} ended ({refused} logins refused unchecked)",
+                printable(&key),
+                whose(&user)
+            ),
+            Event::BudgetSpent {
+                known: false,
+                percent,
+            } => log::warn!(
+                "login budget spent: failed logins took {percent}% of the broker thread; logins \
+                 of devices not seen before are refused without checking until it refills \
+                 (devices that logged in before are not refused)"
+            ),
+            Event::BudgetSpent {
+                known: true,
+                percent,
+            } => log::warn!(
+                "login budget for known devices spent: client ids that logged in before, failing \
+                 again, took {percent}% of the broker thread; those failing twice or more in a \
+                 row are refused without checking until it refills"
+            ),
+            Event::BudgetRefilled { known, refused } => log::info!(
+                "login budget{} refilled ({refused} logins refused unchecked)",
+                if known { " for known devices" } else { "" }
             ),
         }
     }
@@ -983,7 +1048,7 @@ mod tests {
             ),
         ];
         for (i, (user, pw, why)) in cases.iter().enumerate() {
-            // Apart in time: each failure blocks its username for twice what it cost.
+            // Apart in time, as a client would be.
             let at = now + Duration::from_millis(100) * i as u32;
             assert_eq!(
                 a.login(*user, *pw, b"c", None, at),
@@ -1180,54 +1245,70 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_password_flood_is_refused_unchecked() {
+    fn a_wrong_password_flood_is_refused_unchecked_but_not_the_owners_device() {
         let a = auth(table(), 0);
         let mut now = Instant::now();
-        for _ in 0..3 {
+        let login = |pw: &[u8], client: &str, address: &str, at| {
+            a.login(
+                Some(b"alice"),
+                Some(pw),
+                client.as_bytes(),
+                Some(address),
+                at,
+            )
+        };
+        // The owner's phone logged in once: a known device from then on.
+        assert!(matches!(
+            login(b"secret", "phone", "10.9.9.9", now),
+            Decision::Allow(_)
+        ));
+        // 20 wrong passwords (a fast hash: no duty-cycle block) from new devices...
+        for i in 0..20 {
             now += Duration::from_millis(100);
             assert_eq!(
-                a.login(Some(b"alice"), Some(b"guess"), b"c", Some("10.1.1.1"), now),
+                login(b"guess", &format!("bot{i}"), "10.1.1.1", now),
                 Decision::Refuse(Refusal::WrongPassword)
             );
         }
+        // ...then new devices are refused unchecked.
         let fetches = a.sources[0].fetches.get();
-        for _ in 0..100 {
+        for i in 0..100 {
             assert_eq!(
-                a.login(Some(b"alice"), Some(b"guess"), b"c", Some("10.1.1.1"), now),
+                login(b"guess", &format!("more{i}"), "10.1.1.1", now),
                 Decision::Refuse(Refusal::Throttled)
             );
         }
         assert_eq!(a.sources[0].fetches.get(), fetches, "no row read, no hash");
-        // Even the right password waits for the block to end...
+        // Even a new device with the right password waits for the block...
         assert_eq!(
-            a.login(Some(b"alice"), Some(b"secret"), b"c", Some("10.2.2.2"), now),
+            login(b"secret", "laptop", "10.2.2.2", now),
             Decision::Refuse(Refusal::Throttled)
         );
-        // ...then gets in, and the count starts over.
-        let later = now + Duration::from_secs(2);
+        // ...but the phone gets in, from any address, and after a typo at once too.
         assert!(matches!(
-            a.login(
-                Some(b"alice"),
-                Some(b"secret"),
-                b"c",
-                Some("10.2.2.2"),
-                later
-            ),
+            login(b"secret", "phone", "10.1.1.1", now),
             Decision::Allow(_)
         ));
         assert_eq!(
-            a.login(
-                Some(b"alice"),
-                Some(b"guess"),
-                b"c",
-                Some("10.2.2.2"),
-                later
-            ),
+            login(b"typo", "phone", "10.9.9.9", now),
             Decision::Refuse(Refusal::WrongPassword)
         );
+        assert!(matches!(
+            login(b"secret", "phone", "10.9.9.9", now),
+            Decision::Allow(_)
+        ));
+        // The laptop once the block is over (1 s at the 20th failure).
+        let later = now + Duration::from_secs(1);
+        assert!(matches!(
+            login(b"secret", "laptop", "10.2.2.2", later),
+            Decision::Allow(_)
+        ));
+        let stats = a.throttled_keys();
+        assert_eq!(stats["knownDevices"], 2, "{stats}");
+        assert_eq!(stats["usernames"], 1, "{stats}");
         // A database outage is not the client's fault.
         a.sources[0].down.set(true);
-        for _ in 0..10 {
+        for _ in 0..30 {
             assert!(matches!(
                 a.login(Some(b"Sam"), Some(b"x"), b"c", None, later),
                 Decision::Refuse(Refusal::Database(_))

@@ -433,6 +433,11 @@ impl Config {
             user_failures: given.whole::<u32>("login_throttle_failures")?,
             address_failures: given.whole::<u32>("login_throttle_address_failures")?,
             max: Duration::from_secs(given.whole::<u64>("login_throttle_max_seconds")?),
+            budget_percent: given.whole::<u32>("login_throttle_budget_percent")?,
+            known_device_lifetime: Duration::from_secs(
+                given.whole::<u64>("login_throttle_known_device_days")? * 86_400,
+            ),
+            known_devices: given.whole::<usize>("login_throttle_known_devices")?,
             ..ThrottleConfig::default()
         };
         let offline = OfflineCaps {
@@ -1331,6 +1336,18 @@ mod tests {
                 "login_throttle_max_seconds",
             ),
             (
+                &[("login_throttle_budget_percent", "0")],
+                "login_throttle_budget_percent",
+            ),
+            (
+                &[("login_throttle_known_device_days", "0")],
+                "login_throttle_known_device_days",
+            ),
+            (
+                &[("login_throttle_known_devices", "-1")],
+                "login_throttle_known_devices",
+            ),
+            (
                 &[("offline_sessions_per_user", "0")],
                 "offline_sessions_per_user",
             ),
@@ -1502,6 +1519,18 @@ mod tests {
         .unwrap();
         assert!(!config.throttle.enabled());
         assert_eq!(config.throttle.max, Duration::from_secs(5));
+        let (budget, _) = parse(&[
+            ("login_throttle_budget_percent", "5"),
+            ("login_throttle_known_device_days", "7"),
+            ("login_throttle_known_devices", "0"),
+        ])
+        .unwrap();
+        assert_eq!(budget.throttle.budget_percent, 5);
+        assert_eq!(
+            budget.throttle.known_device_lifetime,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(budget.throttle.known_devices, 0);
         assert_eq!(config.offline.per_user, 2);
         assert_eq!(
             config.session_file,

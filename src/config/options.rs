@@ -591,11 +591,14 @@ pub const OPTIONS: &[Spec] = &[
         "login_throttle_failures",
         Whole { min: 0, max: 1_000 },
         General,
-        "Failed logins in a row for one username after which its logins are refused unchecked \
-         for 1 s, doubling at each further failure up to `login_throttle_max_seconds` (see \
-         Attacks). `0` turns throttling off.",
+        "Failed logins for one username from devices not seen before (see \
+         `login_throttle_known_device_days`) after which such logins are refused unchecked for \
+         1 s, doubling at each further failure up to `login_throttle_max_seconds`; the same \
+         for one known device's own failures in a row (see Attacks). A device's first retry \
+         after its failure is never refused by these blocks. `0` turns all throttling off, \
+         the login budget too.",
     )
-    .default("3"),
+    .default("20"),
     spec(
         "login_throttle_address_failures",
         Whole {
@@ -603,10 +606,10 @@ pub const OPTIONS: &[Spec] = &[
             max: 100_000,
         },
         General,
-        "The same for one client address, across usernames (`0`: no address limit). Loopback \
-         addresses are never limited.",
+        "The same for one client address, across usernames (`0`: no address limit). A \
+         success from the address does not reset it. Loopback addresses are never limited.",
     )
-    .default("10"),
+    .default("100"),
     spec(
         "login_throttle_max_seconds",
         Whole { min: 1, max: DAY },
@@ -614,6 +617,37 @@ pub const OPTIONS: &[Spec] = &[
         "The longest block.",
     )
     .default("60"),
+    spec(
+        "login_throttle_budget_percent",
+        Whole { min: 1, max: 100 },
+        General,
+        "Share of the broker thread that failed logins from devices not seen before may \
+         take: beyond it (one second's worth may be spent at once) such logins are refused \
+         unchecked until the share refills; known devices failing twice or more in a row \
+         have a second share of the same size. After a failure that cost 5 ms or more, the \
+         username and the address wait long enough to get half of it at most. `100`: no \
+         budget.",
+    )
+    .default("20"),
+    spec(
+        "login_throttle_known_device_days",
+        Whole { min: 1, max: 3_650 },
+        General,
+        "A device (username with its client id) is known for this many days after its last \
+         successful login: the budget and the username and address limits never refuse it.",
+    )
+    .default("30"),
+    spec(
+        "login_throttle_known_devices",
+        Whole {
+            min: 0,
+            max: 10_000_000,
+        },
+        General,
+        "Known devices remembered at most (8 per username, about 35 bytes each); when full, \
+         a new username's device is not remembered until old ones expire. `0`: none.",
+    )
+    .default("100000"),
     spec(
         "offline_sessions_per_user",
         Whole {

@@ -36,6 +36,14 @@ pub fn trials() -> Vec<Trial> {
             wrong_password_flood_does_not_freeze_the_broker,
         ),
         (
+            "security::wrong_password_flood_never_locks_the_owner_out",
+            wrong_password_flood_never_locks_the_owner_out,
+        ),
+        (
+            "security::login_budget_bounds_a_flood_across_accounts",
+            login_budget_bounds_a_flood_across_accounts,
+        ),
+        (
             "security::sighup_rechecks_are_cheap_and_keep_everyone",
             sighup_rechecks_are_cheap_and_keep_everyone,
         ),
@@ -556,6 +564,65 @@ pub(crate) fn probe_round_trips(port: u16, during: impl FnOnce() + Send) -> Dura
     })
 }
 
+/// Wrong passwords from `connections` threads to 127.0.0.1 for `duration` (at most
+/// `MAX_FLOOD` CONNECTs per thread), each with a fresh client id (a new device), cycling
+/// through `users`; every one must be refused. The CONNECTs made.
+fn wrong_password_flood(
+    port: u16,
+    connections: usize,
+    duration: Duration,
+    users: &[&str],
+) -> usize {
+    const MAX_FLOOD: usize = 50_000;
+    let attempts = AtomicUsize::new(0);
+    let until = Instant::now() + duration;
+    std::thread::scope(|scope| {
+        for thread in 0..connections {
+            let attempts = &attempts;
+            scope.spawn(move || {
+                for n in (thread..).step_by(connections).take(MAX_FLOOD) {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    let user = users[n % users.len()];
+                    let outcome = crate::harness::connect(port, user, "guess");
+                    assert_eq!(outcome, Outcome::Refused(5));
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    attempts.into_inner()
+}
+
+/// CPU time (user and system) of the broker's main thread, the one every plugin callback
+/// and every login runs on (`/proc/PID/task/PID/stat`, fields 14 and 15).
+fn broker_thread_cpu(broker: &Broker) -> Duration {
+    let pid = broker.pid();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+        .expect("the broker thread's stat");
+    // After "pid (comm) ": field 3 (state) is index 0.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// `getStats` figures as microseconds.
+fn micros(stats: &Value, path: &[&str]) -> Duration {
+    let value = path.iter().fold(stats, |v, key| &v[key]);
+    Duration::from_micros(
+        value
+            .as_u64()
+            .unwrap_or_else(|| panic!("{path:?} in {stats}")),
+    )
+}
+
+/// The default `login_throttle_budget_percent`: failed logins of new devices may take 20%
+/// of the broker thread, one second's worth at once.
+const BUDGET_SHARE: f64 = 0.20;
+
 fn wrong_password_flood_does_not_freeze_the_broker() {
     let db = shared();
     let dbname = chat_db(db, "flood");
@@ -565,41 +632,223 @@ fn wrong_password_flood_does_not_freeze_the_broker() {
     ));
     let broker = chat_broker(db, &dbname, "auth_opt_login_throttle_max_seconds 2\n");
     let port = broker.port;
-    let attempts = AtomicUsize::new(0);
-    let flood = || {
-        let until = Instant::now() + Duration::from_secs(4);
-        std::thread::scope(|scope| {
-            for _ in 0..16 {
-                scope.spawn(|| {
-                    while Instant::now() < until {
-                        let outcome = crate::harness::connect(port, "victim", "guess");
-                        assert_eq!(outcome, Outcome::Refused(5));
-                        attempts.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
-        });
-    };
-    let worst = probe_round_trips(port, flood);
-    let attempts = attempts.load(Ordering::Relaxed);
+    let mut attempts = 0;
+    let worst = probe_round_trips(port, || {
+        attempts = wrong_password_flood(port, 16, Duration::from_secs(4), &["victim"]);
+    });
     println!("flood: {attempts} wrong-password logins in 4 s, worst probe round trip {worst:?}");
     assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
     assert!(attempts > 100, "the flood was real: {attempts} attempts");
-    // The owner gets in once the flood is over (the block is at most 2 s here).
+    // A new device of the owner's gets in once the flood is over (the block is at most 2 s
+    // here).
     eventually("the victim's login", Duration::from_secs(10), || {
         crate::harness::connect(port, "victim", "the victim's pw") == Outcome::Accepted
     });
-    let log = broker.log();
-    assert_eq!(
-        log.matches("login throttled for user 'victim'").count(),
-        1,
-        "one line per episode:\n{log}"
-    );
     let hashed = stats(port)["loginTimes"]["bcrypt"]["logins"]
         .as_u64()
         .unwrap();
     println!("flood: {hashed} bcrypt verifications for {attempts} attempts");
     assert!(hashed < 40, "{hashed} hashes for {attempts} attempts");
+}
+
+/// Issue 22: an attacker with one wrong password a minute locked any account out, and the
+/// owner's own phone with it. Four connections flood one account (bcrypt cost 10) with wrong
+/// passwords; the owner's phone, which logged in before, logs in during the flood (and
+/// after a typo at once), a new device of the owner's right after it.
+fn wrong_password_flood_never_locks_the_owner_out() {
+    let db = shared();
+    let dbname = chat_db(db, "lockout");
+    let hash = bcrypt_hash(10, "victim pw");
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.users (id, username, password_hash) VALUES (7, 'victim', '{hash}')"
+    ));
+    let broker = chat_broker(db, &dbname, "");
+    let port = broker.port;
+    let phone = client_id("victim-phone");
+    let owner = |id: &str, password: &str| {
+        let started = Instant::now();
+        let login = Mqtt::login(
+            port,
+            Login {
+                client_id: id,
+                username: "victim",
+                password,
+                clean_start: true,
+            },
+        );
+        let took = started.elapsed();
+        (login.map(Mqtt::disconnect), took)
+    };
+    let (first, _) = owner(&phone, "victim pw");
+    first.expect("the phone's first login");
+    let before = stats(port);
+    let cpu_before = broker_thread_cpu(&broker);
+    let flood_time = Duration::from_secs(4);
+    let started = Instant::now();
+    let mut phone_logins = Vec::new();
+    let attempts = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| wrong_password_flood(port, 4, flood_time, &["victim"]));
+        for round in 0..3 {
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(!flood.is_finished(), "the phone logs in during the flood");
+            let (login, took) = owner(&phone, "victim pw");
+            login.unwrap_or_else(|e| panic!("the phone during the flood (round {round}): {e}"));
+            phone_logins.push(took);
+        }
+        let (typo, _) = owner(&phone, "victim pq");
+        assert!(typo.is_err(), "a typo is refused");
+        let (retry, took) = owner(&phone, "victim pw");
+        retry.unwrap_or_else(|e| panic!("the phone's retry after its typo: {e}"));
+        phone_logins.push(took);
+        assert!(!flood.is_finished(), "the phone logged in during the flood");
+        flood.join().unwrap()
+    });
+    let elapsed = started.elapsed();
+    let cpu = broker_thread_cpu(&broker) - cpu_before;
+    // A new device right after the flood: at most the username's block after the flood's
+    // last checked failure (9 times its cost) or the budget's refill to wait.
+    let laptop = client_id("victim-laptop");
+    let flood_over = Instant::now();
+    while owner(&laptop, "victim pw").0.is_err() {
+        let waited = flood_over.elapsed();
+        assert!(
+            waited < Duration::from_secs(2),
+            "a new device locked out {waited:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = flood_over.elapsed();
+    // ...and another one's typo followed by the right password at once.
+    let tablet = client_id("victim-tablet");
+    assert!(owner(&tablet, "victim pq").0.is_err());
+    let (retry, _) = owner(&tablet, "victim pw");
+    retry.unwrap_or_else(|e| panic!("a new device's right password after its typo: {e}"));
+    let after_stats = stats(port);
+    let failed = micros(
+        &after_stats,
+        &["throttledKeys", "failedLoginMicros", "newDevices"],
+    ) - micros(
+        &before,
+        &["throttledKeys", "failedLoginMicros", "newDevices"],
+    );
+    let hashed = after_stats["loginTimes"]["bcrypt"]["logins"]
+        .as_u64()
+        .unwrap()
+        - before["loginTimes"]["bcrypt"]["logins"].as_u64().unwrap();
+    let hash_time = micros(&after_stats, &["loginTimes", "bcrypt", "hashMicros"])
+        / after_stats["loginTimes"]["bcrypt"]["logins"]
+            .as_u64()
+            .unwrap() as u32;
+    let worst = phone_logins.iter().max().unwrap();
+    println!(
+        "lockout flood: {attempts} wrong passwords in {elapsed:.2?} ({:.0} refused connects/s), \
+         {hashed} bcrypt checks (the phone's included, {hash_time:?} each); failed logins \
+         took {failed:?} of the broker thread ({:.1}%), the thread's CPU {cpu:?} ({:.1}%); \
+         the phone's logins {phone_logins:?} (worst {worst:?}); a new device right after: \
+         {after:?}; throttle {}",
+        attempts as f64 / elapsed.as_secs_f64(),
+        100.0 * failed.as_secs_f64() / elapsed.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        after_stats["throttledKeys"],
+    );
+    assert!(attempts > 100, "the flood was real: {attempts} attempts");
+    assert!(
+        *worst < Duration::from_secs(2),
+        "the phone waited {worst:?}"
+    );
+    // The budget's bound: 20% of the time, one second's worth at once, one login beyond.
+    let bound = elapsed.mul_f64(BUDGET_SHARE) + Duration::from_millis(200) + hash_time * 2;
+    assert!(failed <= bound, "failed logins took {failed:?} > {bound:?}");
+    let log = broker.log();
+    assert!(
+        !log.contains("login throttled for user 'victim'"),
+        "4 s of flood are fewer than 20 checked failures:\n{log}"
+    );
+}
+
+/// The global budget: wrong passwords for 30 accounts (bcrypt cost 10) at once, so no
+/// per-account limit holds the flood back; failed logins take at most the budget's share of
+/// the broker thread, and a known device gets in during the flood.
+fn login_budget_bounds_a_flood_across_accounts() {
+    let db = shared();
+    let dbname = chat_db(db, "budget");
+    let hash = bcrypt_hash(10, "user pw");
+    let rows: Vec<String> = (0..30)
+        .map(|i| format!("({}, 'user{i}', '{hash}')", 100 + i))
+        .collect();
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.users (id, username, password_hash) VALUES {}",
+        rows.join(", ")
+    ));
+    let broker = chat_broker(db, &dbname, "");
+    let port = broker.port;
+    let phone = client_id("user0-phone");
+    Mqtt::connect(port, &phone, "user0", "user pw").disconnect();
+    let users: Vec<String> = (0..30).map(|i| format!("user{i}")).collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let before = stats(port);
+    let cpu_before = broker_thread_cpu(&broker);
+    let flood_time = Duration::from_secs(4);
+    let started = Instant::now();
+    let (attempts, phone_login) = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| wrong_password_flood(port, 4, flood_time, &users));
+        std::thread::sleep(Duration::from_secs(2));
+        let at = Instant::now();
+        Mqtt::connect(port, &phone, "user0", "user pw").disconnect();
+        let took = at.elapsed();
+        (flood.join().unwrap(), took)
+    });
+    let elapsed = started.elapsed();
+    let cpu = broker_thread_cpu(&broker) - cpu_before;
+    let after = stats(port);
+    let failed = micros(
+        &after,
+        &["throttledKeys", "failedLoginMicros", "newDevices"],
+    ) - micros(
+        &before,
+        &["throttledKeys", "failedLoginMicros", "newDevices"],
+    );
+    let checked = micros(&after, &["loginTimes", "bcrypt", "hashMicros"])
+        + micros(&after, &["loginTimes", "bcrypt", "databaseMicros"])
+        - micros(&before, &["loginTimes", "bcrypt", "hashMicros"])
+        - micros(&before, &["loginTimes", "bcrypt", "databaseMicros"]);
+    let logins = after["loginTimes"]["bcrypt"]["logins"].as_u64().unwrap();
+    let hash_time = micros(&after, &["loginTimes", "bcrypt", "hashMicros"]) / logins as u32;
+    println!(
+        "budget flood: {attempts} wrong passwords for 30 accounts in {elapsed:.2?} ({:.0} \
+         refused connects/s); failed logins took {failed:?} ({:.1}% of the time; bcrypt checks \
+         by the plugin's own clock {checked:?}, {hash_time:?} each), the broker thread's CPU \
+         {cpu:?} ({:.1}%); the known phone's login {phone_login:?}; throttle {}",
+        attempts as f64 / elapsed.as_secs_f64(),
+        100.0 * failed.as_secs_f64() / elapsed.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        after["throttledKeys"],
+    );
+    assert!(attempts > 100, "the flood was real: {attempts} attempts");
+    let bound = elapsed.mul_f64(BUDGET_SHARE) + Duration::from_millis(200) + hash_time * 2;
+    assert!(failed <= bound, "failed logins took {failed:?} > {bound:?}");
+    // The plugin's independent clock of row reads and hashes agrees (the phone's two
+    // logins are the difference).
+    assert!(
+        checked <= bound + hash_time * 3,
+        "checks took {checked:?} > {bound:?}"
+    );
+    // The budget, not the per-account limits, held the flood: it was spent.
+    assert!(
+        failed >= elapsed.mul_f64(BUDGET_SHARE / 2.0),
+        "the budget was not reached: {failed:?}"
+    );
+    assert!(after["throttledKeys"]["refused"]["budget"].as_u64() > Some(0));
+    assert!(phone_login < Duration::from_secs(2), "{phone_login:?}");
+    eventually("the budget refilled line", SOON, || {
+        broker.log().contains("login budget refilled")
+    });
+    let log = broker.log();
+    assert_eq!(
+        log.matches("login budget spent").count(),
+        1,
+        "one line per episode:\n{log}"
+    );
 }
 
 /// `chat-auth-passwd --format bcrypt --cost N PASSWORD`.
