@@ -23,6 +23,7 @@ pub mod hash;
 pub mod history;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod plugin;
 pub mod query;
 pub mod refresh;

@@ -852,8 +852,10 @@ impl Throttle {
             return (Ok(ticket), events);
         }
         ticket.active = true;
-        ticket.user = self.hasher.hash_one((0u8, login.username));
-        ticket.device = self.hasher.hash_one((1u8, login.username, login.client_id));
+        // Every spelling of a name is one account's (`names`): one counter.
+        let name = crate::names::folded(login.username);
+        ticket.user = self.hasher.hash_one((0u8, &*name));
+        ticket.device = self.hasher.hash_one((1u8, &*name, login.client_id));
         ticket.address = login
             .address
             .filter(|a| self.config.address_failures > 0 && !is_loopback(a))
@@ -1342,6 +1344,23 @@ mod tests {
         }
         assert_eq!(t.stats().new_failed, Duration::ZERO);
         assert_eq!(t.stats().known_devices, 1_000);
+    }
+
+    #[test]
+    fn every_spelling_of_a_name_counts_for_one_account() {
+        let mut t = Throttle::new(ThrottleConfig::default(), Instant::now());
+        let mut now = Instant::now();
+        for i in 0..20 {
+            let spelling = ["alice", "Alice", "ALICE ", "aLiCe"][i % 4];
+            let device = format!("d{i}");
+            let (verdict, _) = t.admit(login(spelling, &device), now);
+            t.failed(&verdict.unwrap(), MS, now);
+            now += 10 * MS;
+        }
+        assert_eq!(
+            admitted(&mut t, login("alice", "other"), now),
+            Err(Refused::Username)
+        );
     }
 
     #[test]

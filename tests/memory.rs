@@ -93,7 +93,8 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
     let per_client = (LIVE.load(Ordering::Relaxed) - before) as f64 / CLIENTS as f64;
     println!("{per_client:.0} heap bytes per client");
     // Measured 2026-11-23: 522 bytes; 2026-11-29: 613 (proofs for SIGHUP re-checks, rules
-    // tickets). The bound leaves room for hash-table growth steps,
-    // not for a new per-client copy of anything.
-    assert!(per_client < 650.0, "{per_client:.0} heap bytes per client");
+    // tickets); 2026-12-04: 668 (the login throttle's known device of each client, 33
+    // bytes plus its table's growth step: issue 22 asks for known devices). The bound
+    // leaves room for hash-table growth steps, not for a new per-client copy of anything.
+    assert!(per_client < 700.0, "{per_client:.0} heap bytes per client");
 }
