@@ -157,12 +157,16 @@ impl Plugin {
     /// stops the broker; an unreachable database does not.
     ///
     /// `wake` interrupts the broker's loop wait, so background answers (history pages) go
-    /// out at once.
+    /// out at once; `persistence_location` is the broker's, where Mosquitto 2.1 tells it.
     pub fn start<K: AsRef<str>, V: AsRef<str>>(
         options: &[(K, V)],
         wake: Option<crate::action::Waker>,
+        persistence_location: Option<&std::path::Path>,
     ) -> Result<Plugin, String> {
-        let (config, warnings) = Config::parse(options).map_err(|e| e.to_string())?;
+        let (mut config, warnings) = Config::parse(options).map_err(|e| e.to_string())?;
+        if let Some(dir) = persistence_location {
+            config.use_persistence_location(dir);
+        }
         log::set_max_level(config.log_level);
         for warning in &warnings {
             log::warn!("{warning}");

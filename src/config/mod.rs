@@ -175,6 +175,22 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// Where persistent sessions are kept across restarts; `None`: not kept.
     pub session_file: Option<PathBuf>,
+    /// `session_file` was given (a path, or `none`).
+    session_file_given: bool,
+}
+
+/// The sessions file's name in the broker's persistence location (Mosquitto 2.1).
+pub const SESSIONS_IN_PERSISTENCE: &str = "chat-auth-sessions.jsonl";
+
+impl Config {
+    /// Mosquitto 2.1 tells plugins its `persistence_location`, where they may keep their
+    /// own files: without `session_file` and without storage the sessions file goes there,
+    /// so persistent sessions keep their identity across a restart.
+    pub fn use_persistence_location(&mut self, dir: &std::path::Path) {
+        if !self.session_file_given && self.session_file.is_none() && dir.is_dir() {
+            self.session_file = Some(dir.join(SESSIONS_IN_PERSISTENCE));
+        }
+    }
 }
 
 /// The limits on offline sessions (`auth_opt_offline_sessions_*`).
@@ -459,6 +475,7 @@ impl Config {
             }
             None => persist.as_ref().map(|p| p.spool_dir.join("sessions.jsonl")),
         };
+        let session_file_given = given.get("session_file").is_some();
 
         let http = backends
             .contains(&BackendKind::Http)
@@ -487,6 +504,7 @@ impl Config {
             metrics_listen: given.get("metrics_listen").map(str::to_string),
             sys_interval: Duration::from_secs(given.whole::<u64>("sys_interval")?),
             session_file,
+            session_file_given,
         };
         Ok((config, warnings))
     }
@@ -1501,6 +1519,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("persist_enabled"), "{error}");
+    }
+
+    #[test]
+    fn the_sessions_file_goes_to_the_brokers_persistence_location_by_default() {
+        let dir = std::env::temp_dir();
+        let (mut config, _) = parse(&[]).unwrap();
+        config.use_persistence_location(&dir);
+        assert_eq!(config.session_file, Some(dir.join(SESSIONS_IN_PERSISTENCE)));
+        let (mut config, _) = parse(&[("session_file", "none")]).unwrap();
+        config.use_persistence_location(&dir);
+        assert_eq!(config.session_file, None, "none is none");
+        let (mut config, _) = parse(&[]).unwrap();
+        config.use_persistence_location(std::path::Path::new("/nonexistent-dir"));
+        assert_eq!(config.session_file, None);
     }
 
     #[test]

@@ -676,7 +676,10 @@ pub const OPTIONS: &[Spec] = &[
         "Where persistent sessions are kept across broker restarts; `none` keeps none. Its \
          directory must exist and be writable by the broker.",
     )
-    .doc("`sessions.jsonl` in `persist_spool_dir` with storage, else none"),
+    .doc(
+        "`sessions.jsonl` in `persist_spool_dir` with storage, else (Mosquitto 2.1) \
+         `chat-auth-sessions.jsonl` in the broker's `persistence_location`, else none",
+    ),
     spec(
         "metrics_listen",
         Text,

@@ -20,6 +20,7 @@ use crate::plugin::{Action, Client, MessageVerdict, Plugin};
 use crate::sessions::ClientFacts;
 use bindings::*;
 use std::ffi::{CStr, CString, c_int, c_void};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 const PLUGIN_API_VERSION: c_int = 5;
@@ -251,7 +252,8 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             Some((waker, wake)) => (Some(waker), Some(wake)),
             None => (None, None),
         };
-        let plugin = match Plugin::start(&options, wake) {
+        let persistence = persistence_location();
+        let plugin = match Plugin::start(&options, wake, persistence.as_deref()) {
             Ok(plugin) => Box::new(plugin),
             Err(message) => {
                 log::error!("{message}");
@@ -590,6 +592,27 @@ unsafe extern "C" fn on_history(
         }
         MOSQ_ERR_SUCCESS
     })
+}
+
+/// The broker's `persistence_location` (or `MOSQUITTO_PERSISTENCE_LOCATION`), from
+/// `mosquitto_persistence_location`, which only Mosquitto 2.1 has: looked up at run time, so
+/// the plugin still loads on 2.0 (`None` there, and when neither is set).
+fn persistence_location() -> Option<std::path::PathBuf> {
+    type Location = unsafe extern "C" fn() -> *const std::ffi::c_char;
+    // SAFETY: dlsym with a NUL-terminated name; a found symbol is the broker's function of
+    // this signature (include/mosquitto/broker.h, 2.1), which returns NULL or a string the
+    // broker's configuration owns for its lifetime (copied here at once).
+    unsafe {
+        let found = libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"mosquitto_persistence_location".as_ptr(),
+        );
+        if found.is_null() {
+            return None;
+        }
+        let location = std::mem::transmute::<*mut c_void, Location>(found)();
+        c_bytes(location).map(|bytes| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+    }
 }
 
 type ReadString = unsafe extern "C" fn(
