@@ -929,8 +929,10 @@ impl Plugin {
     ) -> MessageVerdict {
         let client_id = client.id.unwrap_or_default();
         let trusted = matches!(
-            state.registry.author(client_id, client.pointer),
-            Author::Relay | Author::NoSession | Author::Superuser
+            state
+                .registry
+                .author(client_id, client.pointer, client.facts),
+            Author::Relay | Author::OwnBridge | Author::Superuser
         );
         let decoded = cluster::decode(payload);
         let Some((id, command)) = decoded.filter(|_| trusted) else {
@@ -994,15 +996,17 @@ impl Plugin {
         };
         let client_id = client.id.unwrap_or_default();
         let client_name = String::from_utf8_lossy(client_id);
-        let author = state.registry.author(client_id, client.pointer);
+        let author = state
+            .registry
+            .author(client_id, client.pointer, client.facts);
         // A bridge: another broker's (a bridge account here) or this broker's own.
-        let bridge = matches!(author, Author::Relay | Author::NoSession);
+        let bridge = matches!(author, Author::Relay | Author::OwnBridge);
         let sender = match author {
             Author::User(user_id) => Sender::User(user_id),
-            Author::Superuser | Author::NoSession | Author::Relay => Sender::Trusted,
+            Author::Superuser | Author::OwnBridge | Author::Relay => Sender::Trusted,
             Author::Unknown => {
                 log::debug!(
-                    "chat message from client '{}' refused: no rules known for it",
+                    "chat message from client '{}' refused: no session or no rules known for it",
                     printable(&client_name)
                 );
                 return Err("unknown-client");
