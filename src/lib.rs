@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod query;
 pub mod refresh;
+pub mod resend;
 pub mod session_file;
 pub mod sessions;
 pub mod store;

@@ -18,6 +18,7 @@ use crate::history::{self, Limits, reader::Reader};
 use crate::logging::printable;
 use crate::metrics;
 use crate::refresh::{Done, Refresher, RuleSource, Work};
+use crate::resend::{self, Resends};
 use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry, RuleSet};
 use crate::store::{Store, StoreRefusal};
 use serde_json::json;
@@ -75,6 +76,8 @@ struct State {
     store: Option<Store>,
     /// The stamps of `clientMsgId`s, for retransmissions (`chat_dedup_seconds`).
     dedup: Option<Dedup>,
+    /// The stamps of QoS 2 chat messages, for their resends before PUBREL.
+    resends: Resends,
     last_stats_log: Instant,
     last_stats: (u64, u64),
     /// Set at a RELOAD: the broker is re-checking every client it holds (SIGHUP), one
@@ -399,6 +402,7 @@ impl Plugin {
                 outbox: Vec::new(),
                 store,
                 dedup,
+                resends: Resends::new(resend::WINDOW_MS, resend::PER_CLIENT, resend::TOTAL),
                 last_stats_log: Instant::now(),
                 last_stats: (0, 0),
                 recheck_window: None,
@@ -1012,14 +1016,25 @@ impl Plugin {
                 return Err("unknown-client");
             }
         };
+        // A QoS 2 copy of a message stamped lately (see `resend`) is stamped as it was.
+        let resent = match qos {
+            2 => state
+                .resends
+                .get(client_id, topic.as_bytes(), payload, now_ms()),
+            _ => None,
+        };
+        let (stamp_ts, stamp_id) = match &resent {
+            Some(first) => (first.server_ts, Some(first.message_id.clone())),
+            None => (now_ms(), None),
+        };
         let stamped = match chat::accept(
             kind,
             topic_id,
             payload,
             sender,
             validation.max_content_bytes,
-            now_ms(),
-            chat::new_message_id,
+            stamp_ts,
+            || stamp_id.unwrap_or_else(chat::new_message_id),
         ) {
             Ok(stamped) => stamped,
             Err(why) => {
@@ -1033,6 +1048,11 @@ impl Plugin {
                 return Err(why.name());
             }
         };
+        if resent.is_some() {
+            // A resend before PUBREL: the same bytes the broker holds, no second row.
+            state.counters.chat_retransmissions += 1;
+            return Ok(MessageVerdict::Replace(stamped.payload));
+        }
         if bridge && stamped.kept_stamp {
             // Stamped by the broker its sender is connected to, which stores it: delivered
             // here as it came, not written again.
@@ -1072,6 +1092,16 @@ impl Plugin {
             dedup.remember(&stamped.from_id, id, fingerprint(), first, now);
         }
         state.counters.chat_accepted += 1;
+        if qos == 2 {
+            let first = Stamp {
+                message_id: stamped.message_id.clone(),
+                server_ts: stamped.server_ts,
+            };
+            let topic = topic.as_bytes();
+            state
+                .resends
+                .remember(client_id, topic, payload, first, now);
+        }
         Ok(MessageVerdict::Replace(stamped.payload))
     }
 
