@@ -27,6 +27,7 @@ pub mod names;
 pub mod plugin;
 pub mod query;
 pub mod refresh;
+pub mod resend;
 pub mod session_file;
 pub mod sessions;
 pub mod store;

@@ -18,6 +18,7 @@ use crate::history::{self, Limits, reader::Reader};
 use crate::logging::printable;
 use crate::metrics;
 use crate::refresh::{Done, Refresher, RuleSource, Work};
+use crate::resend::{self, Resends};
 use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry, RuleSet};
 use crate::store::{Store, StoreRefusal};
 use serde_json::json;
@@ -75,6 +76,8 @@ struct State {
     store: Option<Store>,
     /// The stamps of `clientMsgId`s, for retransmissions (`chat_dedup_seconds`).
     dedup: Option<Dedup>,
+    /// The stamps of QoS 2 chat messages, for their resends before PUBREL.
+    resends: Resends,
     last_stats_log: Instant,
     last_stats: (u64, u64),
     /// Set at a RELOAD: the broker is re-checking every client it holds (SIGHUP), one
@@ -403,6 +406,7 @@ impl Plugin {
                 outbox: Vec::new(),
                 store,
                 dedup,
+                resends: Resends::new(resend::WINDOW_MS, resend::PER_CLIENT, resend::TOTAL),
                 last_stats_log: Instant::now(),
                 last_stats: (0, 0),
                 recheck_window: None,
@@ -955,8 +959,10 @@ impl Plugin {
     ) -> MessageVerdict {
         let client_id = client.id.unwrap_or_default();
         let trusted = matches!(
-            state.registry.author(client_id, client.pointer),
-            Author::Relay | Author::NoSession | Author::Superuser
+            state
+                .registry
+                .author(client_id, client.pointer, client.facts),
+            Author::Relay | Author::OwnBridge | Author::Superuser
         );
         let decoded = cluster::decode(payload);
         let Some((id, command)) = decoded.filter(|_| trusted) else {
@@ -1023,19 +1029,32 @@ impl Plugin {
         };
         let client_id = client.id.unwrap_or_default();
         let client_name = String::from_utf8_lossy(client_id);
-        let author = state.registry.author(client_id, client.pointer);
+        let author = state
+            .registry
+            .author(client_id, client.pointer, client.facts);
         // A bridge: another broker's (a bridge account here) or this broker's own.
-        let bridge = matches!(author, Author::Relay | Author::NoSession);
+        let bridge = matches!(author, Author::Relay | Author::OwnBridge);
         let sender = match author {
             Author::User(user_id) => Sender::User(user_id),
-            Author::Superuser | Author::NoSession | Author::Relay => Sender::Trusted,
+            Author::Superuser | Author::OwnBridge | Author::Relay => Sender::Trusted,
             Author::Unknown => {
                 log::debug!(
-                    "chat message from client '{}' refused: no rules known for it",
+                    "chat message from client '{}' refused: no session or no rules known for it",
                     printable(&client_name)
                 );
                 return Err("unknown-client");
             }
+        };
+        // A QoS 2 copy of a message stamped lately (see `resend`) is stamped as it was.
+        let resent = match qos {
+            2 => state
+                .resends
+                .get(client_id, topic.as_bytes(), payload, now_ms()),
+            _ => None,
+        };
+        let (stamp_ts, stamp_id) = match &resent {
+            Some(first) => (first.server_ts, Some(first.message_id.clone())),
+            None => (now_ms(), None),
         };
         let stamped = match chat::accept(
             kind,
@@ -1043,8 +1062,8 @@ impl Plugin {
             payload,
             sender,
             validation.max_content_bytes,
-            now_ms(),
-            chat::new_message_id,
+            stamp_ts,
+            || stamp_id.unwrap_or_else(chat::new_message_id),
         ) {
             Ok(stamped) => stamped,
             Err(why) => {
@@ -1058,6 +1077,11 @@ impl Plugin {
                 return Err(why.name());
             }
         };
+        if resent.is_some() {
+            // A resend before PUBREL: the same bytes the broker holds, no second row.
+            state.counters.chat_retransmissions += 1;
+            return Ok(MessageVerdict::Replace(stamped.payload));
+        }
         if bridge && stamped.kept_stamp {
             // Stamped by the broker its sender is connected to, which stores it: delivered
             // here as it came, not written again.
@@ -1096,6 +1120,16 @@ impl Plugin {
             dedup.remember(&stamped.from_id, id, payload, first, now);
         }
         state.counters.chat_accepted += 1;
+        if qos == 2 {
+            let first = Stamp {
+                message_id: stamped.message_id.clone(),
+                server_ts: stamped.server_ts,
+            };
+            let topic = topic.as_bytes();
+            state
+                .resends
+                .remember(client_id, topic, payload, first, now);
+        }
         Ok(MessageVerdict::Replace(stamped.payload))
     }
 

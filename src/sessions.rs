@@ -245,12 +245,16 @@ struct OfflineOfUser {
 pub enum Author<'a> {
     User(&'a str),
     Superuser,
-    /// No session for the client id: a bridge (the only kind of client whose PUBLISH passes
-    /// without an ACL check, so without a session): this broker's outgoing bridge.
-    NoSession,
+    /// No session for the client id, and a context without a peer address: this broker's
+    /// own outgoing bridge. Mosquitto makes that context without a socket and never gives it
+    /// an address, while every client of a listener has one from its accept (a context the
+    /// broker restored from persistence has none either, but publishes nothing). A client
+    /// with an address and no session (anonymous, or let in by another plugin) is `Unknown`.
+    OwnBridge,
     /// A bridge account (`bridge_users`) logged in here: another broker's bridge.
     Relay,
-    /// A session that does not match (stale connection), is offline, or has no rules.
+    /// A session that does not match (stale connection), is offline, or has no rules; or no
+    /// session for a client with a peer address.
     Unknown,
 }
 
@@ -938,8 +942,9 @@ impl Registry {
         );
     }
 
-    /// Who is publishing, for chat payload checks.
-    pub fn author(&self, client_id: &[u8], pointer: usize) -> Author<'_> {
+    /// Who is publishing, for chat payload checks (`facts` are asked only when the client
+    /// id has no session).
+    pub fn author(&self, client_id: &[u8], pointer: usize, facts: &dyn ClientFacts) -> Author<'_> {
         match self.sessions.get(client_id) {
             Some(s) if s.pointer != pointer || s.state != State::Online => Author::Unknown,
             Some(s) if s.superuser => Author::Superuser,
@@ -949,7 +954,8 @@ impl Registry {
                 .users
                 .get(&s.username)
                 .map_or(Author::Unknown, |e| Author::User(&e.rules.user_id)),
-            None => Author::NoSession,
+            None if facts.address().is_none() => Author::OwnBridge,
+            None => Author::Unknown,
         }
     }
 
@@ -1637,12 +1643,12 @@ mod tests {
         ] {
             assert!(!reg.ok(b"br", 1, access, topic), "{access:?} {topic}");
         }
-        assert_eq!(reg.author(b"br", 1), Author::Relay);
+        assert_eq!(reg.author(b"br", 1, &NoFacts), Author::Relay);
         // A `#` row grants bob everything but the cluster topic, his will included.
         assert!(reg.ok(b"bob", 2, Access::Write, "elsewhere"));
         assert!(!reg.ok(b"bob", 2, Access::Write, cluster::TOPIC));
         assert!(!reg.ok(b"bob", 2, Access::Read, cluster::TOPIC));
-        assert_eq!(reg.author(b"bob", 2), Author::User("2"));
+        assert_eq!(reg.author(b"bob", 2, &NoFacts), Author::User("2"));
         reg.disconnect(b"bob", 2, true);
         assert!(
             !reg.ok(b"bob", 2, Access::Write, cluster::TOPIC),
@@ -1655,12 +1661,16 @@ mod tests {
             ..identity("bridge-h", "bridge-h")
         };
         reg.login(b"h", 3, CONNECT, &service_user, now);
-        assert_eq!(reg.author(b"h", 3), Author::Unknown);
+        assert_eq!(reg.author(b"h", 3, &NoFacts), Author::Unknown);
         assert!(!reg.ok(b"h", 3, Access::Subscribe, "/users/+/messages"));
         assert!(!reg.ok(b"h", 3, Access::Write, cluster::TOPIC));
         // Nor are their sessions ended by a MySQL row that is not there.
         assert!(reg.user_checked("bridge-h", None).is_empty());
-        assert_eq!(reg.author(b"h", 3), Author::Unknown);
+        assert_eq!(reg.author(b"h", 3, &NoFacts), Author::Unknown);
+        // A client id without a session is this broker's own bridge only when its context has
+        // no peer address; an anonymous client or one another plugin let in has one.
+        assert_eq!(reg.author(b"nobody", 9, &NoFacts), Author::OwnBridge);
+        assert_eq!(reg.author(b"nobody", 9, &Live(false)), Author::Unknown);
         assert_eq!(reg.stats().online, 2);
     }
 

@@ -8,6 +8,8 @@ mod acl;
 mod auth;
 #[path = "broker/cluster.rs"]
 mod cluster;
+#[path = "broker/delivery.rs"]
+mod delivery;
 #[path = "broker/harness.rs"]
 mod harness;
 #[path = "broker/history.rs"]
@@ -53,6 +55,7 @@ fn main() {
     trials.extend(history::trials());
     trials.extend(http::trials());
     trials.extend(cluster::trials());
+    trials.extend(delivery::trials());
     trials.extend(package::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);

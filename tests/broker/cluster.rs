@@ -5,15 +5,24 @@
 use crate::acl::{PASSWORD, USERQUERY, assert_chat, chat_db};
 use crate::harness::{Broker, MariaDb, eventually, free_port, fresh_dir, plugin_path, shared};
 use crate::mqtt::{Mqtt, accepted};
+use crate::security::{RawConnect, raw_ack, raw_disconnect, raw_publish, raw_session};
+use chat_auth::cluster;
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub fn trials() -> Vec<Trial> {
-    let tests: &[(&str, fn())] = &[(
-        "cluster::two_bridged_brokers_chat_and_store_each_message_once",
-        two_bridged_brokers_chat_and_store_each_message_once,
-    )];
+    let tests: &[(&str, fn())] = &[
+        (
+            "cluster::two_bridged_brokers_chat_and_store_each_message_once",
+            two_bridged_brokers_chat_and_store_each_message_once,
+        ),
+        (
+            "cluster::a_client_without_a_session_is_no_bridge",
+            a_client_without_a_session_is_no_bridge,
+        ),
+    ];
     crate::trials(tests)
 }
 
@@ -36,16 +45,22 @@ fn cluster_broker(db: &MariaDb, dbname: &str, tail: &str) -> Broker {
     cluster_broker_at(db, dbname, tail, free_port(), &fresh_dir("cluster-spool"))
 }
 
-fn cluster_broker_at(
+fn cluster_broker_at(db: &MariaDb, dbname: &str, tail: &str, port: u16, spool: &Path) -> Broker {
+    cluster_broker_with(db, dbname, "allow_anonymous false\n", tail, port, spool)
+}
+
+/// The same, with `head` (broker options, plugins loaded before chat-auth) first.
+fn cluster_broker_with(
     db: &MariaDb,
     dbname: &str,
+    head: &str,
     tail: &str,
     port: u16,
-    spool: &std::path::Path,
+    spool: &Path,
 ) -> Broker {
     let conf = format!(
         "log_type all\nper_listener_settings false\nlistener {port} 127.0.0.1\n\
-         allow_anonymous false\nplugin {}\n{}{USERQUERY}auth_opt_persist_enabled true\n\
+         {head}plugin {}\n{}{USERQUERY}auth_opt_persist_enabled true\n\
          auth_opt_persist_spool_dir {}\nauth_opt_bridge_users bridge-*\n{tail}",
         plugin_path().display(),
         db.plugin_options(dbname),
@@ -310,4 +325,179 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
         "rules read at login on the restarted broker"
     );
     drop(b);
+}
+
+/// Mosquitto's dynamic-security plugin, from the package of the broker the tests run.
+fn dynamic_security_plugin() -> PathBuf {
+    let lib = match std::env::var_os("CHAT_AUTH_MOSQUITTO") {
+        // .../usr/sbin/mosquitto: the plugin is under .../usr/lib.
+        Some(broker) => PathBuf::from(broker)
+            .parent()
+            .and_then(Path::parent)
+            .map(|usr| usr.join("lib"))
+            .expect("CHAT_AUTH_MOSQUITTO under usr/sbin"),
+        None => PathBuf::from("/usr/lib"),
+    };
+    std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("mosquitto_dynamic_security.so"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("no mosquitto_dynamic_security.so under {}", lib.display()))
+}
+
+/// A dynamic-security configuration letting anonymous clients (its anonymous group) and its
+/// own client `device` publish on every topic; it knows no other name, and answers nothing
+/// else (chat-auth decides).
+fn dynamic_security_config(dir: &Path) -> PathBuf {
+    // `$7$iterations$salt$key`: PBKDF2-SHA512 with a 12-byte salt, as dynamic-security keeps it.
+    let hash = chat_auth::hash::generate_mosquitto(PASSWORD.as_bytes(), 101);
+    let parts: Vec<&str> = hash.split('$').collect();
+    let config = json!({
+        "defaultACLAccess": {"publishClientSend": false, "publishClientReceive": false,
+            "subscribe": false, "unsubscribe": false},
+        "clients": [{"username": "device", "password": parts[4], "salt": parts[3],
+            "iterations": 101, "roles": [{"rolename": "publisher"}]}],
+        "groups": [{"groupname": "guests", "roles": [{"rolename": "publisher"}]}],
+        "roles": [{"rolename": "publisher", "acls": [
+            {"acltype": "publishClientSend", "topic": "#", "allow": true}]}],
+        "anonymousGroup": "guests"
+    });
+    let path = dir.join("dynamic-security.json");
+    std::fs::write(&path, config.to_string()).expect("write the dynamic-security config");
+    path
+}
+
+/// Issue 23: a client chat-auth holds no session for is this broker's own outgoing bridge
+/// only when it is one (its context has no peer address). On B, Mosquitto's dynamic-security
+/// plugin runs first and lets an anonymous client (chat-auth deferred its login) and its own
+/// client `device` (chat-auth never saw that login) publish anywhere: chat-auth meets both
+/// at MESSAGE without a session. Neither gets a stamp of its choice delivered, sends as
+/// someone else, or runs a cluster command; B's own bridge still relays both ways.
+fn a_client_without_a_session_is_no_bridge() {
+    let db = shared();
+    let dbname = chat_db(db, "stranger");
+    db.root_exec(&format!(
+        "USE `{dbname}`; INSERT INTO users (id, username, password_hash) VALUES \
+           (6, 'bridge-b', SHA2('{PASSWORD}', 256));
+         GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'%';
+         GRANT INSERT, UPDATE ON `{dbname}`.messages TO 'chatauth'@'localhost'"
+    ));
+    let a = cluster_broker(db, &dbname, "");
+    let dynsec = fresh_dir("dynsec");
+    let head = format!(
+        "allow_anonymous true\nplugin {}\nplugin_opt_config_file {}\n",
+        dynamic_security_plugin().display(),
+        dynamic_security_config(&dynsec).display()
+    );
+    let b_bridge = bridge_section("to-a", a.port, "bridge-b", PASSWORD);
+    let b = cluster_broker_with(
+        db,
+        &dbname,
+        &head,
+        &b_bridge,
+        free_port(),
+        &fresh_dir("cluster-spool"),
+    );
+    eventually("B's bridge subscribed on A", SOON, || {
+        a.log().contains("bridge-b 1 chat-auth/cluster/v1")
+    });
+    let mut alice = login(a.port, "alice", "a");
+    let mut bob = login(b.port, "bob", "b");
+    assert_eq!(alice.subscribe("/users/1/messages"), 1);
+    assert_eq!(bob.subscribe("/users/2/messages"), 1);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let stamped = |from: u32, to: u32, n: u32| {
+        json!({"type": "CHAT", "fromId": from, "toId": to, "content": "forged",
+            "id": format!("0190a1b2-0000-7000-8000-00000000000{n}"), "ts": 1})
+        .to_string()
+        .into_bytes()
+    };
+    let kick = json!({"id": "stranger-kick", "command": "kickUser", "username": "bob"});
+    let publishes = [
+        ("/users/2/messages", stamped(1, 2, 1)),
+        ("/users/2/messages", chat("CHAT", 1, 2, "as alice")),
+        // Would cross to A, where B's bridge is trusted with its stamp.
+        ("/users/1/messages", stamped(2, 1, 2)),
+        (cluster::TOPIC, kick.to_string().into_bytes()),
+    ];
+    for (name, username) in [("anonymous", ""), ("device", "device")] {
+        let client_id = format!("{name}-{}", std::process::id());
+        let mut stranger = raw_session(
+            b.port,
+            RawConnect {
+                client_id: &client_id,
+                username,
+                password: PASSWORD,
+                v5: false,
+                clean: true,
+                session_expiry: None,
+                will: None,
+            },
+        )
+        .unwrap_or_else(|code| panic!("{name} refused ({code:#x}): {}", b.log()));
+        for (mid, (topic, payload)) in (1u16..).zip(&publishes) {
+            raw_publish(&mut stranger, topic, payload, 1, mid, false);
+            raw_ack(&mut stranger, 0x40, mid);
+        }
+        raw_disconnect(stranger);
+    }
+    let at_bob: Vec<_> = bob
+        .drain(QUIET)
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert!(
+        at_bob.is_empty(),
+        "a stranger's message reached bob: {at_bob:?}"
+    );
+    assert!(alice.drain(QUIET).is_empty(), "nor alice on A");
+    assert!(
+        !b.log().contains("cluster: kickUser"),
+        "a stranger's cluster command ran on B"
+    );
+    assert_eq!(stored(db, &dbname), Vec::<String>::new(), "nothing stored");
+
+    // B's own outgoing bridge still relays both ways, stamp kept, each message stored once;
+    // bob is still connected.
+    let hello = chat("CHAT", 1, 2, "from alice on A");
+    assert!(accepted(alice.publish(
+        "/users/2/messages",
+        hello.clone(),
+        false
+    )));
+    let got = bob
+        .message_on("/users/2/messages", SOON)
+        .expect("alice's message over B's bridge");
+    assert_chat(&got.payload, &hello);
+    let first = id_of(&got.payload);
+    let reply = chat("CHAT", 2, 1, "from bob on B");
+    assert!(accepted(bob.publish(
+        "/users/1/messages",
+        reply.clone(),
+        false
+    )));
+    let got = alice
+        .message_on("/users/1/messages", SOON)
+        .expect("bob's reply");
+    assert_chat(&got.payload, &reply);
+    let second = id_of(&got.payload);
+    eventually("two rows", SOON, || stored(db, &dbname).len() >= 2);
+    std::thread::sleep(QUIET);
+    assert_eq!(stored(db, &dbname), [first, second]);
+    // And a cluster command from A (through B's own bridge) still runs on B.
+    let mut dave = login(b.port, "dave", "b");
+    let mut admin_a = login(a.port, "admin", "a");
+    let request = json!({"commands": [{"command": "kickUser", "username": "dave"}]});
+    assert!(accepted(admin_a.publish(
+        "$CONTROL/chat-auth/v1",
+        request.to_string(),
+        false
+    )));
+    assert!(
+        dave.closed_within(Duration::from_secs(2)),
+        "kickUser from A reached B over its bridge"
+    );
 }

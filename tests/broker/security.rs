@@ -118,6 +118,7 @@ fn stats(port: u16) -> Value {
 /// socket, MQTT 5 session expiry and will delay).
 pub(crate) struct RawConnect<'a> {
     pub(crate) client_id: &'a str,
+    /// Empty: an anonymous CONNECT (no username, no password).
     pub(crate) username: &'a str,
     pub(crate) password: &'a str,
     pub(crate) v5: bool,
@@ -158,7 +159,8 @@ pub(crate) fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8>
     let mut body = Vec::new();
     field(&mut body, b"MQTT");
     body.push(if c.v5 { 5 } else { 4 });
-    let mut flags = 0xC0u8; // username, password
+    let anonymous = c.username.is_empty();
+    let mut flags = if anonymous { 0 } else { 0xC0u8 }; // username, password
     if c.clean {
         flags |= 0x02;
     }
@@ -190,8 +192,10 @@ pub(crate) fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8>
         field(&mut body, will.topic.as_bytes());
         field(&mut body, will.payload);
     }
-    field(&mut body, c.username.as_bytes());
-    field(&mut body, c.password.as_bytes());
+    if !anonymous {
+        field(&mut body, c.username.as_bytes());
+        field(&mut body, c.password.as_bytes());
+    }
     let mut packet = vec![0x10];
     varint(&mut packet, body.len());
     packet.extend_from_slice(&body);
@@ -212,8 +216,59 @@ pub(crate) fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8>
     Ok(stream)
 }
 
+/// A PUBLISH built by hand (MQTT 3.1.1): packet id `mid` at QoS 1 and 2, the DUP flag for a
+/// copy sent again.
+pub(crate) fn raw_publish(
+    stream: &mut TcpStream,
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    mid: u16,
+    dup: bool,
+) {
+    let mut body = Vec::new();
+    field(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&mid.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x30 | (qos << 1) | if dup { 0x08 } else { 0 }];
+    varint(&mut packet, body.len());
+    packet.extend_from_slice(&body);
+    stream.write_all(&packet).expect("send PUBLISH");
+}
+
+/// The next packet the broker sends: its first byte and its body.
+pub(crate) fn raw_read(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).expect("a packet");
+    let first = byte[0];
+    let (mut length, mut shift) = (0usize, 0);
+    loop {
+        stream.read_exact(&mut byte).expect("a packet length");
+        length |= usize::from(byte[0] & 0x7F) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("a packet body");
+    (first, body)
+}
+
+/// Reads the acknowledgement of packet id `mid` (PUBACK 0x40, PUBREC 0x50, PUBCOMP 0x70).
+pub(crate) fn raw_ack(stream: &mut TcpStream, kind: u8, mid: u16) {
+    let (first, body) = raw_read(stream);
+    assert_eq!(
+        (first, &body[..2]),
+        (kind, &mid.to_be_bytes()[..]),
+        "not the acknowledgement {kind:#x} of packet {mid}"
+    );
+}
+
 /// A clean DISCONNECT (no will).
-fn raw_disconnect(mut stream: TcpStream) {
+pub(crate) fn raw_disconnect(mut stream: TcpStream) {
     let _ = stream.write_all(&[0xE0, 0x00]);
     let mut end = [0u8; 1];
     let _ = stream.read(&mut end);
