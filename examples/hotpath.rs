@@ -207,7 +207,8 @@ fn main() {
             "history" => {
                 // What the broker thread does for one request: read it, check it against the
                 // rules in memory, count it; and at TICK, wrap the page the reader made.
-                let commands = history::parse(black_box(HISTORY_REQUEST), &reply_base).unwrap();
+                let commands =
+                    history::parse(black_box(HISTORY_REQUEST), &reply_base, 4096).unwrap();
                 for (request, reply) in commands {
                     let who = registry.chat_user(b"c17", 17).expect("rules loaded");
                     let plan = history::plan(request.unwrap(), &who).unwrap();

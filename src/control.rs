@@ -12,7 +12,7 @@
 
 use crate::action::Action;
 use crate::cluster::{self, ClusterCommand};
-use crate::envelope::commands;
+use crate::envelope::{Body, Bounds, commands};
 use crate::logging::printable;
 use crate::sessions::{Job, Registry};
 use serde_json::{Value, json};
@@ -43,22 +43,29 @@ pub struct Request {
 }
 
 /// Splits a control message into its commands. `Err` when the message is not a command
-/// list at all (answered with one error).
-pub fn parse(payload: &[u8], client_id: &str) -> Result<Vec<Request>, String> {
+/// list at all, or larger than `max_bytes` (`control_max_request_kb`; not read at all):
+/// answered with one error.
+pub fn parse(payload: &[u8], client_id: &str, max_bytes: usize) -> Result<Vec<Request>, String> {
     let base = Reply::to(client_id, RESPONSE_TOPIC);
-    Ok(commands(payload, &base, MAX_COMMANDS)?
+    let bounds = Bounds {
+        commands: MAX_COMMANDS,
+        bytes: max_bytes,
+        option: "auth_opt_control_max_request_kb",
+        members: &["username"],
+    };
+    Ok(commands(payload, &base, &bounds)?
         .into_iter()
         .map(|(body, reply)| Request {
-            command: command(&reply.command, &body),
+            command: body.and_then(|body| command(&reply.command, &body)),
             reply,
         })
         .collect())
 }
 
-fn command(name: &str, body: &Value) -> Result<Command, String> {
+fn command(name: &str, body: &Body<'_>) -> Result<Command, String> {
     let username = || -> Result<String, String> {
-        match body.get("username").and_then(Value::as_str) {
-            Some(u) if !u.is_empty() => Ok(u.to_string()),
+        match body.text("username") {
+            Some(u) if !u.is_empty() => Ok(u.into_owned()),
             _ => Err("\"username\" (a non-empty string) is required".into()),
         }
     };
@@ -163,12 +170,16 @@ pub use crate::envelope::{answer, response};
 mod tests {
     use super::*;
 
+    /// `control_max_request_kb`'s default.
+    const LIMIT: usize = 16 * 1024;
+
     #[test]
     fn parses_a_command_list_and_a_single_command() {
         let requests = parse(
             br#"{"commands":[{"command":"refreshUser","username":"alice","correlationData":7},
                 {"command":"kickUser","username":"bob"},{"command":"getStats"}]}"#,
             "admin-1",
+            LIMIT,
         )
         .unwrap();
         assert_eq!(
@@ -186,7 +197,7 @@ mod tests {
             })
         );
         assert_eq!(requests[2].command, Ok(Command::GetStats));
-        let single = parse(br#"{"command":"getStats"}"#, "a").unwrap();
+        let single = parse(br#"{"command":"getStats"}"#, "a", LIMIT).unwrap();
         assert_eq!(single.len(), 1);
     }
 
@@ -195,6 +206,7 @@ mod tests {
         let requests = parse(
             br#"{"commands":[{"command":"dropTables"},{"command":"kickUser"},{"x":1}]}"#,
             "a",
+            LIMIT,
         )
         .unwrap();
         assert!(
@@ -212,9 +224,19 @@ mod tests {
                 .contains("username")
         );
         assert!(requests[2].command.is_err());
-        assert!(parse(b"not json", "a").is_err());
-        assert!(parse(br#"{"commands":{}}"#, "a").is_err());
-        assert!(parse(br#"[1,2]"#, "a").is_err());
+        assert!(parse(b"not json", "a", LIMIT).is_err());
+        assert!(parse(br#"{"commands":{}}"#, "a", LIMIT).is_err());
+        assert!(parse(br#"[1,2]"#, "a", LIMIT).is_err());
+        let huge = format!(
+            r#"{{"command":"kickUser","username":"{}"}}"#,
+            "u".repeat(LIMIT)
+        );
+        let refused = parse(huge.as_bytes(), "a", LIMIT).unwrap_err();
+        assert!(
+            refused
+                .contains("refused unread: at most 16384 bytes (auth_opt_control_max_request_kb)"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::backend::mysql::{MysqlRules, MysqlUsers};
 use crate::chat::{self, Kind, Sender};
 use crate::cluster;
 use crate::config::Config;
-use crate::config::ValidationConfig;
+use crate::config::{RequestLimits, ValidationConfig};
 use crate::control::{self, Command, Reply, Request};
 use crate::db::{Db, DbError, Probe};
 use crate::dedup::{self, Dedup, Stamp};
@@ -58,6 +58,8 @@ pub struct Plugin {
     http: Option<Arc<HttpBackend>>,
     chat: Option<ChatTopics>,
     validation: Option<ValidationConfig>,
+    /// The largest control and history requests read (`*_max_request_kb`).
+    requests: RequestLimits,
     session_file: Option<PathBuf>,
     /// The longest a client's first check waits for the rules its login asked for
     /// (`rules_wait_ms`): a few milliseconds, the broker thread waits with it.
@@ -397,6 +399,7 @@ impl Plugin {
             http,
             chat: acl.chat,
             validation: config.validation,
+            requests: config.requests,
             session_file: config.session_file,
             rules_wait,
             sys_interval: (!config.sys_interval.is_zero()).then_some(config.sys_interval),
@@ -1185,7 +1188,7 @@ impl Plugin {
             );
         }
         let requests = if superuser {
-            control::parse(payload, &client_name)
+            control::parse(payload, &client_name, self.requests.control)
         } else {
             Err("not authorised".into())
         };
@@ -1280,7 +1283,7 @@ impl Plugin {
             );
             return refuse(outbox, &base, why);
         }
-        let requests = match history::parse(payload, &base) {
+        let requests = match history::parse(payload, &base, self.requests.history) {
             Ok(requests) => requests,
             Err(why) => return refuse(outbox, &base, why),
         };

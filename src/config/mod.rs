@@ -164,6 +164,8 @@ pub struct Config {
     /// Chat history over `$CONTROL/chat-history/v1`; `None` without storage or with
     /// `history_enabled false`.
     pub history: Option<HistoryConfig>,
+    /// The largest `$CONTROL` requests read.
+    pub requests: RequestLimits,
     pub log_level: log::LevelFilter,
     pub throttle: ThrottleConfig,
     pub offline: OfflineCaps,
@@ -223,6 +225,14 @@ pub struct StoreConfig {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub fsync: bool,
+}
+
+/// The largest requests read, in bytes (`control_max_request_kb`, `history_max_request_kb`):
+/// a larger one is refused unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub control: usize,
+    pub history: usize,
 }
 
 /// Chat history (`history_*`): reads the storage table.
@@ -445,6 +455,10 @@ impl Config {
             })
             .transpose()?;
 
+        let requests = RequestLimits {
+            control: given.whole::<usize>("control_max_request_kb")? * 1024,
+            history: given.whole::<usize>("history_max_request_kb")? * 1024,
+        };
         let throttle = ThrottleConfig {
             user_failures: given.whole::<u32>("login_throttle_failures")?,
             address_failures: given.whole::<u32>("login_throttle_address_failures")?,
@@ -497,6 +511,7 @@ impl Config {
             validation,
             persist,
             history,
+            requests,
             log_level,
             throttle,
             offline,

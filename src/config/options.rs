@@ -588,6 +588,24 @@ pub const OPTIONS: &[Spec] = &[
     )
     .default("256"),
     spec(
+        "history_max_request_kb",
+        Whole { min: 1, max: 64 },
+        Storage,
+        "The largest history request, in KiB; a larger one is answered with an error, unread. \
+         Any chat user may send them, so the bound is tight: ten `getHistory` commands with \
+         64-byte ids and cursors take about 2 KiB.",
+    )
+    .default("4"),
+    spec(
+        "control_max_request_kb",
+        Whole { min: 1, max: 1_024 },
+        General,
+        "The largest `$CONTROL/chat-auth/v1` request, in KiB; a larger one is answered with \
+         an error, unread. Only superusers send them (answers, `getStats` too, are not \
+         bounded by it): 100 `kickUser` commands with 100-byte usernames take about 15 KiB.",
+    )
+    .default("16"),
+    spec(
         "login_throttle_failures",
         Whole { min: 0, max: 1_000 },
         General,

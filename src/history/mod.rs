@@ -15,7 +15,7 @@ pub mod reader;
 use crate::acl::{Access, GroupIds};
 use crate::action::Reply;
 use crate::chat::{Kind, MAX_ID_BYTES};
-use crate::envelope;
+use crate::envelope::{self, Body, Bounds};
 use mysql::Value as SqlValue;
 use serde::Serialize;
 use serde_json::Value;
@@ -80,23 +80,30 @@ pub struct Request {
 /// Each command of a message: the request (or why it is not one) and its reply.
 pub type Commands = Vec<(Result<Request, String>, Reply)>;
 
-/// The commands of one message, each with its reply. `Err`: not a command list at all.
-pub fn parse(payload: &[u8], base: &Reply) -> Result<Commands, String> {
-    Ok(envelope::commands(payload, base, MAX_COMMANDS)?
+/// The commands of one message, each with its reply. `Err`: not a command list at all, or
+/// larger than `max_bytes` (`history_max_request_kb`; not read at all).
+pub fn parse(payload: &[u8], base: &Reply, max_bytes: usize) -> Result<Commands, String> {
+    let bounds = Bounds {
+        commands: MAX_COMMANDS,
+        bytes: max_bytes,
+        option: "auth_opt_history_max_request_kb",
+        members: &["type", "id", "before", "after", "limit"],
+    };
+    Ok(envelope::commands(payload, base, &bounds)?
         .into_iter()
         .map(|(body, reply)| {
-            let request = match reply.command.as_str() {
+            let request = body.and_then(|body| match reply.command.as_str() {
                 "getHistory" => request(&body),
                 "" => Err("\"command\" (a string) is required".into()),
                 other => Err(format!("unknown command '{other}'")),
-            };
+            });
             (request, reply)
         })
         .collect())
 }
 
-fn request(body: &Value) -> Result<Request, String> {
-    let thread = match body.get("type").and_then(Value::as_str) {
+fn request(body: &Body<'_>) -> Result<Request, String> {
+    let thread = match body.text("type").as_deref() {
         Some("CHAT") => {
             Thread::Chat(id(body, "id")?.ok_or("\"id\" (the other user's id) is required")?)
         }
@@ -104,7 +111,7 @@ fn request(body: &Value) -> Result<Request, String> {
             Thread::Group(id(body, "id")?.ok_or("\"id\" (the group's id) is required")?)
         }
         Some("INBOX") => {
-            if body.get("id").is_some() {
+            if body.has("id") {
                 return Err("\"id\" is not used with INBOX".into());
             }
             Thread::Inbox
@@ -117,10 +124,11 @@ fn request(body: &Value) -> Result<Request, String> {
         (None, Some(id)) => Cursor::After(id),
         (None, None) => Cursor::Newest,
     };
-    let limit = match body.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(limit) => limit
-            .as_u64()
+    let limit = match body.has("limit") {
+        false => DEFAULT_LIMIT,
+        true => body
+            .number("limit")
+            .and_then(|n| n.as_u64())
             .filter(|n| (1..=MAX_LIMIT as u64).contains(n))
             .ok_or_else(|| format!("\"limit\" must be a whole number from 1 to {MAX_LIMIT}"))?
             as usize,
@@ -134,12 +142,12 @@ fn request(body: &Value) -> Result<Request, String> {
 
 /// A user or group id as the chat payloads carry it: a JSON integer (its decimal text) or
 /// a non-empty string of at most 64 bytes that could be a topic level.
-fn id(body: &Value, key: &str) -> Result<Option<String>, String> {
-    let text = match body.get(key) {
-        None => return Ok(None),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => String::new(),
+fn id(body: &Body<'_>, key: &str) -> Result<Option<String>, String> {
+    let text = match (body.has(key), body.text(key), body.number(key)) {
+        (false, _, _) => return Ok(None),
+        (_, Some(text), _) => text.into_owned(),
+        (_, None, Some(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        _ => String::new(),
     };
     let usable =
         !text.is_empty() && text.len() <= MAX_ID_BYTES && !text.contains(['/', '+', '#', '\0']);
@@ -153,11 +161,13 @@ fn id(body: &Value, key: &str) -> Result<Option<String>, String> {
     }
 }
 
-fn message_id(body: &Value, key: &str) -> Result<Option<String>, String> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Ok(Some(s.clone())),
-        Some(_) => Err(format!("\"{key}\" must be a message id (a string)")),
+fn message_id(body: &Body<'_>, key: &str) -> Result<Option<String>, String> {
+    if !body.has(key) || body.is_null(key) {
+        return Ok(None);
+    }
+    match body.text(key) {
+        Some(s) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Ok(Some(s.into_owned())),
+        _ => Err(format!("\"{key}\" must be a message id (a string)")),
     }
 }
 
@@ -504,9 +514,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `history_max_request_kb`'s default.
+    const LIMIT: usize = 4 * 1024;
+
     fn one(payload: &str) -> Result<Request, String> {
         let base = Reply::to("c", RESPONSE_TOPIC);
-        let mut parsed = parse(payload.as_bytes(), &base)?;
+        let mut parsed = parse(payload.as_bytes(), &base, LIMIT)?;
         assert_eq!(parsed.len(), 1);
         parsed.remove(0).0
     }
@@ -557,12 +570,22 @@ mod tests {
             assert!(one(bad).is_err(), "{bad}");
         }
         let base = Reply::to("c", RESPONSE_TOPIC);
-        assert!(parse(b"not json", &base).is_err());
+        assert!(parse(b"not json", &base, LIMIT).is_err());
         let eleven = format!(
             "{{\"commands\":[{}]}}",
             [r#"{"command":"getHistory","type":"INBOX"}"#; 11].join(",")
         );
-        assert!(parse(eleven.as_bytes(), &base).is_err());
+        assert!(parse(eleven.as_bytes(), &base, LIMIT).is_err());
+        // 48 MiB once grew the broker by 731 MiB before this answer: now refused unread.
+        let huge = format!("{{\"commands\":[{}]}}", "{},".repeat(LIMIT / 3));
+        assert_eq!(
+            parse(huge.as_bytes(), &base, LIMIT).map(|c| c.len()),
+            Err(format!(
+                "request of {} bytes refused unread: at most 4096 bytes \
+                 (auth_opt_history_max_request_kb)",
+                huge.len()
+            ))
+        );
     }
 
     /// The newest page of five of `thread`.

@@ -674,7 +674,7 @@ fn storage_options_need_the_switch() {
 }
 
 /// The broker's resident memory, from `/proc/<pid>/status`.
-fn rss_kib(broker: &Broker) -> u64 {
+pub fn rss_kib(broker: &Broker) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", broker.pid())).unwrap();
     status
         .lines()
