@@ -1156,8 +1156,9 @@ impl Plugin {
             state.refresher.submit(Work::Rules(job));
         }
         if let Some(http) = &self.http {
-            // The operator may have changed the service's rules: ask it again.
-            http.forget_answers();
+            // The operator may have changed the service's rules: its answers are asked
+            // again in the background (nothing is asked here, nor in the re-checks).
+            http.reload();
         }
     }
 
@@ -1392,6 +1393,11 @@ impl Plugin {
             if let Some(exporter) = exporter {
                 exporter.update(counters, &gauges);
             }
+        }
+        if let Some(http) = &self.http {
+            // Logins (and superusers) the service refused when asked again after a reload.
+            let kicks = http.take_kicks();
+            state.outbox.extend(kicks);
         }
         let ready: Vec<Done> = state.refresher.ready().collect();
         for done in ready {

@@ -29,6 +29,14 @@ pub fn trials() -> Vec<Trial> {
             "http::wills_and_sighup_ask_the_service",
             wills_and_sighup_ask_the_service,
         ),
+        (
+            "http::one_users_failures_refuse_nobody_else",
+            one_users_failures_refuse_nobody_else,
+        ),
+        (
+            "http::sighup_asks_the_service_in_the_background",
+            sighup_asks_the_service_in_the_background,
+        ),
     ];
     crate::trials(tests)
 }
@@ -60,6 +68,10 @@ struct ServiceState {
     /// (username, topic, acc) allowed.
     acl: HashSet<(String, String, String)>,
     behaviour: Behaviour,
+    /// Users every question about is answered 503 (in `Normal`).
+    failing: HashSet<String>,
+    /// How long each answer takes (in `Normal`).
+    latency: Duration,
     seen: Vec<Seen>,
 }
 
@@ -81,6 +93,8 @@ impl AuthService {
             superusers: HashSet::new(),
             acl: HashSet::new(),
             behaviour: Behaviour::Normal,
+            failing: HashSet::new(),
+            latency: Duration::ZERO,
             seen: Vec::new(),
         }));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -127,6 +141,16 @@ impl AuthService {
 
     fn behave(&self, behaviour: Behaviour) {
         self.state.lock().unwrap().behaviour = behaviour;
+    }
+
+    /// Every question about `user` is answered 503 from now on.
+    fn fail_for(&self, user: &str) {
+        self.state.lock().unwrap().failing.insert(user.into());
+    }
+
+    /// Each answer takes this long (questions are answered at once).
+    fn answer_after(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -213,6 +237,7 @@ fn serve(stream: TcpStream, state: &Mutex<ServiceState>) {
                 host: headers.get("host").cloned().unwrap_or_default(),
                 fields: fields.clone(),
             });
+            let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
             match s.behaviour {
                 Behaviour::Failing => 503,
                 Behaviour::Slow(delay) => {
@@ -220,21 +245,14 @@ fn serve(stream: TcpStream, state: &Mutex<ServiceState>) {
                     std::thread::sleep(delay);
                     200
                 }
-                Behaviour::Normal => {
-                    let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
-                    let allowed = match path.as_str() {
-                        "/mosquitto/auth" => {
-                            s.users.get(&field("username")) == Some(&field("password"))
-                        }
-                        "/mosquitto/superuser" => s.superusers.contains(&field("username")),
-                        "/mosquitto/acl" => {
-                            s.acl
-                                .contains(&(field("username"), field("topic"), field("acc")))
-                        }
-                        _ => false,
-                    };
-                    if allowed { 200 } else { 403 }
+                Behaviour::Normal if !s.latency.is_zero() => {
+                    let latency = s.latency;
+                    drop(s);
+                    std::thread::sleep(latency);
+                    s = state.lock().unwrap();
+                    normal(&s, &path, &field)
                 }
+                Behaviour::Normal => normal(&s, &path, &field),
             }
         };
         let reason = if status == 200 { "OK" } else { "No" };
@@ -247,6 +265,22 @@ fn serve(stream: TcpStream, state: &Mutex<ServiceState>) {
             return;
         }
     }
+}
+
+/// The answer of a service that works: 503 for a failing user, else 200 or 403 by its rules.
+fn normal(s: &ServiceState, path: &str, field: &dyn Fn(&str) -> String) -> u16 {
+    if s.failing.contains(&field("username")) {
+        return 503;
+    }
+    let allowed = match path {
+        "/mosquitto/auth" => s.users.get(&field("username")) == Some(&field("password")),
+        "/mosquitto/superuser" => s.superusers.contains(&field("username")),
+        "/mosquitto/acl" => s
+            .acl
+            .contains(&(field("username"), field("topic"), field("acc"))),
+        _ => false,
+    };
+    if allowed { 200 } else { 403 }
 }
 
 /// `application/x-www-form-urlencoded`, decoded.
@@ -380,11 +414,15 @@ fn auth_plugs_http_config_verbatim() {
 }
 
 /// The service failing (5xx) or hanging: logins are refused with a CONNACK within the
-/// timeout, the broker keeps serving, and after a failure the service is left alone for a
-/// pause instead of costing every login a timeout.
+/// timeout, the broker keeps serving, and after a failure the user is left alone for a
+/// pause; a service that cannot be reached for three users in a row is left alone for
+/// everyone, instead of costing every login a timeout.
 fn service_down_or_slow_is_bounded() {
     let service = AuthService::start();
     service.user("alice", "pw").allow("alice", "a/b", 4);
+    for user in ["bob", "carol", "erin"] {
+        service.user(user, "pw");
+    }
     let broker = Broker::start(&format!(
         "{}auth_opt_http_timeout 1\n",
         service.auth_plug_options()
@@ -427,7 +465,35 @@ fn service_down_or_slow_is_bounded() {
         "the next login during the pause is not held: {:?}",
         started.elapsed()
     );
+    // That pause is alice's: the next users are still asked, each paying the timeout, until
+    // the service could not be reached for three users in a row; then it is left alone for
+    // everyone.
+    for user in ["bob", "carol"] {
+        let started = Instant::now();
+        assert!(matches!(
+            connect(broker.port, user, "pw"),
+            Outcome::Refused(_)
+        ));
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{user} was asked: {:?}",
+            started.elapsed()
+        );
+    }
+    let started = Instant::now();
+    assert!(matches!(
+        connect(broker.port, "erin", "pw"),
+        Outcome::Refused(_)
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "unreachable for three users: left alone for everyone: {:?}",
+        started.elapsed()
+    );
     service.behave(Behaviour::Normal);
+    eventually("the service is asked again after its pause", SOON, || {
+        matches!(connect(broker.port, "erin", "pw"), Outcome::Accepted)
+    });
     let log = broker.log();
     assert!(log.contains("HTTP auth service"), "{log}");
 }
@@ -524,8 +590,8 @@ fn mysql_then_http_chain() {
 }
 
 /// A will of the service's user is a PUBLISH the service decides (`acc` 2), and a SIGHUP
-/// re-checks the service's users with the service: a password it no longer takes ends
-/// the connection.
+/// re-checks the service's users with the service, in the background: a password it no
+/// longer takes ends the connection.
 fn wills_and_sighup_ask_the_service() {
     let service = AuthService::start();
     service
@@ -590,8 +656,9 @@ fn wills_and_sighup_ask_the_service() {
         service.seen()
     );
 
-    // The service stops taking watcher's password; SIGHUP asks it again, and forgets the
-    // answers it had (the operator may have changed the service's rules).
+    // The service stops taking watcher's password; SIGHUP asks it again (in the
+    // background), and asks again the answers it had at their next use (the operator may
+    // have changed the service's rules), serving them meanwhile.
     service.user("watcher", "changed");
     broker.signal(libc::SIGHUP);
     assert!(
@@ -601,10 +668,130 @@ fn wills_and_sighup_ask_the_service() {
     service.forget();
     let mut device = Mqtt::connect(broker.port, "device-1", "device", "d");
     assert_eq!(device.subscribe("nothing"), 1);
+    eventually(
+        "the answer kept is asked again after the reload",
+        SOON,
+        || count(&service.seen(), "/mosquitto/acl", "4") == 1,
+    );
+    std::thread::sleep(QUIET);
     assert_eq!(
         count(&service.seen(), "/mosquitto/acl", "4"),
         1,
-        "asked again after the reload: {:?}",
+        "once: {:?}",
         service.seen()
     );
+}
+
+/// One user whose questions the service answers 503 is left alone for a while; every other
+/// user's logins and ACL checks are asked as usual meanwhile (before, one 5xx paused the
+/// service for everybody, up to 30 s).
+fn one_users_failures_refuse_nobody_else() {
+    let service = AuthService::start();
+    service
+        .user("alice", "pw")
+        .user("mallory", "pw")
+        .user("eve", "pw")
+        .allow("alice", "a/1", 4)
+        .allow("alice", "a/2", 4)
+        .allow("eve", "e/1", 4);
+    let broker = Broker::start(&service.auth_plug_options());
+    let mut eve = Mqtt::connect(broker.port, "eve-1", "eve", "pw");
+    service.fail_for("mallory");
+    service.fail_for("eve");
+    // mallory's login fails (503): refused, and not asked again for a while.
+    assert!(matches!(
+        connect(broker.port, "mallory", "pw"),
+        Outcome::Refused(_)
+    ));
+    // At once, alice is asked as usual: her login, then her ACL checks.
+    let mut alice = Mqtt::connect(broker.port, "alice-1", "alice", "pw");
+    assert_eq!(alice.subscribe("a/1"), 1);
+    // eve's ACL question fails: refused; alice's next question is still asked.
+    assert_eq!(eve.subscribe("e/1"), NOT_AUTHORIZED);
+    assert_eq!(alice.subscribe("a/2"), 1);
+    assert_eq!(
+        alice.subscribe("a/3"),
+        NOT_AUTHORIZED,
+        "the service's answer"
+    );
+    let mallorys = |seen: &[Seen]| {
+        seen.iter()
+            .filter(|s| s.fields.get("username").map(String::as_str) == Some("mallory"))
+            .count()
+    };
+    assert_eq!(mallorys(&service.seen()), 1);
+    assert!(matches!(
+        connect(broker.port, "mallory", "pw"),
+        Outcome::Refused(_)
+    ));
+    assert_eq!(
+        mallorys(&service.seen()),
+        1,
+        "mallory is not asked about during her pause"
+    );
+    let log = broker.log();
+    assert!(log.contains("not asked about user 'mallory'"), "{log}");
+    assert!(!log.contains("for anyone"), "{log}");
+}
+
+/// A SIGHUP with many of the service's users connected, the service taking 100 ms an
+/// answer: the broker's re-checks of them (a login and a superuser question each) and their
+/// next ACL checks are answered from what the backend kept, and everything is asked again
+/// on its background thread; a probe's round trips stay short (asked on the broker thread,
+/// as before, the re-checks alone would hold it 40 x 200 ms = 8 s).
+fn sighup_asks_the_service_in_the_background() {
+    const USERS: usize = 40;
+    let service = AuthService::start();
+    service
+        .user("probe", "pw")
+        .allow("probe", "probe/t", 4)
+        .allow("probe", "probe/t", 2)
+        .allow("probe", "probe/t", 1);
+    for n in 0..USERS {
+        let user = format!("u{n}");
+        service.user(&user, "pw").allow(&user, "t", 4);
+    }
+    let broker = Broker::start(&service.auth_plug_options());
+    let mut clients: Vec<Mqtt> = (0..USERS)
+        .map(|n| {
+            let mut client = Mqtt::connect(broker.port, &format!("c{n}"), &format!("u{n}"), "pw");
+            assert_eq!(client.subscribe("t"), 1);
+            client
+        })
+        .collect();
+    let mut probe = Mqtt::connect(broker.port, "probe-1", "probe", "pw");
+    assert_eq!(probe.subscribe("probe/t"), 1);
+    assert!(accepted(probe.publish("probe/t", "warm", false)));
+    assert!(probe.message_on("probe/t", SOON).is_some());
+    service.answer_after(Duration::from_millis(100));
+    service.forget();
+    let mut worst = Duration::ZERO;
+    let sighup = Instant::now();
+    broker.signal(libc::SIGHUP);
+    let mut n = 0;
+    while sighup.elapsed() < Duration::from_secs(3) {
+        let sent = Instant::now();
+        assert!(accepted(probe.publish("probe/t", format!("{n}"), false)));
+        assert!(
+            probe.message_on("probe/t", SOON).is_some(),
+            "round trip {n}"
+        );
+        worst = worst.max(sent.elapsed());
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("SIGHUP with {USERS} HTTP clients: {n} probe round trips, worst {worst:?}");
+    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
+    // Everyone was re-checked, in the background, and stays.
+    eventually("every login asked again", Duration::from_secs(15), || {
+        service
+            .seen()
+            .iter()
+            .filter(|s| s.path == "/mosquitto/auth")
+            .count()
+            > USERS
+    });
+    for client in &mut clients {
+        assert_eq!(client.subscribe("t"), 1, "{} stays", client.client_id);
+    }
 }
