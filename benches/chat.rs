@@ -51,6 +51,31 @@ fn validation_and_stamping(c: &mut Criterion) {
             })
         });
     }
+    // The costliest shapes of a payload of the largest size accepted (issue 22: a few ms on
+    // the broker thread at most, whatever the shape).
+    for (name, bytes) in chat_auth::chat::costly_shapes(MAX) {
+        let stamp = std::str::from_utf8(&bytes[..80])
+            .unwrap()
+            .contains("\"ts\"");
+        let name = format!(
+            "{name}, {} KiB{}",
+            bytes.len() / 1024,
+            if stamp { ", stamp given" } else { "" }
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                accept(
+                    Kind::Chat,
+                    "42",
+                    black_box(&bytes),
+                    user,
+                    MAX,
+                    0,
+                    new_message_id,
+                )
+            })
+        });
+    }
     group.bench_function("new message id (UUIDv7)", |b| b.iter(new_message_id));
     let dir = std::env::temp_dir().join(format!("chat-auth-bench-spool-{}", std::process::id()));
     let (mut spool, reader) = Spool::open(&dir, false, 64 << 20).unwrap();
