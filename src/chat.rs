@@ -349,8 +349,9 @@ fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// An object key, borrowed from the payload unless it holds escapes.
-struct Key<'a>(Cow<'a, str>);
+/// An object key (a member name), borrowed from the payload unless it holds escapes; also
+/// how `envelope` reads the members of a request.
+pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -8,6 +8,7 @@
 //! limit whatever the payload's shape.
 
 use crate::action::{Action, Reply};
+use crate::chat::Key;
 use serde::Serialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -265,28 +266,6 @@ fn body<'a>(raw: &'a str, bounds: &Bounds) -> Result<Body<'a>, serde_json::Error
         }
     }
     serde_json::Deserializer::from_str(raw).deserialize_map(Members(bounds))
-}
-
-/// A member name, borrowed from the payload unless it holds escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(text)))
-            }
-            fn visit_str<E>(self, text: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(text.to_string())))
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
 }
 
 /// The answer to one command, to the client that asked.
