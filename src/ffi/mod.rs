@@ -67,25 +67,62 @@ fn broker_log(level: log::Level, text: &str) {
 
 type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 
-/// Every event the plugin handles, with the `event_data` its registration needs.
-const EVENTS: &[(mosquitto_plugin_event, Callback, Option<&CStr>)] = &[
-    (MOSQ_EVT_BASIC_AUTH, on_basic_auth, None),
-    (MOSQ_EVT_ACL_CHECK, on_acl_check, None),
-    (MOSQ_EVT_MESSAGE, on_message, None),
-    (MOSQ_EVT_DISCONNECT, on_disconnect, None),
-    (MOSQ_EVT_RELOAD, on_reload, None),
-    (MOSQ_EVT_TICK, on_tick, None),
-    (MOSQ_EVT_CONTROL, on_control, Some(c"$CONTROL/chat-auth/v1")),
-    (
-        MOSQ_EVT_CONTROL,
-        on_history,
-        Some(c"$CONTROL/chat-history/v1"),
-    ),
+/// `MOSQ_EVT_CLIENT_OFFLINE`: Mosquitto 2.1's event for a client with a session expiry
+/// going offline (its DISCONNECT event is then only for sessions that end with the
+/// connection). Not in 2.0's headers, which the plugin is built against.
+const MOSQ_EVT_CLIENT_OFFLINE: mosquitto_plugin_event = 28;
+
+/// An event the plugin handles, with the `event_data` its registration needs; `since_2_1`
+/// names what a broker without the event (2.0 answers `MOSQ_ERR_NOT_SUPPORTED`) goes without.
+struct Event {
+    event: mosquitto_plugin_event,
+    callback: Callback,
+    event_data: Option<&'static CStr>,
+    since_2_1: Option<&'static str>,
+}
+
+const fn on(event: mosquitto_plugin_event, callback: Callback) -> Event {
+    Event {
+        event,
+        callback,
+        event_data: None,
+        since_2_1: None,
+    }
+}
+
+/// Every event the plugin handles.
+const EVENTS: &[Event] = &[
+    on(MOSQ_EVT_BASIC_AUTH, on_basic_auth),
+    on(MOSQ_EVT_ACL_CHECK, on_acl_check),
+    on(MOSQ_EVT_MESSAGE, on_message),
+    on(MOSQ_EVT_DISCONNECT, on_disconnect),
+    // The same bookkeeping as a DISCONNECT: on 2.0 that event covers both cases.
+    Event {
+        since_2_1: Some("session ends of clients with a session expiry (CLIENT_OFFLINE)"),
+        ..on(MOSQ_EVT_CLIENT_OFFLINE, on_disconnect)
+    },
+    on(MOSQ_EVT_RELOAD, on_reload),
+    on(MOSQ_EVT_TICK, on_tick),
+    Event {
+        event_data: Some(c"$CONTROL/chat-auth/v1"),
+        ..on(MOSQ_EVT_CONTROL, on_control)
+    },
+    Event {
+        event_data: Some(c"$CONTROL/chat-history/v1"),
+        ..on(MOSQ_EVT_CONTROL, on_history)
+    },
 ];
+
+/// How often TICK comes when the broker has nothing else to do. Mosquitto 2.0 passes its loop
+/// at least every 100 ms; 2.1 sleeps until its next timer (a keepalive: many seconds) unless
+/// TICK asks for an earlier one, so the plugin asks for 2.0's pace: answers and batches
+/// handed over at TICK keep the same latency on both.
+const TICK_PACE_MS: i64 = 100;
 
 struct Registration {
     identifier: *mut mosquitto_plugin_id_t,
-    registered: usize,
+    /// The entries of `EVENTS` the broker took.
+    registered: Vec<&'static Event>,
     plugin: Box<Plugin>,
     /// The loop waker's signal, given back at cleanup.
     waker: Option<LoopWaker>,
@@ -192,7 +229,13 @@ impl Drop for LoopWaker {
 
 impl Registration {
     fn unregister(&mut self) {
-        for (event, callback, event_data) in &EVENTS[..self.registered] {
+        for Event {
+            event,
+            callback,
+            event_data,
+            ..
+        } in self.registered.drain(..)
+        {
             // SAFETY: the same arguments the callback was registered with.
             unsafe {
                 mosquitto_callback_unregister(
@@ -203,7 +246,6 @@ impl Registration {
                 );
             }
         }
-        self.registered = 0;
     }
 }
 
@@ -264,28 +306,45 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
         let waker = waker.filter(|_| plugin.serves_history());
         let mut registration = Box::new(Registration {
             identifier,
-            registered: 0,
+            registered: Vec::new(),
             plugin,
             waker,
         });
         let data = &*registration.plugin as *const Plugin as *mut c_void;
-        for (event, callback, event_data) in EVENTS {
+        let mut newer = Vec::new();
+        for entry in EVENTS {
             // SAFETY: `data` stays valid until cleanup unregisters the callbacks and frees it.
             let rc = unsafe {
                 mosquitto_callback_register(
                     identifier,
-                    *event as c_int,
-                    Some(*callback),
-                    event_data.map_or(std::ptr::null(), |d| d.as_ptr() as *const c_void),
+                    entry.event as c_int,
+                    Some(entry.callback),
+                    entry
+                        .event_data
+                        .map_or(std::ptr::null(), |d| d.as_ptr() as *const c_void),
                     data,
                 )
             };
-            if rc != MOSQ_ERR_SUCCESS {
-                log::error!("cannot register the callback for broker event {event} (error {rc})");
-                registration.unregister();
-                return rc;
+            match (rc, entry.since_2_1) {
+                (MOSQ_ERR_SUCCESS, newer_feature) => {
+                    registration.registered.push(entry);
+                    newer.extend(newer_feature);
+                }
+                (MOSQ_ERR_NOT_SUPPORTED, Some(_)) => {}
+                _ => {
+                    log::error!(
+                        "cannot register the callback for broker event {} (error {rc})",
+                        entry.event
+                    );
+                    registration.unregister();
+                    return rc;
+                }
             }
-            registration.registered += 1;
+        }
+        if newer.is_empty() {
+            log::info!("Mosquitto 2.1 features: none (a 2.0 broker)");
+        } else {
+            log::info!("Mosquitto 2.1 features in use: {}", newer.join(", "));
         }
         // SAFETY: the broker hands this pointer back to cleanup.
         unsafe { *userdata = Box::into_raw(registration) as *mut c_void };
@@ -725,12 +784,18 @@ unsafe fn response_properties(properties: *const mosquitto_property) -> crate::p
 
 unsafe extern "C" fn on_tick(
     _event: c_int,
-    _event_data: *mut c_void,
+    event_data: *mut c_void,
     userdata: *mut c_void,
 ) -> c_int {
     guard("tick", MOSQ_ERR_SUCCESS, || {
         if userdata.is_null() {
             return MOSQ_ERR_SUCCESS;
+        }
+        if !event_data.is_null() {
+            // SAFETY: registered for MOSQ_EVT_TICK: the broker's event, ours to fill in for
+            // the callback. 2.1 reads the field as `next_ms` (its header renamed 2.0's unused
+            // `next_ns`, at the same place); 2.0 reads nothing back.
+            unsafe { (*(event_data as *mut mosquitto_evt_tick)).next_ns = TICK_PACE_MS };
         }
         // SAFETY: userdata is our Plugin (see init).
         let plugin = unsafe { &*(userdata as *const Plugin) };

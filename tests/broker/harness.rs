@@ -352,7 +352,7 @@ pub fn plugin_path() -> PathBuf {
 }
 
 /// The broker the tests run: Debian's `mosquitto`, or the one `CHAT_AUTH_MOSQUITTO` names
-/// (`scripts/mosquitto-versions` unpacks 2.0.21 there), with `CHAT_AUTH_MOSQUITTO_LIBS` on
+/// (`scripts/mosquitto-versions` makes 2.0.21 and 2.1 under target/), with `CHAT_AUTH_MOSQUITTO_LIBS` on
 /// its library path.
 pub fn mosquitto_command() -> Command {
     let program = std::env::var_os("CHAT_AUTH_MOSQUITTO")

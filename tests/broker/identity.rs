@@ -158,10 +158,11 @@ fn the_stored_spelling_is_the_only_one() {
     );
 }
 
-/// `persistence true` without storage (so no sessions file): the broker restores bob's
-/// persistent session after a restart, and the plugin meets it first when chat is queued
-/// for it; it is looked up by its username, and the queued inbox and group messages are
-/// delivered when bob connects.
+/// `persistence true` without storage: the broker restores bob's persistent session after a
+/// restart, and the queued inbox and group messages are delivered when bob connects. On 2.0
+/// (no sessions file) the plugin meets the session first when chat is queued for it and looks
+/// it up by its username; on 2.1 the sessions file is kept in the broker's persistence
+/// location, private (0600).
 fn a_restored_session_keeps_its_rights_without_a_sessions_file() {
     let db = shared();
     let dbname = chat_db(db, "restored_no_file");
@@ -213,13 +214,36 @@ fn a_restored_session_keeps_its_rights_without_a_sessions_file() {
     );
     let delivered = got.iter().find(|m| m.topic == "/users/2/messages").unwrap();
     assert_chat(&delivered.payload, inbox.to_string().as_bytes());
-    assert!(
-        broker.log().contains(&format!(
-            "client '{bob_id}' restored from the broker's persistence as user 'bob'"
-        )),
-        "{}",
-        broker.log()
-    );
+    let sessions_file = dir.join("chat-auth-sessions.jsonl");
+    if crate::harness::mosquitto_version().contains(" 2.1.") {
+        // 2.1 tells the plugin its persistence location: the sessions file goes there.
+        assert!(
+            broker.log().contains(&format!(
+                "restored 1 persistent sessions from {}",
+                sessions_file.display()
+            )),
+            "{}",
+            broker.log()
+        );
+        let mode = std::fs::metadata(&sessions_file)
+            .expect("sessions file")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600,
+            "{}",
+            sessions_file.display()
+        );
+    } else {
+        assert!(!sessions_file.exists(), "2.0 tells no persistence location");
+        assert!(
+            broker.log().contains(&format!(
+                "client '{bob_id}' restored from the broker's persistence as user 'bob'"
+            )),
+            "{}",
+            broker.log()
+        );
+    }
 }
 
 /// A superuser taken out of `is_superuser` loses the right at the next `refreshUser`: its
