@@ -578,6 +578,26 @@ impl Plugin {
         decision
     }
 
+    /// Mosquitto 2.1's CONNECT: a client is in, whatever the method. One the broker let in by
+    /// its TLS certificate is looked up now (as at its first check on 2.0), so it is known as
+    /// a logged-in client from its CONNACK on.
+    pub fn connect(&self, client: Client<'_>) {
+        let Some(client_id) = client.id else {
+            return;
+        };
+        let mut state = self.state();
+        state.registry.event();
+        if state
+            .registry
+            .certificate_login_due(client_id, client.pointer, client.facts)
+        {
+            let kind = LoginKind::Connect {
+                persistent: !client.facts.clean_session(),
+            };
+            self.login_by_username(&mut state, client_id, client, kind);
+        }
+    }
+
     /// A client the plugin first meets in an ACL check, known by the username the broker
     /// holds for it: one the broker let in by its TLS certificate
     /// (`use_identity_as_username`, `use_subject_as_username`; Mosquitto 2.0 skips

@@ -511,6 +511,29 @@ impl Registry {
 
     /// A certificate login that failed (unknown user, MySQL unavailable): this connection is
     /// refused everything and not looked up again until it disconnects.
+    /// A live client the broker let in by its TLS certificate (skipping BASIC_AUTH) that the
+    /// plugin has not logged in at this connection, nor refused: Mosquitto 2.1's CONNECT
+    /// event asks, so that it gets its identity when it connects rather than at its first
+    /// check (the same conditions as the check's `Pending::CertificateLogin`).
+    pub fn certificate_login_due(
+        &self,
+        client_id: &[u8],
+        pointer: usize,
+        facts: &dyn ClientFacts,
+    ) -> bool {
+        if !facts.has_certificate()
+            || facts.address().is_none()
+            || self
+                .certificate_refused
+                .contains(&(Box::<[u8]>::from(client_id), pointer))
+        {
+            return false;
+        }
+        self.sessions
+            .get(client_id)
+            .is_none_or(|session| session.pointer != pointer || session.state == State::Offline)
+    }
+
     pub fn certificate_refused(&mut self, client_id: &[u8], pointer: usize) {
         if self.certificate_refused.len() >= UNKNOWN_LOG_MEMORY {
             self.certificate_refused.clear();

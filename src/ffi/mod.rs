@@ -72,6 +72,18 @@ type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 /// connection). Not in 2.0's headers, which the plugin is built against.
 const MOSQ_EVT_CLIENT_OFFLINE: mosquitto_plugin_event = 28;
 
+/// `MOSQ_EVT_CONNECT`: Mosquitto 2.1's event for a client that is authenticated, whatever
+/// the method (certificate logins too); after its CONNACK.
+const MOSQ_EVT_CONNECT: mosquitto_plugin_event = 11;
+
+/// 2.1's `struct mosquitto_evt_connect` (include/mosquitto/broker.h).
+#[repr(C)]
+struct EvtConnect {
+    future: *mut c_void,
+    client: *mut mosquitto,
+    future2: [*mut c_void; 4],
+}
+
 /// An event the plugin handles, with the `event_data` its registration needs; `since_2_1`
 /// names what a broker without the event (2.0 answers `MOSQ_ERR_NOT_SUPPORTED`) goes without.
 struct Event {
@@ -100,6 +112,10 @@ const EVENTS: &[Event] = &[
     Event {
         since_2_1: Some("session ends of clients with a session expiry (CLIENT_OFFLINE)"),
         ..on(MOSQ_EVT_CLIENT_OFFLINE, on_disconnect)
+    },
+    Event {
+        since_2_1: Some("certificate clients known at CONNECT"),
+        ..on(MOSQ_EVT_CONNECT, on_connect)
     },
     on(MOSQ_EVT_RELOAD, on_reload),
     on(MOSQ_EVT_TICK, on_tick),
@@ -588,6 +604,24 @@ unsafe extern "C" fn on_disconnect(
                 let clean = broker_client.clean_session();
                 // SAFETY: the event's client lives for the callback.
                 plugin.disconnect(unsafe { client(&broker_client) }, clean);
+            }
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+unsafe extern "C" fn on_connect(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    guard("connect", MOSQ_ERR_SUCCESS, || {
+        // SAFETY: registered for MOSQ_EVT_CONNECT (2.1's event struct); userdata is our Plugin.
+        if let Some((event, plugin)) = unsafe { event::<EvtConnect>(event_data, userdata) } {
+            if !event.client.is_null() {
+                let broker_client = BrokerClient(event.client);
+                // SAFETY: the event's client lives for the callback.
+                plugin.connect(unsafe { client(&broker_client) });
             }
         }
         MOSQ_ERR_SUCCESS
