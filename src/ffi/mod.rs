@@ -108,10 +108,9 @@ const EVENTS: &[Event] = &[
     on(MOSQ_EVT_ACL_CHECK, on_acl_check),
     on(MOSQ_EVT_MESSAGE, on_message),
     on(MOSQ_EVT_DISCONNECT, on_disconnect),
-    // The same bookkeeping as a DISCONNECT: on 2.0 that event covers both cases.
     Event {
-        since_2_1: Some("session ends of clients with a session expiry (CLIENT_OFFLINE)"),
-        ..on(MOSQ_EVT_CLIENT_OFFLINE, on_disconnect)
+        since_2_1: Some("exact session ends (CLIENT_OFFLINE)"),
+        ..on(MOSQ_EVT_CLIENT_OFFLINE, on_client_offline)
     },
     Event {
         since_2_1: Some("certificate clients known at CONNECT"),
@@ -343,6 +342,9 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             };
             match (rc, entry.since_2_1) {
                 (MOSQ_ERR_SUCCESS, newer_feature) => {
+                    if entry.event == MOSQ_EVT_CLIENT_OFFLINE {
+                        OFFLINE_TOLD_APART.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     registration.registered.push(entry);
                     newer.extend(newer_feature);
                 }
@@ -588,6 +590,33 @@ unsafe extern "C" fn on_message(
     })
 }
 
+/// The broker tells a session that stays (CLIENT_OFFLINE, 2.1) apart from one that ends with
+/// its connection (DISCONNECT); 2.0 calls DISCONNECT for both. Set once at init.
+static OFFLINE_TOLD_APART: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// 2.1: a client whose session outlives the connection went offline.
+unsafe extern "C" fn on_client_offline(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    guard("client offline", MOSQ_ERR_SUCCESS, || {
+        // SAFETY: registered for MOSQ_EVT_CLIENT_OFFLINE, whose struct begins as 2.0's
+        // DISCONNECT's ({future, client, reason, ...}); userdata is our Plugin.
+        if let Some((event, plugin)) =
+            unsafe { event::<mosquitto_evt_disconnect>(event_data, userdata) }
+        {
+            if !event.client.is_null() {
+                let broker_client = BrokerClient(event.client);
+                // SAFETY: the event's client lives for the callback.
+                plugin.disconnect(unsafe { client(&broker_client) }, false);
+            }
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
 unsafe extern "C" fn on_disconnect(
     _event: c_int,
     event_data: *mut c_void,
@@ -601,7 +630,10 @@ unsafe extern "C" fn on_disconnect(
         {
             if !event.client.is_null() {
                 let broker_client = BrokerClient(event.client);
-                let clean = broker_client.clean_session();
+                // On 2.1 a DISCONNECT is a session's end (expiry 0, whatever the clean-start
+                // flag); on 2.0 only a clean session's.
+                let clean = OFFLINE_TOLD_APART.load(std::sync::atomic::Ordering::Relaxed)
+                    || broker_client.clean_session();
                 // SAFETY: the event's client lives for the callback.
                 plugin.disconnect(unsafe { client(&broker_client) }, clean);
             }
