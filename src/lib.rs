@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod db;
 pub mod dedup;
+pub mod delayed;
 pub mod envelope;
 pub mod exporter;
 pub mod hash;

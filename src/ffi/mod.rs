@@ -602,11 +602,12 @@ unsafe extern "C" fn on_client_offline(
     userdata: *mut c_void,
 ) -> c_int {
     guard("client offline", MOSQ_ERR_SUCCESS, || {
-        // SAFETY: registered for MOSQ_EVT_CLIENT_OFFLINE, whose struct begins as 2.0's
-        // DISCONNECT's ({future, client, reason, ...}); userdata is our Plugin.
-        if let Some((event, plugin)) =
+        // The event's struct begins as 2.0's DISCONNECT's ({future, client, reason, ...}).
+        let told = {
+            // SAFETY: registered for MOSQ_EVT_CLIENT_OFFLINE; userdata is our Plugin.
             unsafe { event::<mosquitto_evt_disconnect>(event_data, userdata) }
-        {
+        };
+        if let Some((event, plugin)) = told {
             if !event.client.is_null() {
                 let broker_client = BrokerClient(event.client);
                 // SAFETY: the event's client lives for the callback.
