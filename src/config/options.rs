@@ -1,7 +1,7 @@
 //! Every option, once: its name, mosquitto-go-auth's names for it, what it holds, its default
 //! and range, and what it means. The table drives parsing (defaults and ranges), the
-//! unknown-option check ("did you mean") and the README's option reference, which a unit
-//! test keeps equal to `reference()`.
+//! unknown-option check ("did you mean") and the option reference in docs/options.md, which a
+//! unit test keeps equal to `reference()`.
 
 /// What an option holds.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +40,7 @@ pub struct Spec {
     /// The value when the option is not given, read like a given one; `None`: no value, or
     /// one that depends on other options (then `default_doc` says which).
     pub default: Option<&'static str>,
-    /// The README's default, where it is not just `default`.
+    /// The default docs/options.md shows, where it is not just `default`.
     pub default_doc: Option<&'static str>,
     pub meaning: &'static str,
 }
@@ -836,7 +836,8 @@ pub fn get(name: &str) -> &'static Spec {
         .unwrap_or_else(|| panic!("option {name} is read but not in config::options::OPTIONS"))
 }
 
-/// The README's option reference, as a Markdown table (noted go-auth options in one row).
+/// The option reference of docs/options.md, as a Markdown table (noted go-auth options in one
+/// row).
 pub fn reference() -> String {
     let mut out = String::from("| option | default | meaning |\n|---|---|---|\n");
     for spec in OPTIONS.iter().filter(|s| !matches!(s.kind, Noted(_))) {
@@ -922,25 +923,26 @@ mod tests {
         }
     }
 
-    /// The README's reference is this table; `CHAT_AUTH_WRITE_README=1 cargo test --lib
-    /// readme` rewrites it after a change here.
+    /// docs/options.md's reference is this table, between its `options:begin` and
+    /// `options:end` markers; `CHAT_AUTH_WRITE_DOCS=1 cargo test --lib docs_options` rewrites
+    /// it after a change here.
     #[test]
-    fn readme_reference_is_the_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-        let readme = std::fs::read_to_string(path).unwrap();
+    fn docs_options_md_is_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/options.md");
+        let doc = std::fs::read_to_string(path).unwrap();
         let (begin, end) = ("<!-- options:begin -->\n", "<!-- options:end -->");
-        let start = readme.find(begin).expect("options:begin in README") + begin.len();
-        let stop = readme.find(end).expect("options:end in README");
+        let start = doc.find(begin).expect("options:begin in docs/options.md") + begin.len();
+        let stop = doc.find(end).expect("options:end in docs/options.md");
         let table = reference();
-        if std::env::var_os("CHAT_AUTH_WRITE_README").is_some() {
-            let updated = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+        if std::env::var_os("CHAT_AUTH_WRITE_DOCS").is_some() {
+            let updated = format!("{}{table}{}", &doc[..start], &doc[stop..]);
             std::fs::write(path, updated).unwrap();
         } else {
             assert_eq!(
-                readme[start..stop],
+                doc[start..stop],
                 table,
-                "README's option reference differs from config::options::OPTIONS; run \
-                 CHAT_AUTH_WRITE_README=1 cargo test --lib readme"
+                "docs/options.md's option reference differs from config::options::OPTIONS; run \
+                 CHAT_AUTH_WRITE_DOCS=1 cargo test --lib docs_options"
             );
         }
     }
