@@ -20,6 +20,12 @@ pub enum Action {
         topic: String,
         payload: Vec<u8>,
     },
+    /// Completes a login the broker holds for the plugin (Mosquitto 2.1's delayed logins):
+    /// let in, or refused.
+    CompleteLogin {
+        client_id: Vec<u8>,
+        accepted: bool,
+    },
     /// A QoS 1 message for every subscriber, the bridges included (cluster commands).
     Broadcast {
         topic: String,

@@ -189,6 +189,9 @@ pub enum Decision {
     Refuse(Refusal),
     /// No username: the broker's `allow_anonymous` decides.
     Defer,
+    /// Checked on a login thread (Mosquitto 2.1's delayed logins): the broker holds the
+    /// client until a later TICK completes its login.
+    Later,
 }
 
 pub struct Authenticator<S> {
@@ -298,9 +301,23 @@ impl<S: UserSource> Authenticator<S> {
             Decision::Refuse(why) => {
                 log::info!("login refused for user '{}': {why}", printable(username))
             }
-            Decision::Defer => {}
+            Decision::Defer | Decision::Later => {}
         }
         decision
+    }
+
+    /// Whether this username and password would be answered from the credential cache now
+    /// (a HMAC and a map lookup: what the broker thread may decide itself on Mosquitto 2.1,
+    /// where every other login is checked on a login thread).
+    pub fn is_cached(&self, username: &[u8], password: Option<&[u8]>, now: Instant) -> bool {
+        let (Some(cache), Ok(username), Some(password)) =
+            (self.cache.as_ref(), std::str::from_utf8(username), password)
+        else {
+            return false;
+        };
+        cache
+            .get(username, &self.secret.login_mac(username, password), now)
+            .is_some()
     }
 
     /// The broker re-checking a login it holds (SIGHUP): decided like `login`, but neither

@@ -72,6 +72,28 @@ type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 /// connection). Not in 2.0's headers, which the plugin is built against.
 const MOSQ_EVT_CLIENT_OFFLINE: mosquitto_plugin_event = 28;
 
+/// 2.1's answer to BASIC_AUTH for a login completed later (`mosquitto_complete_basic_auth`).
+const MOSQ_ERR_AUTH_DELAYED: c_int = -5;
+
+/// `mosquitto_complete_basic_auth(client_id, result)`, which only Mosquitto 2.1 has.
+type CompleteLogin = unsafe extern "C" fn(*const std::ffi::c_char, c_int);
+
+/// Found at init where the broker has it: then logins are checked on login threads.
+static COMPLETE_LOGIN: std::sync::OnceLock<CompleteLogin> = std::sync::OnceLock::new();
+
+/// Looks up `mosquitto_complete_basic_auth` (2.1's; the plugin links no symbol 2.0 lacks).
+fn find_complete_login() -> Option<CompleteLogin> {
+    // SAFETY: dlsym with a NUL-terminated name; a found symbol is the broker's function of
+    // this signature (include/mosquitto/broker.h, 2.1).
+    unsafe {
+        let found = libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"mosquitto_complete_basic_auth".as_ptr(),
+        );
+        (!found.is_null()).then(|| std::mem::transmute::<*mut c_void, CompleteLogin>(found))
+    }
+}
+
 /// `MOSQ_EVT_CONNECT`: Mosquitto 2.1's event for a client that is authenticated, whatever
 /// the method (certificate logins too); after its CONNACK.
 const MOSQ_EVT_CONNECT: mosquitto_plugin_event = 11;
@@ -310,7 +332,16 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             None => (None, None),
         };
         let persistence = persistence_location();
-        let plugin = match Plugin::start(&options, wake, persistence.as_deref()) {
+        let complete_login = find_complete_login();
+        if let Some(complete) = complete_login {
+            let _ = COMPLETE_LOGIN.set(complete);
+        }
+        let plugin = match Plugin::start(
+            &options,
+            wake,
+            persistence.as_deref(),
+            complete_login.is_some(),
+        ) {
             Ok(plugin) => Box::new(plugin),
             Err(message) => {
                 log::error!("{message}");
@@ -358,6 +389,9 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                     return rc;
                 }
             }
+        }
+        if complete_login.is_some() {
+            newer.push("delayed logins (checked on login threads)");
         }
         if newer.is_empty() {
             log::info!("Mosquitto 2.1 features: none (a 2.0 broker)");
@@ -496,6 +530,7 @@ unsafe extern "C" fn on_basic_auth(
             Decision::Allow(_) => MOSQ_ERR_SUCCESS,
             Decision::Refuse(_) => MOSQ_ERR_AUTH,
             Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
+            Decision::Later => MOSQ_ERR_AUTH_DELAYED,
         }
     })
 }
@@ -868,8 +903,13 @@ unsafe extern "C" fn on_tick(
         let plugin = unsafe { &*(userdata as *const Plugin) };
         // The broker calls, made after `tick` let go of the plugin's state: a publish or a
         // kick may call back into the plugin (an ACL check, a DISCONNECT).
+        let mut completed = false;
         for action in plugin.tick() {
+            completed |= matches!(action, Action::CompleteLogin { .. });
             perform(action);
+        }
+        if completed {
+            plugin.completions_done();
         }
         MOSQ_ERR_SUCCESS
     })
@@ -979,6 +1019,26 @@ fn perform(action: Action) {
             let username = c_string(&username);
             // SAFETY: a valid C string; main thread.
             unsafe { mosquitto_kick_client_by_username(username.as_ptr(), false) };
+        }
+        Action::CompleteLogin {
+            client_id,
+            accepted,
+        } => {
+            // A client id holds no NUL (MQTT forbids U+0000); one that did would name no
+            // waiting client, and its login would end overdue.
+            let (Some(complete), Ok(client_id)) = (COMPLETE_LOGIN.get(), CString::new(client_id))
+            else {
+                return;
+            };
+            let result = if accepted {
+                MOSQ_ERR_SUCCESS
+            } else {
+                MOSQ_ERR_AUTH as c_int
+            };
+            // SAFETY: the broker's own function (found by dlsym, of this signature in 2.1's
+            // broker.h), on the main thread (TICK), with a valid C string it only reads. An
+            // id that no longer waits (the client left) is looked up and ignored.
+            unsafe { complete(client_id.as_ptr(), result) };
         }
         Action::KickClient(client_id) => {
             let client_id = c_string(&String::from_utf8_lossy(&client_id));

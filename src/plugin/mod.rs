@@ -52,8 +52,12 @@ struct Mysql {
     rules: Arc<MysqlRules>,
 }
 
+mod later;
+
 pub struct Plugin {
-    auth: Authenticator<Source>,
+    auth: Arc<Authenticator<Source>>,
+    /// Mosquitto 2.1's delayed logins: the login threads (`None` on 2.0).
+    later: Option<later::Later>,
     mysql: Option<Mysql>,
     http: Option<Arc<HttpBackend>>,
     chat: Option<ChatTopics>,
@@ -113,6 +117,10 @@ struct State {
     /// Set when a check's wait for its login's rules ran out: until a rules load comes
     /// back, checks do not wait at all (see `acl_check`).
     rules_late: Option<LateRules>,
+    /// Logins the broker holds while a login thread checks them (2.1).
+    waiting: crate::delayed::Waiting,
+    /// Logins let in, until the broker's CONNECT for them (inside the completion).
+    completing: HashMap<Box<[u8]>, later::Completing>,
 }
 
 /// An episode of rules loads that do not come back in time.
@@ -167,6 +175,7 @@ impl Plugin {
         options: &[(K, V)],
         wake: Option<crate::action::Waker>,
         persistence_location: Option<&std::path::Path>,
+        delayed_logins: bool,
     ) -> Result<Plugin, String> {
         let (mut config, warnings) = Config::parse(options).map_err(|e| e.to_string())?;
         if let Some(dir) = persistence_location {
@@ -251,12 +260,20 @@ impl Plugin {
             config.throttle,
         )
         .with_bridge_users(config.bridge_users);
-        let refresher = Refresher::start(Arc::new(Background {
+        let auth = Arc::new(auth);
+        let background = Arc::new(Background {
             mysql: mysql
                 .as_ref()
                 .map(|m| (Arc::clone(&m.rules), Arc::clone(&m.users))),
             times: Arc::clone(&auth.times),
-        }))?;
+        });
+        let refresher = Refresher::start(Arc::clone(&background) as Arc<dyn RuleSource>)?;
+        let later = if delayed_logins {
+            let rules = mysql.is_some().then(|| background as Arc<dyn RuleSource>);
+            Some(later::Later::start(Arc::clone(&auth), rules, wake.clone())?)
+        } else {
+            None
+        };
         let mut registry = Registry::new(acl.chat.clone(), acl.refresh, config.offline);
         if let Some(path) = &config.session_file {
             match crate::session_file::load(path) {
@@ -395,6 +412,7 @@ impl Plugin {
             .map(|v| Dedup::new(v.dedup.as_millis() as i64, dedup::PER_SENDER, dedup::TOTAL));
         Ok(Plugin {
             auth,
+            later,
             mysql,
             http,
             chat: acl.chat,
@@ -426,6 +444,8 @@ impl Plugin {
                 cluster_seen: cluster::Seen::default(),
                 history,
                 rules_late: None,
+                waiting: later::waiting(),
+                completing: HashMap::new(),
             }),
         })
     }
@@ -451,7 +471,7 @@ impl Plugin {
             Decision::Allow(_) => state.counters.logins_accepted += 1,
             Decision::Refuse(Refusal::Throttled) => state.counters.logins_throttled += 1,
             Decision::Refuse(why) => state.counters.login_refused(why.name()),
-            Decision::Defer => {}
+            Decision::Defer | Decision::Later => {}
         }
         decision
     }
@@ -500,6 +520,20 @@ impl Plugin {
                 // Another password than the verified one: checked in full below.
                 Some(_) => {}
                 None => return self.recheck_unheld(state, name, password, client_id, now),
+            }
+        }
+        if !rechecking {
+            // Mosquitto 2.1: checked on a login thread unless decided here at once.
+            if let Some(decision) = self.begin_later(
+                &mut state,
+                client.id,
+                client.pointer,
+                username,
+                password,
+                client.facts.address(),
+                now,
+            ) {
+                return decision;
             }
         }
         drop(state);
@@ -587,6 +621,16 @@ impl Plugin {
         };
         let mut state = self.state();
         state.registry.event();
+        let persistent = !client.facts.clean_session();
+        if self.bind_completed(
+            &mut state,
+            client_id,
+            client.pointer,
+            persistent,
+            Instant::now(),
+        ) {
+            return;
+        }
         if state
             .registry
             .certificate_login_due(client_id, client.pointer, client.facts)
@@ -1391,6 +1435,7 @@ impl Plugin {
         // History answers at every tick (the reader woke the loop for them: one atomic load
         // when there are none).
         Self::hand_over_history(&mut state);
+        self.hand_over_logins(&mut state, now);
         // Under load the broker ticks once per loop pass, about once per message: the
         // background work is looked at every TICK_PERIOD only (broker calls go out at once).
         if now < state.next_full_tick {
