@@ -20,7 +20,7 @@
 //!   to a broker pointer: the first delivery from a context that never had a connection
 //!   (no address) with the same client id and username ties it.
 
-use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, Patterns, Subject};
+use crate::acl::{self, Access, ChatTopics, GroupIds, PatternSet, RuleSet, Subject};
 use crate::action::Reply;
 use crate::auth::{BackendKind, Identity, Proof};
 use crate::cluster;
@@ -75,16 +75,6 @@ impl ClientFacts for NoFacts {
 /// A user row read again, as `Registry::user_checked` weighs it: whether a session's proof
 /// still holds for the stored hash, and whether the row makes the user a superuser.
 pub type RowNow<'a> = (&'a dyn Fn(&Proof) -> bool, bool);
-
-/// The rules of one user, as loaded from MySQL.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RuleSet {
-    /// The chat identity the groups were loaded for.
-    pub user_id: String,
-    pub groups: GroupIds,
-    /// auth-plug ACL rows, not yet expanded (`%u`, `%c` differ per client).
-    pub rows: Patterns,
-}
 
 /// A request to the background refresher.
 #[derive(Debug, Clone, PartialEq)]
@@ -1431,6 +1421,7 @@ fn expand_all(rows: &PatternSet, username: &str, client_id: &str) -> PatternSet 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acl::Patterns;
 
     const REFRESH: Duration = Duration::from_secs(60);
     const CONNECT: LoginKind = LoginKind::Connect { persistent: false };
