@@ -11,7 +11,7 @@
 //! 50-message answer wrapped at TICK). Setup is the same for every count, so
 //! `scripts/instructions` subtracts a run of 0 iterations.
 
-use chat_auth::acl::{Access, ChatTopics, Patterns};
+use chat_auth::acl::{Access, ChatTopics, Patterns, RuleSet};
 use chat_auth::action::Reply;
 use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::chat::{self, Kind, Sender};
@@ -19,7 +19,7 @@ use chat_auth::config::OfflineCaps;
 use chat_auth::envelope;
 use chat_auth::hash::HashSettings;
 use chat_auth::history::{self, StoredMessage};
-use chat_auth::sessions::{LoginKind, NoFacts, Registry, RuleSet};
+use chat_auth::sessions::{LoginKind, NoFacts, Registry};
 use chat_auth::store::spool::Spool;
 use chat_auth::throttle::ThrottleConfig;
 use std::hint::black_box;

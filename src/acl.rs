@@ -183,6 +183,16 @@ impl<S: AsRef<str>> FromIterator<S> for GroupIds {
     }
 }
 
+/// The rules of one user, as loaded from MySQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    /// The chat identity the groups were loaded for.
+    pub user_id: String,
+    pub groups: GroupIds,
+    /// auth-plug ACL rows, not yet expanded (`%u`, `%c` differ per client).
+    pub rows: Patterns,
+}
+
 /// Everything a decision needs to know about one client.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {

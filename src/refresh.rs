@@ -3,9 +3,10 @@
 //! file, so no callback waits on MySQL or the disk for them. Work goes in, results come out;
 //! the broker thread applies them (and logs) at TICK.
 
+use crate::acl::RuleSet;
 use crate::auth::UserNow;
 use crate::db::DbError;
-use crate::sessions::{Job, Loaded, RuleSet, SavedSession};
+use crate::sessions::{Job, Loaded, SavedSession};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;

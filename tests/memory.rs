@@ -3,10 +3,10 @@
 //! broker-level figure (RSS beside the bare broker) is in BENCHMARKS.md; this guards the
 //! data structures behind it against growing back.
 
-use chat_auth::acl::{Access, ChatTopics, Patterns};
+use chat_auth::acl::{Access, ChatTopics, Patterns, RuleSet};
 use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::hash::HashSettings;
-use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry, RuleSet};
+use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry};
 use chat_auth::throttle::ThrottleConfig;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};

@@ -1,12 +1,11 @@
 //! The MySQL backend: users read with `userquery` / `superquery` / `cert_userquery`, and a
 //! user's rules (groups and ACL rows) read with `groupsquery` and `aclquery`.
 
-use crate::acl::Patterns;
+use crate::acl::{Patterns, RuleSet};
 use crate::auth::{BackendKind, Lookup, UserNow, UserRecord, UserSource};
 use crate::db::{Db, DbError, value_bytes};
 use crate::logging::printable;
 use crate::query::{Param, Query};
-use crate::sessions::RuleSet;
 use crate::topic;
 use mysql::{Row, Value};
 use std::sync::Arc;

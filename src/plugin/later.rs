@@ -8,12 +8,13 @@
 //! that left meanwhile gets no CONNECT: what was kept for it is dropped after the call.
 
 use super::{Plugin, State};
+use crate::acl::RuleSet;
 use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal};
 use crate::db::DbError;
 use crate::delayed::{LoginThreads, Waiting};
 use crate::logging::printable;
 use crate::refresh::{Done, RuleSource, Work};
-use crate::sessions::{Loaded, LoginKind, RuleSet};
+use crate::sessions::{Loaded, LoginKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The plugin assembled from its parts: config, the MySQL pool, the authenticator. The FFI
 //! edge owns one `Plugin` and forwards each broker event to it.
 
-use crate::acl::{Access, ChatTopics};
+use crate::acl::{Access, ChatTopics, RuleSet};
 use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal, UserSource};
 use crate::backend::http::HttpBackend;
 use crate::backend::mysql::{MysqlRules, MysqlUsers};
@@ -19,7 +19,7 @@ use crate::logging::printable;
 use crate::metrics;
 use crate::refresh::{Done, Refresher, RuleSource, Work};
 use crate::resend::{self, Resends};
-use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry, RuleSet};
+use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry};
 use crate::store::{Store, StoreRefusal};
 use serde_json::json;
 use std::collections::HashMap;
