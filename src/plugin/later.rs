@@ -7,7 +7,7 @@
 //! the rules loaded with it: the client's first check finds them without waiting. A client
 //! that left meanwhile gets no CONNECT: what was kept for it is dropped after the call.
 
-use super::{Plugin, State};
+use super::{Client, Plugin, State};
 use crate::acl::RuleSet;
 use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal};
 use crate::db::DbError;
@@ -115,15 +115,14 @@ impl Plugin {
     pub(super) fn begin_later(
         &self,
         state: &mut State,
-        client_id: Option<&[u8]>,
-        pointer: usize,
+        client: Client<'_>,
         username: Option<&[u8]>,
         password: Option<&[u8]>,
-        address: Option<String>,
         now: Instant,
     ) -> Option<Decision> {
         let later = self.later.as_ref()?;
-        let (Some(client_id), Some(username)) = (client_id, username) else {
+        let pointer = client.pointer;
+        let (Some(client_id), Some(username)) = (client.id, username) else {
             return None;
         };
         if self.auth.is_cached(username, password, now) {
@@ -143,7 +142,7 @@ impl Plugin {
             ticket,
             username: username.to_vec(),
             password: password.map(<[u8]>::to_vec),
-            address,
+            address: client.facts.address(),
         };
         if later.threads.submit(request).is_err() {
             state.waiting.finish(client_id, ticket);

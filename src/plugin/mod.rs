@@ -269,7 +269,7 @@ impl Plugin {
         });
         let refresher = Refresher::start(Arc::clone(&background) as Arc<dyn RuleSource>)?;
         let later = if delayed_logins {
-            let rules = mysql.is_some().then(|| background as Arc<dyn RuleSource>);
+            let rules = mysql.is_some().then_some(background as Arc<dyn RuleSource>);
             Some(later::Later::start(Arc::clone(&auth), rules, wake.clone())?)
         } else {
             None
@@ -524,15 +524,7 @@ impl Plugin {
         }
         if !rechecking {
             // Mosquitto 2.1: checked on a login thread unless decided here at once.
-            if let Some(decision) = self.begin_later(
-                &mut state,
-                client.id,
-                client.pointer,
-                username,
-                password,
-                client.facts.address(),
-                now,
-            ) {
+            if let Some(decision) = self.begin_later(&mut state, client, username, password, now) {
                 return decision;
             }
         }
