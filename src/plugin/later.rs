@@ -1,17 +1,19 @@
 //! Mosquitto 2.1's delayed logins, the plugin's side (the tables and threads are in
 //! `crate::delayed`). A CONNECT the credential cache cannot answer is checked on a login
-//! thread, which also loads the user's rules; the broker thread only queues it
-//! (`MOSQ_ERR_AUTH_DELAYED`). At a later TICK the answer becomes a `CompleteLogin` action;
-//! the FFI edge completes the login, and the broker, inside that call, sends the CONNACK
-//! and the CONNECT event, where the plugin binds the session to the connection and installs
-//! the rules loaded with it: the client's first check finds them without waiting. A client
-//! that left meanwhile gets no CONNECT: what was kept for it is dropped after the call.
+//! thread; the broker thread only queues it (`MOSQ_ERR_AUTH_DELAYED`). A user let in has its
+//! rules loaded next, on a login thread too, for at most `rules_wait_ms` more; then, at a
+//! TICK, a `CompleteLogin` action: the FFI edge completes the login, and the broker, inside
+//! that call, sends the CONNACK and the CONNECT event, where the plugin binds the session to
+//! the connection and installs the rules loaded with it, so the client's first check finds
+//! them without waiting. Rules that did not come in time are loaded as on 2.0 (the first
+//! check waits for them up to `rules_wait_ms`). A client that left meanwhile gets no
+//! CONNECT: what was kept for it is dropped after the call.
 
 use super::{Client, Plugin, State};
 use crate::acl::RuleSet;
 use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal};
 use crate::db::DbError;
-use crate::delayed::{LoginThreads, Waiting};
+use crate::delayed::{Held, LoginThreads, Waiting};
 use crate::logging::printable;
 use crate::refresh::{Done, RuleSource, Work};
 use crate::sessions::{Loaded, LoginKind};
@@ -30,61 +32,99 @@ const MOST_WAITING: usize = 10_000;
 /// this is for a check that never returns).
 pub(super) const LONGEST_WAIT: Duration = Duration::from_secs(10);
 
-/// One login to check.
-pub(super) struct Request {
-    client_id: Box<[u8]>,
-    ticket: u64,
-    username: Vec<u8>,
-    password: Option<Vec<u8>>,
-    address: Option<String>,
+/// Work for a login thread.
+pub(super) enum Request {
+    /// Check one login.
+    Login {
+        client_id: Box<[u8]>,
+        ticket: u64,
+        username: Vec<u8>,
+        password: Option<Vec<u8>>,
+        address: Option<String>,
+    },
+    /// Load the rules of a user just let in.
+    Rules {
+        client_id: Box<[u8]>,
+        ticket: u64,
+        username: String,
+        user_id: String,
+    },
 }
 
-/// A check's answer, with the user's rules when it was let in.
-pub(super) struct Checked {
-    client_id: Box<[u8]>,
-    ticket: u64,
-    decision: Decision,
-    rules: Option<Result<RuleSet, DbError>>,
+/// A login thread's answer.
+pub(super) enum Answer {
+    Login {
+        client_id: Box<[u8]>,
+        ticket: u64,
+        decision: Decision,
+    },
+    Rules {
+        client_id: Box<[u8]>,
+        ticket: u64,
+        result: Result<RuleSet, DbError>,
+    },
 }
 
-/// A login let in, kept until the broker's CONNECT event for its connection (inside the
+/// A user let in whose rules are loading, until they come or `rules_wait` is over.
+pub(super) struct AwaitingRules {
+    ticket: u64,
+    pointer: usize,
+    identity: Identity,
+    since: Instant,
+}
+
+/// A login let in, kept until the broker's CONNECT for its connection (inside the
 /// completion call).
 pub(super) struct Completing {
     pointer: usize,
     identity: Identity,
-    rules: Option<Result<RuleSet, DbError>>,
+    rules: Option<RuleSet>,
 }
 
 pub(super) struct Later {
-    threads: LoginThreads<Request, Checked>,
+    threads: LoginThreads<Request, Answer>,
 }
 
-/// The login threads' work: the same check as on the broker thread, then the rules.
-fn check<S: crate::auth::UserSource>(
+/// The login threads' work: the same check as on the broker thread, or a rules load.
+fn work<S: crate::auth::UserSource>(
     auth: &Authenticator<S>,
     rules: Option<&dyn RuleSource>,
     request: Request,
-) -> Checked {
-    let decision = auth.login(
-        Some(&request.username),
-        request.password.as_deref(),
-        &request.client_id,
-        request.address.as_deref(),
-        Instant::now(),
-    );
-    let rules = match (&decision, rules) {
-        (Decision::Allow(identity), Some(source))
-            if !identity.superuser && identity.backend == BackendKind::Mysql =>
-        {
-            Some(source.load(&identity.username, &identity.user_id))
+) -> Answer {
+    match request {
+        Request::Login {
+            client_id,
+            ticket,
+            username,
+            password,
+            address,
+        } => {
+            let decision = auth.login(
+                Some(&username),
+                password.as_deref(),
+                &client_id,
+                address.as_deref(),
+                Instant::now(),
+            );
+            Answer::Login {
+                client_id,
+                ticket,
+                decision,
+            }
         }
-        _ => None,
-    };
-    Checked {
-        client_id: request.client_id,
-        ticket: request.ticket,
-        decision,
-        rules,
+        Request::Rules {
+            client_id,
+            ticket,
+            username,
+            user_id,
+        } => Answer::Rules {
+            client_id,
+            ticket,
+            result: match rules {
+                Some(source) => source.load(&username, &user_id),
+                None => Err(DbError::Unavailable("no mysql backend".into())),
+            },
+        },
     }
 }
 
@@ -97,7 +137,7 @@ impl Later {
         let threads = LoginThreads::start(
             THREADS,
             QUEUE,
-            Arc::new(move |request| check(&auth, rules.as_deref(), request)),
+            Arc::new(move |request| work(&auth, rules.as_deref(), request)),
             wake,
         )?;
         Ok(Later { threads })
@@ -137,7 +177,10 @@ impl Plugin {
             state.registry.refused(client_id, pointer);
             return Some(Decision::Refuse(Refusal::Throttled));
         };
-        let request = Request {
+        // A login with this id that was let in and waits for its rules left (the broker
+        // refuses a second CONNECT with a waiting id): its completion would be this one's.
+        state.awaiting_rules.remove(client_id);
+        let request = Request::Login {
             client_id: client_id.into(),
             ticket,
             username: username.to_vec(),
@@ -156,45 +199,50 @@ impl Plugin {
         Some(Decision::Later)
     }
 
-    /// At TICK: the answers the login threads made, and the logins that waited too long,
-    /// as `CompleteLogin` actions (in the outbox).
+    /// At TICK: the answers the login threads made, the rules that did not come in time,
+    /// and the logins that waited too long, as `CompleteLogin` actions (in the outbox).
     pub(super) fn hand_over_logins(&self, state: &mut State, now: Instant) {
         let Some(later) = self.later.as_ref() else {
             return;
         };
-        for checked in later.threads.take() {
-            let Some(held) = state.waiting.finish(&checked.client_id, checked.ticket) else {
-                // Taken over by a later login with the same id (this connection left).
-                continue;
-            };
-            let accepted = match checked.decision {
-                Decision::Allow(identity) => {
-                    state.counters.logins_accepted += 1;
-                    state.completing.insert(
-                        checked.client_id.clone(),
-                        Completing {
-                            pointer: held.pointer,
-                            identity,
-                            rules: checked.rules,
-                        },
-                    );
-                    true
-                }
-                Decision::Refuse(why) => {
-                    match why {
-                        Refusal::Throttled => state.counters.logins_throttled += 1,
-                        why => state.counters.login_refused(why.name()),
+        for answer in later.threads.take() {
+            match answer {
+                Answer::Login {
+                    client_id,
+                    ticket,
+                    decision,
+                } => {
+                    // None: taken over by a later login with the same id (this one left).
+                    if let Some(held) = state.waiting.finish(&client_id, ticket) {
+                        self.checked(state, later, client_id, held, decision, now);
                     }
-                    state.registry.refused(&checked.client_id, held.pointer);
-                    false
                 }
-                // A username was given: neither comes back.
-                Decision::Defer | Decision::Later => false,
-            };
-            state.outbox.push(crate::action::Action::CompleteLogin {
-                client_id: checked.client_id.into_vec(),
-                accepted,
-            });
+                Answer::Rules {
+                    client_id,
+                    ticket,
+                    result,
+                } => {
+                    let current = state
+                        .awaiting_rules
+                        .get(&client_id)
+                        .is_some_and(|a| a.ticket == ticket);
+                    if current {
+                        let awaiting = state.awaiting_rules.remove(&client_id).expect("held");
+                        Self::complete(state, client_id, awaiting, result.ok());
+                    }
+                }
+            }
+        }
+        let rules_wait = self.rules_wait;
+        let late: Vec<Box<[u8]>> = state
+            .awaiting_rules
+            .iter()
+            .filter(|(_, a)| now.duration_since(a.since) >= rules_wait)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for client_id in late {
+            let awaiting = state.awaiting_rules.remove(&client_id).expect("held");
+            Self::complete(state, client_id, awaiting, None);
         }
         for (client_id, held) in state.waiting.overdue(now) {
             log::warn!(
@@ -209,6 +257,89 @@ impl Plugin {
                 accepted: false,
             });
         }
+    }
+
+    /// A login thread's decision: refused at once; let in, once its rules are loaded (or
+    /// `rules_wait` is over), for a user whose rules are loaded per user.
+    fn checked(
+        &self,
+        state: &mut State,
+        later: &Later,
+        client_id: Box<[u8]>,
+        held: Held,
+        decision: Decision,
+        now: Instant,
+    ) {
+        let Held {
+            ticket, pointer, ..
+        } = held;
+        let identity = match decision {
+            Decision::Allow(identity) => identity,
+            Decision::Refuse(why) => {
+                match why {
+                    Refusal::Throttled => state.counters.logins_throttled += 1,
+                    why => state.counters.login_refused(why.name()),
+                }
+                state.registry.refused(&client_id, pointer);
+                state.outbox.push(crate::action::Action::CompleteLogin {
+                    client_id: client_id.into_vec(),
+                    accepted: false,
+                });
+                return;
+            }
+            // A username was given: neither comes back.
+            Decision::Defer | Decision::Later => {
+                state.outbox.push(crate::action::Action::CompleteLogin {
+                    client_id: client_id.into_vec(),
+                    accepted: false,
+                });
+                return;
+            }
+        };
+        state.counters.logins_accepted += 1;
+        let awaiting = AwaitingRules {
+            ticket,
+            pointer,
+            since: now,
+            identity,
+        };
+        let loads_rules = self.mysql.is_some()
+            && !awaiting.identity.superuser
+            && awaiting.identity.backend == BackendKind::Mysql;
+        if loads_rules {
+            let request = Request::Rules {
+                client_id: client_id.clone(),
+                ticket,
+                username: awaiting.identity.username.clone(),
+                user_id: awaiting.identity.user_id.clone(),
+            };
+            if later.threads.submit(request).is_ok() {
+                state.awaiting_rules.insert(client_id, awaiting);
+                return;
+            }
+        }
+        Self::complete(state, client_id, awaiting, None);
+    }
+
+    /// Kept for the CONNECT the completion brings, and the completion asked for.
+    fn complete(
+        state: &mut State,
+        client_id: Box<[u8]>,
+        awaiting: AwaitingRules,
+        rules: Option<RuleSet>,
+    ) {
+        state.completing.insert(
+            client_id.clone(),
+            Completing {
+                pointer: awaiting.pointer,
+                identity: awaiting.identity,
+                rules,
+            },
+        );
+        state.outbox.push(crate::action::Action::CompleteLogin {
+            client_id: client_id.into_vec(),
+            accepted: true,
+        });
     }
 
     /// The broker's CONNECT for a login completed from here: the session is bound to the
@@ -235,8 +366,7 @@ impl Plugin {
             &done.identity,
             now,
         );
-        let preloaded = done.rules.filter(Result::is_ok);
-        self.install_preloaded(state, &done.identity.username, preloaded, now);
+        self.install_preloaded(state, &done.identity.username, done.rules, now);
         Self::start_urgent(state);
         log::debug!(
             "login accepted for user '{}' (user id '{}'), completed",
@@ -265,13 +395,13 @@ impl Plugin {
         &self,
         state: &mut State,
         username: &str,
-        preloaded: Option<Result<RuleSet, DbError>>,
+        preloaded: Option<RuleSet>,
         now: Instant,
     ) {
-        let Some(result) = preloaded else {
+        let Some(rules) = preloaded else {
             return;
         };
-        let mut result = Some(result);
+        let mut result = Some(Ok(rules));
         for job in state.registry.urgent_jobs() {
             match result.take_if(|_| job.username == username) {
                 Some(result) => {

@@ -119,6 +119,8 @@ struct State {
     rules_late: Option<LateRules>,
     /// Logins the broker holds while a login thread checks them (2.1).
     waiting: crate::delayed::Waiting,
+    /// Logins let in whose rules are loading (at most `rules_wait`).
+    awaiting_rules: HashMap<Box<[u8]>, later::AwaitingRules>,
     /// Logins let in, until the broker's CONNECT for them (inside the completion).
     completing: HashMap<Box<[u8]>, later::Completing>,
 }
@@ -445,6 +447,7 @@ impl Plugin {
                 history,
                 rules_late: None,
                 waiting: later::waiting(),
+                awaiting_rules: HashMap::new(),
                 completing: HashMap::new(),
             }),
         })
