@@ -65,3 +65,8 @@ impl Reply {
 /// made is handed over at the next TICK at once rather than when the loop's 100 ms wait ends
 /// (the FFI edge makes it; without one, results wait for the next TICK).
 pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+/// Runs a piece of broker-thread work that waits on the network with the loop waker's signal
+/// held back (Mosquitto 2.1, where the signal is not blocked on the broker thread; see the
+/// FFI edge's waker). `None` where nothing needs holding back.
+pub type Hush = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;

@@ -281,7 +281,10 @@ impl<S: UserSource> Authenticator<S> {
                 self.throttle().failed(&ticket, started.elapsed(), now)
             }
             Decision::Allow(_) => self.throttle().succeeded(&ticket, now),
-            _ => Vec::new(),
+            _ => {
+                self.throttle().ended(&ticket);
+                Vec::new()
+            }
         };
         log_throttle_events(events);
         match &decision {

@@ -22,6 +22,10 @@ use bindings::*;
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use waker::{LoopWaker, hushed};
+
+mod waker;
 
 const PLUGIN_API_VERSION: c_int = 5;
 
@@ -151,10 +155,17 @@ const EVENTS: &[Event] = &[
 ];
 
 /// How often TICK comes when the broker has nothing else to do. Mosquitto 2.0 passes its loop
-/// at least every 100 ms; 2.1 sleeps until its next timer (a keepalive: many seconds) unless
-/// TICK asks for an earlier one, so the plugin asks for 2.0's pace: answers and batches
-/// handed over at TICK keep the same latency on both.
+/// at least every 100 ms, and calls TICK at every pass; 2.1 calls it only when the `next_ms`
+/// it last asked for is over, and sleeps until its next timer (a keepalive: many seconds)
+/// unless built with websockets (100 ms). With the loop waker (see `waker`), TICK asks for
+/// every pass (0), as 2.0 gives it, and the waker's pulse keeps 2.0's pace; without it, for
+/// 2.0's pace itself, so answers and batches handed over at TICK keep their latency.
 const TICK_PACE_MS: i64 = 100;
+static TICK_NEXT_MS: AtomicI64 = AtomicI64::new(TICK_PACE_MS);
+
+/// 2.1 with the loop waker: the BASIC_AUTH callback, which may wait on MySQL (a SIGHUP
+/// re-check), blocks SIGURG for its duration.
+static HUSH_LOGINS: AtomicBool = AtomicBool::new(false);
 
 struct Registration {
     identifier: *mut mosquitto_plugin_id_t,
@@ -163,105 +174,6 @@ struct Registration {
     plugin: Box<Plugin>,
     /// The loop waker's signal, given back at cleanup.
     waker: Option<LoopWaker>,
-}
-
-/// Wakes the broker's event loop from a background thread: `SIGURG` to the broker's thread
-/// with a handler that does nothing. Mosquitto 2.0 waits in `epoll_wait` for at most 100 ms
-/// and carries on after `EINTR` (mux_epoll.c); the signal only ends that wait early, so the
-/// next TICK hands over what the thread made. SIGURG is otherwise only sent for TCP urgent
-/// data to a socket owner set with `F_SETOWN`, which Mosquitto never sets.
-///
-/// The signal must never cut short anything else the broker thread does (a login's MySQL
-/// read over TLS, say: a read with a timeout is not restarted after a handler). So SIGURG
-/// stays blocked on the broker thread, and only the wait lets it in: Mosquitto sets the
-/// thread's mask to its own set (which lacks SIGURG) around `epoll_wait` (and `poll`), and
-/// puts the previous mask back after. A signal sent while the thread works waits, pending,
-/// and the TICK at the end of that pass hands the answers over anyway.
-struct LoopWaker {
-    previous: libc::sigaction,
-    /// SIGURG was blocked on the broker thread before the plugin blocked it.
-    was_blocked: bool,
-}
-
-extern "C" fn wake_up(_signal: c_int) {}
-
-/// The signal set of SIGURG alone.
-fn urgent_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise the set they are given.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGURG);
-        set
-    }
-}
-
-impl LoopWaker {
-    /// Installs the handler, unless another one is installed (then answers wait for the
-    /// loop's own pace). On the broker's thread (plugin init).
-    fn install() -> Option<(LoopWaker, crate::action::Waker)> {
-        // SAFETY: sigaction with valid pointers; pthread_self has no preconditions.
-        unsafe {
-            let mut previous: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGURG, std::ptr::null(), &mut previous) != 0
-                || (previous.sa_sigaction != libc::SIG_DFL
-                    && previous.sa_sigaction != libc::SIG_IGN)
-            {
-                log::warn!(
-                    "SIGURG has a handler already: history answers wait for the broker's \
-                     next loop pass (up to 100 ms)"
-                );
-                return None;
-            }
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = wake_up as extern "C" fn(c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            if libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut()) != 0 {
-                return None;
-            }
-            let mut before: libc::sigset_t = std::mem::zeroed();
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &urgent_set(), &mut before) != 0 {
-                libc::sigaction(libc::SIGURG, &previous, std::ptr::null_mut());
-                return None;
-            }
-            let was_blocked = libc::sigismember(&before, libc::SIGURG) == 1;
-            let broker_thread = libc::pthread_self();
-            let wake: crate::action::Waker = std::sync::Arc::new(move || {
-                // SAFETY: the broker's thread lives as long as the plugin (its threads are
-                // joined at cleanup before the handler is removed).
-                libc::pthread_kill(broker_thread, libc::SIGURG);
-            });
-            Some((
-                LoopWaker {
-                    previous,
-                    was_blocked,
-                },
-                wake,
-            ))
-        }
-    }
-}
-
-impl Drop for LoopWaker {
-    /// The handler lives in this library, which the broker may unload after cleanup.
-    fn drop(&mut self) {
-        // SAFETY: on the broker thread (cleanup, or init when history is off): unblocks
-        // SIGURG as it was (a pending one runs our handler, still installed), then restores
-        // the disposition read at install, unless another handler replaced ours since.
-        unsafe {
-            if !self.was_blocked {
-                libc::pthread_sigmask(libc::SIG_UNBLOCK, &urgent_set(), std::ptr::null_mut());
-            }
-            let mut current: libc::sigaction = std::mem::zeroed();
-            let ours = wake_up as extern "C" fn(c_int) as libc::sighandler_t;
-            if libc::sigaction(libc::SIGURG, std::ptr::null(), &mut current) == 0
-                && current.sa_sigaction == ours
-            {
-                libc::sigaction(libc::SIGURG, &self.previous, std::ptr::null_mut());
-            }
-        }
-    }
 }
 
 impl Registration {
@@ -327,18 +239,23 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 })
                 .collect()
         };
-        let (waker, wake) = match LoopWaker::install() {
-            Some((waker, wake)) => (Some(waker), Some(wake)),
-            None => (None, None),
-        };
-        let persistence = persistence_location();
         let complete_login = find_complete_login();
         if let Some(complete) = complete_login {
             let _ = COMPLETE_LOGIN.set(complete);
         }
+        // 2.1 (the only broker with delayed logins) waits with a plain epoll_wait.
+        let plain_wait = complete_login.is_some();
+        let (waker, wake) = match LoopWaker::install(plain_wait) {
+            Some((waker, wake)) => (Some(waker), Some(wake)),
+            None => (None, None),
+        };
+        let hush: Option<crate::action::Hush> = (plain_wait && waker.is_some())
+            .then(|| std::sync::Arc::new(hushed) as crate::action::Hush);
+        let persistence = persistence_location();
         let plugin = match Plugin::start(
             &options,
             wake,
+            hush,
             persistence.as_deref(),
             complete_login.is_some(),
         ) {
@@ -348,8 +265,13 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return MOSQ_ERR_INVAL;
             }
         };
-        // Only chat history uses the waker: without it, SIGURG is left as it was.
-        let waker = waker.filter(|_| plugin.serves_history());
+        // On 2.0 only chat history uses the waker: without it, SIGURG is left as it was. On
+        // 2.1 the login threads and the pulse use it too.
+        let waker = waker.filter(|_| plain_wait || plugin.serves_history());
+        if plain_wait && waker.is_some() {
+            TICK_NEXT_MS.store(0, Ordering::Relaxed);
+            HUSH_LOGINS.store(true, Ordering::Relaxed);
+        }
         let mut registration = Box::new(Registration {
             identifier,
             registered: Vec::new(),
@@ -526,7 +448,14 @@ unsafe extern "C" fn on_basic_auth(
                 c_bytes(event.password),
             )
         };
-        match plugin.basic_auth(client, username, password) {
+        let mut decision = None;
+        let mut decide = || decision = Some(plugin.basic_auth(client, username, password));
+        if HUSH_LOGINS.load(Ordering::Relaxed) {
+            hushed(&mut decide);
+        } else {
+            decide();
+        }
+        match decision.expect("decided") {
             Decision::Allow(_) => MOSQ_ERR_SUCCESS,
             Decision::Refuse(_) => MOSQ_ERR_AUTH,
             Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
@@ -897,7 +826,10 @@ unsafe extern "C" fn on_tick(
             // SAFETY: registered for MOSQ_EVT_TICK: the broker's event, ours to fill in for
             // the callback. 2.1 reads the field as `next_ms` (its header renamed 2.0's unused
             // `next_ns`, at the same place); 2.0 reads nothing back.
-            unsafe { (*(event_data as *mut mosquitto_evt_tick)).next_ns = TICK_PACE_MS };
+            unsafe {
+                (*(event_data as *mut mosquitto_evt_tick)).next_ns =
+                    TICK_NEXT_MS.load(Ordering::Relaxed)
+            };
         }
         // SAFETY: userdata is our Plugin (see init).
         let plugin = unsafe { &*(userdata as *const Plugin) };

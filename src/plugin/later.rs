@@ -85,10 +85,30 @@ pub(super) struct Later {
     threads: LoginThreads<Request, Answer>,
 }
 
+/// Logins of one account are checked one at a time, as on 2.0's broker thread: a flood of
+/// wrong passwords for one name then meets the throttle's block after its first failure
+/// instead of several hashes running at once. Names share one of these locks by their hash.
+struct Turns(Vec<std::sync::Mutex<()>>);
+
+impl Turns {
+    fn new() -> Turns {
+        Turns((0..64).map(|_| std::sync::Mutex::new(())).collect())
+    }
+
+    fn take(&self, username: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let name = crate::names::folded(&String::from_utf8_lossy(username)).into_owned();
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
+        let turn = &self.0[(hash % self.0.len() as u64) as usize];
+        turn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The login threads' work: the same check as on the broker thread, or a rules load.
 fn work<S: crate::auth::UserSource>(
     auth: &Authenticator<S>,
     rules: Option<&dyn RuleSource>,
+    turns: &Turns,
     request: Request,
 ) -> Answer {
     match request {
@@ -99,6 +119,7 @@ fn work<S: crate::auth::UserSource>(
             password,
             address,
         } => {
+            let _turn = turns.take(&username);
             let decision = auth.login(
                 Some(&username),
                 password.as_deref(),
@@ -137,7 +158,10 @@ impl Later {
         let threads = LoginThreads::start(
             THREADS,
             QUEUE,
-            Arc::new(move |request| work(&auth, rules.as_deref(), request)),
+            {
+                let turns = Turns::new();
+                Arc::new(move |request| work(&auth, rules.as_deref(), &turns, request))
+            },
             wake,
         )?;
         Ok(Later { threads })

@@ -58,6 +58,8 @@ pub struct Plugin {
     auth: Arc<Authenticator<Source>>,
     /// Mosquitto 2.1's delayed logins: the login threads (`None` on 2.0).
     later: Option<later::Later>,
+    /// Holds the loop waker's signal back while the broker thread waits on the network (2.1).
+    hush: Option<crate::action::Hush>,
     mysql: Option<Mysql>,
     http: Option<Arc<HttpBackend>>,
     chat: Option<ChatTopics>,
@@ -176,6 +178,7 @@ impl Plugin {
     pub fn start<K: AsRef<str>, V: AsRef<str>>(
         options: &[(K, V)],
         wake: Option<crate::action::Waker>,
+        hush: Option<crate::action::Hush>,
         persistence_location: Option<&std::path::Path>,
         delayed_logins: bool,
     ) -> Result<Plugin, String> {
@@ -415,6 +418,7 @@ impl Plugin {
         Ok(Plugin {
             auth,
             later,
+            hush,
             mysql,
             http,
             chat: acl.chat,
@@ -451,6 +455,16 @@ impl Plugin {
                 completing: HashMap::new(),
             }),
         })
+    }
+
+    /// `work`, with the loop waker's signal held back where that is needed (see `hush`).
+    fn hushed<T>(&self, work: impl FnOnce() -> T) -> T {
+        let Some(hush) = &self.hush else {
+            return work();
+        };
+        let (mut work, mut out) = (Some(work), None);
+        hush(&mut || out = work.take().map(|work| work()));
+        out.expect("hush runs the work")
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -670,8 +684,7 @@ impl Plugin {
                     .to_string(),
             )
         } else {
-            self.auth
-                .certificate_identity(&username, Instant::now())
+            self.hushed(|| self.auth.certificate_identity(&username, Instant::now()))
                 .map_err(|why| why.to_string())
         };
         let login = identity.inspect(|identity| {
@@ -921,6 +934,18 @@ impl Plugin {
         let mut state = self.state();
         Self::end_recheck(&mut state);
         Self::check_ticks(&mut state);
+        if !state.completing.is_empty() {
+            // Inside a delayed login's completion (2.1), before its CONNECT event: the
+            // messages queued for a resumed session are checked as they are written out.
+            let persistent = !client.facts.clean_session();
+            self.bind_completed(
+                &mut state,
+                client_id,
+                client.pointer,
+                persistent,
+                Instant::now(),
+            );
+        }
         let mut deadline = None;
         let allowed = loop {
             match state.registry.check(
@@ -935,10 +960,9 @@ impl Plugin {
                 Err(Pending::Remote(username)) => {
                     // A miss waits on the service, bounded by http_timeout (README, "HTTP
                     // backend"); answers are cached per client, topic and access.
-                    break self
-                        .http
-                        .as_ref()
-                        .is_some_and(|http| http.acl(&username, client_id, topic, access));
+                    break self.http.as_ref().is_some_and(|http| {
+                        self.hushed(|| http.acl(&username, client_id, topic, access))
+                    });
                 }
                 Err(Pending::CertificateLogin) => {
                     let kind = LoginKind::Connect {

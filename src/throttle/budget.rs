@@ -12,6 +12,12 @@ pub(super) struct Budget {
     /// Refusals in the episode going on, if one is.
     pub(super) episode: Option<u64>,
     pub(super) charged: Duration,
+    /// Logins admitted on this budget whose outcome is not known yet (Mosquitto 2.1 checks
+    /// several at once on login threads): each holds back the cost of the last failure, so
+    /// that concurrent checks cannot overdraw the budget by more than one.
+    pub(super) in_flight: i64,
+    /// The last failure's cost, in microseconds.
+    pub(super) typical: i64,
 }
 
 impl Budget {
@@ -23,6 +29,8 @@ impl Budget {
             last: now,
             episode: None,
             charged: Duration::ZERO,
+            in_flight: 0,
+            typical: 0,
         };
         budget.level = budget.burst();
         budget
@@ -50,7 +58,7 @@ impl Budget {
 
     pub(super) fn allows(&mut self, now: Instant, events: &mut Vec<Event>) -> bool {
         self.refill(now, events);
-        if self.level > 0 {
+        if self.level - self.in_flight * self.typical > 0 {
             return true;
         }
         match &mut self.episode {
@@ -68,7 +76,19 @@ impl Budget {
 
     pub(super) fn charge(&mut self, cost: Duration, now: Instant, events: &mut Vec<Event>) {
         self.refill(now, events);
-        self.level -= cost.as_micros().min(1 << 40) as i64;
+        let micros = cost.as_micros().min(1 << 40) as i64;
+        self.level -= micros;
+        self.typical = micros;
         self.charged += cost;
+    }
+
+    /// A login admitted on this budget is being checked.
+    pub(super) fn reserve(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// Its outcome is known (charged or not).
+    pub(super) fn release(&mut self) {
+        self.in_flight = (self.in_flight - 1).max(0);
     }
 }

@@ -213,7 +213,7 @@ pub struct Login<'a> {
 
 /// An admitted login, handed back with its outcome ([`Throttle::failed`],
 /// [`Throttle::succeeded`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Ticket<'a> {
     login: Login<'a>,
     /// `false`: the throttle is off; nothing is recorded.
@@ -223,6 +223,9 @@ pub struct Ticket<'a> {
     /// `None` for loopback or no address, or no address limit.
     address: Option<u64>,
     known: bool,
+    /// The budget the login holds a place on while it is checked (`Some(known)`), released
+    /// when its outcome is told (`failed`, `succeeded` or `ended`).
+    reserved: std::cell::Cell<Option<bool>>,
 }
 
 impl Ticket<'_> {
@@ -397,6 +400,7 @@ impl Throttle {
             device: 0,
             address: None,
             known: false,
+            reserved: std::cell::Cell::new(None),
         };
         if !self.config.enabled() {
             return (Ok(ticket), events);
@@ -427,6 +431,10 @@ impl Throttle {
             } else if failing && !self.known_budget.allows(now, &mut events) {
                 Err(Refused::KnownBudget)
             } else {
+                if failing {
+                    self.known_budget.reserve();
+                    ticket.reserved.set(Some(true));
+                }
                 Ok(ticket)
             };
             if verdict.is_err() {
@@ -444,15 +452,33 @@ impl Throttle {
         } else if !self.new_budget.allows(now, &mut events) {
             Err(Refused::Budget)
         } else {
+            self.new_budget.reserve();
+            ticket.reserved.set(Some(false));
             Ok(ticket)
         };
         (verdict, events)
+    }
+
+    /// Gives back the ticket's place on its budget, once.
+    fn release(&mut self, ticket: &Ticket<'_>) {
+        match ticket.reserved.take() {
+            Some(true) => self.known_budget.release(),
+            Some(false) => self.new_budget.release(),
+            None => {}
+        }
+    }
+
+    /// An admitted login that ended neither failed nor accepted (MySQL unavailable, no
+    /// password): nothing is recorded, its place on the budget is given back.
+    pub fn ended(&mut self, ticket: &Ticket<'_>) {
+        self.release(ticket);
     }
 
     /// An admitted login refused for a reason of the client's, that cost the broker thread
     /// `cost`.
     pub fn failed(&mut self, ticket: &Ticket<'_>, cost: Duration, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
+        self.release(ticket);
         if !ticket.active {
             return events;
         }
@@ -519,6 +545,7 @@ impl Throttle {
     /// account proves nothing about the other logins from its address.
     pub fn succeeded(&mut self, ticket: &Ticket<'_>, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
+        self.release(ticket);
         if ticket.active {
             let lifetime = self.lifetime();
             self.known.remember(

@@ -644,3 +644,31 @@ fn memory_is_bounded_in_bytes_whatever_the_names() {
             .all(|e| e.name.len() <= NAME_BYTES + 3)
     );
 }
+
+#[test]
+fn logins_checked_at_once_cannot_overdraw_the_budget() {
+    // Mosquitto 2.1 checks several logins at once on login threads: each admitted login
+    // holds back the last failure's cost until its outcome is told.
+    let start = Instant::now();
+    let mut t = Throttle::new(config(), start);
+    // The budget holds 200 ms (20 % of a second); one failure of 150 ms leaves 50 ms.
+    let cost = 150 * MS;
+    assert_eq!(
+        attempt(&mut t, login("u0", "d0"), false, cost, start),
+        Some(false)
+    );
+    let (first, _) = t.admit(login("u1", "d1"), start);
+    let first = first.expect("50 ms left: one more check");
+    let (second, _) = t.admit(login("u2", "d2"), start);
+    assert_eq!(
+        second.err(),
+        Some(Refused::Budget),
+        "the first one in flight holds the rest back"
+    );
+    // Its outcome is told (no failure charged): the place is given back.
+    t.ended(&first);
+    let (third, _) = t.admit(login("u3", "d3"), start);
+    let third = third.expect("nothing in flight");
+    t.succeeded(&third, start);
+    assert!(t.admit(login("u4", "d4"), start).0.is_ok());
+}
