@@ -102,9 +102,10 @@ fn the_installed_package_logs_in_and_stores() {
         conffile.lines().all(|l| l.is_empty() || l.starts_with('#')),
         "every line of the conffile is commented out:\n{conffile}"
     );
-    // The files its comments point at (the option reference, the schema) are installed.
+    // The files its comments point at (the option reference, the schema, the manual) are
+    // installed.
     let named: Vec<&str> = conffile
-        .split(|c: char| c.is_whitespace() || c == ';')
+        .split(|c: char| c.is_whitespace() || ";,()\"".contains(c))
         .filter(|w| w.starts_with("/usr/share/"))
         .collect();
     assert!(
