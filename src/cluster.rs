@@ -1,6 +1,6 @@
 //! Administration across bridged brokers. A `refreshUser` or `kickUser` run here is also
 //! published on [`TOPIC`]; the bridges carry it (the bridge sections name the topic, see
-//! README "Scaling out"), and every broker that receives it from a bridge (a bridge
+//! docs/clustering.md), and every broker that receives it from a bridge (a bridge
 //! account's connection, or its own outgoing bridge) runs it too. Each command carries an id:
 //! one seen before is not run again (cycles of bridges). A broker that was down catches up
 //! by itself: its clients log in again, and every login reads the rules fresh.

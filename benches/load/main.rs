@@ -387,7 +387,7 @@ fn history_pages(
 const BRIDGE_USER: u64 = 9_999;
 
 /// Inbox traffic at QoS 1 from publishers on broker b to subscribers on broker a (b bridged
-/// to a as README "Scaling out" shows), beside the same load on one broker, in one run: a
+/// to a as docs/clustering.md shows), beside the same load on one broker, in one run: a
 /// burst (as fast as the publishers go) and a paced 10k msg/s (latency without queueing); and
 /// the rows the pair stored per second.
 fn cross_broker(bench: &Bench, runtime: &tokio::runtime::Runtime, notes: &mut Vec<String>) {
@@ -413,8 +413,8 @@ fn cross_broker(bench: &Bench, runtime: &tokio::runtime::Runtime, notes: &mut Ve
     let bridge = user(BRIDGE_USER);
     let a_port = free_port();
     // A bridge is a client of the other broker: a burst that outruns it waits in its queue,
-    // which Mosquitto caps at `max_queued_messages` (1000) and drops beyond (README, Scaling
-    // out). Both brokers of the pair get room for the whole burst.
+    // which Mosquitto caps at `max_queued_messages` (1000) and drops beyond
+    // (docs/clustering.md). Both brokers of the pair get room for the whole burst.
     let queue = "max_queued_messages 1000000\nmax_inflight_messages 1000\n";
     let mut a_conf = format!("{queue}listener {a_port} 127.0.0.1\nallow_anonymous false\n");
     plugin_conf(bench, &mut a_conf);

@@ -13,11 +13,12 @@ const USAGE: &str = "usage: chat-auth-passwd [--format pbkdf2|mosquitto|django|b
 [--algorithm sha1|sha256|sha512] [--iterations N] [--cost N] [PASSWORD]
        chat-auth-passwd --check STORED_HASH [PASSWORD]
 Prints a hash for the users table. Default: PBKDF2$sha512$20000$... (auth-plug's format),
-about 14 ms per login on one core; see the README for stronger settings and their cost.
+about 14 ms per login on one core; see docs/passwords.md for stronger settings and their cost.
 Without PASSWORD the first line of standard input is used.";
 
 /// Defaults sized for a broker that checks every first login on its one thread: about
-/// 15 ms each (README "Cost on the broker thread" has the measured logins per second).
+/// 15 ms each (docs/passwords.md, "Cost on the broker thread", has the measured logins per
+/// second).
 const DEFAULT_SHA512_ITERATIONS: u32 = 20_000;
 const DEFAULT_DJANGO_ITERATIONS: u32 = 100_000;
 const DEFAULT_BCRYPT_COST: u32 = 10;

@@ -14,7 +14,8 @@ use subtle::ConstantTimeEq;
 
 // Every login's hash runs on the broker's only thread, so a stored row may ask for at most a
 // few hundred milliseconds of it. The caps below were measured on the project's 2-core
-// machine (`chat-auth-passwd --check`, release build; README "Cost on the broker thread").
+// machine (`chat-auth-passwd --check`, release build; docs/passwords.md, "Cost on the broker
+// thread").
 
 /// PBKDF2 work (iterations x output blocks of the hash) a row may ask for, per algorithm:
 /// SHA-1 and SHA-256 about 0.15 us per iteration-block on CPUs with SHA extensions,

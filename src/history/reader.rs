@@ -242,7 +242,8 @@ impl Worker {
             Ok(()) => Ok(true),
             Err(DbError::Query(why)) if why.contains(absent) => {
                 log::warn!(
-                    "the table {}: {missing} ({why}); see README, Chat history",
+                    "the table {}: {missing} ({why}); see docs/control-and-history.md, Chat \
+                     history",
                     self.table
                 );
                 Ok(false)

@@ -958,8 +958,8 @@ impl Plugin {
             ) {
                 Ok(allowed) => break allowed,
                 Err(Pending::Remote(username)) => {
-                    // A miss waits on the service, bounded by http_timeout (README, "HTTP
-                    // backend"); answers are cached per client, topic and access.
+                    // A miss waits on the service, bounded by http_timeout
+                    // (docs/http-backend.md); answers are cached per client, topic and access.
                     break self.http.as_ref().is_some_and(|http| {
                         self.hushed(|| http.acl(&username, client_id, topic, access))
                     });

@@ -499,8 +499,8 @@ impl Writer {
             Err(Failure::Server(why)) if why.contains(UNKNOWN_PAYLOAD) => {
                 log::warn!(
                     "the table {} has no payload column: messages are stored without the payload as \
-                     delivered, and chat history rebuilds them (run history-upgrade.sql: README, \
-                     Chat history)",
+                     delivered, and chat history rebuilds them (run history-upgrade.sql: \
+                     docs/control-and-history.md, Chat history)",
                     self.table
                 );
                 COLUMNS_WITHOUT_PAYLOAD

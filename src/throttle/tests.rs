@@ -624,7 +624,7 @@ fn memory_is_bounded_in_bytes_whatever_the_names() {
     let stats = t.stats();
     assert_eq!((stats.usernames, stats.addresses), (MAX_KEYS, MAX_KEYS));
     assert_eq!(stats.known_devices, 100_000.min(known));
-    // Documented (README, Attacks): 14.4 MB at most with the defaults, against
+    // Documented (docs/security.md): 14.4 MB at most with the defaults, against
     // gigabytes when whole names were the keys.
     println!(
         "throttle state: {} bytes (usernames {}, addresses {}, known devices {})",

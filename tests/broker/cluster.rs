@@ -29,7 +29,7 @@ pub fn trials() -> Vec<Trial> {
 const SOON: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(800);
 
-/// The bridge section a broker bridges to `port` with (README, "Scaling out").
+/// The bridge section a broker bridges to `port` with (docs/clustering.md).
 pub fn bridge_section(name: &str, port: u16, account: &str, password: &str) -> String {
     format!(
         "connection {name}\naddress 127.0.0.1:{port}\nremote_username {account}\n\

@@ -81,6 +81,9 @@ fn the_installed_package_logs_in_and_stores() {
         "/usr/share/doc/chat-auth/examples/chat.conf",
         "/usr/share/doc/chat-auth/examples/auth-plug.conf",
         "/usr/share/doc/chat-auth/copyright",
+        "/usr/share/doc/chat-auth/README.md",
+        "/usr/share/doc/chat-auth/docs/README.md",
+        "/usr/share/doc/chat-auth/docs/options.md",
     ] {
         assert!(Path::new(path).exists(), "{path} installed");
     }
@@ -99,6 +102,22 @@ fn the_installed_package_logs_in_and_stores() {
         conffile.lines().all(|l| l.is_empty() || l.starts_with('#')),
         "every line of the conffile is commented out:\n{conffile}"
     );
+    // The files its comments point at (the option reference, the schema, the manual) are
+    // installed.
+    let named: Vec<&str> = conffile
+        .split(|c: char| c.is_whitespace() || ";,()\"".contains(c))
+        .filter(|w| w.starts_with("/usr/share/"))
+        .collect();
+    assert!(
+        !named.is_empty(),
+        "the conffile names its reference:\n{conffile}"
+    );
+    for path in named {
+        assert!(
+            Path::new(path).is_file(),
+            "{path}, named by the conffile, installed"
+        );
+    }
 
     let db = shared();
     let dbname = chat_db(db, "package");
