@@ -156,6 +156,26 @@ fn varint(out: &mut Vec<u8>, mut n: usize) {
 /// Connects and reads the CONNACK; the open socket, or the CONNACK's code. Dropping the
 /// stream closes the socket without a DISCONNECT, so the broker sends the will.
 pub(crate) fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8> {
+    let packet = connect_packet(&c);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    stream.write_all(&packet).expect("send CONNECT");
+    let mut ack = [0u8; 4];
+    stream.read_exact(&mut ack).expect("a CONNACK");
+    assert_eq!(ack[0], 0x20, "not a CONNACK: {ack:?}");
+    if ack[3] != 0 {
+        return Err(ack[3]);
+    }
+    if c.v5 && ack[1] > 2 {
+        // CONNACK properties: read and drop them.
+        let mut rest = vec![0u8; ack[1] as usize - 2];
+        stream.read_exact(&mut rest).unwrap();
+    }
+    Ok(stream)
+}
+
+/// The CONNECT packet `raw_session` sends.
+pub(crate) fn connect_packet(c: &RawConnect<'_>) -> Vec<u8> {
     let mut body = Vec::new();
     field(&mut body, b"MQTT");
     body.push(if c.v5 { 5 } else { 4 });
@@ -199,21 +219,7 @@ pub(crate) fn raw_session(port: u16, c: RawConnect<'_>) -> Result<TcpStream, u8>
     let mut packet = vec![0x10];
     varint(&mut packet, body.len());
     packet.extend_from_slice(&body);
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(SOON)).unwrap();
-    stream.write_all(&packet).expect("send CONNECT");
-    let mut ack = [0u8; 4];
-    stream.read_exact(&mut ack).expect("a CONNACK");
-    assert_eq!(ack[0], 0x20, "not a CONNACK: {ack:?}");
-    if ack[3] != 0 {
-        return Err(ack[3]);
-    }
-    if c.v5 && ack[1] > 2 {
-        // CONNACK properties: read and drop them.
-        let mut rest = vec![0u8; ack[1] as usize - 2];
-        stream.read_exact(&mut rest).unwrap();
-    }
-    Ok(stream)
+    packet
 }
 
 /// A PUBLISH built by hand (MQTT 3.1.1): packet id `mid` at QoS 1 and 2, the DUP flag for a
