@@ -163,6 +163,13 @@ const EVENTS: &[Event] = &[
 const TICK_PACE_MS: i64 = 100;
 static TICK_NEXT_MS: AtomicI64 = AtomicI64::new(TICK_PACE_MS);
 
+/// 2.1's answer to MESSAGE for a message over a limit (PUBACK 0x97 "quota exceeded"); 2.0
+/// handles only `ACL_DENIED` from MESSAGE cleanly.
+const MOSQ_ERR_QUOTA_EXCEEDED: c_int = -6;
+
+/// The broker takes `MOSQ_ERR_QUOTA_EXCEEDED` from MESSAGE (2.1). Set once at init.
+static QUOTA_ANSWERS: AtomicBool = AtomicBool::new(false);
+
 /// 2.1 with the loop waker: the BASIC_AUTH callback, which may wait on MySQL (a SIGHUP
 /// re-check), blocks SIGURG for its duration.
 static HUSH_LOGINS: AtomicBool = AtomicBool::new(false);
@@ -243,8 +250,10 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
         if let Some(complete) = complete_login {
             let _ = COMPLETE_LOGIN.set(complete);
         }
-        // 2.1 (the only broker with delayed logins) waits with a plain epoll_wait.
+        // 2.1 (the only broker with delayed logins) waits with a plain epoll_wait and takes
+        // quota answers from MESSAGE.
         let plain_wait = complete_login.is_some();
+        QUOTA_ANSWERS.store(plain_wait, Ordering::Relaxed);
         let (waker, wake) = match LoopWaker::install(plain_wait) {
             Some((waker, wake)) => (Some(waker), Some(wake)),
             None => (None, None),
@@ -314,6 +323,7 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
         }
         if complete_login.is_some() {
             newer.push("delayed logins (checked on login threads)");
+            newer.push("quota answers (0x97) for chat messages over a limit");
         }
         if newer.is_empty() {
             log::info!("Mosquitto 2.1 features: none (a 2.0 broker)");
@@ -528,6 +538,10 @@ unsafe extern "C" fn on_message(
         match plugin.message(unsafe { client(&broker_client) }, topic, payload, event.qos) {
             MessageVerdict::Pass => MOSQ_ERR_SUCCESS,
             MessageVerdict::Deny => MOSQ_ERR_ACL_DENIED,
+            MessageVerdict::OverQuota if QUOTA_ANSWERS.load(Ordering::Relaxed) => {
+                MOSQ_ERR_QUOTA_EXCEEDED
+            }
+            MessageVerdict::OverQuota => MOSQ_ERR_ACL_DENIED,
             MessageVerdict::Replace(stamped) => {
                 let Ok(len) = u32::try_from(stamped.len()) else {
                     return MOSQ_ERR_ACL_DENIED;

@@ -164,6 +164,14 @@ pub enum MessageVerdict {
     Replace(Vec<u8>),
     /// Refused: not delivered, not stored.
     Deny,
+    /// Refused for a limit (the spool is full): not delivered, not stored; Mosquitto 2.1
+    /// tells an MQTT 5 sender "quota exceeded" (0x97), 2.0 "not authorized".
+    OverQuota,
+}
+
+/// The refusals that are a limit reached, not a fault of the message (`OverQuota`).
+fn over_quota(reason: &str) -> bool {
+    matches!(reason, "spool-full")
 }
 
 /// How often the storage figures are logged (when they changed).
@@ -1030,7 +1038,11 @@ impl Plugin {
             Ok(verdict) => verdict,
             Err(reason) => {
                 state.counters.chat_refused(reason);
-                MessageVerdict::Deny
+                if over_quota(reason) {
+                    MessageVerdict::OverQuota
+                } else {
+                    MessageVerdict::Deny
+                }
             }
         }
     }

@@ -431,6 +431,12 @@ fn full_spool_refuses_then_recovers() {
     );
     let mut alice = login(broker.port, "alice", 0);
     db.stop();
+    // Mosquitto 2.1 tells an MQTT 5 sender why: "quota exceeded"; 2.0 only "not authorized".
+    let full = if crate::harness::mosquitto_version().contains(" 2.1.") {
+        0x97
+    } else {
+        NOT_AUTHORIZED
+    };
     let big = "z".repeat(60_000);
     let mut accepted_count = 0;
     let mut refused = false;
@@ -440,7 +446,7 @@ fn full_spool_refuses_then_recovers() {
             message("CHAT", 1, 2, &format!("{n} {big}")),
             false,
         );
-        if code == NOT_AUTHORIZED {
+        if code == full {
             refused = true;
             break;
         }
@@ -455,7 +461,7 @@ fn full_spool_refuses_then_recovers() {
     // Still refused, and warned about once.
     assert_eq!(
         alice.publish("/users/2/messages", message("CHAT", 1, 2, "small"), false),
-        NOT_AUTHORIZED
+        full
     );
     assert_eq!(
         broker.log().matches("spool full").count(),
