@@ -377,12 +377,16 @@ impl Plugin {
         persistent: bool,
         now: Instant,
     ) -> bool {
-        let Some(done) = state.completing.remove(client_id) else {
-            return false;
-        };
-        if done.pointer != pointer {
+        // Another connection with this id (the one taken over, whose will is checked during
+        // the completion) leaves the entry for the one completed.
+        if state
+            .completing
+            .get(client_id)
+            .is_none_or(|done| done.pointer != pointer)
+        {
             return false;
         }
+        let done = state.completing.remove(client_id).expect("checked");
         state.registry.login(
             client_id,
             pointer,

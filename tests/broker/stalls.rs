@@ -40,11 +40,16 @@ pub fn trials() -> Vec<Trial> {
             "stalls::a_login_that_left_while_waiting_completes_nothing",
             a_login_that_left_while_waiting_completes_nothing,
         ),
+        (
+            "stalls::a_take_over_binds_the_new_connection",
+            a_take_over_binds_the_new_connection,
+        ),
     ];
     crate::trials(tests)
 }
 
 const SOON: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(500);
 
 /// A chat broker logging to `$SYS/broker/log/#` too, and the superuser `admin` subscribed
 /// to `$SYS/#` (a dashboard, mosquitto-exporter).
@@ -401,4 +406,50 @@ fn a_login_that_left_while_waiting_completes_nothing() {
     );
     // The broker keeps answering, alice logs in on her own connection.
     answers(&broker, "a login left while it waited");
+}
+
+/// A client id held by alice's live connection (with a will) taken over by a new login as bob
+/// (delayed on Mosquitto 2.1, completed while the old connection is closed under the same id):
+/// the new connection gets bob's session and rights, never alice's.
+fn a_take_over_binds_the_new_connection() {
+    let db = shared();
+    let dbname = chat_db(db, "take_over");
+    let (broker, _dashboard) = watched_broker(db, &dbname, "");
+    let port = broker.port;
+    let id = client_id("taken");
+    let mut carol = Mqtt::connect(port, &client_id("carol-reader"), "carol", PASSWORD);
+    assert_eq!(carol.subscribe("/users/3/messages"), 1);
+    let will = json!({"type": "CHAT", "fromId": 1, "toId": 3, "content": "alice's will"});
+    let will = will.to_string();
+    let _old = raw_session(
+        port,
+        RawConnect {
+            client_id: &id,
+            username: "alice",
+            password: PASSWORD,
+            v5: false,
+            clean: true,
+            session_expiry: None,
+            will: Some(RawWill {
+                topic: "/users/3/messages",
+                payload: will.as_bytes(),
+                delay: None,
+            }),
+        },
+    )
+    .expect("alice's connection");
+    let mut bob = Mqtt::connect(port, &id, "bob", PASSWORD);
+    assert_eq!(
+        bob.subscribe("/users/2/messages"),
+        1,
+        "bob's own inbox on the new connection:\n{}",
+        broker.log()
+    );
+    assert_eq!(bob.subscribe("/users/1/messages"), NOT_AUTHORIZED);
+    // Whatever the broker does with the old connection's will (2.1 drops it at a take-over),
+    // nothing of it is delivered under bob's name.
+    if let Some(m) = carol.message_on("/users/3/messages", QUIET) {
+        let got: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON");
+        assert_eq!(got["fromId"], 1, "{got}");
+    }
 }
