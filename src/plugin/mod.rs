@@ -301,7 +301,7 @@ impl Plugin {
                     }
                     let count = saved.len();
                     for job in registry.restore(saved, Instant::now()) {
-                        refresher.submit(Work::Rules(job));
+                        refresher.submit_urgent(Work::Rules(job));
                     }
                     if count > 0 {
                         log::info!(

@@ -30,6 +30,10 @@ impl Registry {
     /// Their users' rules are loaded by the jobs returned.
     pub fn restore(&mut self, saved: Vec<SavedSession>, now: Instant) -> Vec<Job> {
         let mut jobs = Vec::new();
+        // The load each user's sessions wait for at their first check (as a login's): chat
+        // queued for a restored session right after a restart is checked against the rules,
+        // not against the identity alone.
+        let mut tickets: std::collections::HashMap<Arc<str>, u64> = Default::default();
         for session in saved {
             if self.sessions.contains_key(session.client_id.as_bytes()) {
                 continue;
@@ -53,7 +57,9 @@ impl Registry {
                     if let Some(entry) = self.users.get_mut(&username) {
                         entry.in_flight = true;
                     }
-                    jobs.push(self.job(&session.username, &session.user_id, None, false));
+                    let job = self.job(&session.username, &session.user_id, None, true);
+                    tickets.insert(username.clone(), job.ticket);
+                    jobs.push(job);
                 }
                 if let Some(entry) = self.users.get_mut(&username) {
                     entry.clients += 1;
@@ -70,7 +76,7 @@ impl Registry {
                     state: State::Offline,
                     persistent: true,
                     proof: None,
-                    awaiting: 0,
+                    awaiting: tickets.get(&username).copied().unwrap_or(0),
                     generation: 0,
                     patterns: None,
                 },

@@ -631,6 +631,20 @@ fn restored_sessions_bind_to_the_restored_context_only() {
         false,
         &Restored("mallory")
     ));
+    // Its first check waits for the restore's load, as a login's first check does...
+    assert_eq!(
+        reg.check(
+            b"alice-phone",
+            50,
+            Access::Read,
+            "/users/1/messages",
+            false,
+            &Restored("alice")
+        ),
+        Err(Pending::Rules)
+    );
+    // ...and, when it does not come in time, is decided by the identity (its inbox).
+    reg.stop_waiting(b"alice-phone", 50);
     assert!(reg.decided(
         b"alice-phone",
         50,
