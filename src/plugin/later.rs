@@ -31,6 +31,8 @@ const MOST_WAITING: usize = 10_000;
 /// A login not answered within this is refused (the threads' own timeouts end far sooner:
 /// this is for a check that never returns).
 pub(super) const LONGEST_WAIT: Duration = Duration::from_secs(10);
+/// How often a login refused because too many wait is said at warning level.
+const FULL_SAID_EVERY: Duration = Duration::from_secs(60);
 
 /// Work for a login thread.
 pub(super) enum Request {
@@ -193,12 +195,11 @@ impl Plugin {
             return None;
         }
         let Ok(ticket) = state.waiting.begin(client_id, pointer, now) else {
-            log::warn!(
-                "login refused for user '{}': {} logins wait for their check already",
-                printable(&String::from_utf8_lossy(username)),
+            let why = format!(
+                "{} logins wait for their check already",
                 state.waiting.len()
             );
-            state.registry.refused(client_id, pointer);
+            Self::refused_unchecked(state, client_id, pointer, username, &why, now);
             return Some(Decision::Refuse(Refusal::Throttled));
         };
         // A login with this id that was let in and waits for its rules left (the broker
@@ -213,14 +214,34 @@ impl Plugin {
         };
         if later.threads.submit(request).is_err() {
             state.waiting.finish(client_id, ticket);
-            log::warn!(
-                "login refused for user '{}': the login threads' queue is full",
-                printable(&String::from_utf8_lossy(username))
-            );
-            state.registry.refused(client_id, pointer);
+            let why = "the login threads' queue is full";
+            Self::refused_unchecked(state, client_id, pointer, username, why, now);
             return Some(Decision::Refuse(Refusal::Throttled));
         }
         Some(Decision::Later)
+    }
+
+    /// A login refused before any check, because too many wait: one warning a minute at
+    /// most (a flood would otherwise write a line per connection), the rest at debug level.
+    fn refused_unchecked(
+        state: &mut State,
+        client_id: &[u8],
+        pointer: usize,
+        username: &[u8],
+        why: &str,
+        now: Instant,
+    ) {
+        let user = printable(&String::from_utf8_lossy(username)).to_string();
+        if state
+            .logins_full_said
+            .is_none_or(|said| now.duration_since(said) >= FULL_SAID_EVERY)
+        {
+            state.logins_full_said = Some(now);
+            log::warn!("login refused for user '{user}': {why} (said once a minute)");
+        } else {
+            log::debug!("login refused for user '{user}': {why}");
+        }
+        state.registry.refused(client_id, pointer);
     }
 
     /// At TICK: the answers the login threads made, the rules that did not come in time,

@@ -125,6 +125,8 @@ struct State {
     awaiting_rules: HashMap<Box<[u8]>, later::AwaitingRules>,
     /// Logins let in, until the broker's CONNECT for them (inside the completion).
     completing: HashMap<Box<[u8]>, later::Completing>,
+    /// When a login refused because too many wait was last said at warning level.
+    logins_full_said: Option<Instant>,
 }
 
 /// An episode of rules loads that do not come back in time.
@@ -461,6 +463,7 @@ impl Plugin {
                 waiting: later::waiting(),
                 awaiting_rules: HashMap::new(),
                 completing: HashMap::new(),
+                logins_full_said: None,
             }),
         })
     }
