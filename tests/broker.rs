@@ -10,6 +10,8 @@ mod auth;
 mod cluster;
 #[path = "broker/delivery.rs"]
 mod delivery;
+#[path = "broker/fixtures.rs"]
+mod fixtures;
 #[path = "broker/harness.rs"]
 mod harness;
 #[path = "broker/history.rs"]

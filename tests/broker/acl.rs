@@ -2,7 +2,8 @@
 //! refreshes (refreshUser, SIGHUP, cache time), superusers, auth-plug ACL rows, MySQL
 //! stopping mid-run, persistent sessions, and the plugin's state after many clients.
 
-use crate::harness::{Broker, MariaDb, eventually, raw_connect, shared};
+use crate::fixtures::{chat, chat_broker, login};
+use crate::harness::{MariaDb, eventually, raw_connect, shared};
 use crate::mqtt::{Login, Mqtt, accepted};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
@@ -56,25 +57,6 @@ pub fn chat_db(db: &MariaDb, test: &str) -> String {
          INSERT INTO group_members (group_id, user_id) VALUES (10, 1), (10, 2), (10, 3);"
     ));
     dbname
-}
-
-fn chat_broker(db: &MariaDb, dbname: &str, extra: &str) -> Broker {
-    Broker::start(&format!("{}{USERQUERY}{extra}", db.plugin_options(dbname)))
-}
-
-fn login(port: u16, user: &str) -> Mqtt {
-    Mqtt::connect(
-        port,
-        &format!("{user}-{}", std::process::id()),
-        user,
-        PASSWORD,
-    )
-}
-
-fn chat(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
-    json!({"type": kind, "fromId": from, "toId": to, "content": content})
-        .to_string()
-        .into_bytes()
 }
 
 /// A delivered chat message is the one sent, stamped by the broker with `id` and `ts`.

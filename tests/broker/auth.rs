@@ -1,6 +1,8 @@
 //! Authentication through the real broker: every password format, auth-plug configs,
 //! hostile input, and MySQL down, restarted or hung.
 
+use crate::acl::USERQUERY;
+use crate::fixtures::chat_broker;
 use crate::harness::{
     Broker, DB_PASS, DB_USER, MariaDb, Outcome, connect, connect_v5, eventually, raw_connect,
     shared,
@@ -57,17 +59,6 @@ pub fn trials() -> Vec<Trial> {
 
 /// A raw CONNECT's username and password, either possibly absent.
 type Credentials<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-
-const CHAT_USERQUERY: &str = "auth_opt_userquery SELECT password_hash, salt, id AS user_id, \
-     is_superuser, username FROM users WHERE username = ? LIMIT 1\n";
-
-/// A broker on `dbname` with the bundled schema's userquery, then `extra` option lines.
-fn chat_broker(db: &MariaDb, dbname: &str, extra: &str) -> Broker {
-    Broker::start(&format!(
-        "{}{CHAT_USERQUERY}{extra}",
-        db.plugin_options(dbname)
-    ))
-}
 
 /// Unique database names: tests run in parallel on the shared server.
 fn db_name(test: &str) -> String {
@@ -291,7 +282,7 @@ fn salt_and_format_options() {
         None,
     );
     add_user(db, &name, "plain", "'pl@in text'", None);
-    let base = format!("{}{CHAT_USERQUERY}", db.plugin_options(&name));
+    let base = format!("{}{USERQUERY}", db.plugin_options(&name));
 
     let suffix = Broker::start(&format!(
         "{base}auth_opt_password_salt_position suffix\nauth_opt_hasher_salt_encoding base64\n"
@@ -509,7 +500,7 @@ fn unix_socket_connection() {
     add_user(db, &name, "alice", "MD5('secret')", None);
     // A TCP port nobody listens on: only the socket can make this work.
     let options = format!(
-        "{}auth_opt_host 127.0.0.1\nauth_opt_port {}\n{CHAT_USERQUERY}",
+        "{}auth_opt_host 127.0.0.1\nauth_opt_port {}\n{USERQUERY}",
         db.socket_options(&name),
         crate::harness::free_port()
     );
@@ -583,7 +574,7 @@ fn tls_to_mysql() {
          GRANT SELECT ON `{name}`.* TO 'x509'@'localhost'",
         u = crate::harness::DB_USER
     ));
-    let base = format!("{}{CHAT_USERQUERY}", db.plugin_options(&name));
+    let base = format!("{}{USERQUERY}", db.plugin_options(&name));
 
     let tls = Broker::start(&format!(
         "{base}auth_opt_ssl_enabled true\nauth_opt_ssl_ca {}\n",
@@ -611,7 +602,7 @@ fn tls_to_mysql() {
     // A client certificate for a REQUIRE X509 user.
     let x509 = format!(
         "auth_opt_host 127.0.0.1\nauth_opt_port {}\nauth_opt_dbname {name}\n\
-         auth_opt_user x509\nauth_opt_pass x509-pw\n{CHAT_USERQUERY}\
+         auth_opt_user x509\nauth_opt_pass x509-pw\n{USERQUERY}\
          auth_opt_ssl_enabled true\nauth_opt_ssl_ca {}\n",
         db.port,
         path("ca.pem")
@@ -694,7 +685,7 @@ fn tls_with_mariadbs_certificate_recipe() {
     // The host name is the server certificate's CN (a v1 certificate has no SAN).
     let base = format!(
         "auth_opt_host localhost\nauth_opt_port {}\nauth_opt_dbname {name}\n\
-         auth_opt_user x509\nauth_opt_pass x509-pw\n{CHAT_USERQUERY}auth_opt_ssl_enabled true\n\
+         auth_opt_user x509\nauth_opt_pass x509-pw\n{USERQUERY}auth_opt_ssl_enabled true\n\
          auth_opt_ssl_cert {}\nauth_opt_ssl_key {}\n",
         db.port,
         path("client-cert.pem"),
@@ -723,7 +714,7 @@ fn tls_with_mariadbs_certificate_recipe() {
     // A key that is not the certificate's stops the broker, naming the option.
     let failure = Broker::try_start(
         &format!(
-            "auth_opt_host localhost\nauth_opt_port {}\n{CHAT_USERQUERY}auth_opt_ssl_enabled true\n\
+            "auth_opt_host localhost\nauth_opt_port {}\n{USERQUERY}auth_opt_ssl_enabled true\n\
              auth_opt_ssl_cert {}\nauth_opt_ssl_key {}\n",
             db.port,
             path("client-cert.pem"),

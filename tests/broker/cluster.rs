@@ -3,12 +3,13 @@
 //! stamps kept, forged relays refused, and administration reaching both brokers.
 
 use crate::acl::{PASSWORD, USERQUERY, assert_chat, chat_db};
+use crate::fixtures::{chat, id_of, login_tagged, stats_on, stored_ids};
 use crate::harness::{Broker, MariaDb, eventually, free_port, fresh_dir, plugin_path, shared};
 use crate::mqtt::{Mqtt, accepted};
 use crate::security::{RawConnect, raw_ack, raw_disconnect, raw_publish, raw_session};
 use chat_auth::cluster;
 use libtest_mimic::Trial;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,43 +70,12 @@ fn cluster_broker_with(
     Broker::run(&conf, port).unwrap_or_else(|f| panic!("broker did not start:\n{}", f.log))
 }
 
-fn login(port: u16, user: &str, tag: &str) -> Mqtt {
-    Mqtt::connect(port, &format!("{user}-{tag}"), user, PASSWORD)
-}
-
-fn chat(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
-    json!({"type": kind, "fromId": from, "toId": to, "content": content})
-        .to_string()
-        .into_bytes()
-}
-
-fn stored(db: &MariaDb, dbname: &str) -> Vec<String> {
-    db.root_column(&format!(
-        "SELECT message_id FROM `{dbname}`.messages ORDER BY id"
-    ))
-}
-
-fn id_of(payload: &[u8]) -> String {
-    let value: Value = serde_json::from_slice(payload).expect("JSON");
-    value["id"].as_str().expect("stamped").to_string()
-}
-
 /// The rows this broker's writer has written (`getStats`).
 fn rows_written(admin: &mut Mqtt) -> u64 {
-    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
-    let request = json!({"commands": [{"command": "getStats"}]});
-    assert!(accepted(admin.publish(
-        "$CONTROL/chat-auth/v1",
-        request.to_string(),
-        false
-    )));
-    let answer = admin
-        .message_on("$CONTROL/chat-auth/v1/response", SOON)
-        .expect("getStats answer");
-    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
-    answer["responses"][0]["data"]["storage"]["rowsWritten"]
+    let stats = stats_on(admin);
+    stats["storage"]["rowsWritten"]
         .as_u64()
-        .unwrap_or_else(|| panic!("{answer}"))
+        .unwrap_or_else(|| panic!("{stats}"))
 }
 
 fn two_bridged_brokers_chat_and_store_each_message_once() {
@@ -127,10 +97,10 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
     });
 
     // alice (1) and carol (3) on A; bob (2) and dave (4) on B.
-    let mut alice = login(a.port, "alice", "a");
-    let mut carol = login(a.port, "carol", "a");
-    let mut bob = login(b.port, "bob", "b");
-    let mut dave = login(b.port, "dave", "b");
+    let mut alice = login_tagged(a.port, "alice", "a");
+    let mut carol = login_tagged(a.port, "carol", "a");
+    let mut bob = login_tagged(b.port, "bob", "b");
+    let mut dave = login_tagged(b.port, "dave", "b");
     assert_eq!(alice.subscribe("/users/1/messages"), 1);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     assert_eq!(carol.subscribe("/groups/10/messages"), 1);
@@ -181,17 +151,17 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
     );
     assert_eq!(id_of(&at_carol[0].payload), id_of(&at_bob[0].payload));
     let third = id_of(&at_bob[0].payload);
-    eventually("three rows", SOON, || stored(db, &dbname).len() >= 3);
+    eventually("three rows", SOON, || stored_ids(db, &dbname).len() >= 3);
     std::thread::sleep(QUIET);
     assert_eq!(
-        stored(db, &dbname),
+        stored_ids(db, &dbname),
         [first.clone(), second.clone(), third.clone()],
         "one row per message, with the id every copy carries"
     );
     assert!(alice.drain(QUIET).is_empty(), "nothing delivered twice");
     // No second INSERT either: each broker wrote only its own senders' messages.
-    let mut admin_a = login(a.port, "admin", "a");
-    let mut admin_b = login(b.port, "admin", "b");
+    let mut admin_a = login_tagged(a.port, "admin", "a");
+    let mut admin_b = login_tagged(b.port, "admin", "b");
     assert_eq!(rows_written(&mut admin_a), 2, "alice's two messages");
     assert_eq!(rows_written(&mut admin_b), 1, "bob's message");
     // History reads the one MySQL: the same answer on either broker, whoever stored what.
@@ -227,10 +197,10 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
         alice.message(QUIET).is_none(),
         "nothing forged reached alice"
     );
-    assert_eq!(stored(db, &dbname).len(), 3);
+    assert_eq!(stored_ids(db, &dbname).len(), 3);
     // A relay without a stamp (a broker without chat-auth behind the bridge account) is
     // validated as a trusted sender's, stamped and stored here.
-    let mut relay = login(a.port, "bridge-b", "plain");
+    let mut relay = login_tagged(a.port, "bridge-b", "plain");
     let unstamped = chat("CHAT", 4, 1, "via a plain broker");
     assert!(accepted(relay.publish(
         "/users/1/messages",
@@ -241,8 +211,8 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
         .message_on("/users/1/messages", SOON)
         .expect("the relayed message");
     assert_chat(&got.payload, &unstamped);
-    eventually("stored on A", SOON, || stored(db, &dbname).len() == 4);
-    assert_eq!(stored(db, &dbname)[3], id_of(&got.payload));
+    eventually("stored on A", SOON, || stored_ids(db, &dbname).len() == 4);
+    assert_eq!(stored_ids(db, &dbname)[3], id_of(&got.payload));
     assert!(!accepted(relay.publish(
         "/users/1/messages",
         "not json",
@@ -292,7 +262,7 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
 
     // B killed right after bob's burst, and started again on its spool: every message
     // stored, none twice.
-    let before = stored(db, &dbname).len();
+    let before = stored_ids(db, &dbname).len();
     for n in 0..20 {
         assert!(accepted(bob.publish(
             "/users/1/messages",
@@ -304,10 +274,10 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
     drop(bob);
     let b = cluster_broker_at(db, &dbname, &b_bridge, b_port, &b_spool);
     eventually("the burst stored", SOON, || {
-        stored(db, &dbname).len() >= before + 20
+        stored_ids(db, &dbname).len() >= before + 20
     });
     std::thread::sleep(QUIET);
-    let ids = stored(db, &dbname);
+    let ids = stored_ids(db, &dbname);
     assert_eq!(ids.len(), before + 20, "nothing stored twice");
     let contents = db.root_column(&format!(
         "SELECT COUNT(DISTINCT content) FROM `{dbname}`.messages WHERE content LIKE 'burst %'"
@@ -318,7 +288,7 @@ fn two_bridged_brokers_chat_and_store_each_message_once() {
     db.root_exec(&format!(
         "DELETE FROM `{dbname}`.group_members WHERE group_id = 10 AND user_id = 3"
     ));
-    let mut carol_on_b = login(b.port, "carol", "b2");
+    let mut carol_on_b = login_tagged(b.port, "carol", "b2");
     assert_eq!(
         carol_on_b.subscribe("/groups/10/messages"),
         crate::acl::NOT_AUTHORIZED,
@@ -403,8 +373,8 @@ fn a_client_without_a_session_is_no_bridge() {
     eventually("B's bridge subscribed on A", SOON, || {
         a.log().contains("bridge-b 1 chat-auth/cluster/v1")
     });
-    let mut alice = login(a.port, "alice", "a");
-    let mut bob = login(b.port, "bob", "b");
+    let mut alice = login_tagged(a.port, "alice", "a");
+    let mut bob = login_tagged(b.port, "bob", "b");
     assert_eq!(alice.subscribe("/users/1/messages"), 1);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     std::thread::sleep(Duration::from_millis(300));
@@ -458,7 +428,11 @@ fn a_client_without_a_session_is_no_bridge() {
         !b.log().contains("cluster: kickUser"),
         "a stranger's cluster command ran on B"
     );
-    assert_eq!(stored(db, &dbname), Vec::<String>::new(), "nothing stored");
+    assert_eq!(
+        stored_ids(db, &dbname),
+        Vec::<String>::new(),
+        "nothing stored"
+    );
 
     // B's own outgoing bridge still relays both ways, stamp kept, each message stored once;
     // bob is still connected.
@@ -484,12 +458,12 @@ fn a_client_without_a_session_is_no_bridge() {
         .expect("bob's reply");
     assert_chat(&got.payload, &reply);
     let second = id_of(&got.payload);
-    eventually("two rows", SOON, || stored(db, &dbname).len() >= 2);
+    eventually("two rows", SOON, || stored_ids(db, &dbname).len() >= 2);
     std::thread::sleep(QUIET);
-    assert_eq!(stored(db, &dbname), [first, second]);
+    assert_eq!(stored_ids(db, &dbname), [first, second]);
     // And a cluster command from A (through B's own bridge) still runs on B.
-    let mut dave = login(b.port, "dave", "b");
-    let mut admin_a = login(a.port, "admin", "a");
+    let mut dave = login_tagged(b.port, "dave", "b");
+    let mut admin_a = login_tagged(a.port, "admin", "a");
     let request = json!({"commands": [{"command": "kickUser", "username": "dave"}]});
     assert!(accepted(admin_a.publish(
         "$CONTROL/chat-auth/v1",

@@ -4,11 +4,11 @@
 //! and one row; a publish over `message_size_limit` is neither.
 
 use crate::acl::{PASSWORD, assert_chat};
-use crate::harness::{MariaDb, eventually, fresh_dir, shared};
+use crate::fixtures::{chat, id_of, login_tagged, stored_ids};
+use crate::harness::{eventually, fresh_dir, shared};
 use crate::security::{RawConnect, client_id, raw_ack, raw_disconnect, raw_publish, raw_session};
-use crate::store::{login, message, store_broker, store_db};
+use crate::store::{store_broker, store_db};
 use libtest_mimic::Trial;
-use serde_json::Value;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -30,17 +30,6 @@ pub fn trials() -> Vec<Trial> {
 const SOON: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(800);
 const INBOX: &str = "/users/2/messages";
-
-fn stored_ids(db: &MariaDb, dbname: &str) -> Vec<String> {
-    db.root_column(&format!(
-        "SELECT message_id FROM `{dbname}`.messages ORDER BY id"
-    ))
-}
-
-fn id_of(payload: &[u8]) -> String {
-    let value: Value = serde_json::from_slice(payload).expect("JSON");
-    value["id"].as_str().expect("stamped").to_string()
-}
 
 /// alice's raw MQTT 3.1.1 connection.
 fn alice(port: u16, id: &str, clean: bool) -> TcpStream {
@@ -70,13 +59,13 @@ fn a_qos2_resend_before_pubrel_is_one_delivery_and_one_row() {
     let db = shared();
     let dbname = store_db(db, "qos2_resend");
     let broker = store_broker(db, &dbname, &fresh_dir("qos2-spool"), "");
-    let mut bob = login(broker.port, "bob", 1);
+    let mut bob = login_tagged(broker.port, "bob", 1);
     assert_eq!(bob.subscribe(INBOX), 1);
     let mut ids = Vec::new();
 
     // On one connection: PUBLISH, PUBREC, the same PUBLISH again with DUP (as when the
     // PUBREC is late), PUBREC, PUBREL, PUBCOMP.
-    let once = message("CHAT", 1, 2, "sent twice before PUBREL");
+    let once = chat("CHAT", 1, 2, "sent twice before PUBREL");
     let mut stream = alice(broker.port, &client_id("alice-q2"), true);
     raw_publish(&mut stream, INBOX, &once, 2, 7, false);
     raw_ack(&mut stream, 0x50, 7);
@@ -92,7 +81,7 @@ fn a_qos2_resend_before_pubrel_is_one_delivery_and_one_row() {
 
     // After a reconnect, as MQTT has it: the PUBREC was lost with the connection, the
     // persistent session sends the PUBLISH again on the new one.
-    let again = message("CHAT", 1, 2, "sent again after a reconnect");
+    let again = chat("CHAT", 1, 2, "sent again after a reconnect");
     let id = client_id("alice-q2-persistent");
     let mut stream = alice(broker.port, &id, false);
     raw_publish(&mut stream, INBOX, &again, 2, 9, false);
@@ -132,11 +121,11 @@ fn a_publish_over_the_size_limit_leaves_no_row() {
         &fresh_dir("size-spool"),
         "message_size_limit 300\n",
     );
-    let mut bob = login(broker.port, "bob", 1);
+    let mut bob = login_tagged(broker.port, "bob", 1);
     assert_eq!(bob.subscribe(INBOX), 1);
     let mut stream = alice(broker.port, &client_id("alice-size"), true);
     // Refused by the broker's size check, which comes before the ACL check and MESSAGE.
-    let large = message("CHAT", 1, 2, &"x".repeat(400));
+    let large = chat("CHAT", 1, 2, &"x".repeat(400));
     for (qos, mid) in [(1, 1), (2, 2)] {
         raw_publish(&mut stream, INBOX, &large, qos, mid, false);
         raw_ack(&mut stream, if qos == 1 { 0x40 } else { 0x50 }, mid);
@@ -144,7 +133,7 @@ fn a_publish_over_the_size_limit_leaves_no_row() {
     eventually("the broker dropped both", SOON, || {
         broker.log().matches("Dropped too large PUBLISH").count() == 2
     });
-    let small = message("CHAT", 1, 2, "small");
+    let small = chat("CHAT", 1, 2, "small");
     raw_publish(&mut stream, INBOX, &small, 1, 3, false);
     raw_ack(&mut stream, 0x40, 3);
     let got = bob.message_on(INBOX, SOON).expect("the small message");

@@ -4,13 +4,12 @@
 
 use crate::acl::{PASSWORD, control};
 // The storage tests' set-up: the chat database with storage, its broker, their clients.
+use crate::fixtures::{chat, login_tagged};
 use crate::harness::Broker;
 use crate::harness::{MariaDb, eventually, fresh_dir, shared};
 use crate::mqtt::{Mqtt, accepted};
 use crate::security::probe_round_trips;
-use crate::store::{
-    count, login, message as chat, rss_kib, store_broker as history_broker, store_db as history_db,
-};
+use crate::store::{count, rss_kib, store_broker as history_broker, store_db as history_db};
 use chat_auth::acl::GroupIds;
 use chat_auth::history::{self, Cursor, Request, Requester, Thread};
 use libtest_mimic::Trial;
@@ -169,9 +168,9 @@ fn a_conversation_pages_both_ways_as_delivered() {
     let broker = history_broker(db, &dbname, &spool, "");
     let port = broker.port;
     let (mut alice, mut bob, mut carol) = (
-        login(port, "alice", 0),
-        login(port, "bob", 0),
-        login(port, "carol", 0),
+        login_tagged(port, "alice", 0),
+        login_tagged(port, "bob", 0),
+        login_tagged(port, "carol", 0),
     );
     assert_eq!(alice.subscribe("/users/1/messages"), 1);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
@@ -343,12 +342,12 @@ fn groups_and_inbox_for_members_and_nobody_else() {
     let port = broker.port;
     let group = "/groups/10/messages";
     let (mut alice, mut bob, mut carol, mut dave) = (
-        login(port, "alice", 1),
-        login(port, "bob", 1),
-        login(port, "carol", 1),
-        login(port, "dave", 1),
+        login_tagged(port, "alice", 1),
+        login_tagged(port, "bob", 1),
+        login_tagged(port, "carol", 1),
+        login_tagged(port, "dave", 1),
     );
-    let mut admin = login(port, "admin", 1);
+    let mut admin = login_tagged(port, "admin", 1);
     assert_eq!(bob.subscribe(group), 1);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     for n in 0..5 {
@@ -437,7 +436,7 @@ fn groups_and_inbox_for_members_and_nobody_else() {
         false
     )));
     eventually("stored", SOON, || count(db, &dbname) == 13);
-    let mut bob = login(port, "bob", 2);
+    let mut bob = login_tagged(port, "bob", 2);
     let caught_up = ask(
         &mut bob,
         json!({"command": "getHistory", "type": "INBOX", "after": last_seen}),
@@ -550,7 +549,7 @@ fn answers_reach_the_asker_only() {
         "auth_opt_aclquery SELECT topic FROM acls WHERE username = '%s' AND rw >= %d\n",
     );
     let port = broker.port;
-    let (mut alice, mut bob) = (login(port, "alice", 3), login(port, "bob", 3));
+    let (mut alice, mut bob) = (login_tagged(port, "alice", 3), login_tagged(port, "bob", 3));
     assert!(accepted(alice.publish(
         "/users/2/messages",
         chat("CHAT", 1, 2, "hi bob"),
@@ -663,7 +662,7 @@ fn mysql_down_answers_an_error_in_time() {
     let spool = fresh_dir("spool");
     let broker = history_broker(&db, &dbname, &spool, "auth_opt_auth_cacheseconds 60\n");
     let port = broker.port;
-    let (mut alice, mut bob) = (login(port, "alice", 4), login(port, "bob", 4));
+    let (mut alice, mut bob) = (login_tagged(port, "alice", 4), login_tagged(port, "bob", 4));
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     assert!(accepted(alice.publish(
         "/users/2/messages",
@@ -720,7 +719,7 @@ fn mysql_down_answers_an_error_in_time() {
     // left, when the broker may place the new connection at the asker's freed address): the
     // answer is not handed to the connection that holds the id now (another user).
     Mqtt::connect(port, "carol-h4", "carol", PASSWORD).disconnect(); // cached from now
-    let mut admin = login(port, "admin", 4);
+    let mut admin = login_tagged(port, "admin", 4);
     let failed = |admin: &mut Mqtt| {
         let stats = control(admin, json!({"command": "getStats"}));
         stats["data"]["history"]["pagesFailed"]
@@ -728,7 +727,7 @@ fn mysql_down_answers_an_error_in_time() {
             .unwrap_or(0)
     };
     for leaves_first in [false, true] {
-        let mut asker = login(port, "bob", 10 + usize::from(leaves_first));
+        let mut asker = login_tagged(port, "bob", 10 + usize::from(leaves_first));
         // MySQL known up again (a request then waits on the stopped server, not fails fast).
         // Asked at most ~5 times a second: the request below must not meet the per-client
         // rate limit (10 a second), which answers at once without a query.
@@ -782,7 +781,10 @@ fn a_table_without_the_payload_column_still_answers() {
     ));
     let spool = fresh_dir("spool");
     let broker = history_broker(db, &dbname, &spool, "");
-    let (mut alice, mut bob) = (login(broker.port, "alice", 5), login(broker.port, "bob", 5));
+    let (mut alice, mut bob) = (
+        login_tagged(broker.port, "alice", 5),
+        login_tagged(broker.port, "bob", 5),
+    );
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     assert!(accepted(alice.publish(
         "/users/2/messages",
@@ -825,7 +827,10 @@ fn a_table_without_the_payload_column_still_answers() {
     drop((alice, bob));
     drop(broker);
     let broker = history_broker(db, &dbname, &spool, "");
-    let (mut alice, mut bob) = (login(broker.port, "alice", 6), login(broker.port, "bob", 6));
+    let (mut alice, mut bob) = (
+        login_tagged(broker.port, "alice", 6),
+        login_tagged(broker.port, "bob", 6),
+    );
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     assert!(accepted(alice.publish(
         "/users/2/messages",
@@ -877,7 +882,7 @@ fn huge_requests_are_refused_unread() {
     // limit is lifted so that the plugin's own bound is what is tried.
     let broker = history_broker(db, &dbname, &spool, "max_packet_size 100000000\n");
     let port = broker.port;
-    let mut carol = login(port, "carol", 6);
+    let mut carol = login_tagged(port, "carol", 6);
     let command = r#"{"command":"getHistory","type":"INBOX","limit":5},"#;
     let mut request = String::from(r#"{"commands":["#);
     while request.len() < 50_000_000 {

@@ -4,10 +4,11 @@
 //! before a login, and clients that log in with a certificate instead of a password.
 
 use crate::acl::{NOT_AUTHORIZED, PASSWORD, USERQUERY, assert_chat, chat_db};
+use crate::fixtures::{chat, chat_broker, login, stats};
 use crate::harness::{Broker, MariaDb, Outcome, eventually, free_port, fresh_dir, shared};
 use crate::mqtt::{Login, Mqtt, accepted};
 use libtest_mimic::Trial;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -66,16 +67,8 @@ pub fn trials() -> Vec<Trial> {
 const QUIET: Duration = Duration::from_millis(1500);
 const SOON: Duration = Duration::from_secs(5);
 
-fn chat_broker(db: &MariaDb, dbname: &str, extra: &str) -> Broker {
-    Broker::start(&format!("{}{USERQUERY}{extra}", db.plugin_options(dbname)))
-}
-
 pub(crate) fn client_id(name: &str) -> String {
     format!("{name}-{}", std::process::id())
-}
-
-fn login(port: u16, user: &str) -> Mqtt {
-    Mqtt::connect(port, &client_id(user), user, PASSWORD)
 }
 
 pub(crate) fn persistent(port: u16, id: &str, user: &str) -> Mqtt {
@@ -89,29 +82,6 @@ pub(crate) fn persistent(port: u16, id: &str, user: &str) -> Mqtt {
         },
     )
     .unwrap_or_else(|e| panic!("{user} ({id}): {e}"))
-}
-
-fn chat(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
-    json!({"type": kind, "fromId": from, "toId": to, "content": content})
-        .to_string()
-        .into_bytes()
-}
-
-/// `getStats` as the superuser `admin`.
-fn stats(port: u16) -> Value {
-    let mut admin = Mqtt::connect(port, &client_id("admin-stats"), "admin", PASSWORD);
-    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
-    let command = json!({"commands": [{"command": "getStats"}]}).to_string();
-    assert!(accepted(admin.publish(
-        "$CONTROL/chat-auth/v1",
-        command,
-        false
-    )));
-    let answer = admin
-        .message_on("$CONTROL/chat-auth/v1/response", SOON)
-        .expect("a getStats answer");
-    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
-    answer["responses"][0]["data"].clone()
 }
 
 /// A CONNECT built by hand: what client libraries make awkward (wills dropped with the

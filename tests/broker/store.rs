@@ -2,6 +2,7 @@
 //! killed, the spool limit.
 
 use crate::acl::{NOT_AUTHORIZED, PASSWORD, USERQUERY, chat_db};
+use crate::fixtures::{chat, id_of, login_tagged, stats_on, stored_ids};
 use crate::harness::{Broker, MariaDb, eventually, fresh_dir, shared};
 use crate::mqtt::{Mqtt, accepted};
 use libtest_mimic::Trial;
@@ -115,32 +116,10 @@ pub fn store_broker(db: &MariaDb, dbname: &str, spool: &Path, extra: &str) -> Br
     ))
 }
 
-pub fn login(port: u16, user: &str, n: usize) -> Mqtt {
-    Mqtt::connect(port, &format!("{user}-{n}"), user, PASSWORD)
-}
-
-pub fn message(kind: &str, from: u32, to: u32, content: &str) -> Vec<u8> {
-    json!({"type": kind, "fromId": from, "toId": to, "content": content})
-        .to_string()
-        .into_bytes()
-}
-
 pub fn count(db: &MariaDb, dbname: &str) -> usize {
     db.root_column(&format!("SELECT COUNT(*) FROM `{dbname}`.messages"))[0]
         .parse()
         .unwrap()
-}
-
-fn stored_ids(db: &MariaDb, dbname: &str) -> Vec<String> {
-    db.root_column(&format!(
-        "SELECT message_id FROM `{dbname}`.messages ORDER BY id"
-    ))
-}
-
-/// The id the broker stamped on a delivered message.
-fn delivered_id(payload: &[u8]) -> String {
-    let value: Value = serde_json::from_slice(payload).unwrap();
-    value["id"].as_str().unwrap().to_string()
 }
 
 fn tricky_content(n: usize) -> String {
@@ -158,7 +137,7 @@ fn thousands_of_messages_become_identical_rows() {
     let dbname = store_db(db, "rows");
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut bob = login(broker.port, "bob", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     let port = broker.port;
     // Several publishers at once: alice, carol, dave to bob's inbox.
@@ -166,7 +145,7 @@ fn thousands_of_messages_become_identical_rows() {
         .into_iter()
         .map(|(id, user)| {
             std::thread::spawn(move || {
-                let mut client = login(port, user, 1);
+                let mut client = login_tagged(port, user, 1);
                 let mut sent = Vec::new();
                 for n in 0..700 {
                     let content = if n == 350 {
@@ -174,7 +153,7 @@ fn thousands_of_messages_become_identical_rows() {
                     } else {
                         tricky_content(n)
                     };
-                    let payload = message("CHAT", id, 2, &content);
+                    let payload = chat("CHAT", id, 2, &content);
                     assert!(accepted(client.publish(
                         "/users/2/messages",
                         payload,
@@ -236,18 +215,18 @@ fn invalid_payloads_are_refused_and_not_stored() {
     let dbname = store_db(db, "invalid");
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "auth_opt_chat_max_content_bytes 100\n");
-    let mut alice = login(broker.port, "alice", 0);
-    let mut bob = login(broker.port, "bob", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     assert_eq!(bob.subscribe("/groups/10/messages"), 1);
     let inbox = "/users/2/messages";
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not JSON", b"hello bob".to_vec()),
         ("JSON array", b"[1,2]".to_vec()),
-        ("wrong type", message("GROUPCHAT", 1, 2, "x")),
-        ("toId not the topic's", message("CHAT", 1, 3, "x")),
-        ("spoofed fromId", message("CHAT", 2, 2, "x")),
-        ("content too long", message("CHAT", 1, 2, &"y".repeat(101))),
+        ("wrong type", chat("GROUPCHAT", 1, 2, "x")),
+        ("toId not the topic's", chat("CHAT", 1, 3, "x")),
+        ("spoofed fromId", chat("CHAT", 2, 2, "x")),
+        ("content too long", chat("CHAT", 1, 2, &"y".repeat(101))),
         (
             "content not a string",
             json!({"type":"CHAT","fromId":1,"toId":2,"content":7})
@@ -273,7 +252,7 @@ fn invalid_payloads_are_refused_and_not_stored() {
         );
     }
     assert_eq!(
-        alice.publish("/groups/10/messages", message("CHAT", 1, 10, "x"), false),
+        alice.publish("/groups/10/messages", chat("CHAT", 1, 10, "x"), false),
         NOT_AUTHORIZED,
         "CHAT on a group"
     );
@@ -289,7 +268,7 @@ fn invalid_payloads_are_refused_and_not_stored() {
     assert_ne!(stamped["id"], "mine");
     assert_ne!(stamped["ts"], 1);
     // A superuser may send as anyone and keep its id (a bridge peer's replay).
-    let mut admin = login(broker.port, "admin", 0);
+    let mut admin = login_tagged(broker.port, "admin", 0);
     let relayed =
         json!({"type":"GROUPCHAT","fromId":3,"toId":10,"content":"relayed","id":"peer-42"});
     assert!(accepted(admin.publish(
@@ -300,7 +279,7 @@ fn invalid_payloads_are_refused_and_not_stored() {
     let got = bob
         .message_on("/groups/10/messages", SOON)
         .expect("relayed");
-    assert_eq!(delivered_id(&got.payload), "peer-42");
+    assert_eq!(id_of(&got.payload), "peer-42");
     eventually("two rows", SOON, || count(db, &dbname) == 2);
     assert!(stored_ids(db, &dbname).contains(&"peer-42".to_string()));
     // Topics outside the chat model pass untouched (given a row allowing them).
@@ -312,8 +291,8 @@ fn mysql_stopped_mid_stream_loses_nothing() {
     let dbname = store_db(&db, "outage");
     let spool = fresh_dir("spool");
     let broker = store_broker(&db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 0);
-    let mut bob = login(broker.port, "bob", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     let mut delivered = Vec::new();
     for n in 0..600 {
@@ -323,7 +302,7 @@ fn mysql_stopped_mid_stream_loses_nothing() {
         if n == 400 {
             db.start();
         }
-        let payload = message("CHAT", 1, 2, &format!("message {n}"));
+        let payload = chat("CHAT", 1, 2, &format!("message {n}"));
         assert!(
             accepted(alice.publish("/users/2/messages", payload, false)),
             "message {n}"
@@ -336,7 +315,7 @@ fn mysql_stopped_mid_stream_loses_nothing() {
         let m = bob
             .message_on("/users/2/messages", SOON)
             .expect("delivered during the outage");
-        delivered.push(delivered_id(&m.payload));
+        delivered.push(id_of(&m.payload));
     }
     eventually("every message stored once", Duration::from_secs(20), || {
         count(&db, &dbname) == 600
@@ -358,20 +337,20 @@ fn broker_killed_mid_stream_loses_nothing() {
     let dbname = store_db(&db, "kill");
     let spool = fresh_dir("spool");
     let mut broker = store_broker(&db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 0);
-    let mut bob = login(broker.port, "bob", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     for n in 0..300 {
         if n == 150 {
             // MySQL goes away: the rest can only be in the spool when the broker dies.
             db.stop();
         }
-        let payload = message("CHAT", 1, 2, &format!("before the kill {n}"));
+        let payload = chat("CHAT", 1, 2, &format!("before the kill {n}"));
         assert!(accepted(alice.publish("/users/2/messages", payload, false)));
     }
     let mut delivered = HashSet::new();
     while let Some(m) = bob.message_on("/users/2/messages", Duration::from_secs(2)) {
-        delivered.insert(delivered_id(&m.payload));
+        delivered.insert(id_of(&m.payload));
         if delivered.len() == 300 {
             break;
         }
@@ -402,10 +381,10 @@ fn broker_killed_mid_stream_loses_nothing() {
     assert!(broker.log().contains("replaying"), "{}", broker.log());
     // SIGTERM with MySQL down: the shutdown gives up after its grace, the spool keeps
     // the rest for the next start.
-    let mut alice = login(broker.port, "alice", 1);
+    let mut alice = login_tagged(broker.port, "alice", 1);
     db.stop();
     for n in 0..50 {
-        let payload = message("CHAT", 1, 2, &format!("before the stop {n}"));
+        let payload = chat("CHAT", 1, 2, &format!("before the stop {n}"));
         assert!(accepted(alice.publish("/users/2/messages", payload, false)));
     }
     drop(alice);
@@ -429,7 +408,7 @@ fn full_spool_refuses_then_recovers() {
         &spool,
         "auth_opt_persist_spool_max_mb 1\nauth_opt_chat_max_content_bytes 65536\n",
     );
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     db.stop();
     // Mosquitto 2.1 tells an MQTT 5 sender why: "quota exceeded"; 2.0 only "not authorized".
     let full = if crate::harness::mosquitto_version().contains(" 2.1.") {
@@ -443,7 +422,7 @@ fn full_spool_refuses_then_recovers() {
     for n in 0..100 {
         let code = alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, &format!("{n} {big}")),
+            chat("CHAT", 1, 2, &format!("{n} {big}")),
             false,
         );
         if code == full {
@@ -460,7 +439,7 @@ fn full_spool_refuses_then_recovers() {
     );
     // Still refused, and warned about once.
     assert_eq!(
-        alice.publish("/users/2/messages", message("CHAT", 1, 2, "small"), false),
+        alice.publish("/users/2/messages", chat("CHAT", 1, 2, "small"), false),
         full
     );
     assert_eq!(
@@ -471,7 +450,7 @@ fn full_spool_refuses_then_recovers() {
     );
     db.start();
     eventually("accepting again", Duration::from_secs(20), || {
-        accepted(alice.publish("/users/2/messages", message("CHAT", 1, 2, "after"), false))
+        accepted(alice.publish("/users/2/messages", chat("CHAT", 1, 2, "after"), false))
     });
     eventually("the spooled ones stored", SOON, || {
         count(&db, &dbname) == accepted_count + 1
@@ -484,9 +463,9 @@ fn missing_grant_keeps_messages_until_fixed() {
     let dbname = chat_db(db, "grant"); // SELECT only: INSERT is refused by the server
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     for n in 0..3 {
-        let payload = message("CHAT", 1, 2, &format!("waiting for a grant {n}"));
+        let payload = chat("CHAT", 1, 2, &format!("waiting for a grant {n}"));
         assert!(accepted(alice.publish("/users/2/messages", payload, false)));
     }
     eventually("the failure is reported", SOON, || {
@@ -525,7 +504,7 @@ fn refused_rows_are_set_aside_and_the_rest_stored() {
     let spool = fresh_dir("spool");
     // Small batches: the refused rows sit inside batches with good ones.
     let broker = store_broker(db, &dbname, &spool, "auth_opt_persist_flush_ms 200\n");
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     let mut sent = Vec::new();
     for n in 0..22 {
         let content = match n {
@@ -535,7 +514,7 @@ fn refused_rows_are_set_aside_and_the_rest_stored() {
         };
         assert!(accepted(alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, &content),
+            chat("CHAT", 1, 2, &content),
             false
         )));
         sent.push(content);
@@ -566,18 +545,9 @@ fn refused_rows_are_set_aside_and_the_rest_stored() {
         lines[1]["error"].as_str().unwrap().contains("no shouting"),
         "{rejected}"
     );
-    let mut admin = login(broker.port, "admin", 0);
-    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
-    assert!(accepted(admin.publish(
-        "$CONTROL/chat-auth/v1",
-        json!({"commands": [{"command": "getStats"}]}).to_string(),
-        false
-    )));
-    let answer = admin
-        .message_on("$CONTROL/chat-auth/v1/response", SOON)
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
-    assert_eq!(answer["responses"][0]["data"]["storage"]["rejectedRows"], 2);
+    let mut admin = login_tagged(broker.port, "admin", 0);
+    let stats = stats_on(&mut admin);
+    assert_eq!(stats["storage"]["rejectedRows"], 2);
     eventually("a warning logged at a tick", SOON, || {
         broker.log().contains("was refused by MySQL")
     });
@@ -600,11 +570,11 @@ fn writer_survives_a_panic() {
     );
     let broker =
         Broker::run_with_env(&conf, port, &[("CHAT_AUTH_TEST_WRITER_PANICS", "2")]).expect("start");
-    let mut alice = login(port, "alice", 0);
+    let mut alice = login_tagged(port, "alice", 0);
     for n in 0..5 {
         assert!(accepted(alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, &format!("after a panic {n}")),
+            chat("CHAT", 1, 2, &format!("after a panic {n}")),
             false
         )));
     }
@@ -619,7 +589,7 @@ fn writer_survives_a_panic() {
     // And later messages too: the writer lives on.
     assert!(accepted(alice.publish(
         "/users/2/messages",
-        message("CHAT", 1, 2, "later"),
+        chat("CHAT", 1, 2, "later"),
         false
     )));
     eventually("the later one", SOON, || count(db, &dbname) == 6);
@@ -631,11 +601,11 @@ fn damaged_checkpoint_is_recovered_from() {
     let dbname = store_db(db, "checkpoint");
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     for n in 0..10 {
         assert!(accepted(alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, &format!("before {n}")),
+            chat("CHAT", 1, 2, &format!("before {n}")),
             false
         )));
     }
@@ -644,10 +614,10 @@ fn damaged_checkpoint_is_recovered_from() {
     drop(broker);
     std::fs::write(spool.join("checkpoint"), b"").unwrap();
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 1);
+    let mut alice = login_tagged(broker.port, "alice", 1);
     assert!(accepted(alice.publish(
         "/users/2/messages",
-        message("CHAT", 1, 2, "after"),
+        chat("CHAT", 1, 2, "after"),
         false
     )));
     eventually("the new one stored", SOON, || count(db, &dbname) == 11);
@@ -698,9 +668,9 @@ fn an_outage_backlog_stays_on_disk() {
     let dbname = store_db(&db, "outage");
     let spool = fresh_dir("spool");
     let broker = store_broker(&db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     for n in 0..20 {
-        let payload = message("CHAT", 1, 2, &format!("warm-up {n} {}", "w".repeat(60_000)));
+        let payload = chat("CHAT", 1, 2, &format!("warm-up {n} {}", "w".repeat(60_000)));
         assert!(accepted(alice.publish("/users/2/messages", payload, false)));
     }
     eventually("the warm-up stored", SOON, || count(&db, &dbname) == 20);
@@ -709,7 +679,7 @@ fn an_outage_backlog_stays_on_disk() {
     let content = "c".repeat(62_000);
     let total = 2_420;
     for n in 20..total {
-        let payload = message("CHAT", 1, 2, &format!("{n} {content}"));
+        let payload = chat("CHAT", 1, 2, &format!("{n} {content}"));
         assert!(accepted(alice.publish("/users/2/messages", payload, false)));
     }
     let after = rss_kib(&broker);
@@ -741,10 +711,10 @@ fn a_retransmitted_client_msg_id_is_one_row() {
     let dbname = store_db(db, "dedup");
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut bob = login(broker.port, "bob", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
-    let mut alice = login(broker.port, "alice", 0);
-    let mut carol = login(broker.port, "carol", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
+    let mut carol = login_tagged(broker.port, "carol", 0);
     let with_id = |from: u32, content: &str, id: &str| {
         json!({"type": "CHAT", "fromId": from, "toId": 2, "content": content, "clientMsgId": id})
             .to_string()
@@ -808,9 +778,9 @@ fn a_client_msg_id_on_another_payload_is_another_message() {
     let dbname = store_db(db, "dedup_payload");
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut bob = login(broker.port, "bob", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     let first = json!({"type": "CHAT", "fromId": 1, "toId": 2, "content": "see you",
         "clientMsgId": "c-1", "replyTo": "m-1"})
     .to_string();
@@ -902,11 +872,11 @@ fn spool_files_are_private_under_umask_022() {
     )
     .expect("bob's persistent session");
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     for content in ["secret", "kept"] {
         assert!(accepted(alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, content),
+            chat("CHAT", 1, 2, content),
             false
         )));
     }
@@ -994,9 +964,9 @@ fn twenty_messages_under_a_lock(
 ) -> Broker {
     let spool = fresh_dir("spool");
     let broker = store_broker(db, dbname, &spool, extra);
-    let mut bob = login(broker.port, "bob", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     let started = std::time::Instant::now();
     let holder = hold_lock(db, &lock.replace("{db}", dbname), hold);
     let mut delivered = HashSet::new();
@@ -1004,7 +974,7 @@ fn twenty_messages_under_a_lock(
         if n == 10 {
             // A login that needs the users table (carol has not logged in to this broker).
             let asked = std::time::Instant::now();
-            let carol = login(broker.port, "carol", 0);
+            let carol = login_tagged(broker.port, "carol", 0);
             assert!(
                 asked.elapsed() < Duration::from_secs(2),
                 "carol's login took {:?}",
@@ -1012,12 +982,12 @@ fn twenty_messages_under_a_lock(
             );
             drop(carol);
         }
-        let payload = message("CHAT", 1, 2, &format!("under the lock {n}"));
+        let payload = chat("CHAT", 1, 2, &format!("under the lock {n}"));
         assert!(accepted(alice.publish("/users/2/messages", payload, false)));
         let m = bob
             .message_on("/users/2/messages", SOON)
             .expect("delivered under the lock");
-        delivered.insert(delivered_id(&m.payload));
+        delivered.insert(id_of(&m.payload));
         std::thread::sleep(hold / 40);
     }
     assert!(started.elapsed() < hold, "all sent while the lock was held");
@@ -1098,10 +1068,10 @@ fn a_table_without_a_unique_message_id_is_reported() {
     ));
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     assert!(accepted(alice.publish(
         "/users/2/messages",
-        message("CHAT", 1, 2, "stored all the same"),
+        chat("CHAT", 1, 2, "stored all the same"),
         false
     )));
     eventually("stored", SOON, || count(db, &dbname) == 1);
@@ -1114,10 +1084,10 @@ fn a_table_without_a_unique_message_id_is_reported() {
     let dbname = store_db(db, "unique");
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "");
-    let mut alice = login(broker.port, "alice", 1);
+    let mut alice = login_tagged(broker.port, "alice", 1);
     assert!(accepted(alice.publish(
         "/users/2/messages",
-        message("CHAT", 1, 2, "unique"),
+        chat("CHAT", 1, 2, "unique"),
         false
     )));
     eventually("stored", SOON, || count(db, &dbname) == 1);
@@ -1170,8 +1140,8 @@ fn a_full_disk_refuses_then_recovers() {
     let dbname = store_db(&db, "disk");
     // 8 MB of spool: 1 MB segments, of which the 4 MiB disk holds three.
     let broker = store_broker(&db, &dbname, &spool, "auth_opt_persist_spool_max_mb 8\n");
-    let mut alice = login(broker.port, "alice", 0);
-    let mut bob = login(broker.port, "bob", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
+    let mut bob = login_tagged(broker.port, "bob", 0);
     assert_eq!(bob.subscribe("/users/2/messages"), 1);
     db.stop();
     let content = "d".repeat(60_000);
@@ -1180,7 +1150,7 @@ fn a_full_disk_refuses_then_recovers() {
     for n in 0..200 {
         let code = alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, &format!("{n} {content}")),
+            chat("CHAT", 1, 2, &format!("{n} {content}")),
             false,
         );
         if accepted(code) {
@@ -1208,11 +1178,7 @@ fn a_full_disk_refuses_then_recovers() {
         count(&db, &dbname) == accepted_count
     });
     eventually("accepting again", SOON, || {
-        accepted(alice.publish(
-            "/users/2/messages",
-            message("CHAT", 1, 2, "room again"),
-            false,
-        ))
+        accepted(alice.publish("/users/2/messages", chat("CHAT", 1, 2, "room again"), false))
     });
     eventually("the new one stored", SOON, || {
         count(&db, &dbname) == accepted_count + 1
@@ -1226,7 +1192,7 @@ fn sys_topics_show_the_figures() {
     let dbname = store_db(db, "sys");
     let spool = fresh_dir("spool");
     let broker = store_broker(db, &dbname, &spool, "auth_opt_sys_interval 1\n");
-    let mut admin = login(broker.port, "admin", 0);
+    let mut admin = login_tagged(broker.port, "admin", 0);
     assert_eq!(admin.subscribe("$SYS/broker/chat-auth/#"), 1);
     let mut figures = std::collections::HashMap::<String, u64>::new();
     let read = |admin: &mut Mqtt, figures: &mut std::collections::HashMap<String, u64>| {
@@ -1249,16 +1215,16 @@ fn sys_topics_show_the_figures() {
         crate::harness::connect(broker.port, "bob", "wrong"),
         crate::harness::Outcome::Refused(5)
     );
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     for n in 0..3 {
         assert!(accepted(alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, &format!("counted {n}")),
+            chat("CHAT", 1, 2, &format!("counted {n}")),
             false
         )));
     }
     assert_eq!(
-        alice.publish("/users/2/messages", message("CHAT", 3, 2, "forged"), false),
+        alice.publish("/users/2/messages", chat("CHAT", 3, 2, "forged"), false),
         NOT_AUTHORIZED
     );
     eventually("the figures moved", SOON, || {
@@ -1272,7 +1238,7 @@ fn sys_topics_show_the_figures() {
             && figures.get("acl/allowed").is_some_and(|n| *n > 0)
     });
     // Retained: a new subscriber gets them at once.
-    let mut late = login(broker.port, "admin", 1);
+    let mut late = login_tagged(broker.port, "admin", 1);
     assert_eq!(late.subscribe("$SYS/broker/chat-auth/chat/accepted"), 1);
     let retained = late.message(SOON).expect("a retained figure");
     assert!(retained.retain);
@@ -1311,11 +1277,11 @@ fn prometheus_endpoint_serves_the_same_figures() {
             "auth_opt_metrics_listen 127.0.0.1:{metrics_port}\nauth_opt_auth_cacheseconds 60\n"
         ),
     );
-    let mut alice = login(broker.port, "alice", 0);
+    let mut alice = login_tagged(broker.port, "alice", 0);
     for n in 0..4 {
         assert!(accepted(alice.publish(
             "/users/2/messages",
-            message("CHAT", 1, 2, &format!("scraped {n}")),
+            chat("CHAT", 1, 2, &format!("scraped {n}")),
             false
         )));
     }
@@ -1336,18 +1302,8 @@ fn prometheus_endpoint_serves_the_same_figures() {
             .map(Vec::len),
         Some(4)
     );
-    let mut admin = login(broker.port, "admin", 0);
-    assert_eq!(admin.subscribe("$CONTROL/chat-auth/v1/response"), 1);
-    assert!(accepted(admin.publish(
-        "$CONTROL/chat-auth/v1",
-        json!({"commands": [{"command": "getStats"}]}).to_string(),
-        false
-    )));
-    let answer = admin
-        .message_on("$CONTROL/chat-auth/v1/response", SOON)
-        .unwrap();
-    let stats: Value = serde_json::from_slice(&answer.payload).unwrap();
-    let stats = &stats["responses"][0]["data"];
+    let mut admin = login_tagged(broker.port, "admin", 0);
+    let stats = &stats_on(&mut admin);
     let mut text = String::new();
     eventually("the endpoint has the figures", SOON, || {
         text = scrape(metrics_port);
