@@ -1,24 +1,22 @@
 //! The plugin assembled from its parts: config, the MySQL pool, the authenticator. The FFI
 //! edge owns one `Plugin` and forwards each broker event to it.
 
-use crate::acl::{Access, ChatTopics, RuleSet};
+use crate::acl::{Access, ChatTopics};
 use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal, UserSource};
 use crate::backend::http::HttpBackend;
 use crate::backend::mysql::{MysqlRules, MysqlUsers};
 use crate::chat::{self, Kind, Sender};
 use crate::cluster;
-use crate::config::Config;
 use crate::config::{RequestLimits, ValidationConfig};
 use crate::control::{self, Command, Reply, Request};
-use crate::db::{Db, DbError, Probe};
-use crate::dedup::{self, Dedup, Stamp};
+use crate::dedup::{Dedup, Stamp};
 use crate::envelope;
 use crate::exporter::Exporter;
 use crate::history::{self, Limits, reader::Reader};
 use crate::logging::printable;
 use crate::metrics;
-use crate::refresh::{Done, Refresher, RuleSource, Work};
-use crate::resend::{self, Resends};
+use crate::refresh::{Done, Refresher, Work};
+use crate::resend::Resends;
 use crate::sessions::{Applied, Author, ClientFacts, LoginKind, Pending, Registry};
 use crate::store::{Store, StoreRefusal};
 use serde_json::json;
@@ -54,6 +52,7 @@ struct Mysql {
 
 mod figures;
 mod later;
+mod start;
 
 pub struct Plugin {
     auth: Arc<Authenticator<Source>>,
@@ -181,294 +180,6 @@ fn over_quota(reason: &str) -> bool {
 const STATS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Plugin {
-    /// Validates the options and starts the background parts. An `Err` names the option and
-    /// stops the broker; an unreachable database does not.
-    ///
-    /// `wake` interrupts the broker's loop wait, so background answers (history pages) go
-    /// out at once; `persistence_location` is the broker's, where Mosquitto 2.1 tells it.
-    pub fn start<K: AsRef<str>, V: AsRef<str>>(
-        options: &[(K, V)],
-        wake: Option<crate::action::Waker>,
-        hush: Option<crate::action::Hush>,
-        persistence_location: Option<&std::path::Path>,
-        delayed_logins: bool,
-    ) -> Result<Plugin, String> {
-        let (mut config, warnings) = Config::parse(options).map_err(|e| e.to_string())?;
-        if let Some(dir) = persistence_location {
-            config.use_persistence_location(dir);
-        }
-        log::set_max_level(config.log_level);
-        for warning in &warnings {
-            log::warn!("{warning}");
-        }
-        for note in &config.notes {
-            log::info!("{note}");
-        }
-        let rules_wait = config
-            .mysql
-            .as_ref()
-            .map_or(Duration::ZERO, |m| m.rules_wait);
-        let mut addresses = Vec::new();
-        if let Some(mysql) = &config.mysql {
-            addresses.push(match &mysql.db.socket {
-                Some(socket) => format!("MySQL socket {}", socket.display()),
-                None => format!("MySQL {}:{}", mysql.db.host, mysql.db.port),
-            });
-        }
-        if let Some(http) = &config.http {
-            addresses.push(format!("HTTP {}", http.base_url));
-        }
-        let history_db = config.mysql.as_ref().map(|m| m.db.clone());
-        let mysql = config.mysql.map(|mysql| -> Result<Mysql, String> {
-            let mut checks = vec![("userquery", mysql.userquery.sql.clone())];
-            for (name, query) in [
-                ("superquery", &mysql.superquery),
-                ("cert_userquery", &mysql.cert_userquery),
-                ("groupsquery", &config.acl.groupsquery),
-                ("aclquery", &config.acl.aclquery),
-            ] {
-                if let Some(q) = query {
-                    checks.push((name, q.sql.clone()));
-                }
-            }
-            let db = Arc::new(Db::start(
-                &mysql.db,
-                checks,
-                // Closed again only by a user lookup the server answers (a locked users
-                // table answers pings).
-                Some(Probe::of(&mysql.userquery)),
-                "logins",
-                "auth_opt_pool_size",
-            )?);
-            let users = Arc::new(MysqlUsers::new(
-                Arc::clone(&db),
-                mysql.userquery,
-                mysql.superquery,
-                mysql.cert_userquery,
-            ));
-            let rules = Arc::new(MysqlRules::new(
-                db,
-                config.acl.groupsquery.clone(),
-                config.acl.aclquery.clone(),
-                config.acl.subscribe_level,
-            ));
-            Ok(Mysql { users, rules })
-        });
-        let mysql = mysql.transpose()?;
-        let http = config
-            .http
-            .clone()
-            .map(|http| Arc::new(HttpBackend::new(http)));
-        let sources: Vec<Source> = config
-            .backends
-            .iter()
-            .filter_map(|kind| match kind {
-                BackendKind::Mysql => mysql.as_ref().map(|m| Arc::clone(&m.users) as Source),
-                BackendKind::Http => http.as_ref().map(|h| Arc::clone(h) as Source),
-            })
-            .collect();
-        let acl = config.acl;
-        let auth = Authenticator::new(
-            sources,
-            config.hash,
-            config.superusers,
-            config.auth_cache,
-            config.throttle,
-        )
-        .with_bridge_users(config.bridge_users);
-        let auth = Arc::new(auth);
-        let background = Arc::new(Background {
-            mysql: mysql
-                .as_ref()
-                .map(|m| (Arc::clone(&m.rules), Arc::clone(&m.users))),
-            times: Arc::clone(&auth.times),
-        });
-        let refresher = Refresher::start(Arc::clone(&background) as Arc<dyn RuleSource>)?;
-        let later = if delayed_logins {
-            let rules = mysql.is_some().then_some(background as Arc<dyn RuleSource>);
-            Some(later::Later::start(Arc::clone(&auth), rules, wake.clone())?)
-        } else {
-            None
-        };
-        let mut registry = Registry::new(acl.chat.clone(), acl.refresh, config.offline);
-        if let Some(path) = &config.session_file {
-            match crate::session_file::load(path) {
-                Ok((saved, unreadable)) => {
-                    if unreadable > 0 {
-                        log::warn!(
-                            "{} lines of the sessions file {} could not be read; those \
-                             clients get their rules at their next login",
-                            unreadable,
-                            path.display()
-                        );
-                    }
-                    let count = saved.len();
-                    for job in registry.restore(saved, Instant::now()) {
-                        refresher.submit_urgent(Work::Rules(job));
-                    }
-                    if count > 0 {
-                        log::info!(
-                            "restored {count} persistent sessions from {}",
-                            path.display()
-                        );
-                    }
-                }
-                Err(e) => log::warn!("{e}; no session is restored"),
-            }
-        }
-        // Its own connection to the same server: the writer's waits on a busy messages table
-        // never mark MySQL down for logins.
-        let store = match (&config.persist, &history_db) {
-            (Some(persist), Some(db)) => Some(Store::start(persist, db)?),
-            _ => None,
-        };
-        let history = match (&config.history, &config.persist, history_db) {
-            (Some(settings), Some(persist), Some(db)) => {
-                // A pool of its own: history pages never take the connections logins wait on.
-                let db = Db::start(
-                    &crate::config::DbConfig {
-                        pool_size: settings.connections,
-                        ..db
-                    },
-                    Vec::new(),
-                    None,
-                    "chat history requests",
-                    "auth_opt_history_connections",
-                )?;
-                registry.serve_history();
-                log::info!(
-                    "chat history answered on {} ({} connections; per client {} in flight, {} \
-                     per second)",
-                    history::TOPIC,
-                    settings.connections,
-                    settings.in_flight,
-                    settings.per_second
-                );
-                Some(History {
-                    reader: Reader::start(
-                        db,
-                        &persist.table,
-                        settings.connections,
-                        settings.max_response_bytes,
-                        wake,
-                    )?,
-                    limits: Limits::new(settings.in_flight, settings.per_second),
-                })
-            }
-            _ => None,
-        };
-        log::info!(
-            "started: backends {}{}, credential cache {} s, chat topics {}, ACL rows {}, rules \
-             refreshed every {} s",
-            config
-                .backends
-                .iter()
-                .map(|b| b.name())
-                .collect::<Vec<_>>()
-                .join(","),
-            if addresses.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", addresses.join(", "))
-            },
-            config.auth_cache.as_secs(),
-            match (&acl.chat, &mysql) {
-                (Some(_), _) => "on",
-                (None, None) =>
-                    "off (they need the mysql backend for chat identities, \
-                                 groups and rows: chat messages are neither validated nor \
-                                 stored; the HTTP service decides every topic)",
-                (None, Some(_)) => "off",
-            },
-            match (&mysql, &http) {
-                (Some(m), _) if m.rules.has_aclquery() => "from aclquery".to_string(),
-                _ => "off".to_string(),
-            } + if http.is_some() {
-                ", the HTTP service's users asked per client, topic and access"
-            } else {
-                ""
-            },
-            acl.refresh.as_secs(),
-        );
-        if let Some(persist) = &config.persist {
-            log::info!(
-                "chat messages are stored in {} (batches of up to {} rows every {} ms; spool {}, \
-                 at most {} MB{})",
-                persist.table,
-                persist.batch_rows,
-                persist.flush.as_millis(),
-                persist.spool_dir.display(),
-                persist.spool_max_bytes / (1024 * 1024),
-                if persist.fsync {
-                    ", fsync per message"
-                } else {
-                    ""
-                }
-            );
-        }
-        let exporter = config
-            .metrics_listen
-            .as_deref()
-            .map(|address| {
-                Exporter::start(address).map_err(|e| {
-                    format!(
-                        "auth_opt_metrics_listen (plugin_opt_metrics_listen): cannot serve \
-                         metrics on '{address}': {e}"
-                    )
-                })
-            })
-            .transpose()?;
-        if let Some(exporter) = &exporter {
-            log::info!("metrics at http://{}/metrics", exporter.address);
-        }
-        let dedup = config
-            .validation
-            .as_ref()
-            .filter(|v| !v.dedup.is_zero())
-            .map(|v| Dedup::new(v.dedup.as_millis() as i64, dedup::PER_SENDER, dedup::TOTAL));
-        Ok(Plugin {
-            auth,
-            later,
-            hush,
-            mysql,
-            http,
-            chat: acl.chat,
-            validation: config.validation,
-            requests: config.requests,
-            session_file: config.session_file,
-            rules_wait,
-            sys_interval: (!config.sys_interval.is_zero()).then_some(config.sys_interval),
-            state: Mutex::new(State {
-                registry,
-                refresher,
-                outbox: Vec::new(),
-                store,
-                dedup,
-                resends: Resends::new(resend::WINDOW_MS, resend::PER_CLIENT, resend::TOTAL),
-                last_stats_log: Instant::now(),
-                last_stats: (0, 0),
-                recheck_window: None,
-                recheck_memo: HashMap::new(),
-                user_checks: HashMap::new(),
-                last_session_save: Instant::now(),
-                next_full_tick: Instant::now(),
-                save_seq: 0,
-                untick_since: Some(Instant::now()),
-                counters: metrics::Counters::default(),
-                next_sys_publish: Instant::now(),
-                exporter,
-                next_export: Instant::now(),
-                cluster_seen: cluster::Seen::default(),
-                history,
-                rules_late: None,
-                waiting: later::waiting(),
-                awaiting_rules: HashMap::new(),
-                completing: HashMap::new(),
-                logins_full_said: None,
-            }),
-        })
-    }
-
     /// `work`, with the loop waker's signal held back where that is needed (see `hush`).
     fn hushed<T>(&self, work: impl FnOnce() -> T) -> T {
         let Some(hush) = &self.hush else {
@@ -1465,33 +1176,6 @@ impl Plugin {
 /// How soon a user row that could not be read again is tried once more.
 const USER_CHECK_RETRY: Duration = Duration::from_secs(5);
 
-impl Drop for Plugin {
-    /// At shutdown the sessions file is written once more, on this thread: it must be on
-    /// disk before the broker restarts.
-    fn drop(&mut self) {
-        let Some(path) = &self.session_file else {
-            return;
-        };
-        let mut state = self.state();
-        // No background save may rename an older file over this one.
-        state.refresher.shutdown();
-        if let Some(sessions) = state.registry.persistent_sessions(true) {
-            match crate::session_file::save(path, &sessions, u64::MAX) {
-                Ok(()) => log::info!(
-                    "{} persistent sessions saved to {}",
-                    sessions.len(),
-                    path.display()
-                ),
-                Err(e) => log::error!("sessions file not saved at shutdown: {e}"),
-            }
-        }
-    }
-}
-
-/// The `loginTimes` entry that counts loading a user's groups and ACL rows (in the
-/// background, after a login or for a refresh).
-const RULES_LABEL: &str = "rules";
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1505,32 +1189,4 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-/// The background thread's sources: rules, and user rows read again after a re-check
-/// (MySQL's; without the mysql backend no job is ever made).
-struct Background {
-    mysql: Option<(Arc<MysqlRules>, Arc<MysqlUsers>)>,
-    /// Rules loads are timed with the logins (`loginTimes` in the stats).
-    times: Arc<crate::auth::LoginTimes>,
-}
-
-impl RuleSource for Background {
-    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
-        let started = Instant::now();
-        let rules = match &self.mysql {
-            Some((rules, _)) => rules.load(username, user_id),
-            None => Err(DbError::Unavailable("no mysql backend".into())),
-        };
-        self.times
-            .add(RULES_LABEL, Duration::ZERO, started.elapsed());
-        rules
-    }
-
-    fn user_now(&self, username: &str) -> Result<Option<crate::auth::UserNow>, DbError> {
-        match &self.mysql {
-            Some((_, users)) => users.user_now(username),
-            None => Err(DbError::Unavailable("no mysql backend".into())),
-        }
-    }
 }
