@@ -1,7 +1,7 @@
 //! ACL checks, in memory; a client's first one waits a few milliseconds for the rules its
 //! login asked for.
 
-use super::{Client, LateRules, Plugin, State};
+use super::{Client, Entry, LateRules, Plugin, State};
 use crate::acl::Access;
 use crate::logging::printable;
 use crate::sessions::{LoginKind, Pending};
@@ -19,9 +19,7 @@ impl Plugin {
         let (Some(client_id), Ok(topic)) = (client.id, std::str::from_utf8(topic)) else {
             return false;
         };
-        let mut state = self.state();
-        Self::end_recheck(&mut state);
-        Self::check_ticks(&mut state);
+        let mut state = self.enter(Entry::AclCheck);
         if !state.completing.is_empty() {
             // Inside a delayed login's completion (2.1), before its CONNECT event: the
             // messages queued for a resumed session are checked as they are written out.

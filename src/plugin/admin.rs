@@ -1,7 +1,7 @@
 //! Requests from clients: commands on `$CONTROL/chat-auth/v1` (superusers) and chat history
 //! requests on `$CONTROL/chat-history/v1`.
 
-use super::{Action, Client, Plugin, ResponseTo, State};
+use super::{Action, Client, Entry, Plugin, ResponseTo, State};
 use crate::acl::Access;
 use crate::control::{self, Command, Reply, Request};
 use crate::history;
@@ -26,9 +26,7 @@ impl Plugin {
             return;
         };
         let client_name = String::from_utf8_lossy(client_id).into_owned();
-        let mut state = self.state();
-        Self::end_recheck(&mut state);
-        state.registry.event();
+        let mut state = self.enter(Entry::Control);
         let superuser = state.registry.is_superuser(client_id, client.pointer);
         if !superuser {
             log::warn!(
@@ -87,9 +85,7 @@ impl Plugin {
         };
         let client_name = String::from_utf8_lossy(client_id).into_owned();
         let now = Instant::now();
-        let mut state = self.state();
-        Self::end_recheck(&mut state);
-        state.registry.event();
+        let mut state = self.enter(Entry::History);
         let mut base = Reply::to(&client_name, history::RESPONSE_TOPIC);
         base.correlation_data = response_to.correlation_data;
         let mut refused_topic = None;

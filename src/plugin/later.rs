@@ -9,7 +9,7 @@
 //! check waits for them up to `rules_wait_ms`). A client that left meanwhile gets no
 //! CONNECT: what was kept for it is dropped after the call.
 
-use super::{Client, Plugin, State};
+use super::{Client, Entry, Plugin, State};
 use crate::acl::RuleSet;
 use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal};
 use crate::db::DbError;
@@ -427,7 +427,7 @@ impl Plugin {
 
     /// After the TICK's completions: what no CONNECT took was for clients that left.
     pub fn completions_done(&self) {
-        let mut state = self.state();
+        let mut state = self.enter(Entry::CompletionsDone);
         for (client_id, done) in state.completing.drain() {
             log::debug!(
                 "login of client '{}' (user '{}') completed after it left",

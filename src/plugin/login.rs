@@ -2,7 +2,7 @@
 //! Mosquitto 2.1's CONNECT, DISCONNECT, the reload itself, and the clients known only by the
 //! username the broker holds for them.
 
-use super::{Client, Plugin, State};
+use super::{Client, Entry, Plugin, State};
 use crate::auth::{BackendKind, Decision, Identity, Refusal};
 use crate::logging::printable;
 use crate::refresh::Work;
@@ -19,6 +19,7 @@ impl Plugin {
         username: Option<&[u8]>,
         password: Option<&[u8]>,
     ) -> Decision {
+        // The event is entered in `login_decision`.
         let decision = self.login_decision(client, username, password);
         let mut state = self.state();
         match &decision {
@@ -37,8 +38,7 @@ impl Plugin {
         password: Option<&[u8]>,
     ) -> Decision {
         let now = Instant::now();
-        let mut state = self.state();
-        state.registry.event();
+        let mut state = self.enter(Entry::BasicAuth);
         let rechecking = state
             .recheck_window
             .is_some_and(|since| now.duration_since(since) < RECHECK_WINDOW);
@@ -165,8 +165,7 @@ impl Plugin {
         let Some(client_id) = client.id else {
             return;
         };
-        let mut state = self.state();
-        state.registry.event();
+        let mut state = self.enter(Entry::Connect);
         let persistent = !client.facts.clean_session();
         if self.bind_completed(
             &mut state,
@@ -261,18 +260,18 @@ impl Plugin {
 
     pub fn disconnect(&self, client: Client<'_>, clean_session: bool) {
         if let Some(client_id) = client.id {
-            self.state()
-                .registry
-                .disconnect(client_id, client.pointer, clean_session);
+            self.enter(Entry::Disconnect).registry.disconnect(
+                client_id,
+                client.pointer,
+                clean_session,
+            );
         }
     }
 
     /// SIGHUP: every connected user's rules are reloaded in the background, and the
     /// broker's re-checks of its clients, which follow at once, are answered from memory.
     pub fn reload(&self) {
-        let mut state = self.state();
-        state.recheck_window = Some(Instant::now());
-        state.recheck_memo.clear();
+        let mut state = self.enter(Entry::Reload);
         let jobs = state.registry.refresh_all();
         log::info!("reload: refreshing the rules of {} users", jobs.len());
         for job in jobs {

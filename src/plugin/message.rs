@@ -1,7 +1,7 @@
 //! PUBLISH (MOSQ_EVT_MESSAGE): cluster commands from other brokers, and chat messages
 //! validated, stamped, deduplicated and spooled.
 
-use super::{Client, MessageVerdict, Plugin, State, now_ms};
+use super::{Client, Entry, MessageVerdict, Plugin, State, now_ms};
 use crate::chat::{self, Kind, Sender};
 use crate::cluster;
 use crate::control;
@@ -21,11 +21,9 @@ impl Plugin {
         payload: &[u8],
         qos: u8,
     ) -> MessageVerdict {
-        let mut state = self.state();
-        Self::end_recheck(&mut state);
-        // The PUBLISH whose WRITE check came just before is validated here (see
+        // Entering clears the mark its WRITE check left: the PUBLISH is validated here (see
         // `Registry::check` for the ones that never are).
-        state.registry.event();
+        let mut state = self.enter(Entry::Message);
         if topic == cluster::TOPIC.as_bytes() {
             return self.cluster_message(&mut state, client, payload);
         }

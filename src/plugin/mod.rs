@@ -17,7 +17,7 @@ use crate::sessions::{ClientFacts, Registry};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A client as the broker identifies it in a callback.
@@ -144,6 +144,31 @@ struct History {
 /// How long traffic may flow without a TICK before the plugin says the broker sends none.
 const NO_TICK_WARNING: Duration = Duration::from_secs(10);
 
+/// The broker event a handler enters (`Plugin::enter`): each does its own bookkeeping first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// MOSQ_EVT_BASIC_AUTH: a CONNECT's credentials, or a re-check after a SIGHUP.
+    BasicAuth,
+    /// MOSQ_EVT_CONNECT (Mosquitto 2.1): a client is in.
+    Connect,
+    /// MOSQ_EVT_ACL_CHECK.
+    AclCheck,
+    /// MOSQ_EVT_MESSAGE: a PUBLISH after its WRITE check.
+    Message,
+    /// MOSQ_EVT_CONTROL on `$CONTROL/chat-auth/v1`.
+    Control,
+    /// MOSQ_EVT_CONTROL on `$CONTROL/chat-history/v1`.
+    History,
+    /// MOSQ_EVT_TICK.
+    Tick,
+    /// MOSQ_EVT_DISCONNECT.
+    Disconnect,
+    /// MOSQ_EVT_RELOAD (SIGHUP).
+    Reload,
+    /// After a TICK's delayed-login completions (2.1).
+    CompletionsDone,
+}
+
 /// What to do with a PUBLISH (MOSQ_EVT_MESSAGE).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageVerdict {
@@ -169,10 +194,66 @@ impl Plugin {
         out.expect("hush runs the work")
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere never leaves the registry half-updated in a way that could
         // allow more than before, so the state stays usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, taken at the start of a broker event, with the bookkeeping that event
+    /// does first. Every handler enters through here once; one that lets go of the lock
+    /// meanwhile (to wait on a backend) takes it back with `state()`.
+    ///
+    /// | event            | no-TICK watch      | re-check window | `registry.event()` |
+    /// |------------------|--------------------|-----------------|--------------------|
+    /// | BASIC_AUTH       |                    | left open       | yes                |
+    /// | CONNECT (2.1)    |                    | left open       | yes                |
+    /// | ACL check        | looked at          | ended           |                    |
+    /// | MESSAGE          |                    | ended           | yes                |
+    /// | control, history |                    | ended           | yes                |
+    /// | TICK             | stopped (it comes) | ended           |                    |
+    /// | DISCONNECT       |                    | left open       |                    |
+    /// | RELOAD           |                    | opened          |                    |
+    /// | completions done |                    | left open       |                    |
+    ///
+    /// Why:
+    /// - The re-check window (`recheck_window`): a SIGHUP's RELOAD opens it, and the broker
+    ///   then re-checks every client it holds, one BASIC_AUTH after another; a client that
+    ///   fails its re-check is disconnected, so neither BASIC_AUTH nor DISCONNECT may end it.
+    ///   Anything else the broker does means the re-checks are over (`end_recheck`); TICK
+    ///   ends it too, but does not fire on 2.0.11 with `per_listener_settings true`, so the
+    ///   ACL checks, messages and control messages end it as well. CONNECT (2.1) and the
+    ///   completions of delayed logins (inside a TICK) leave it as they find it.
+    /// - `registry.event()` ends what was kept for the ACL check or MESSAGE right after: a
+    ///   WRITE check's mark, for its MESSAGE; a client that just left (its DISCONNECT keeps
+    ///   it), for its will's check. So an ACL check never calls it; MESSAGE, after its WRITE
+    ///   check, calls it before judging the PUBLISH. DISCONNECT, TICK, RELOAD and the
+    ///   completions never did.
+    /// - The no-TICK watch (`check_ticks`): said once, from the ACL checks (the traffic), when
+    ///   no TICK came since the start; the first TICK ends the watch.
+    fn enter(&self, event: Entry) -> MutexGuard<'_, State> {
+        let mut state = self.state();
+        match event {
+            Entry::BasicAuth | Entry::Connect => state.registry.event(),
+            Entry::AclCheck => {
+                Self::end_recheck(&mut state);
+                Self::check_ticks(&mut state);
+            }
+            Entry::Message | Entry::Control | Entry::History => {
+                Self::end_recheck(&mut state);
+                state.registry.event();
+            }
+            Entry::Tick => {
+                state.untick_since = None;
+                Self::end_recheck(&mut state);
+            }
+            Entry::Reload => {
+                state.recheck_window = Some(Instant::now());
+                state.recheck_memo.clear();
+            }
+            Entry::Disconnect | Entry::CompletionsDone => {}
+        }
+        state
     }
 
     /// Mosquitto 2.0.11 with `per_listener_settings true` never sends TICK, and without it
@@ -193,7 +274,7 @@ impl Plugin {
         }
     }
 
-    /// Ends a reload's re-check window: any event but BASIC_AUTH and DISCONNECT.
+    /// Ends a reload's re-check window (the events that do: see `enter`).
     fn end_recheck(state: &mut State) {
         if state.recheck_window.take().is_some() {
             state.recheck_memo.clear();

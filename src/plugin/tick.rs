@@ -1,7 +1,7 @@
 //! TICK: background results applied on the broker thread (rules, user rows read again, the
 //! sessions file, history pages, delayed logins), due work started, broker calls handed back.
 
-use super::{Action, Plugin, State, figures};
+use super::{Action, Entry, Plugin, State, figures};
 use crate::control;
 use crate::envelope;
 use crate::logging::printable;
@@ -16,9 +16,7 @@ impl Plugin {
     /// the sessions file), starts due work, and hands back the broker calls to make.
     pub fn tick(&self) -> Vec<Action> {
         let now = Instant::now();
-        let mut state = self.state();
-        state.untick_since = None;
-        Self::end_recheck(&mut state);
+        let mut state = self.enter(Entry::Tick);
         // History answers at every tick (the reader woke the loop for them: one atomic load
         // when there are none).
         Self::hand_over_history(&mut state);
