@@ -10,7 +10,7 @@ use serde::de::{
 };
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 
@@ -165,17 +165,22 @@ pub fn accept<'a>(
             expected: kind.name(),
         });
     }
-    let to_id = fields.id_text("toId").ok_or(Invalid::BadId("toId"))?;
+    let to_id = fields.id_text(Known::ToId).ok_or(Invalid::BadId("toId"))?;
     if to_id != topic_id {
         return Err(Invalid::ToIdMismatch);
     }
-    let from_id = fields.id_text("fromId").ok_or(Invalid::BadId("fromId"))?;
+    let from_id = fields
+        .id_text(Known::FromId)
+        .ok_or(Invalid::BadId("fromId"))?;
     if let Sender::User(user_id) = sender {
         if from_id != user_id {
             return Err(Invalid::FromIdMismatch);
         }
     }
-    let content = match fields.get("content").and_then(|raw| json_str(raw.get())) {
+    let content = match fields
+        .get(Known::Content)
+        .and_then(|raw| json_str(raw.get()))
+    {
         Some(text) if text.len() <= max_content_bytes => text,
         Some(text) => {
             return Err(Invalid::Content(format!(
@@ -185,18 +190,18 @@ pub fn accept<'a>(
         }
         None => return Err(Invalid::Content("must be a string".into())),
     };
-    let client_msg_id = match fields.get("clientMsgId") {
+    let client_msg_id = match fields.get(Known::ClientMsgId) {
         None => None,
         Some(raw) => Some(
-            serde_json::from_str::<String>(raw.get())
-                .ok()
+            json_str(raw.get())
                 .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES)
-                .ok_or(Invalid::BadId("clientMsgId"))?,
+                .ok_or(Invalid::BadId("clientMsgId"))?
+                .into_owned(),
         ),
     };
     let trusted = sender == Sender::Trusted;
-    let brought_id = fields.get("id");
-    let brought_ts = fields.get("ts");
+    let brought_id = fields.get(Known::Id);
+    let brought_ts = fields.get(Known::Ts);
     let kept_stamp = trusted
         && brought_id.is_some()
         && brought_ts.is_some_and(|ts| serde_json::from_str::<i64>(ts.get()).is_ok());
@@ -211,7 +216,7 @@ pub fn accept<'a>(
     let payload = if brought_id.is_none() && brought_ts.is_none() {
         append_stamp(payload, &message_id, server_ts)
     } else {
-        replace_stamp(&fields, &message_id, server_ts)
+        replace_stamp(payload, &message_id, server_ts)
     };
     Ok(Stamped {
         payload,
@@ -228,21 +233,57 @@ pub fn accept<'a>(
 
 /// The same accepted payload with another stamp (a retransmission gets its first copy's).
 pub fn restamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec<u8>> {
-    let fields = Fields::parse(payload).ok()?;
-    Some(replace_stamp(&fields, message_id, server_ts))
+    Fields::parse(payload).ok()?;
+    Some(replace_stamp(payload, message_id, server_ts))
 }
 
-/// The top-level members of a JSON object, values left unparsed (only the few the
-/// validation reads are ever decoded). Duplicate keys are refused: which one counts would
-/// depend on the reader.
-struct Fields<'a> {
-    members: Vec<(Cow<'a, str>, &'a RawValue)>,
-    /// The payload's length.
-    bytes: usize,
+/// The top-level members the validation reads.
+#[derive(Debug, Clone, Copy)]
+enum Known {
+    Type,
+    FromId,
+    ToId,
+    Content,
+    ClientMsgId,
+    Id,
+    Ts,
 }
+
+impl Known {
+    const COUNT: usize = 7;
+
+    fn of(key: &str) -> Option<Known> {
+        Some(match key {
+            "type" => Known::Type,
+            "fromId" => Known::FromId,
+            "toId" => Known::ToId,
+            "content" => Known::Content,
+            "clientMsgId" => Known::ClientMsgId,
+            "id" => Known::Id,
+            "ts" => Known::Ts,
+            _ => return None,
+        })
+    }
+}
+
+/// A JSON object's top-level members the validation reads, values left unparsed, read in
+/// one pass that builds nothing: every member is read (checked) as a raw value borrowed
+/// from the payload, the few known ones are kept, the others only counted and their keys
+/// compared. Duplicate keys are refused: which one counts would depend on the reader.
+struct Fields<'a> {
+    known: [Option<&'a RawValue>; Known::COUNT],
+}
+
+/// Every top-level member, in order (only to write a payload anew).
+type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 
 impl<'a> Fields<'a> {
     fn parse(payload: &'a [u8]) -> Result<Fields<'a>, Invalid> {
+        Self::read(payload, None)
+    }
+
+    /// Reads the payload, and lists its members in `members` when given.
+    fn read(payload: &'a [u8], members: Option<&mut Members<'a>>) -> Result<Fields<'a>, Invalid> {
         let first = payload.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
             return Err(match serde_json::from_slice::<IgnoredAny>(payload) {
@@ -251,36 +292,41 @@ impl<'a> Fields<'a> {
             });
         }
         let crowded = std::cell::Cell::new(false);
-        let mut reader = serde_json::Deserializer::from_slice(payload);
-        let members = DeserializeSeed::deserialize(Members(&crowded), &mut reader)
-            .and_then(|members| reader.end().map(|()| members))
-            .map_err(|e| match crowded.get() {
-                true => Invalid::TooManyMembers,
-                false => Invalid::NotJson(e.to_string()),
-            })?;
-        if let Some(key) = duplicate(&members, |(key, _)| key.as_ref()) {
+        let reader = Reader {
+            crowded: &crowded,
+            members,
+        };
+        // Checked once as a whole, UTF-8 is not checked again string by string; a payload
+        // that is not UTF-8 is read as bytes, for serde_json's own error at the first bad
+        // string.
+        let read = match std::str::from_utf8(payload) {
+            Ok(text) => read_object(&mut serde_json::Deserializer::from_str(text), reader),
+            Err(_) => read_object(&mut serde_json::Deserializer::from_slice(payload), reader),
+        };
+        let read = read.map_err(|e| match crowded.get() {
+            true => Invalid::TooManyMembers,
+            false => Invalid::NotJson(e.to_string()),
+        })?;
+        if let Some(key) = read.duplicate {
             return Err(Invalid::NotJson(format!("duplicate key \"{key}\"")));
         }
-        Ok(Fields {
-            members,
-            bytes: payload.len(),
-        })
+        Ok(Fields { known: read.known })
     }
 
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    fn get(&self, member: Known) -> Option<&'a RawValue> {
+        self.known[member as usize]
     }
 
     fn type_is(&self, name: &str) -> bool {
-        self.get("type")
+        self.get(Known::Type)
             .and_then(|raw| json_str(raw.get()))
             .is_some_and(|text| text == name)
     }
 
     /// An id as text: a JSON integer in decimal, or a string as it is (borrowed from the
     /// payload unless it has escapes).
-    fn id_text(&self, key: &str) -> Option<Cow<'a, str>> {
-        let raw: &'a str = self.get(key)?.get();
+    fn id_text(&self, member: Known) -> Option<Cow<'a, str>> {
+        let raw: &'a str = self.get(member)?.get();
         let text: Cow<'a, str> = if raw.starts_with('"') {
             json_str(raw)?
         } else if raw != "-0" && (raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok()) {
@@ -294,10 +340,128 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A key given twice, if any: compared pairwise for the few members of a chat message,
+/// The whole payload read by `reader`: one object, nothing after it.
+fn read_object<'de, 'm, R: serde_json::de::Read<'de>>(
+    reader: &mut serde_json::Deserializer<R>,
+    seed: Reader<'_, 'm, 'de>,
+) -> serde_json::Result<Read<'de>> {
+    let read = seed.deserialize(&mut *reader)?;
+    reader.end()?;
+    Ok(read)
+}
+
+/// Reads the top-level members, at most `MAX_MEMBERS` of them (setting the flag when
+/// there are more: reading stops there).
+struct Reader<'f, 'm, 'de> {
+    crowded: &'f std::cell::Cell<bool>,
+    members: Option<&'m mut Members<'de>>,
+}
+
+/// What `Reader` found: the known members, and the first key given a second time.
+struct Read<'de> {
+    known: [Option<&'de RawValue>; Known::COUNT],
+    duplicate: Option<Cow<'de, str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Reader<'_, '_, 'de> {
+    type Value = Read<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, reader: D) -> Result<Read<'de>, D::Error> {
+        reader.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Reader<'_, '_, 'de> {
+    type Value = Read<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Read<'de>, A::Error> {
+        let mut known = [None; Known::COUNT];
+        let mut keys = Keys::default();
+        let mut count = 0;
+        while let Some(Key(key)) = map.next_key()? {
+            if count == MAX_MEMBERS {
+                self.crowded.set(true);
+                return Err(serde::de::Error::custom("too many members"));
+            }
+            count += 1;
+            // Read as a raw value whatever the member: the value is checked as JSON (and, in
+            // a payload read as bytes, as UTF-8) all the same.
+            let raw: &'de RawValue = map.next_value()?;
+            if let Some(member) = Known::of(&key) {
+                known[member as usize] = Some(raw);
+            }
+            if let Some(members) = self.members.as_deref_mut() {
+                members.push((key.clone(), raw));
+            }
+            keys.add(key);
+        }
+        Ok(Read {
+            known,
+            duplicate: keys.duplicate,
+        })
+    }
+}
+
+/// The keys of an object, to find the first one given twice: compared pairwise for the
+/// few members of a chat message (kept in place: nothing allocated), through a hash set
+/// beyond (50,000 keys took seconds pairwise).
+struct Keys<'a> {
+    few: [Cow<'a, str>; PAIRWISE],
+    len: usize,
+    many: HashSet<Cow<'a, str>>,
+    duplicate: Option<Cow<'a, str>>,
+}
+
+const PAIRWISE: usize = 16;
+
+impl Default for Keys<'_> {
+    fn default() -> Self {
+        Keys {
+            few: [const { Cow::Borrowed("") }; PAIRWISE],
+            len: 0,
+            many: HashSet::new(),
+            duplicate: None,
+        }
+    }
+}
+
+impl<'a> Keys<'a> {
+    fn add(&mut self, key: Cow<'a, str>) {
+        if self.duplicate.is_some() {
+            // The first one found is the one said; the rest need not be compared.
+        } else if self.len < PAIRWISE {
+            if self.few[..self.len].contains(&key) {
+                self.duplicate = Some(key);
+            } else {
+                self.few[self.len] = key;
+                self.len += 1;
+            }
+        } else {
+            if self.many.is_empty() {
+                self.many.reserve(4 * PAIRWISE);
+                self.many.extend(self.few.iter_mut().map(std::mem::take));
+            }
+            if let Err(key) = insert_new(&mut self.many, key) {
+                self.duplicate = Some(key);
+            }
+        }
+    }
+}
+
+/// Inserts `key` unless the set holds it already (then hands it back).
+fn insert_new<'a>(set: &mut HashSet<Cow<'a, str>>, key: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
+    if set.contains(&key) {
+        Err(key)
+    } else {
+        set.insert(key);
+        Ok(())
+    }
+}
+
+/// A key given twice, if any: compared pairwise for the few members of an object,
 /// through a hash set beyond (50,000 keys took seconds pairwise).
 fn duplicate<'k, T>(members: &'k [T], key: impl Fn(&'k T) -> &'k str) -> Option<&'k str> {
-    const PAIRWISE: usize = 16;
     if members.len() <= PAIRWISE {
         return members
             .iter()
@@ -305,48 +469,21 @@ fn duplicate<'k, T>(members: &'k [T], key: impl Fn(&'k T) -> &'k str) -> Option<
             .find(|&(i, member)| members[..i].iter().any(|seen| key(seen) == key(member)))
             .map(|(_, member)| key(member));
     }
-    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    let mut seen = HashSet::with_capacity(members.len());
     members.iter().map(key).find(|&name| !seen.insert(name))
 }
 
-/// Reads the top-level members, at most `MAX_MEMBERS` of them (setting the flag when
-/// there are more: reading stops there).
-struct Members<'f>(&'f std::cell::Cell<bool>);
-
-type Raw<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
-
-impl<'de> DeserializeSeed<'de> for Members<'_> {
-    type Value = Raw<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, reader: D) -> Result<Raw<'de>, D::Error> {
-        reader.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Members<'_> {
-    type Value = Raw<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
-        let mut members = Vec::with_capacity(8);
-        while let Some(Key(key)) = map.next_key()? {
-            if members.len() == MAX_MEMBERS {
-                self.0.set(true);
-                return Err(serde::de::Error::custom("too many members"));
-            }
-            members.push((key, map.next_value()?));
-        }
-        Ok(members)
-    }
-}
-
-/// A JSON string's text, borrowed from the payload unless it holds escapes (serde's own
-/// `Cow<str>` always copies).
+/// A JSON string's text, borrowed from the payload unless it holds escapes; `None` when
+/// `raw` (a value serde_json has read) is not a string, or holds an escape serde_json does
+/// not decode (a lone surrogate).
 fn json_str(raw: &str) -> Option<Cow<'_, str>> {
-    match serde_json::from_str::<&str>(raw) {
-        Ok(text) => Some(Cow::Borrowed(text)),
-        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+    // A raw value that starts with a quote is one whole string; with no backslash in it,
+    // its text is what is between the quotes.
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.as_bytes().contains(&b'\\') {
+        return Some(Cow::Borrowed(inner));
     }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
 /// An object key (a member name), borrowed from the payload unless it holds escapes; also
@@ -375,7 +512,6 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// The payload with `"id"` and `"ts"` added before its closing brace: the sender's bytes
 /// are kept as they are (no re-serialisation on the broker thread).
 fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
-    use std::io::Write;
     // Validated above: a JSON object with members, so the last non-space byte is `}`.
     let close = payload
         .iter()
@@ -384,7 +520,11 @@ fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(close + message_id.len() + 40);
     out.extend_from_slice(&payload[..close]);
     // Only our own ids come here (a UUID: nothing to escape).
-    let _ = write!(out, ",\"id\":\"{message_id}\",\"ts\":{server_ts}}}");
+    out.extend_from_slice(b",\"id\":\"");
+    out.extend_from_slice(message_id.as_bytes());
+    out.extend_from_slice(b"\",\"ts\":");
+    write_integer(&mut out, server_ts);
+    out.push(b'}');
     out
 }
 
@@ -392,8 +532,12 @@ fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
 /// written anew as serde_json's `Value` would write it (compact; `id` and `ts` each in its
 /// place, or after the rest), but streamed member by member, never built as a tree (a
 /// payload of 100,000 nested arrays took 190 ms as a `Value`).
-fn replace_stamp(fields: &Fields<'_>, message_id: &str, server_ts: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(fields.bytes + message_id.len() + 40);
+fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
+    // Validated already: read again, rarely, for every member in its place.
+    let mut members = Members::with_capacity(16);
+    let read = Fields::read(payload, Some(&mut members));
+    debug_assert!(read.is_ok(), "{:?}", read.err());
+    let mut out = Vec::with_capacity(payload.len() + message_id.len() + 40);
     out.push(b'{');
     let stamp = |out: &mut Vec<u8>, key: &str| {
         write_str(out, key);
@@ -401,10 +545,10 @@ fn replace_stamp(fields: &Fields<'_>, message_id: &str, server_ts: i64) -> Vec<u
         if key == "id" {
             write_str(out, message_id);
         } else {
-            write_number(out, server_ts);
+            write_integer(out, server_ts);
         }
     };
-    for (n, (key, raw)) in fields.members.iter().enumerate() {
+    for (n, (key, raw)) in members.iter().enumerate() {
         if n > 0 {
             out.push(b',');
         }
@@ -415,12 +559,14 @@ fn replace_stamp(fields: &Fields<'_>, message_id: &str, server_ts: i64) -> Vec<u
         write_str(&mut out, key);
         out.push(b':');
         let mut reader = serde_json::Deserializer::from_str(raw.get());
-        // Read once already (as a RawValue), by the same reader: it cannot fail.
+        // Read once already (as a RawValue), by the same reader. It fails (and the value
+        // is left out) only where serde_json skips what it will not read: a lone surrogate
+        // escape, a number beyond `f64`, nesting deeper than 128 (as it always did).
         let written = DeserializeSeed::deserialize(Compact(&mut out), &mut reader);
         debug_assert!(written.is_ok(), "{written:?}");
     }
     for key in ["id", "ts"] {
-        if fields.get(key).is_none() {
+        if !members.iter().any(|(k, _)| k == key) {
             if out.len() > 1 {
                 out.push(b',');
             }
@@ -443,6 +589,25 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
     }
+}
+
+/// A whole number as `Display` (and serde_json) writes it, without the formatting machinery.
+fn write_integer(out: &mut Vec<u8>, number: i64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = number.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if number < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// A whole number as `Display` (and serde_json) writes it.
@@ -553,15 +718,17 @@ impl<'de> Visitor<'de> for Compact<'_> {
 
 /// A message id brought by a trusted sender: printable ASCII that fits the table.
 fn message_id(raw: &RawValue) -> Option<String> {
-    let text = serde_json::from_str::<String>(raw.get()).ok()?;
+    let text = json_str(raw.get())?;
     (!text.is_empty() && text.len() <= MAX_ID_BYTES && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then_some(text)
+        .then(|| text.into_owned())
 }
 
 /// A new message id: a UUIDv7 (48-bit ms timestamp first, so ids sort by time; monotonic
 /// within this process).
 pub fn new_message_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    // Its text as `to_string` writes it, without the formatting machinery.
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    String::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
 }
 
 /// Payloads of the largest size accepted with `max` content bytes (`chat_max_content_bytes`),
