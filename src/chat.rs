@@ -378,6 +378,7 @@ impl<'de> Visitor<'de> for Reader<'_, '_, 'de> {
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Read<'de>, A::Error> {
         let mut known = [None; Known::COUNT];
         let mut keys = Keys::default();
+        let mut duplicate = None;
         let mut count = 0;
         while let Some(Key(key)) = map.next_key()? {
             if count == MAX_MEMBERS {
@@ -388,29 +389,34 @@ impl<'de> Visitor<'de> for Reader<'_, '_, 'de> {
             // Read as a raw value whatever the member: the value is checked as JSON (and, in
             // a payload read as bytes, as UTF-8) all the same.
             let raw: &'de RawValue = map.next_value()?;
-            if let Some(member) = Known::of(&key) {
-                known[member as usize] = Some(raw);
-            }
             if let Some(members) = self.members.as_deref_mut() {
                 members.push((key.clone(), raw));
             }
-            keys.add(key);
+            if duplicate.is_some() {
+                // The first key found twice is the one said: the rest need not be compared.
+                continue;
+            }
+            match Known::of(&key) {
+                Some(member) if known[member as usize].is_some() => duplicate = Some(key),
+                Some(member) => known[member as usize] = Some(raw),
+                None => duplicate = keys.add(key).err(),
+            }
         }
-        Ok(Read {
-            known,
-            duplicate: keys.duplicate,
-        })
+        Ok(Read { known, duplicate })
     }
 }
 
-/// The keys of an object, to find the first one given twice: compared pairwise for the
-/// few members of a chat message (kept in place: nothing allocated), through a hash set
-/// beyond (50,000 keys took seconds pairwise).
+/// The keys of an object's members other than the known ones (a known one given twice is
+/// found by its place, filled already), to find the first one given twice: compared
+/// pairwise for the few members of a chat message (kept in place: nothing allocated but
+/// the keys that had escapes), through a hash set beyond (50,000 keys took seconds
+/// pairwise).
 struct Keys<'a> {
-    few: [Cow<'a, str>; PAIRWISE],
+    few: [&'a str; PAIRWISE],
     len: usize,
+    /// Of the few, those that had escapes (decoded, so not borrowed from the payload).
+    unescaped: Vec<String>,
     many: HashSet<Cow<'a, str>>,
-    duplicate: Option<Cow<'a, str>>,
 }
 
 const PAIRWISE: usize = 16;
@@ -418,43 +424,41 @@ const PAIRWISE: usize = 16;
 impl Default for Keys<'_> {
     fn default() -> Self {
         Keys {
-            few: [const { Cow::Borrowed("") }; PAIRWISE],
+            few: [""; PAIRWISE],
             len: 0,
+            unescaped: Vec::new(),
             many: HashSet::new(),
-            duplicate: None,
         }
     }
 }
 
 impl<'a> Keys<'a> {
-    fn add(&mut self, key: Cow<'a, str>) {
-        if self.duplicate.is_some() {
-            // The first one found is the one said; the rest need not be compared.
-        } else if self.len < PAIRWISE {
-            if self.few[..self.len].contains(&key) {
-                self.duplicate = Some(key);
-            } else {
-                self.few[self.len] = key;
-                self.len += 1;
+    /// Adds `key`, or hands it back when it was there already.
+    fn add(&mut self, key: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
+        if self.many.is_empty() && self.len + self.unescaped.len() < PAIRWISE {
+            let text: &str = &key;
+            if self.few[..self.len].contains(&text) || self.unescaped.iter().any(|k| k == text) {
+                return Err(key);
             }
-        } else {
-            if self.many.is_empty() {
-                self.many.reserve(4 * PAIRWISE);
-                self.many.extend(self.few.iter_mut().map(std::mem::take));
+            match key {
+                Cow::Borrowed(text) => {
+                    self.few[self.len] = text;
+                    self.len += 1;
+                }
+                Cow::Owned(text) => self.unescaped.push(text),
             }
-            if let Err(key) = insert_new(&mut self.many, key) {
-                self.duplicate = Some(key);
-            }
+            return Ok(());
         }
-    }
-}
-
-/// Inserts `key` unless the set holds it already (then hands it back).
-fn insert_new<'a>(set: &mut HashSet<Cow<'a, str>>, key: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
-    if set.contains(&key) {
-        Err(key)
-    } else {
-        set.insert(key);
+        if self.many.is_empty() {
+            self.many.reserve(4 * PAIRWISE);
+            self.many
+                .extend(self.few[..self.len].iter().map(|&k| Cow::Borrowed(k)));
+            self.many.extend(self.unescaped.drain(..).map(Cow::Owned));
+        }
+        if self.many.contains(&key) {
+            return Err(key);
+        }
+        self.many.insert(key);
         Ok(())
     }
 }
@@ -593,16 +597,29 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
 
 /// A whole number as `Display` (and serde_json) writes it, without the formatting machinery.
 fn write_integer(out: &mut Vec<u8>, number: i64) {
+    // "00" to "99": two digits per division.
+    const PAIRS: [u8; 200] = {
+        let mut pairs = [0; 200];
+        let mut n = 0;
+        while n < 100 {
+            pairs[2 * n] = b'0' + (n / 10) as u8;
+            pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+            n += 1;
+        }
+        pairs
+    };
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     let mut rest = number.unsigned_abs();
-    loop {
+    while rest >= 10 {
+        let pair = (rest % 100) as usize * 2;
+        rest /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if rest > 0 || start == digits.len() {
         start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+        digits[start] = b'0' + rest as u8;
     }
     if number < 0 {
         out.push(b'-');
@@ -1624,6 +1641,35 @@ mod tests {
             );
         }
         println!("verdicts: {seen:?}");
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        let mut rng = Rng(7);
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        let random = (0..10_000).map(|_| (rng.next() as i64) >> rng.below(64));
+        for number in edges
+            .into_iter()
+            .chain(edges.map(|n| -n.max(-i64::MAX)))
+            .chain(random)
+        {
+            let mut out = Vec::new();
+            write_integer(&mut out, number);
+            assert_eq!(String::from_utf8(out).unwrap(), number.to_string());
+        }
     }
 
     #[test]
