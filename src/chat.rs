@@ -450,16 +450,16 @@ impl<'a> Keys<'a> {
             return Ok(());
         }
         if self.many.is_empty() {
-            self.many.reserve(4 * PAIRWISE);
+            self.many.reserve(16 * PAIRWISE);
             self.many
                 .extend(self.few[..self.len].iter().map(|&k| Cow::Borrowed(k)));
             self.many.extend(self.unescaped.drain(..).map(Cow::Owned));
         }
-        if self.many.contains(&key) {
-            return Err(key);
+        // One hash per key (a borrowed key's copy is a pointer's).
+        match self.many.insert(key.clone()) {
+            true => Ok(()),
+            false => Err(key),
         }
-        self.many.insert(key);
-        Ok(())
     }
 }
 
