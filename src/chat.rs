@@ -10,7 +10,7 @@ use serde::de::{
 };
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 
@@ -165,17 +165,22 @@ pub fn accept<'a>(
             expected: kind.name(),
         });
     }
-    let to_id = fields.id_text("toId").ok_or(Invalid::BadId("toId"))?;
+    let to_id = fields.id_text(Known::ToId).ok_or(Invalid::BadId("toId"))?;
     if to_id != topic_id {
         return Err(Invalid::ToIdMismatch);
     }
-    let from_id = fields.id_text("fromId").ok_or(Invalid::BadId("fromId"))?;
+    let from_id = fields
+        .id_text(Known::FromId)
+        .ok_or(Invalid::BadId("fromId"))?;
     if let Sender::User(user_id) = sender {
         if from_id != user_id {
             return Err(Invalid::FromIdMismatch);
         }
     }
-    let content = match fields.get("content").and_then(|raw| json_str(raw.get())) {
+    let content = match fields
+        .get(Known::Content)
+        .and_then(|raw| json_str(raw.get()))
+    {
         Some(text) if text.len() <= max_content_bytes => text,
         Some(text) => {
             return Err(Invalid::Content(format!(
@@ -185,18 +190,18 @@ pub fn accept<'a>(
         }
         None => return Err(Invalid::Content("must be a string".into())),
     };
-    let client_msg_id = match fields.get("clientMsgId") {
+    let client_msg_id = match fields.get(Known::ClientMsgId) {
         None => None,
         Some(raw) => Some(
-            serde_json::from_str::<String>(raw.get())
-                .ok()
+            json_str(raw.get())
                 .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES)
-                .ok_or(Invalid::BadId("clientMsgId"))?,
+                .ok_or(Invalid::BadId("clientMsgId"))?
+                .into_owned(),
         ),
     };
     let trusted = sender == Sender::Trusted;
-    let brought_id = fields.get("id");
-    let brought_ts = fields.get("ts");
+    let brought_id = fields.get(Known::Id);
+    let brought_ts = fields.get(Known::Ts);
     let kept_stamp = trusted
         && brought_id.is_some()
         && brought_ts.is_some_and(|ts| serde_json::from_str::<i64>(ts.get()).is_ok());
@@ -211,7 +216,7 @@ pub fn accept<'a>(
     let payload = if brought_id.is_none() && brought_ts.is_none() {
         append_stamp(payload, &message_id, server_ts)
     } else {
-        replace_stamp(&fields, &message_id, server_ts)
+        replace_stamp(payload, &message_id, server_ts)
     };
     Ok(Stamped {
         payload,
@@ -228,21 +233,57 @@ pub fn accept<'a>(
 
 /// The same accepted payload with another stamp (a retransmission gets its first copy's).
 pub fn restamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec<u8>> {
-    let fields = Fields::parse(payload).ok()?;
-    Some(replace_stamp(&fields, message_id, server_ts))
+    Fields::parse(payload).ok()?;
+    Some(replace_stamp(payload, message_id, server_ts))
 }
 
-/// The top-level members of a JSON object, values left unparsed (only the few the
-/// validation reads are ever decoded). Duplicate keys are refused: which one counts would
-/// depend on the reader.
-struct Fields<'a> {
-    members: Vec<(Cow<'a, str>, &'a RawValue)>,
-    /// The payload's length.
-    bytes: usize,
+/// The top-level members the validation reads.
+#[derive(Debug, Clone, Copy)]
+enum Known {
+    Type,
+    FromId,
+    ToId,
+    Content,
+    ClientMsgId,
+    Id,
+    Ts,
 }
+
+impl Known {
+    const COUNT: usize = 7;
+
+    fn of(key: &str) -> Option<Known> {
+        Some(match key {
+            "type" => Known::Type,
+            "fromId" => Known::FromId,
+            "toId" => Known::ToId,
+            "content" => Known::Content,
+            "clientMsgId" => Known::ClientMsgId,
+            "id" => Known::Id,
+            "ts" => Known::Ts,
+            _ => return None,
+        })
+    }
+}
+
+/// A JSON object's top-level members the validation reads, values left unparsed, read in
+/// one pass that builds nothing: every member is read (checked) as a raw value borrowed
+/// from the payload, the few known ones are kept, the others only counted and their keys
+/// compared. Duplicate keys are refused: which one counts would depend on the reader.
+struct Fields<'a> {
+    known: [Option<&'a RawValue>; Known::COUNT],
+}
+
+/// Every top-level member, in order (only to write a payload anew).
+type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 
 impl<'a> Fields<'a> {
     fn parse(payload: &'a [u8]) -> Result<Fields<'a>, Invalid> {
+        Self::read(payload, None)
+    }
+
+    /// Reads the payload, and lists its members in `members` when given.
+    fn read(payload: &'a [u8], members: Option<&mut Members<'a>>) -> Result<Fields<'a>, Invalid> {
         let first = payload.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
             return Err(match serde_json::from_slice::<IgnoredAny>(payload) {
@@ -251,36 +292,41 @@ impl<'a> Fields<'a> {
             });
         }
         let crowded = std::cell::Cell::new(false);
-        let mut reader = serde_json::Deserializer::from_slice(payload);
-        let members = DeserializeSeed::deserialize(Members(&crowded), &mut reader)
-            .and_then(|members| reader.end().map(|()| members))
-            .map_err(|e| match crowded.get() {
-                true => Invalid::TooManyMembers,
-                false => Invalid::NotJson(e.to_string()),
-            })?;
-        if let Some(key) = duplicate(&members, |(key, _)| key.as_ref()) {
+        let reader = Reader {
+            crowded: &crowded,
+            members,
+        };
+        // Checked once as a whole, UTF-8 is not checked again string by string; a payload
+        // that is not UTF-8 is read as bytes, for serde_json's own error at the first bad
+        // string.
+        let read = match std::str::from_utf8(payload) {
+            Ok(text) => read_object(&mut serde_json::Deserializer::from_str(text), reader),
+            Err(_) => read_object(&mut serde_json::Deserializer::from_slice(payload), reader),
+        };
+        let read = read.map_err(|e| match crowded.get() {
+            true => Invalid::TooManyMembers,
+            false => Invalid::NotJson(e.to_string()),
+        })?;
+        if let Some(key) = read.duplicate {
             return Err(Invalid::NotJson(format!("duplicate key \"{key}\"")));
         }
-        Ok(Fields {
-            members,
-            bytes: payload.len(),
-        })
+        Ok(Fields { known: read.known })
     }
 
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    fn get(&self, member: Known) -> Option<&'a RawValue> {
+        self.known[member as usize]
     }
 
     fn type_is(&self, name: &str) -> bool {
-        self.get("type")
+        self.get(Known::Type)
             .and_then(|raw| json_str(raw.get()))
             .is_some_and(|text| text == name)
     }
 
     /// An id as text: a JSON integer in decimal, or a string as it is (borrowed from the
     /// payload unless it has escapes).
-    fn id_text(&self, key: &str) -> Option<Cow<'a, str>> {
-        let raw: &'a str = self.get(key)?.get();
+    fn id_text(&self, member: Known) -> Option<Cow<'a, str>> {
+        let raw: &'a str = self.get(member)?.get();
         let text: Cow<'a, str> = if raw.starts_with('"') {
             json_str(raw)?
         } else if raw != "-0" && (raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok()) {
@@ -294,10 +340,132 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A key given twice, if any: compared pairwise for the few members of a chat message,
+/// The whole payload read by `reader`: one object, nothing after it.
+fn read_object<'de, 'm, R: serde_json::de::Read<'de>>(
+    reader: &mut serde_json::Deserializer<R>,
+    seed: Reader<'_, 'm, 'de>,
+) -> serde_json::Result<Read<'de>> {
+    let read = seed.deserialize(&mut *reader)?;
+    reader.end()?;
+    Ok(read)
+}
+
+/// Reads the top-level members, at most `MAX_MEMBERS` of them (setting the flag when
+/// there are more: reading stops there).
+struct Reader<'f, 'm, 'de> {
+    crowded: &'f std::cell::Cell<bool>,
+    members: Option<&'m mut Members<'de>>,
+}
+
+/// What `Reader` found: the known members, and the first key given a second time.
+struct Read<'de> {
+    known: [Option<&'de RawValue>; Known::COUNT],
+    duplicate: Option<Cow<'de, str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Reader<'_, '_, 'de> {
+    type Value = Read<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, reader: D) -> Result<Read<'de>, D::Error> {
+        reader.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Reader<'_, '_, 'de> {
+    type Value = Read<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Read<'de>, A::Error> {
+        let mut known = [None; Known::COUNT];
+        let mut keys = Keys::default();
+        let mut duplicate = None;
+        let mut count = 0;
+        while let Some(Key(key)) = map.next_key()? {
+            if count == MAX_MEMBERS {
+                self.crowded.set(true);
+                return Err(serde::de::Error::custom("too many members"));
+            }
+            count += 1;
+            // Read as a raw value whatever the member: the value is checked as JSON (and, in
+            // a payload read as bytes, as UTF-8) all the same.
+            let raw: &'de RawValue = map.next_value()?;
+            if let Some(members) = self.members.as_deref_mut() {
+                members.push((key.clone(), raw));
+            }
+            if duplicate.is_some() {
+                // The first key found twice is the one said: the rest need not be compared.
+                continue;
+            }
+            match Known::of(&key) {
+                Some(member) if known[member as usize].is_some() => duplicate = Some(key),
+                Some(member) => known[member as usize] = Some(raw),
+                None => duplicate = keys.add(key).err(),
+            }
+        }
+        Ok(Read { known, duplicate })
+    }
+}
+
+/// The keys of an object's members other than the known ones (a known one given twice is
+/// found by its place, filled already), to find the first one given twice: compared
+/// pairwise for the few members of a chat message (kept in place: nothing allocated but
+/// the keys that had escapes), through a hash set beyond (50,000 keys took seconds
+/// pairwise).
+struct Keys<'a> {
+    few: [&'a str; PAIRWISE],
+    len: usize,
+    /// Of the few, those that had escapes (decoded, so not borrowed from the payload).
+    unescaped: Vec<String>,
+    many: HashSet<Cow<'a, str>>,
+}
+
+const PAIRWISE: usize = 16;
+
+impl Default for Keys<'_> {
+    fn default() -> Self {
+        Keys {
+            few: [""; PAIRWISE],
+            len: 0,
+            unescaped: Vec::new(),
+            many: HashSet::new(),
+        }
+    }
+}
+
+impl<'a> Keys<'a> {
+    /// Adds `key`, or hands it back when it was there already.
+    fn add(&mut self, key: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
+        if self.many.is_empty() && self.len + self.unescaped.len() < PAIRWISE {
+            let text: &str = &key;
+            if self.few[..self.len].contains(&text) || self.unescaped.iter().any(|k| k == text) {
+                return Err(key);
+            }
+            match key {
+                Cow::Borrowed(text) => {
+                    self.few[self.len] = text;
+                    self.len += 1;
+                }
+                Cow::Owned(text) => self.unescaped.push(text),
+            }
+            return Ok(());
+        }
+        if self.many.is_empty() {
+            self.many.reserve(16 * PAIRWISE);
+            self.many
+                .extend(self.few[..self.len].iter().map(|&k| Cow::Borrowed(k)));
+            self.many.extend(self.unescaped.drain(..).map(Cow::Owned));
+        }
+        // One hash per key (a borrowed key's copy is a pointer's).
+        match self.many.insert(key.clone()) {
+            true => Ok(()),
+            false => Err(key),
+        }
+    }
+}
+
+/// A key given twice, if any: compared pairwise for the few members of an object,
 /// through a hash set beyond (50,000 keys took seconds pairwise).
 fn duplicate<'k, T>(members: &'k [T], key: impl Fn(&'k T) -> &'k str) -> Option<&'k str> {
-    const PAIRWISE: usize = 16;
     if members.len() <= PAIRWISE {
         return members
             .iter()
@@ -305,48 +473,21 @@ fn duplicate<'k, T>(members: &'k [T], key: impl Fn(&'k T) -> &'k str) -> Option<
             .find(|&(i, member)| members[..i].iter().any(|seen| key(seen) == key(member)))
             .map(|(_, member)| key(member));
     }
-    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    let mut seen = HashSet::with_capacity(members.len());
     members.iter().map(key).find(|&name| !seen.insert(name))
 }
 
-/// Reads the top-level members, at most `MAX_MEMBERS` of them (setting the flag when
-/// there are more: reading stops there).
-struct Members<'f>(&'f std::cell::Cell<bool>);
-
-type Raw<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
-
-impl<'de> DeserializeSeed<'de> for Members<'_> {
-    type Value = Raw<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, reader: D) -> Result<Raw<'de>, D::Error> {
-        reader.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Members<'_> {
-    type Value = Raw<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
-        let mut members = Vec::with_capacity(8);
-        while let Some(Key(key)) = map.next_key()? {
-            if members.len() == MAX_MEMBERS {
-                self.0.set(true);
-                return Err(serde::de::Error::custom("too many members"));
-            }
-            members.push((key, map.next_value()?));
-        }
-        Ok(members)
-    }
-}
-
-/// A JSON string's text, borrowed from the payload unless it holds escapes (serde's own
-/// `Cow<str>` always copies).
+/// A JSON string's text, borrowed from the payload unless it holds escapes; `None` when
+/// `raw` (a value serde_json has read) is not a string, or holds an escape serde_json does
+/// not decode (a lone surrogate).
 fn json_str(raw: &str) -> Option<Cow<'_, str>> {
-    match serde_json::from_str::<&str>(raw) {
-        Ok(text) => Some(Cow::Borrowed(text)),
-        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+    // A raw value that starts with a quote is one whole string; with no backslash in it,
+    // its text is what is between the quotes.
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.as_bytes().contains(&b'\\') {
+        return Some(Cow::Borrowed(inner));
     }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
 /// An object key (a member name), borrowed from the payload unless it holds escapes; also
@@ -375,7 +516,6 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// The payload with `"id"` and `"ts"` added before its closing brace: the sender's bytes
 /// are kept as they are (no re-serialisation on the broker thread).
 fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
-    use std::io::Write;
     // Validated above: a JSON object with members, so the last non-space byte is `}`.
     let close = payload
         .iter()
@@ -384,7 +524,11 @@ fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(close + message_id.len() + 40);
     out.extend_from_slice(&payload[..close]);
     // Only our own ids come here (a UUID: nothing to escape).
-    let _ = write!(out, ",\"id\":\"{message_id}\",\"ts\":{server_ts}}}");
+    out.extend_from_slice(b",\"id\":\"");
+    out.extend_from_slice(message_id.as_bytes());
+    out.extend_from_slice(b"\",\"ts\":");
+    write_integer(&mut out, server_ts);
+    out.push(b'}');
     out
 }
 
@@ -392,8 +536,12 @@ fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
 /// written anew as serde_json's `Value` would write it (compact; `id` and `ts` each in its
 /// place, or after the rest), but streamed member by member, never built as a tree (a
 /// payload of 100,000 nested arrays took 190 ms as a `Value`).
-fn replace_stamp(fields: &Fields<'_>, message_id: &str, server_ts: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(fields.bytes + message_id.len() + 40);
+fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
+    // Validated already: read again, rarely, for every member in its place.
+    let mut members = Members::with_capacity(16);
+    let read = Fields::read(payload, Some(&mut members));
+    debug_assert!(read.is_ok(), "{:?}", read.err());
+    let mut out = Vec::with_capacity(payload.len() + message_id.len() + 40);
     out.push(b'{');
     let stamp = |out: &mut Vec<u8>, key: &str| {
         write_str(out, key);
@@ -401,10 +549,10 @@ fn replace_stamp(fields: &Fields<'_>, message_id: &str, server_ts: i64) -> Vec<u
         if key == "id" {
             write_str(out, message_id);
         } else {
-            write_number(out, server_ts);
+            write_integer(out, server_ts);
         }
     };
-    for (n, (key, raw)) in fields.members.iter().enumerate() {
+    for (n, (key, raw)) in members.iter().enumerate() {
         if n > 0 {
             out.push(b',');
         }
@@ -415,12 +563,14 @@ fn replace_stamp(fields: &Fields<'_>, message_id: &str, server_ts: i64) -> Vec<u
         write_str(&mut out, key);
         out.push(b':');
         let mut reader = serde_json::Deserializer::from_str(raw.get());
-        // Read once already (as a RawValue), by the same reader: it cannot fail.
+        // Read once already (as a RawValue), by the same reader. It fails (and the value
+        // is left out) only where serde_json skips what it will not read: a lone surrogate
+        // escape, a number beyond `f64`, nesting deeper than 128 (as it always did).
         let written = DeserializeSeed::deserialize(Compact(&mut out), &mut reader);
         debug_assert!(written.is_ok(), "{written:?}");
     }
     for key in ["id", "ts"] {
-        if fields.get(key).is_none() {
+        if !members.iter().any(|(k, _)| k == key) {
             if out.len() > 1 {
                 out.push(b',');
             }
@@ -443,6 +593,38 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
     }
+}
+
+/// A whole number as `Display` (and serde_json) writes it, without the formatting machinery.
+fn write_integer(out: &mut Vec<u8>, number: i64) {
+    // "00" to "99": two digits per division.
+    const PAIRS: [u8; 200] = {
+        let mut pairs = [0; 200];
+        let mut n = 0;
+        while n < 100 {
+            pairs[2 * n] = b'0' + (n / 10) as u8;
+            pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+            n += 1;
+        }
+        pairs
+    };
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = number.unsigned_abs();
+    while rest >= 10 {
+        let pair = (rest % 100) as usize * 2;
+        rest /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if rest > 0 || start == digits.len() {
+        start -= 1;
+        digits[start] = b'0' + rest as u8;
+    }
+    if number < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// A whole number as `Display` (and serde_json) writes it.
@@ -553,15 +735,17 @@ impl<'de> Visitor<'de> for Compact<'_> {
 
 /// A message id brought by a trusted sender: printable ASCII that fits the table.
 fn message_id(raw: &RawValue) -> Option<String> {
-    let text = serde_json::from_str::<String>(raw.get()).ok()?;
+    let text = json_str(raw.get())?;
     (!text.is_empty() && text.len() <= MAX_ID_BYTES && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then_some(text)
+        .then(|| text.into_owned())
 }
 
 /// A new message id: a UUIDv7 (48-bit ms timestamp first, so ids sort by time; monotonic
 /// within this process).
 pub fn new_message_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    // Its text as `to_string` writes it, without the formatting machinery.
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    String::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
 }
 
 /// Payloads of the largest size accepted with `max` content bytes (`chat_max_content_bytes`),
@@ -627,6 +811,9 @@ pub fn costly_shapes(max: usize) -> Vec<(String, Vec<u8>)> {
     }
     shapes
 }
+
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
@@ -983,6 +1170,505 @@ mod tests {
                     assert_eq!(again, through_a_value(&accepted.payload, "m-0", 3));
                 }
             }
+        }
+    }
+
+    /// A seeded generator (xorshift64*): the same cases on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn chance(&mut self, percent: usize) -> bool {
+            self.below(100) < percent
+        }
+        fn pick<'p>(&mut self, items: &[&'p str]) -> &'p str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// Whitespace JSON allows (mostly), and form feed, which it does not.
+    fn space(rng: &mut Rng, odd: bool) -> &'static str {
+        if rng.chance(80) {
+            return "";
+        }
+        match rng.below(200) {
+            0 if odd => "\x0c",
+            1 if odd => "\u{a0}",
+            _ => rng.pick(&[" ", "\n", "\t", "\r\n", "  ", " \t"]),
+        }
+    }
+
+    /// A JSON string's text: plain, escaped, unicode (raw and escaped), surrogate pairs,
+    /// lone surrogates, control characters, an invalid escape now and then.
+    fn string(rng: &mut Rng, max_len: usize) -> String {
+        let mut out = String::from("\"");
+        for _ in 0..rng.below(max_len + 1) {
+            out.push_str(if rng.below(1000) < 5 {
+                rng.pick(&["\\ud800", "\\udc00", "\x01", "\\x", "\\u00g0", "\t", "\\"])
+            } else {
+                rng.pick(&[
+                    "a",
+                    "b",
+                    "x",
+                    "1",
+                    " ",
+                    "-",
+                    "é",
+                    "✓",
+                    "😀",
+                    "\\\"",
+                    "\\\\",
+                    "\\/",
+                    "\\n",
+                    "\\t",
+                    "\\u0041",
+                    "\\u00e9",
+                    "\\ud83d\\ude00",
+                    "\\u0000",
+                    "\\u2028",
+                    "\u{7f}",
+                    "aaaaaaaa",
+                    "\\b\\f\\r",
+                ])
+            });
+        }
+        out.push('"');
+        out
+    }
+
+    /// Any JSON value (or nearly), nested up to `depth`.
+    fn value(rng: &mut Rng, depth: usize) -> String {
+        match rng.below(if depth == 0 { 4 } else { 7 }) {
+            0 => rng
+                .pick(&[
+                    "0",
+                    "-0",
+                    "1",
+                    "-1",
+                    "1.0",
+                    "1.50",
+                    "-0.0",
+                    "1e3",
+                    "1E+2",
+                    "2.5e-3",
+                    "1e400",
+                    "-1e400",
+                    "01",
+                    "1.",
+                    ".5",
+                    "+1",
+                    "123456789012345678901234567890",
+                    "9223372036854775807",
+                    "-9223372036854775808",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "-9223372036854775809",
+                    "0.1",
+                    "1e-400",
+                ])
+                .to_string(),
+            1 => string(rng, 8),
+            2 if rng.chance(1) => rng.pick(&["nul", "tru", "NaN", "x"]).to_string(),
+            2 => rng.pick(&["true", "false", "null"]).to_string(),
+            3 if rng.chance(3) => {
+                // Deep: around serde_json's nesting limit of 128.
+                let levels = 120 + rng.below(15);
+                format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+            }
+            3 => string(rng, 2),
+            4 | 5 => {
+                let items: Vec<String> = (0..rng.below(4)).map(|_| value(rng, depth - 1)).collect();
+                format!("[{}]", items.join(","))
+            }
+            _ => {
+                let mut members = Vec::new();
+                for _ in 0..rng.below(4) {
+                    let key = if rng.chance(30) {
+                        rng.pick(&["\"k\"", "\"a\"", "\"\\u006b\""]).to_string()
+                    } else {
+                        string(rng, 3)
+                    };
+                    members.push(format!("{key}:{}", value(rng, depth - 1)));
+                }
+                format!("{{{}}}", members.join(","))
+            }
+        }
+    }
+
+    /// A key as text: as it is, or with one letter written as a unicode escape.
+    fn key(rng: &mut Rng, name: &str) -> String {
+        if !name.is_empty() && rng.chance(8) {
+            let at = rng.below(name.len());
+            let mut out = String::from("\"");
+            for (n, c) in name.chars().enumerate() {
+                if n == at {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push(c);
+                }
+            }
+            out.push('"');
+            out
+        } else {
+            format!("\"{name}\"")
+        }
+    }
+
+    /// A chat payload: each member present or not, of the right type or not, sometimes
+    /// twice, in any order, with extra members (a few, or enough for the hash set, or
+    /// more than `MAX_MEMBERS`).
+    fn chat_payload(rng: &mut Rng, kind: Kind) -> Vec<u8> {
+        if rng.chance(3) {
+            let top = rng.pick(&[
+                "[1]",
+                "\"x\"",
+                "1",
+                "",
+                "   ",
+                "null",
+                "{}",
+                "{",
+                "}",
+                " {} ",
+                "{\"a\":1}",
+                "[",
+                "\u{feff}{}",
+                "{\"a\":1}}",
+                "{,}",
+                "{\"a\"}",
+                "{\"a\":}",
+                "{1:2}",
+            ]);
+            return top.as_bytes().to_vec();
+        }
+        let id = |rng: &mut Rng| {
+            rng.pick(&[
+                "1",
+                "2",
+                "17",
+                "\"1\"",
+                "\"2\"",
+                "\"u-7\"",
+                "\"\\u0031\"",
+                "\"\\u0032\"",
+                "-0",
+                "0",
+                "-1",
+                "1e3",
+                "1.0",
+                "2.0",
+                "18446744073709551615",
+                "18446744073709551616",
+                "-9223372036854775808",
+                "-9223372036854775809",
+                "null",
+                "true",
+                "\"\"",
+                "[1]",
+                "{}",
+                "01",
+                "\"é\"",
+                "\"2 \"",
+                "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"",
+                "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"",
+                "\"\\u00e9xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"",
+            ])
+            .to_string()
+        };
+        let mut members: Vec<(String, String)> = Vec::new();
+        let add = |rng: &mut Rng, members: &mut Vec<(String, String)>, name: &str, v: String| {
+            let k = key(rng, name);
+            members.push((k, v));
+        };
+        if rng.chance(92) {
+            let v = if rng.chance(85) {
+                format!("\"{}\"", kind.name())
+            } else {
+                rng.pick(&[
+                    "\"CHAT\"",
+                    "\"CHAT\"",
+                    "\"GROUPCHAT\"",
+                    "\"chat\"",
+                    "\"\\u0043HAT\"",
+                    "1",
+                    "null",
+                    "\"CHAT \"",
+                    "[\"CHAT\"]",
+                ])
+                .to_string()
+            };
+            add(rng, &mut members, "type", v);
+        }
+        for (name, usual) in [("fromId", "1"), ("toId", "2")] {
+            if rng.chance(92) {
+                let v = if rng.chance(85) {
+                    match rng.below(3) {
+                        0 => usual.to_string(),
+                        1 => format!("\"{usual}\""),
+                        _ => rng.pick(&["1", "2", "\"1\"", "\"2\""]).to_string(),
+                    }
+                } else {
+                    id(rng)
+                };
+                add(rng, &mut members, name, v);
+            }
+        }
+        if rng.chance(92) {
+            let v = if rng.chance(85) {
+                string(rng, 12)
+            } else {
+                value(rng, 2)
+            };
+            add(rng, &mut members, "content", v);
+        }
+        if rng.chance(20) {
+            let v = if rng.chance(50) {
+                string(rng, 4)
+            } else {
+                id(rng)
+            };
+            add(rng, &mut members, "clientMsgId", v);
+        }
+        if rng.chance(15) {
+            let v = rng
+                .pick(&[
+                    "\"peer-1\"",
+                    "\"has space\"",
+                    "null",
+                    "5",
+                    "\"\"",
+                    "\"p\\u0041\"",
+                    "\"é\"",
+                    "\"\\u007f\"",
+                    "\"~!\"",
+                ])
+                .to_string();
+            add(rng, &mut members, "id", v);
+        }
+        if rng.chance(15) {
+            let v = rng
+                .pick(&[
+                    "5",
+                    "-0",
+                    "0",
+                    "1e3",
+                    "\"x\"",
+                    "9223372036854775807",
+                    "9223372036854775808",
+                    "-9223372036854775808",
+                    "null",
+                    "1.5",
+                    "-5",
+                ])
+                .to_string();
+            add(rng, &mut members, "ts", v);
+        }
+        let extras = match rng.below(100) {
+            0 => MAX_MEMBERS + rng.below(3) - members.len().min(2),
+            1..=5 => 10 + rng.below(30),
+            _ => rng.below(4),
+        };
+        for n in 0..extras {
+            let name = if extras > 100 || rng.chance(70) {
+                format!("m{n}")
+            } else {
+                rng.pick(&["extra", "x", "", "é", "Type", "types", "m"])
+                    .to_string()
+            };
+            let v = if extras > 100 {
+                "0".to_string()
+            } else {
+                value(rng, 3)
+            };
+            add(rng, &mut members, &name, v);
+        }
+        if rng.chance(1) {
+            // Beyond the size limit when the content allowed is small.
+            add(
+                rng,
+                &mut members,
+                "pad",
+                format!("\"{}\"", "p".repeat(70_000)),
+            );
+        }
+        if !members.is_empty() && rng.chance(8) {
+            // A member given twice, maybe with another value.
+            let (k, v) = members[rng.below(members.len())].clone();
+            let v = if rng.chance(50) { v } else { value(rng, 1) };
+            members.push((k, v));
+        }
+        if rng.chance(40) {
+            for n in (1..members.len()).rev() {
+                members.swap(n, rng.below(n + 1));
+            }
+        }
+        let mut out = String::new();
+        out.push_str(space(rng, extras < 100));
+        out.push('{');
+        for (n, (k, v)) in members.iter().enumerate() {
+            if n > 0 {
+                out.push_str(space(rng, extras < 100));
+                out.push(',');
+            }
+            out.push_str(space(rng, extras < 100));
+            out.push_str(k);
+            out.push_str(space(rng, extras < 100));
+            out.push(':');
+            out.push_str(space(rng, extras < 100));
+            out.push_str(v);
+        }
+        out.push_str(space(rng, extras < 100));
+        out.push('}');
+        out.push_str(space(rng, extras < 100));
+        let mut bytes = out.into_bytes();
+        // Mutations: truncated, a byte dropped, changed or added, invalid UTF-8.
+        if extras < 100 && rng.chance(15) && !bytes.is_empty() {
+            let at = rng.below(bytes.len());
+            let noise = [
+                0xff, 0xc3, 0x80, 0xed, b'"', b',', b'}', b'{', b'\\', 0, b' ', b':', b'1',
+            ];
+            match rng.below(5) {
+                0 => bytes.truncate(at),
+                1 => {
+                    bytes.remove(at);
+                }
+                2 => bytes[at] = noise[rng.below(noise.len())],
+                3 => bytes.insert(at, noise[rng.below(noise.len())]),
+                _ => bytes.extend_from_slice(rng.pick(&["x", "}", " ", ",", "\u{a0}"]).as_bytes()),
+            }
+        }
+        bytes
+    }
+
+    /// What a call came to, or `None` when it panicked. Both readers trip the stamp
+    /// writer's debug assertion alike, on a value serde_json skips but will not read (a lone
+    /// surrogate escape, a number beyond `f64`) in a payload whose `id` or `ts` is replaced:
+    /// a release build writes no value there (invalid JSON), as it always did.
+    fn outcome<T>(call: impl FnOnce() -> T) -> Option<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).ok()
+    }
+
+    #[test]
+    fn the_reader_gives_what_the_old_one_gave_for_any_payload() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        for case in 0..20_000 {
+            let kind = if rng.chance(80) {
+                Kind::Chat
+            } else {
+                Kind::GroupChat
+            };
+            let payload = chat_payload(&mut rng, kind);
+            let topic_id = if rng.chance(85) {
+                "2"
+            } else {
+                rng.pick(&["1", "u-7", "\u{e9}"])
+            };
+            let sender = match rng.below(10) {
+                0..=5 => Sender::User("1"),
+                6 => Sender::User("u-7"),
+                _ => Sender::Trusted,
+            };
+            let max = if rng.chance(75) {
+                MAX
+            } else {
+                *[0, 3, 8, 20].get(rng.below(4)).unwrap()
+            };
+            let shown = String::from_utf8_lossy(&payload);
+            let (calls, old_calls) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+            let new = outcome(|| {
+                accept(kind, topic_id, &payload, sender, max, 7, || {
+                    calls.set(calls.get() + 1);
+                    "m-1".into()
+                })
+            });
+            let old = outcome(|| {
+                oracle::accept(kind, topic_id, &payload, sender, max, 7, || {
+                    old_calls.set(old_calls.get() + 1);
+                    "m-1".into()
+                })
+            });
+            assert_eq!(new, old, "case {case}: {shown}");
+            assert_eq!(calls.get(), old_calls.get(), "case {case}: {shown}");
+            let verdict = match &new {
+                None => "panicked",
+                Some(Ok(_)) => "accepted",
+                Some(Err(why)) => why.name(),
+            };
+            *seen.entry(verdict).or_default() += 1;
+            if let (Some(Ok(new)), Some(Ok(old))) = (&new, &old) {
+                let borrowed = |s: &Stamped<'_>| {
+                    [&s.from_id, &s.to_id, &s.content].map(|t| matches!(t, Cow::Borrowed(_)))
+                };
+                assert_eq!(borrowed(new), borrowed(old), "case {case}: {shown}");
+                assert_eq!(
+                    outcome(|| restamp(&new.payload, "m-0", 3)),
+                    outcome(|| oracle::restamp(&old.payload, "m-0", 3)),
+                    "case {case}: {shown}"
+                );
+            }
+            assert_eq!(
+                outcome(|| restamp(&payload, "m-0", 3)),
+                outcome(|| oracle::restamp(&payload, "m-0", 3)),
+                "case {case}: {shown}"
+            );
+        }
+        // Every verdict came up, and often enough to mean something.
+        let verdicts = [
+            "accepted",
+            "too-large",
+            "too-many-members",
+            "not-json",
+            "not-object",
+            "wrong-type",
+            "bad-id",
+            "to-id-mismatch",
+            "from-id-mismatch",
+            "content",
+        ];
+        for verdict in verdicts {
+            assert!(
+                seen.get(verdict).copied().unwrap_or(0) >= 5,
+                "{verdict}: {seen:?}"
+            );
+        }
+        println!("verdicts: {seen:?}");
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        let mut rng = Rng(7);
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        let random = (0..10_000).map(|_| (rng.next() as i64) >> rng.below(64));
+        for number in edges
+            .into_iter()
+            .chain(edges.map(|n| -n.max(-i64::MAX)))
+            .chain(random)
+        {
+            let mut out = Vec::new();
+            write_integer(&mut out, number);
+            assert_eq!(String::from_utf8(out).unwrap(), number.to_string());
         }
     }
 
