@@ -216,7 +216,7 @@ pub fn accept<'a>(
     let payload = if brought_id.is_none() && brought_ts.is_none() {
         append_stamp(payload, &message_id, server_ts)
     } else {
-        replace_stamp(payload, &message_id, server_ts)
+        replace_stamp(payload, &message_id, server_ts).ok_or_else(unwritable)?
     };
     Ok(Stamped {
         payload,
@@ -231,10 +231,20 @@ pub fn accept<'a>(
     })
 }
 
+/// A payload whose `id` or `ts` is replaced holds a value serde_json skips but will not
+/// write again: refused as not JSON rather than rewritten without it.
+pub(crate) fn unwritable() -> Invalid {
+    Invalid::NotJson(
+        "a value that cannot be written again (a lone surrogate escape, a number beyond \
+         f64, or nesting deeper than 128)"
+            .into(),
+    )
+}
+
 /// The same accepted payload with another stamp (a retransmission gets its first copy's).
 pub fn restamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec<u8>> {
     Fields::parse(payload).ok()?;
-    Some(replace_stamp(payload, message_id, server_ts))
+    replace_stamp(payload, message_id, server_ts)
 }
 
 /// The top-level members the validation reads.
@@ -536,11 +546,10 @@ fn append_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
 /// written anew as serde_json's `Value` would write it (compact; `id` and `ts` each in its
 /// place, or after the rest), but streamed member by member, never built as a tree (a
 /// payload of 100,000 nested arrays took 190 ms as a `Value`).
-fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
+fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec<u8>> {
     // Validated already: read again, rarely, for every member in its place.
     let mut members = Members::with_capacity(16);
-    let read = Fields::read(payload, Some(&mut members));
-    debug_assert!(read.is_ok(), "{:?}", read.err());
+    Fields::read(payload, Some(&mut members)).ok()?;
     let mut out = Vec::with_capacity(payload.len() + message_id.len() + 40);
     out.push(b'{');
     let stamp = |out: &mut Vec<u8>, key: &str| {
@@ -563,11 +572,11 @@ fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
         write_str(&mut out, key);
         out.push(b':');
         let mut reader = serde_json::Deserializer::from_str(raw.get());
-        // Read once already (as a RawValue), by the same reader. It fails (and the value
-        // is left out) only where serde_json skips what it will not read: a lone surrogate
-        // escape, a number beyond `f64`, nesting deeper than 128 (as it always did).
-        let written = DeserializeSeed::deserialize(Compact(&mut out), &mut reader);
-        debug_assert!(written.is_ok(), "{written:?}");
+        // Read once already (as a RawValue), by the same reader. It fails only where
+        // serde_json skips what it will not read (a lone surrogate escape, a number beyond
+        // `f64`, nesting deeper than 128): then the message is refused, never delivered or
+        // stored with the value left out.
+        DeserializeSeed::deserialize(Compact(&mut out), &mut reader).ok()?;
     }
     for key in ["id", "ts"] {
         if !members.iter().any(|(k, _)| k == key) {
@@ -578,7 +587,7 @@ fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Vec<u8> {
         }
     }
     out.push(b'}');
-    out
+    Some(out)
 }
 
 /// A JSON string as serde_json writes it (it escapes only `"`, `\` and control
@@ -972,6 +981,32 @@ mod tests {
             accept(Kind::Chat, "2", &huge, user, MAX, 0, String::new),
             Err(Invalid::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_stamp_that_cannot_be_rewritten_refuses_the_message() {
+        // An `id` to replace and a value serde_json skips but will not write again: refused,
+        // never delivered or stored with the value left out.
+        let user = Sender::User("1");
+        for odd in [
+            r#""\ud800""#,
+            "1e400",
+            &format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+        ] {
+            let payload = format!(
+                r#"{{"type":"CHAT","fromId":1,"toId":2,"content":"a","id":"mine","x":{odd}}}"#
+            );
+            match accept(Kind::Chat, "2", payload.as_bytes(), user, MAX, 7, || {
+                "m".into()
+            }) {
+                Err(Invalid::NotJson(why)) => assert!(why.contains("written again"), "{why}"),
+                Err(other) => assert_eq!(other.name(), "not-json", "{odd}: {other:?}"),
+                Ok(stamped) => panic!(
+                    "{odd}: delivered {}",
+                    String::from_utf8_lossy(&stamped.payload)
+                ),
+            }
+        }
     }
 
     #[test]
