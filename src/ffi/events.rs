@@ -246,18 +246,9 @@ pub(super) unsafe extern "C" fn on_client_offline(
     userdata: *mut c_void,
 ) -> c_int {
     guard("client offline", MOSQ_ERR_SUCCESS, || {
-        // The event's struct begins as 2.0's DISCONNECT's ({future, client, reason, ...}).
-        let told = {
-            // SAFETY: registered for MOSQ_EVT_CLIENT_OFFLINE; userdata is our Plugin.
-            unsafe { event::<mosquitto_evt_disconnect>(event_data, userdata) }
-        };
-        if let Some((event, plugin)) = told {
-            if !event.client.is_null() {
-                let broker_client = BrokerClient(event.client);
-                // SAFETY: the event's client lives for the callback.
-                plugin.disconnect(unsafe { client(&broker_client) }, false);
-            }
-        }
+        // SAFETY: registered for MOSQ_EVT_CLIENT_OFFLINE, whose struct begins as 2.0's
+        // DISCONNECT's ({future, client, reason, ...}); userdata is our Plugin.
+        unsafe { session_end(event_data, userdata, Some(false)) };
         MOSQ_ERR_SUCCESS
     })
 }
@@ -268,23 +259,36 @@ pub(super) unsafe extern "C" fn on_disconnect(
     userdata: *mut c_void,
 ) -> c_int {
     guard("disconnect", MOSQ_ERR_SUCCESS, || {
-        // SAFETY: registered for MOSQ_EVT_DISCONNECT.
-        if let Some((event, plugin)) =
-            // SAFETY: registered for MOSQ_EVT_DISCONNECT; userdata is our Plugin.
-            unsafe { event::<mosquitto_evt_disconnect>(event_data, userdata) }
-        {
-            if !event.client.is_null() {
-                let broker_client = BrokerClient(event.client);
-                // On 2.1 a DISCONNECT is a session's end (expiry 0, whatever the clean-start
-                // flag); on 2.0 only a clean session's.
-                let clean = OFFLINE_TOLD_APART.load(std::sync::atomic::Ordering::Relaxed)
-                    || broker_client.clean_session();
-                // SAFETY: the event's client lives for the callback.
-                plugin.disconnect(unsafe { client(&broker_client) }, clean);
-            }
-        }
+        // On 2.1 a DISCONNECT is a session's end (expiry 0, whatever the clean-start flag);
+        // on 2.0 only a clean session's.
+        let ends = OFFLINE_TOLD_APART
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(true);
+        // SAFETY: registered for MOSQ_EVT_DISCONNECT; userdata is our Plugin.
+        unsafe { session_end(event_data, userdata, ends) };
         MOSQ_ERR_SUCCESS
     })
+}
+
+/// A connection's end told to the plugin: `clean` says whether its session ends with it
+/// (`None`: as the client's clean-session flag says).
+///
+/// # Safety
+/// `event_data` is a `mosquitto_evt_disconnect` (or 2.1's CLIENT_OFFLINE, which begins the
+/// same), `userdata` our Plugin, both valid for the callback.
+unsafe fn session_end(event_data: *mut c_void, userdata: *mut c_void, clean: Option<bool>) {
+    // SAFETY: as the caller promises.
+    let told = unsafe { event::<mosquitto_evt_disconnect>(event_data, userdata) };
+    let Some((event, plugin)) = told else {
+        return;
+    };
+    if event.client.is_null() {
+        return;
+    }
+    let broker_client = BrokerClient(event.client);
+    let clean = clean.unwrap_or_else(|| broker_client.clean_session());
+    // SAFETY: the event's client lives for the callback.
+    plugin.disconnect(unsafe { client(&broker_client) }, clean);
 }
 
 pub(super) unsafe extern "C" fn on_connect(

@@ -216,6 +216,25 @@ fn a_late_rules_refusal_is_not_for_good() {
     assert!(!log.contains("MySQL unreachable"), "{log}");
 }
 
+/// `count` users named `{prefix}{n}` with ids from `first_id`, the test password (SHA2).
+fn new_users(
+    db: &MariaDb,
+    dbname: &str,
+    prefix: &str,
+    first_id: usize,
+    count: usize,
+) -> Vec<String> {
+    let users: Vec<String> = (0..count).map(|n| format!("{prefix}{n}")).collect();
+    for (n, user) in users.iter().enumerate() {
+        db.root_exec(&format!(
+            "INSERT INTO `{dbname}`.users (id, username, password_hash) \
+             VALUES ({}, '{user}', SHA2('{PASSWORD}', 256))",
+            first_id + n
+        ));
+    }
+    users
+}
+
 /// A root connection to `dbname` on `db`, for locks the test holds.
 fn root_conn(db: &MariaDb, dbname: &str) -> mysql::Conn {
     mysql::Conn::new(
@@ -235,14 +254,7 @@ fn root_conn(db: &MariaDb, dbname: &str) -> mysql::Conn {
 fn a_locked_users_table_stalls_once() {
     let db = shared();
     let dbname = chat_db(db, "locked");
-    let users: Vec<String> = (0..8).map(|n| format!("new{n}")).collect();
-    for (n, user) in users.iter().enumerate() {
-        db.root_exec(&format!(
-            "INSERT INTO `{dbname}`.users (id, username, password_hash) \
-             VALUES ({}, '{user}', SHA2('{PASSWORD}', 256))",
-            200 + n
-        ));
-    }
+    let users = new_users(db, &dbname, "new", 200, 8);
     let (broker, _dashboard) = watched_broker(db, &dbname, "");
     let port = broker.port;
     let mut lock = root_conn(db, &dbname);
@@ -305,14 +317,7 @@ fn delayed_logins() -> bool {
 fn new_logins_with_mysql_paused() {
     let db = MariaDb::start_new("paused-logins");
     let dbname = chat_db(&db, "paused_logins");
-    let users: Vec<String> = (0..5).map(|n| format!("fresh{n}")).collect();
-    for (n, user) in users.iter().enumerate() {
-        db.root_exec(&format!(
-            "INSERT INTO `{dbname}`.users (id, username, password_hash) \
-             VALUES ({}, '{user}', SHA2('{PASSWORD}', 256))",
-            300 + n
-        ));
-    }
+    let users = new_users(&db, &dbname, "fresh", 300, 5);
     let (broker, _dashboard) = watched_broker(&db, &dbname, "");
     let port = broker.port;
     let mut outcomes = Vec::new();
