@@ -194,6 +194,23 @@ pub enum Decision {
     Later,
 }
 
+/// A ticket the throttle admitted, whose place on its budget is given back when it drops,
+/// whatever happened meanwhile (a panic in a check included); telling the outcome first
+/// (`failed`, `succeeded`) makes that a no-op.
+struct Admitted<'s, 'a> {
+    throttle: &'s Mutex<Throttle>,
+    ticket: throttle::Ticket<'a>,
+}
+
+impl Drop for Admitted<'_, '_> {
+    fn drop(&mut self) {
+        self.throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ended(&self.ticket);
+    }
+}
+
 pub struct Authenticator<S> {
     /// Asked in order: the first that knows the user decides (`auth_opt_backends`).
     sources: Vec<S>,
@@ -264,8 +281,11 @@ impl<S: UserSource> Authenticator<S> {
             now,
         );
         log_throttle_events(events);
-        let ticket = match admitted {
-            Ok(ticket) => ticket,
+        let admitted = match admitted {
+            Ok(ticket) => Admitted {
+                throttle: &self.throttle,
+                ticket,
+            },
             Err(why) => {
                 log::debug!(
                     "login refused for user '{}': throttled ({why})",
@@ -274,17 +294,16 @@ impl<S: UserSource> Authenticator<S> {
                 return Decision::Refuse(Refusal::Throttled);
             }
         };
+        let ticket = &admitted.ticket;
         let started = Instant::now();
         let decision = self.decide(username, password, client_id, now);
         let events = match &decision {
             Decision::Refuse(why) if why.counts_as_failure() => {
-                self.throttle().failed(&ticket, started.elapsed(), now)
+                self.throttle().failed(ticket, started.elapsed(), now)
             }
-            Decision::Allow(_) => self.throttle().succeeded(&ticket, now),
-            _ => {
-                self.throttle().ended(&ticket);
-                Vec::new()
-            }
+            Decision::Allow(_) => self.throttle().succeeded(ticket, now),
+            // Told when `admitted` drops.
+            _ => Vec::new(),
         };
         log_throttle_events(events);
         match &decision {

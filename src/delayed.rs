@@ -95,6 +95,12 @@ impl Waiting {
         }
     }
 
+    /// The broker holds no login with this id any more (it refuses a CONNECT while one waits,
+    /// so a new one means the old connection left): its answer, when it comes, is dropped.
+    pub fn forget(&mut self, client_id: &[u8]) {
+        self.by_id.remove(client_id);
+    }
+
     /// The logins that have waited longer than the limit at `now`, taken out (oldest first).
     pub fn overdue(&mut self, now: Instant) -> Vec<(Box<[u8]>, Held)> {
         let mut late = Vec::new();
@@ -133,25 +139,30 @@ pub struct LoginThreads<Q, A> {
     sender: Option<SyncSender<Q>>,
     answers: Arc<Mutex<Vec<A>>>,
     threads: Vec<JoinHandle<()>>,
+    /// Set when the plugin stops: requests still queued are dropped unchecked.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<Q: Send + 'static, A: Send + 'static> LoginThreads<Q, A> {
     /// Starts `threads` threads (named `chat-auth-login`) behind a queue of `queue` requests.
+    /// `work` answers `None` for a request no longer worth an answer (it waited too long).
     pub fn start(
         threads: usize,
         queue: usize,
-        work: Arc<dyn Fn(Q) -> A + Send + Sync>,
+        work: Arc<dyn Fn(Q) -> Option<A> + Send + Sync>,
         wake: Option<crate::action::Waker>,
     ) -> Result<LoginThreads<Q, A>, String> {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Q>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let answers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut handles = Vec::new();
         for _ in 0..threads.max(1) {
             let receiver = receiver.clone();
             let answers = answers.clone();
             let work = work.clone();
             let wake = wake.clone();
+            let stop = stop.clone();
             let handle = std::thread::Builder::new()
                 .name("chat-auth-login".into())
                 .spawn(move || {
@@ -160,13 +171,17 @@ impl<Q: Send + 'static, A: Send + 'static> LoginThreads<Q, A> {
                         let Ok(request) = next else {
                             return; // the plugin is stopping
                         };
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            continue; // stopping: what is still queued goes unchecked
+                        }
                         // A panic in a check must not take the thread (and later logins)
                         // with it; the login then waits until it is overdue (refused).
                         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             work(request)
                         }));
                         match answer {
-                            Ok(answer) => {
+                            Ok(None) => {}
+                            Ok(Some(answer)) => {
                                 answers
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
@@ -186,6 +201,7 @@ impl<Q: Send + 'static, A: Send + 'static> LoginThreads<Q, A> {
             sender: Some(sender),
             answers,
             threads: handles,
+            stop,
         })
     }
 
@@ -206,8 +222,10 @@ impl<Q: Send + 'static, A: Send + 'static> LoginThreads<Q, A> {
 }
 
 impl<Q, A> Drop for LoginThreads<Q, A> {
-    /// Closes the queue; each thread ends after the check it runs (bounded by the timeouts).
+    /// Closes the queue; each thread ends after the check it runs (bounded by the timeouts),
+    /// and what is still queued is dropped unchecked.
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.sender = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -235,6 +253,11 @@ mod tests {
         assert_eq!(held.pointer, 2);
         assert!(waiting.is_empty());
         assert_eq!(waiting.finish(b"phone", second), None, "answered once");
+        // A login with the id answered at once (from the cache): the held one is forgotten.
+        let third = waiting.begin(b"phone", 3, t0).unwrap();
+        waiting.forget(b"phone");
+        assert_eq!(waiting.finish(b"phone", third), None);
+        assert!(waiting.overdue(t0 + LIMIT * 2).is_empty());
     }
 
     #[test]
@@ -293,7 +316,7 @@ mod tests {
             1,
             Arc::new(move |n| {
                 let _open = work_gate.lock().unwrap();
-                n * 2
+                Some(n * 2)
             }),
             Some(Arc::new(move || {
                 wake_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -334,12 +357,13 @@ mod tests {
             4,
             Arc::new(|n| {
                 assert!(n != 0, "a bad request");
-                n
+                (n != 1).then_some(n)
             }),
             None,
         )
         .unwrap();
         threads.submit(0).unwrap();
+        threads.submit(1).unwrap(); // no longer worth an answer: none
         threads.submit(7).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut answers = Vec::new();

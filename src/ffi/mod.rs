@@ -217,8 +217,9 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             Some((waker, wake)) => (Some(waker), Some(wake)),
             None => (None, None),
         };
-        let hush: Option<crate::action::Hush> = (plain_wait && waker.is_some())
-            .then(|| std::sync::Arc::new(hushed) as crate::action::Hush);
+        // Held back on 2.1 even without our handler: another instance's pulse may signal.
+        let hush: Option<crate::action::Hush> =
+            plain_wait.then(|| std::sync::Arc::new(hushed) as crate::action::Hush);
         let persistence = persistence_location();
         let plugin = match Plugin::start(
             &options,
@@ -236,9 +237,9 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
         // On 2.0 only chat history uses the waker: without it, SIGURG is left as it was. On
         // 2.1 the login threads and the pulse use it too.
         let waker = waker.filter(|_| plain_wait || plugin.serves_history());
+        HUSH_LOGINS.store(plain_wait, Ordering::Relaxed);
         if plain_wait && waker.is_some() {
             TICK_NEXT_MS.store(0, Ordering::Relaxed);
-            HUSH_LOGINS.store(true, Ordering::Relaxed);
         }
         let mut registration = Box::new(Registration {
             identifier,

@@ -24,7 +24,7 @@ pub(super) type ReadBinary = unsafe extern "C" fn(
 /// `libmosquitto.so.1`, which Debian's `mosquitto` package depends on at its own version
 /// (the same property list layout; Mosquitto's dynamic-security plugin links it the same
 /// way). Without either, MQTT 5 response topics are not honoured.
-pub(super) static PROPERTY_READERS: std::sync::LazyLock<Option<(ReadString, ReadBinary)>> =
+pub(super) static PROPERTY_READERS: std::sync::LazyLock<Option<Readers>> =
     std::sync::LazyLock::new(|| {
         // SAFETY: dlsym/dlopen with NUL-terminated names; a found symbol is Mosquitto's
         // function of this signature (mosquitto.h). The library stays loaded for good.
@@ -54,22 +54,50 @@ pub(super) static PROPERTY_READERS: std::sync::LazyLock<Option<(ReadString, Read
                 );
                 return None;
             }
-            Some((
-                std::mem::transmute::<*mut c_void, ReadString>(string),
-                std::mem::transmute::<*mut c_void, ReadBinary>(binary),
-            ))
+            Some(Readers {
+                string: std::mem::transmute::<*mut c_void, ReadString>(string),
+                binary: std::mem::transmute::<*mut c_void, ReadBinary>(binary),
+                broker_memory: same_object(string, mosquitto_free as *const c_void),
+            })
         }
     });
 
-/// A value a property reader copied out: plain `calloc` memory (libmosquitto's
-/// property_mosq.c), given back with plain `free` when it drops (`mosquitto_free` would take
-/// it off the broker's memory count, which never counted it).
-struct ReadValue(*mut c_void);
+/// The property readers found, and whose memory their values are in.
+pub(super) struct Readers {
+    string: ReadString,
+    binary: ReadBinary,
+    /// The readers are the broker's own (2.0.11 and 2.1 export them): their values come from
+    /// its `mosquitto_calloc`, which may count them (memory tracking), and go back with
+    /// `mosquitto_free`. From `libmosquitto.so.1` (2.0.21): plain `calloc`, plain `free`.
+    broker_memory: bool,
+}
+
+/// Whether two symbols are in the same loaded object.
+fn same_object(a: *const c_void, b: *const c_void) -> bool {
+    // SAFETY: dladdr only reads the loader's tables for the two addresses.
+    unsafe {
+        let (mut first, mut second): (libc::Dl_info, libc::Dl_info) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        libc::dladdr(a, &mut first) != 0
+            && libc::dladdr(b, &mut second) != 0
+            && first.dli_fbase == second.dli_fbase
+    }
+}
+
+/// A value a property reader copied out, given back when it drops the way it was allocated
+/// (see `Readers::broker_memory`).
+struct ReadValue(*mut c_void, bool);
 
 impl Drop for ReadValue {
     fn drop(&mut self) {
-        // SAFETY: NULL or the reader's own allocation, freed once.
-        unsafe { libc::free(self.0) };
+        // SAFETY: NULL or the reader's own allocation, freed once, by its allocator's twin.
+        unsafe {
+            if self.1 {
+                mosquitto_free(self.0);
+            } else {
+                libc::free(self.0);
+            }
+        }
     }
 }
 
@@ -81,11 +109,14 @@ pub(super) unsafe fn response_properties(
     properties: *const mosquitto_property,
 ) -> crate::plugin::ResponseTo {
     let mut response = crate::plugin::ResponseTo::default();
-    let Some((read_string, read_binary)) =
-        (!properties.is_null()).then(|| *PROPERTY_READERS).flatten()
+    let Some(readers) = (!properties.is_null())
+        .then(|| PROPERTY_READERS.as_ref())
+        .flatten()
     else {
         return response;
     };
+    let (read_string, read_binary, broker) =
+        (readers.string, readers.binary, readers.broker_memory);
     // SAFETY: the readers copy the value into fresh memory (owned by `ReadValue` from then
     // on) and set `len` to its size; `properties` is valid (above).
     unsafe {
@@ -97,7 +128,7 @@ pub(super) unsafe fn response_properties(
             false,
         )
         .is_null();
-        let topic = ReadValue(topic as *mut c_void);
+        let topic = ReadValue(topic as *mut c_void, broker);
         if found && !topic.0.is_null() {
             let text = CStr::from_ptr(topic.0 as *const std::ffi::c_char);
             response.topic = Some(String::from_utf8_lossy(text.to_bytes()).into_owned());
@@ -112,7 +143,7 @@ pub(super) unsafe fn response_properties(
             false,
         )
         .is_null();
-        let data = ReadValue(data);
+        let data = ReadValue(data, broker);
         if found {
             response.correlation_data = Some(if data.0.is_null() {
                 Vec::new()

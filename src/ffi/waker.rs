@@ -51,15 +51,26 @@ fn urgent_set() -> libc::sigset_t {
 /// Runs `work` with SIGURG blocked on this thread (2.1's broker thread, around its own waits
 /// on the network); a signal sent meanwhile runs the empty handler after.
 pub(super) fn hushed(work: &mut dyn FnMut()) {
-    // SAFETY: pthread_sigmask with valid sets, on the calling thread only.
-    unsafe {
-        let mut before: libc::sigset_t = std::mem::zeroed();
-        let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &urgent_set(), &mut before) == 0;
-        work();
-        if blocked && libc::sigismember(&before, libc::SIGURG) != 1 {
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &urgent_set(), std::ptr::null_mut());
+    /// Unblocks SIGURG when dropped, so a panic in `work` (caught further out) leaves the
+    /// mask as it was.
+    struct Unblock(bool);
+    impl Drop for Unblock {
+        fn drop(&mut self) {
+            if self.0 {
+                // SAFETY: pthread_sigmask with a valid set, on the calling thread only.
+                unsafe {
+                    libc::pthread_sigmask(libc::SIG_UNBLOCK, &urgent_set(), std::ptr::null_mut())
+                };
+            }
         }
     }
+    // SAFETY: pthread_sigmask with valid sets, on the calling thread only.
+    let _unblock = unsafe {
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &urgent_set(), &mut before) == 0;
+        Unblock(blocked && libc::sigismember(&before, libc::SIGURG) != 1)
+    };
+    work();
 }
 
 impl LoopWaker {

@@ -43,6 +43,8 @@ pub(super) enum Request {
         username: Vec<u8>,
         password: Option<Vec<u8>>,
         address: Option<String>,
+        /// Past this, its answer would be thrown away (the login ended overdue).
+        deadline: Instant,
     },
     /// Load the rules of a user just let in.
     Rules {
@@ -50,7 +52,17 @@ pub(super) enum Request {
         ticket: u64,
         username: String,
         user_id: String,
+        /// Past this (`rules_wait` after the login's answer), the login is completed without.
+        deadline: Instant,
     },
+}
+
+impl Request {
+    fn deadline(&self) -> Instant {
+        match self {
+            Request::Login { deadline, .. } | Request::Rules { deadline, .. } => *deadline,
+        }
+    }
 }
 
 /// A login thread's answer.
@@ -112,14 +124,20 @@ fn work<S: crate::auth::UserSource>(
     rules: Option<&dyn RuleSource>,
     turns: &Turns,
     request: Request,
-) -> Answer {
-    match request {
+) -> Option<Answer> {
+    // A request that waited in the queue past its use is not checked (in a backlog the
+    // threads would otherwise serve only dead requests).
+    if Instant::now() > request.deadline() {
+        return None;
+    }
+    Some(match request {
         Request::Login {
             client_id,
             ticket,
             username,
             password,
             address,
+            ..
         } => {
             let _turn = turns.take(&username);
             let decision = auth.login(
@@ -140,6 +158,7 @@ fn work<S: crate::auth::UserSource>(
             ticket,
             username,
             user_id,
+            ..
         } => Answer::Rules {
             client_id,
             ticket,
@@ -148,7 +167,7 @@ fn work<S: crate::auth::UserSource>(
                 None => Err(DbError::Unavailable("no mysql backend".into())),
             },
         },
-    }
+    })
 }
 
 impl Later {
@@ -191,6 +210,15 @@ impl Plugin {
         let (Some(client_id), Some(username)) = (client.id, username) else {
             return None;
         };
+        // A connection logged in already: the broker's re-check, which 2.1 cannot delay (it
+        // disconnects on any answer but success), even after the re-check window closed.
+        if state.registry.is_online_at(client_id, pointer) {
+            return None;
+        }
+        // Whatever this id's earlier connection left waiting is for a connection that left
+        // (see `Waiting::forget`), however this one is answered.
+        state.waiting.forget(client_id);
+        state.awaiting_rules.remove(client_id);
         if self.auth.is_cached(username, password, now) {
             return None;
         }
@@ -202,15 +230,13 @@ impl Plugin {
             Self::refused_unchecked(state, client_id, pointer, username, &why, now);
             return Some(Decision::Refuse(Refusal::Throttled));
         };
-        // A login with this id that was let in and waits for its rules left (the broker
-        // refuses a second CONNECT with a waiting id): its completion would be this one's.
-        state.awaiting_rules.remove(client_id);
         let request = Request::Login {
             client_id: client_id.into(),
             ticket,
             username: username.to_vec(),
             password: password.map(<[u8]>::to_vec),
             address: client.facts.address(),
+            deadline: now + LONGEST_WAIT,
         };
         if later.threads.submit(request).is_err() {
             state.waiting.finish(client_id, ticket);
@@ -250,6 +276,8 @@ impl Plugin {
         let Some(later) = self.later.as_ref() else {
             return;
         };
+        // Left by a completion whose TICK did not finish (a panic): for connections gone.
+        state.completing.clear();
         for answer in later.threads.take() {
             match answer {
                 Answer::Login {
@@ -290,11 +318,20 @@ impl Plugin {
             Self::complete(state, client_id, awaiting, None);
         }
         for (client_id, held) in state.waiting.overdue(now) {
-            log::warn!(
-                "login of client '{}' refused: no answer from its check within {} s",
-                printable(&String::from_utf8_lossy(&client_id)),
+            let client = printable(&String::from_utf8_lossy(&client_id)).to_string();
+            let why = format!(
+                "no answer from its check within {} s",
                 LONGEST_WAIT.as_secs()
             );
+            if state
+                .logins_overdue_said
+                .is_none_or(|said| now.duration_since(said) >= FULL_SAID_EVERY)
+            {
+                state.logins_overdue_said = Some(now);
+                log::warn!("login of client '{client}' refused: {why} (said once a minute)");
+            } else {
+                log::debug!("login of client '{client}' refused: {why}");
+            }
             state.counters.login_refused("timeout");
             state.registry.refused(&client_id, held.pointer);
             state.outbox.push(crate::action::Action::CompleteLogin {
@@ -357,6 +394,7 @@ impl Plugin {
                 ticket,
                 username: awaiting.identity.username.clone(),
                 user_id: awaiting.identity.user_id.clone(),
+                deadline: now + self.rules_wait,
             };
             if later.threads.submit(request).is_ok() {
                 state.awaiting_rules.insert(client_id, awaiting);

@@ -126,6 +126,8 @@ struct State {
     completing: HashMap<Box<[u8]>, later::Completing>,
     /// When a login refused because too many wait was last said at warning level.
     logins_full_said: Option<Instant>,
+    /// When a login refused for want of an answer in time was last said at warning level.
+    logins_overdue_said: Option<Instant>,
 }
 
 /// An episode of rules loads that do not come back in time.

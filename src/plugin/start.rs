@@ -306,6 +306,7 @@ impl Plugin {
                 awaiting_rules: HashMap::new(),
                 completing: HashMap::new(),
                 logins_full_said: None,
+                logins_overdue_said: None,
             }),
         })
     }

@@ -406,6 +406,14 @@ impl Registry {
     }
 
     /// Whether this client logged in as a superuser (for `$CONTROL`).
+    /// Whether this connection is logged in: a BASIC_AUTH for it is the broker's re-check
+    /// (SIGHUP), one CONNECT per connection.
+    pub fn is_online_at(&self, client_id: &[u8], pointer: usize) -> bool {
+        self.sessions
+            .get(client_id)
+            .is_some_and(|s| s.pointer == pointer && s.state == State::Online)
+    }
+
     pub fn is_superuser(&self, client_id: &[u8], pointer: usize) -> bool {
         self.sessions
             .get(client_id)
