@@ -225,11 +225,30 @@ impl MariaDb {
     }
 
     /// Freezes the server: connections are accepted by the kernel but never answered.
+    /// SIGSTOP, and waits until the server is stopped: the signal is sent at once, but a
+    /// multi-threaded server stops a little later (a query sent meanwhile is still answered).
     pub fn pause(&self) {
-        signal(
-            self.child.lock().unwrap().as_ref().expect("running"),
-            libc::SIGSTOP,
-        );
+        let pid = {
+            let child = self.child.lock().unwrap();
+            let child = child.as_ref().expect("running");
+            signal(child, libc::SIGSTOP);
+            child.id()
+        };
+        // Every thread's "pid (comm) state ...": the state follows the closing parenthesis.
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                tasks.flatten().all(|task| {
+                    std::fs::read_to_string(task.path().join("stat")).is_ok_and(|text| {
+                        text.rsplit_once(')')
+                            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                    })
+                })
+            })
+        };
+        let since = std::time::Instant::now();
+        while !stopped() && since.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn resume(&self) {
