@@ -2,7 +2,9 @@
 //! then the chat topics, then auth-plug ACL patterns, then deny. No I/O; the callers load
 //! the rules (at login, by the refresher) and keep them per client.
 
+use crate::query::Query;
 use crate::topic::{self, Template, TemplateMatch};
+use std::time::Duration;
 
 /// What the broker asks about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +193,21 @@ pub struct RuleSet {
     pub groups: GroupIds,
     /// auth-plug ACL rows, not yet expanded (`%u`, `%c` differ per client).
     pub rows: Patterns,
+}
+
+/// The rules' options: the chat topics, the queries a user's rules are read with, how long
+/// they are used.
+#[derive(Debug, Clone)]
+pub struct AclConfig {
+    /// `None` when `chat_enabled` is false.
+    pub chat: Option<ChatTopics>,
+    /// The group ids of a user; set whenever the chat rules are on.
+    pub groupsquery: Option<Query>,
+    pub aclquery: Option<Query>,
+    /// How long loaded rules are used before the background refresh (`acl_cacheseconds`).
+    pub refresh: Duration,
+    /// The `%d` of `aclquery` for a SUBSCRIBE: 1 (the read rows) or 4 (go-auth's meaning).
+    pub subscribe_level: u8,
 }
 
 /// Everything a decision needs to know about one client.

@@ -1,7 +1,7 @@
 //! The login decision: who the user is, whether the password matches, whether they are a
 //! superuser, and a short-lived credential cache that spares MySQL on reconnect storms.
 
-use crate::db::DbError;
+use crate::backend::{BackendError, BackendKind, Lookup, UserNow, UserRecord, UserSource};
 use crate::hash::{self, HashError, HashSettings};
 use crate::logging::printable;
 use crate::throttle::{self, Event, Refused, Throttle, ThrottleConfig};
@@ -11,83 +11,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the `userquery` row says about a user.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserRecord {
-    /// First column: the stored password hash. `None` when NULL.
-    pub hash: Option<Vec<u8>>,
-    /// The `salt` column, for salted hex digests.
-    pub salt: Option<Vec<u8>>,
-    /// The `user_id` column: the chat identity.
-    pub user_id: Option<String>,
-    /// The query has a `user_id` column and this row holds NULL there: no chat identity,
-    /// so the login is refused (the username is no stand-in for a missing id).
-    pub user_id_null: bool,
-    /// The `username` column: the name as the row holds it. With it, a login must spell the
-    /// name byte for byte as stored (a case-insensitive collation finds `steve` for
-    /// `Steve`), and only then may a `superusers` or `bridge_users` glob match it.
-    pub username: Option<String>,
-    /// The `is_superuser` column, read as truthy.
-    pub is_superuser: bool,
-}
-
-/// A user's row read again (after a SIGHUP re-check, or for a `refreshUser`): what the
-/// sessions that row let in must still match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserNow {
-    /// The stored hash (never empty).
-    pub hash: Vec<u8>,
-    /// The `is_superuser` column or `superquery` says superuser.
-    pub superuser_by_row: bool,
-    /// The row holds the name as asked (`UserRecord::holds_name`), for the globs.
-    pub named: bool,
-}
-
-impl UserRecord {
-    /// Whether the row proves the name was typed as it is stored (for the globs).
-    pub fn holds_name(&self, typed: &str) -> bool {
-        self.username.as_deref() == Some(typed)
-    }
-}
-
-pub use crate::config::BackendKind;
-
-/// What one backend knows of a login.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// Not its user (or refused by it): the next backend is asked.
-    Unknown,
-    /// Its user, with a stored hash checked here (MySQL).
-    Row(UserRecord),
-    /// Its user, the password checked by the backend itself (HTTP).
-    Accepted,
-}
-
-/// One backend's users (see `crate::backend`).
-pub trait UserSource {
-    fn kind(&self) -> BackendKind;
-    fn lookup(&self, username: &str, password: &[u8], client_id: &[u8]) -> Result<Lookup, DbError>;
-    /// `None` when the backend has no superuser question configured.
-    fn superquery(&self, username: &str) -> Option<Result<bool, DbError>>;
-
-    /// The row of a user the broker let in by a TLS certificate (`cert_userquery`, or the
-    /// `userquery` row whose hash is not checked).
-    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError>;
-}
-
-impl<T: UserSource + ?Sized> UserSource for std::sync::Arc<T> {
-    fn kind(&self) -> BackendKind {
-        (**self).kind()
-    }
-    fn lookup(&self, username: &str, password: &[u8], client_id: &[u8]) -> Result<Lookup, DbError> {
-        (**self).lookup(username, password, client_id)
-    }
-    fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
-        (**self).superquery(username)
-    }
-    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
-        (**self).fetch_certificate_user(username)
-    }
+/// The login options: who is a superuser or a bridge account by name, how long a login is
+/// remembered, how stored passwords are read, and the failed-login throttle.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub superusers: Option<glob::Pattern>,
+    /// `bridge_users`: the accounts other brokers bridge in with.
+    pub bridge_users: Option<glob::Pattern>,
+    /// `auth_cacheseconds`: how long a login is remembered (zero: never).
+    pub cache: Duration,
+    pub hash: HashSettings,
+    pub throttle: ThrottleConfig,
 }
 
 /// Who an accepted client is, for the ACL and chat rules.
@@ -120,7 +54,7 @@ pub enum Refusal {
     NoStoredHash,
     WrongPassword,
     UnusableHash(HashError),
-    Database(DbError),
+    Database(BackendError),
     /// The broker passed no client id (never seen; refused rather than guessed).
     NoClientId,
     /// Refused unchecked by the throttle (a spent login budget, too many failed logins for
@@ -879,10 +813,10 @@ mod tests {
     }
 
     impl Table {
-        fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, BackendError> {
             self.fetches.set(self.fetches.get() + 1);
             if self.down.get() {
-                return Err(DbError::Unavailable("test".into()));
+                return Err(BackendError::Unavailable("test".into()));
             }
             Ok(self.users.get(username).cloned())
         }
@@ -892,15 +826,18 @@ mod tests {
         fn kind(&self) -> BackendKind {
             BackendKind::Mysql
         }
-        fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
+        fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, BackendError> {
             Ok(self
                 .fetch_user(username)?
                 .map_or(Lookup::Unknown, Lookup::Row))
         }
-        fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
+        fn superquery(&self, _: &str) -> Option<Result<bool, BackendError>> {
             self.superquery.map(Ok)
         }
-        fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+        fn fetch_certificate_user(
+            &self,
+            username: &str,
+        ) -> Result<Option<UserRecord>, BackendError> {
             self.fetch_user(username)
         }
     }
@@ -1368,10 +1305,15 @@ mod tests {
         fn kind(&self) -> BackendKind {
             BackendKind::Http
         }
-        fn lookup(&self, username: &str, password: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
+        fn lookup(
+            &self,
+            username: &str,
+            password: &[u8],
+            _: &[u8],
+        ) -> Result<Lookup, BackendError> {
             self.asked.set(self.asked.get() + 1);
             if self.down.get() {
-                return Err(DbError::Service("503".into()));
+                return Err(BackendError::Service("503".into()));
             }
             Ok(if self.accepts.contains(&(username, password)) {
                 Lookup::Accepted
@@ -1379,14 +1321,14 @@ mod tests {
                 Lookup::Unknown
             })
         }
-        fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
+        fn superquery(&self, username: &str) -> Option<Result<bool, BackendError>> {
             Some(if self.down.get() {
-                Err(DbError::Service("503".into()))
+                Err(BackendError::Service("503".into()))
             } else {
                 Ok(self.superusers.contains(&username))
             })
         }
-        fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, DbError> {
+        fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, BackendError> {
             Ok(None)
         }
     }

@@ -21,6 +21,15 @@ pub const MAX_ID_BYTES: usize = 64;
 /// application's extra fields a few dozen): reading stops at the first one beyond.
 pub const MAX_MEMBERS: usize = 1_000;
 
+/// Chat payload validation and stamping (`chat_validate`, `chat_max_content_bytes`,
+/// `chat_dedup_seconds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationConfig {
+    pub max_content_bytes: usize,
+    /// How long a `clientMsgId` keeps its first stamp (`chat_dedup_seconds`); 0: off.
+    pub dedup: std::time::Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// `CHAT` on an inbox topic.

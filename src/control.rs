@@ -265,7 +265,7 @@ mod tests {
         let mut registry = Registry::new(
             None,
             std::time::Duration::from_secs(60),
-            crate::config::OfflineCaps::default(),
+            crate::sessions::OfflineCaps::default(),
         );
         let (mut jobs, mut outbox, mut seen) = (Vec::new(), Vec::new(), cluster::Seen::default());
         let reply = Reply {

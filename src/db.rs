@@ -7,17 +7,34 @@
 //! a real query (the pool's probe statement: a user lookup for the logins' pool), not a
 //! ping, which a locked table would answer. Only its success closes the breaker.
 
-use crate::config::DbConfig;
 use crate::query::Query;
+use crate::tls::TlsConfig;
 use mysql::prelude::Queryable;
 use mysql::{
     DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn, Row, Value,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// A MySQL server and how its pool connects (`host`, `port`, `socket`, `dbname`, `user`,
+/// `pass`, `ssl_*`, the timeouts, `pool_size`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub socket: Option<PathBuf>,
+    pub dbname: Option<String>,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub tls: Option<TlsConfig>,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+    pub pool_size: usize,
+}
 
 /// The first pause of an open breaker before the prober asks again.
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -60,8 +77,6 @@ pub enum DbError {
     Unavailable(String),
     /// The server answered with an error for this statement (a broken query, usually).
     Query(String),
-    /// The HTTP auth service failed (5xx, transport error, timeout, or pausing after one).
-    Service(String),
 }
 
 impl std::fmt::Display for DbError {
@@ -69,7 +84,6 @@ impl std::fmt::Display for DbError {
         match self {
             DbError::Unavailable(why) => write!(f, "database unavailable: {why}"),
             DbError::Query(why) => write!(f, "query failed: {why}"),
-            DbError::Service(why) => write!(f, "HTTP auth service unavailable: {why}"),
         }
     }
 }

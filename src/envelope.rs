@@ -16,6 +16,14 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+/// The largest requests read, in bytes (`control_max_request_kb`, `history_max_request_kb`):
+/// a larger one is refused unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub control: usize,
+    pub history: usize,
+}
+
 /// What one API accepts in a message.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {

@@ -3,9 +3,7 @@
 //! file, so no callback waits on MySQL or the disk for them. Work goes in, results come out;
 //! the broker thread applies them (and logs) at TICK.
 
-use crate::acl::RuleSet;
-use crate::auth::UserNow;
-use crate::db::DbError;
+use crate::backend::{BackendError, RuleSource, UserNow};
 use crate::sessions::{Job, Loaded, SavedSession};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,13 +12,6 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// Where rules and user rows come from: MySQL in the plugin (see `plugin::Background`).
-pub trait RuleSource: Send + Sync {
-    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError>;
-    /// The user's row now (`None`: no such user, or no stored hash).
-    fn user_now(&self, username: &str) -> Result<Option<UserNow>, DbError>;
-}
 
 #[derive(Debug)]
 pub enum Work {
@@ -41,7 +32,7 @@ pub enum Done {
     Rules(Box<Loaded>),
     UserChecked {
         username: String,
-        result: Result<Option<UserNow>, DbError>,
+        result: Result<Option<UserNow>, BackendError>,
     },
     Saved {
         path: PathBuf,
@@ -201,7 +192,7 @@ impl Refresher {
         match pushed {
             Ok(()) => wake.notify_one(),
             Err(work) => {
-                let why = DbError::Unavailable(format!(
+                let why = BackendError::Unavailable(format!(
                     "{MAX_QUEUED} background jobs are waiting already (MySQL is slow)"
                 ));
                 let _ = self.refused.send(failed(*work, why));
@@ -236,7 +227,7 @@ fn next(queue: &(Mutex<Queue>, Condvar)) -> Option<Work> {
 }
 
 /// The result of `work` that was not done, failed with `why`.
-fn failed(work: Work, why: DbError) -> Done {
+fn failed(work: Work, why: BackendError) -> Done {
     match work {
         Work::Rules(job) => Done::Rules(Box::new(Loaded {
             job,
@@ -255,7 +246,7 @@ fn failed(work: Work, why: DbError) -> Done {
 
 /// One piece of work; a panic becomes an error result, never the end of the thread.
 fn run(source: &dyn RuleSource, work: Work) -> Done {
-    let panicked = || DbError::Query("internal panic in the background thread".into());
+    let panicked = || BackendError::Query("internal panic in the background thread".into());
     match work {
         Work::Rules(job) => {
             let result = catch_unwind(AssertUnwindSafe(|| {
@@ -304,13 +295,14 @@ impl Drop for Refresher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acl::RuleSet;
     use crate::action::Reply;
     use std::time::{Duration, Instant};
 
     struct Counting;
 
     impl RuleSource for Counting {
-        fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
+        fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, BackendError> {
             if username == "boom" {
                 panic!("driver bug");
             }
@@ -320,7 +312,7 @@ mod tests {
                 ..Default::default()
             })
         }
-        fn user_now(&self, username: &str) -> Result<Option<UserNow>, DbError> {
+        fn user_now(&self, username: &str) -> Result<Option<UserNow>, BackendError> {
             Ok((username != "gone").then(|| UserNow {
                 hash: b"hash".to_vec(),
                 superuser_by_row: false,
@@ -423,7 +415,7 @@ mod tests {
     fn refused_work_comes_back_failed() {
         match failed(
             rules("a", "1", 3, None),
-            DbError::Unavailable("full".into()),
+            BackendError::Unavailable("full".into()),
         ) {
             Done::Rules(loaded) => {
                 assert_eq!(loaded.job.ticket, 3);
@@ -434,7 +426,7 @@ mod tests {
         assert!(matches!(
             failed(
                 Work::CheckUser("a".into()),
-                DbError::Unavailable("full".into())
+                BackendError::Unavailable("full".into())
             ),
             Done::UserChecked { result: Err(_), .. }
         ));

@@ -5,10 +5,19 @@
 //! private directory (mode 0700, files 0600) that lives as long as the pool, and are checked
 //! at start, so a bad file stops the broker naming its option.
 
-use crate::config::TlsConfig;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// MySQL over TLS (`ssl_*`): the files as the options name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub ca: Option<PathBuf>,
+    /// A directory of CA certificates (`ssl_capath`), trusted with `ca`.
+    pub capath: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
 
 /// The files the connector reads; the private directory goes with it.
 #[derive(Debug)]

@@ -2,14 +2,29 @@
 //! user's rules (groups and ACL rows) read with `groupsquery` and `aclquery`.
 
 use crate::acl::{Patterns, RuleSet};
-use crate::auth::{BackendKind, Lookup, UserNow, UserRecord, UserSource};
-use crate::db::{Db, DbError, value_bytes};
+use crate::backend::{
+    BackendError, BackendKind, Lookup, RuleSource, UserNow, UserRecord, UserSource,
+};
+use crate::db::{Db, DbConfig, DbError, value_bytes};
 use crate::logging::printable;
 use crate::query::{Param, Query};
 use crate::topic;
 use mysql::{Row, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The MySQL backend's connection and user queries.
+#[derive(Debug, Clone)]
+pub struct MysqlConfig {
+    pub db: DbConfig,
+    pub userquery: Query,
+    pub superquery: Option<Query>,
+    /// The row of a user who logged in by a TLS certificate; `None`: `userquery`'s.
+    pub cert_userquery: Option<Query>,
+    /// The longest a first check waits for its login's rules (`rules_wait_ms`).
+    pub rules_wait: Duration,
+}
 
 /// Rows read per rules query at most (groups of a user, ACL rows of an access level).
 const MAX_RULE_ROWS: usize = 10_000;
@@ -184,7 +199,7 @@ impl MysqlRules {
         rows
     }
 
-    pub fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
+    pub fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, BackendError> {
         let texts = self.read(username, user_id)?;
         let mut groups = Default::default();
         let mut rows = Patterns::default();
@@ -272,13 +287,13 @@ impl MysqlUsers {
         &self.db
     }
 
-    pub fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+    pub fn fetch_user(&self, username: &str) -> Result<Option<UserRecord>, BackendError> {
         self.user_row(&self.userquery, username)
     }
 
     /// The user's row now (`None`: no such user, or no hash), for re-checks and refreshes:
     /// the stored hash and whether the row (the column, `superquery`) says superuser.
-    pub fn user_now(&self, username: &str) -> Result<Option<UserNow>, DbError> {
+    pub fn user_now(&self, username: &str) -> Result<Option<UserNow>, BackendError> {
         let Some(record) = self.fetch_user(username)? else {
             return Ok(None);
         };
@@ -297,7 +312,7 @@ impl MysqlUsers {
         }))
     }
 
-    fn user_row(&self, query: &Query, username: &str) -> Result<Option<UserRecord>, DbError> {
+    fn user_row(&self, query: &Query, username: &str) -> Result<Option<UserRecord>, BackendError> {
         let Some(row) = self.db.first_row(query, bind(query, username))? else {
             return Ok(None);
         };
@@ -322,27 +337,51 @@ impl UserSource for MysqlUsers {
         BackendKind::Mysql
     }
 
-    fn lookup(&self, username: &str, _password: &[u8], _client: &[u8]) -> Result<Lookup, DbError> {
+    fn lookup(
+        &self,
+        username: &str,
+        _password: &[u8],
+        _client: &[u8],
+    ) -> Result<Lookup, BackendError> {
         Ok(match self.fetch_user(username)? {
             Some(record) => Lookup::Row(record),
             None => Lookup::Unknown,
         })
     }
 
-    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, DbError> {
+    fn fetch_certificate_user(&self, username: &str) -> Result<Option<UserRecord>, BackendError> {
         self.user_row(
             self.cert_userquery.as_ref().unwrap_or(&self.userquery),
             username,
         )
     }
 
-    fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
+    fn superquery(&self, username: &str) -> Option<Result<bool, BackendError>> {
         let query = self.superquery.as_ref()?;
         Some(
             self.db
                 .first_row(query, bind(query, username))
-                .map(|row| row.is_some_and(|row| truthy(row.as_ref(0)))),
+                .map(|row| row.is_some_and(|row| truthy(row.as_ref(0))))
+                .map_err(BackendError::from),
         )
+    }
+}
+
+/// The MySQL backend's two parts: its users (a [`UserSource`]) and their rules, which the
+/// background threads load (a [`RuleSource`]).
+#[derive(Clone)]
+pub struct MysqlBackend {
+    pub users: Arc<MysqlUsers>,
+    pub rules: Arc<MysqlRules>,
+}
+
+impl RuleSource for MysqlBackend {
+    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, BackendError> {
+        self.rules.load(username, user_id)
+    }
+
+    fn user_now(&self, username: &str) -> Result<Option<UserNow>, BackendError> {
+        self.users.user_now(username)
     }
 }
 

@@ -3,42 +3,26 @@
 
 pub mod options;
 
-use crate::acl::ChatTopics;
+use crate::acl::{AclConfig, ChatTopics};
+use crate::auth::AuthConfig;
+use crate::backend::BackendKind;
+use crate::backend::http::{HttpConfig, ParamsMode, ResponseMode};
+use crate::backend::mysql::MysqlConfig;
+use crate::chat::ValidationConfig;
+use crate::db::DbConfig;
+use crate::envelope::RequestLimits;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
+use crate::history::HistoryConfig;
 use crate::query::{self, ACL_BINDINGS, Bindings, GROUP_BINDINGS, Query, USER_BINDINGS};
+use crate::sessions::OfflineCaps;
+use crate::store::StoreConfig;
 use crate::throttle::ThrottleConfig;
+use crate::tls::TlsConfig;
 use options::{Kind, Part};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Which backend let a user in; its ACL checks go to the same backend.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// Rules loaded per user from `groupsquery` / `aclquery` and decided in memory.
-    #[default]
-    Mysql,
-    /// Each client, topic and access asked of the HTTP service (cached).
-    Http,
-}
-
-impl BackendKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Mysql => "mysql",
-            BackendKind::Http => "http",
-        }
-    }
-
-    /// Its users' topics are asked one by one, not decided from loaded rules.
-    pub fn asks_per_topic(self) -> bool {
-        self == BackendKind::Http
-    }
-}
 
 /// A configuration error; the broker refuses to start with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,82 +51,6 @@ fn err(option: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    pub ca: Option<PathBuf>,
-    /// A directory of CA certificates (`ssl_capath`), trusted with `ca`.
-    pub capath: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbConfig {
-    pub host: String,
-    pub port: u16,
-    pub socket: Option<PathBuf>,
-    pub dbname: Option<String>,
-    pub user: Option<String>,
-    pub pass: Option<String>,
-    pub tls: Option<TlsConfig>,
-    pub connect_timeout: Duration,
-    pub query_timeout: Duration,
-    pub pool_size: usize,
-}
-
-/// The MySQL backend's connection and user queries.
-#[derive(Debug, Clone)]
-pub struct MysqlConfig {
-    pub db: DbConfig,
-    pub userquery: Query,
-    pub superquery: Option<Query>,
-    /// The row of a user who logged in by a TLS certificate; `None`: `userquery`'s.
-    pub cert_userquery: Option<Query>,
-    /// The longest a first check waits for its login's rules (`rules_wait_ms`).
-    pub rules_wait: Duration,
-}
-
-/// How the HTTP backend sends its fields (`http_params_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamsMode {
-    /// `application/x-www-form-urlencoded`, as auth-plug sends them.
-    Form,
-    /// A JSON object, mosquitto-go-auth's default.
-    Json,
-}
-
-/// How the HTTP backend reads an answer (`http_response_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseMode {
-    /// The status alone: 2xx allows (auth-plug).
-    Status,
-    /// 200 with `{"ok": true}` (go-auth).
-    Json,
-    /// 200 with the body `ok` (go-auth).
-    Text,
-}
-
-/// The HTTP backend (auth-plug's `http_*` options, and go-auth's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpConfig {
-    /// `http://ip:port` or `https://...`, no trailing slash.
-    pub base_url: String,
-    /// `http_hostname`: the `Host` header, when it is not the address connected to.
-    pub host_header: Option<String>,
-    pub getuser_uri: String,
-    pub superuser_uri: Option<String>,
-    pub aclcheck_uri: Option<String>,
-    pub getuser_params: Vec<(String, String)>,
-    pub superuser_params: Vec<(String, String)>,
-    pub aclcheck_params: Vec<(String, String)>,
-    pub timeout: Duration,
-    pub params_mode: ParamsMode,
-    pub response_mode: ResponseMode,
-    pub verify_peer: bool,
-    /// How long an ACL answer is used (`acl_cacheseconds`).
-    pub acl_cache: Duration,
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `auth_opt_backends`, in the order they are asked.
@@ -151,11 +59,8 @@ pub struct Config {
     pub mysql: Option<MysqlConfig>,
     /// Set when `backends` names http.
     pub http: Option<HttpConfig>,
-    pub superusers: Option<glob::Pattern>,
-    /// `bridge_users`: the accounts other brokers bridge in with.
-    pub bridge_users: Option<glob::Pattern>,
-    pub auth_cache: Duration,
-    pub hash: HashSettings,
+    /// The logins: superusers, bridge accounts, the credential cache, passwords, the throttle.
+    pub auth: AuthConfig,
     pub acl: AclConfig,
     /// Chat payload validation and stamping; `None` when off (or chat rules off).
     pub validation: Option<ValidationConfig>,
@@ -167,7 +72,6 @@ pub struct Config {
     /// The largest `$CONTROL` requests read.
     pub requests: RequestLimits,
     pub log_level: log::LevelFilter,
-    pub throttle: ThrottleConfig,
     pub offline: OfflineCaps,
     /// Info lines for the start-up log (options of mosquitto-go-auth that change nothing).
     pub notes: Vec<String>,
@@ -193,79 +97,6 @@ impl Config {
             self.session_file = Some(dir.join(SESSIONS_IN_PERSISTENCE));
         }
     }
-}
-
-/// The limits on offline sessions (`auth_opt_offline_sessions_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OfflineCaps {
-    pub total: usize,
-    pub per_user: usize,
-}
-
-impl Default for OfflineCaps {
-    fn default() -> Self {
-        OfflineCaps {
-            // Offline persistent sessions kept for their queued deliveries; beyond this the
-            // oldest are forgotten (their queued chat messages are then refused until they
-            // log in again).
-            total: 100_000,
-            // Per username: one account cannot push out everyone else's.
-            per_user: 16,
-        }
-    }
-}
-
-/// Chat message storage (`persist_*`).
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Quoted (`quoted_table`).
-    pub table: String,
-    pub batch_rows: usize,
-    pub flush: Duration,
-    pub spool_dir: PathBuf,
-    pub spool_max_bytes: u64,
-    pub fsync: bool,
-}
-
-/// The largest requests read, in bytes (`control_max_request_kb`, `history_max_request_kb`):
-/// a larger one is refused unread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestLimits {
-    pub control: usize,
-    pub history: usize,
-}
-
-/// Chat history (`history_*`): reads the storage table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryConfig {
-    /// Threads, each with its own MySQL connection.
-    pub connections: usize,
-    /// Per client.
-    pub in_flight: u32,
-    /// Per client.
-    pub per_second: u32,
-    /// The most bytes of messages in one answer.
-    pub max_response_bytes: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidationConfig {
-    pub max_content_bytes: usize,
-    /// How long a `clientMsgId` keeps its first stamp (`chat_dedup_seconds`); 0: off.
-    pub dedup: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct AclConfig {
-    /// `None` when `chat_enabled` is false.
-    pub chat: Option<ChatTopics>,
-    /// The group ids of a user; set whenever the chat rules are on.
-    pub groupsquery: Option<Query>,
-    pub aclquery: Option<Query>,
-    /// How long loaded rules are used before the background refresh (`acl_cacheseconds`).
-    pub refresh: Duration,
-    /// The `%d` of `aclquery` for a SUBSCRIBE: 1 (the read rows) or 4 (go-auth's meaning).
-    pub subscribe_level: u8,
 }
 
 /// Options of auth-plug's other backends and of its features this plugin does not have:
@@ -499,13 +330,16 @@ impl Config {
             backends,
             mysql,
             http,
-            superusers,
-            bridge_users,
-            auth_cache,
-            hash: HashSettings {
-                forced,
-                salt_encoding,
-                salt_position,
+            auth: AuthConfig {
+                superusers,
+                bridge_users,
+                cache: auth_cache,
+                hash: HashSettings {
+                    forced,
+                    salt_encoding,
+                    salt_position,
+                },
+                throttle,
             },
             acl,
             validation,
@@ -513,7 +347,6 @@ impl Config {
             history,
             requests,
             log_level,
-            throttle,
             offline,
             notes,
             metrics_listen: given.get("metrics_listen").map(str::to_string),
@@ -1121,9 +954,9 @@ mod tests {
             config.mysql.as_ref().unwrap().db.pass.as_deref(),
             Some("p w")
         );
-        assert_eq!(config.auth_cache, Duration::from_secs(30));
+        assert_eq!(config.auth.cache, Duration::from_secs(30));
         assert_eq!(config.log_level, log::LevelFilter::Warn);
-        assert!(config.superusers.unwrap().matches("Sam"));
+        assert!(config.auth.superusers.unwrap().matches("Sam"));
         assert_eq!(
             config.mysql.as_ref().unwrap().userquery.sql,
             "SELECT password FROM users WHERE username = ? LIMIT 1"
@@ -1206,7 +1039,7 @@ mod tests {
     #[test]
     fn table_defaults_match_the_parts_defaults() {
         let (config, _) = parse(&[]).unwrap();
-        assert_eq!(config.throttle, ThrottleConfig::default());
+        assert_eq!(config.auth.throttle, ThrottleConfig::default());
         assert_eq!(config.offline, OfflineCaps::default());
     }
 
@@ -1221,8 +1054,8 @@ mod tests {
             config.mysql.as_ref().unwrap().db.query_timeout,
             Duration::from_secs(2)
         );
-        assert_eq!(config.auth_cache, Duration::ZERO);
-        assert!(config.hash.forced.is_none());
+        assert_eq!(config.auth.cache, Duration::ZERO);
+        assert!(config.auth.hash.forced.is_none());
     }
 
     #[test]
@@ -1553,7 +1386,7 @@ mod tests {
     #[test]
     fn throttle_offline_and_session_file_options() {
         let (config, _) = parse(&[]).unwrap();
-        assert_eq!(config.throttle, ThrottleConfig::default());
+        assert_eq!(config.auth.throttle, ThrottleConfig::default());
         assert_eq!(config.offline, OfflineCaps::default());
         assert_eq!(config.session_file, None);
         let (config, _) = parse(&[
@@ -1564,20 +1397,20 @@ mod tests {
             ("persist_spool_dir", "/var/lib/chat-auth"),
         ])
         .unwrap();
-        assert!(!config.throttle.enabled());
-        assert_eq!(config.throttle.max, Duration::from_secs(5));
+        assert!(!config.auth.throttle.enabled());
+        assert_eq!(config.auth.throttle.max, Duration::from_secs(5));
         let (budget, _) = parse(&[
             ("login_throttle_budget_percent", "5"),
             ("login_throttle_known_device_days", "7"),
             ("login_throttle_known_devices", "0"),
         ])
         .unwrap();
-        assert_eq!(budget.throttle.budget_percent, 5);
+        assert_eq!(budget.auth.throttle.budget_percent, 5);
         assert_eq!(
-            budget.throttle.known_device_lifetime,
+            budget.auth.throttle.known_device_lifetime,
             Duration::from_secs(7 * 86_400)
         );
-        assert_eq!(budget.throttle.known_devices, 0);
+        assert_eq!(budget.auth.throttle.known_devices, 0);
         assert_eq!(config.offline.per_user, 2);
         assert_eq!(
             config.session_file,
@@ -1634,12 +1467,12 @@ mod tests {
             config.mysql.as_ref().unwrap().db.pass.as_deref(),
             Some("maxsystem@2021")
         );
-        assert_eq!(config.auth_cache, Duration::from_secs(30));
+        assert_eq!(config.auth.cache, Duration::from_secs(30));
         assert_eq!(config.acl.refresh, Duration::from_secs(40));
         assert!(config.mysql.as_ref().unwrap().superquery.is_some());
         assert_eq!(config.acl.subscribe_level, 4, "go-auth's SUBSCRIBE level");
         assert!(config.acl.chat.is_none(), "no chat model under go-auth");
-        assert_eq!(config.hash.salt_encoding, SaltEncoding::Base64);
+        assert_eq!(config.auth.hash.salt_encoding, SaltEncoding::Base64);
         assert_eq!(config.log_level, log::LevelFilter::Debug);
         assert!(
             config
@@ -1677,9 +1510,9 @@ mod tests {
         .unwrap();
         assert!(config.acl.chat.is_some(), "chat rules stay on");
         assert_eq!(config.acl.subscribe_level, 1);
-        assert_eq!(config.hash.salt_encoding, SaltEncoding::Literal);
+        assert_eq!(config.auth.hash.salt_encoding, SaltEncoding::Literal);
         assert_eq!(
-            config.auth_cache,
+            config.auth.cache,
             Duration::from_secs(30),
             "the alias still reads"
         );
@@ -1701,11 +1534,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            config.hash.forced,
+            config.auth.hash.forced,
             Some(Format::Hex(crate::hash::DigestAlgorithm::Sha256))
         );
-        assert_eq!(config.hash.salt_encoding, SaltEncoding::Base64);
-        assert_eq!(config.hash.salt_position, SaltPosition::Suffix);
+        assert_eq!(config.auth.hash.salt_encoding, SaltEncoding::Base64);
+        assert_eq!(config.auth.hash.salt_position, SaltPosition::Suffix);
     }
 
     #[test]

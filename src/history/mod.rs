@@ -35,6 +35,19 @@ const MAX_COMMANDS: usize = 10;
 /// An `INBOX` reads one index range per group: a user in more groups asks per group.
 pub const MAX_INBOX_GROUPS: usize = 500;
 
+/// Chat history (`history_*`): reads the storage table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Threads, each with its own MySQL connection.
+    pub connections: usize,
+    /// Per client.
+    pub in_flight: u32,
+    /// Per client.
+    pub per_second: u32,
+    /// The most bytes of messages in one answer.
+    pub max_response_bytes: usize,
+}
+
 /// Which messages a request reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Thread {

@@ -11,11 +11,11 @@
 
 use super::{Client, Entry, Plugin, State};
 use crate::acl::RuleSet;
-use crate::auth::{Authenticator, BackendKind, Decision, Identity, Refusal};
-use crate::db::DbError;
+use crate::auth::{Authenticator, Decision, Identity, Refusal};
+use crate::backend::{BackendError, BackendKind, RuleSource, UserSource};
 use crate::delayed::{Held, LoginThreads, Waiting};
 use crate::logging::printable;
-use crate::refresh::{Done, RuleSource, Work};
+use crate::refresh::{Done, Work};
 use crate::sessions::{Loaded, LoginKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ pub(super) enum Answer {
     Rules {
         client_id: Box<[u8]>,
         ticket: u64,
-        result: Result<RuleSet, DbError>,
+        result: Result<RuleSet, BackendError>,
     },
 }
 
@@ -119,7 +119,7 @@ impl Turns {
 }
 
 /// The login threads' work: the same check as on the broker thread, or a rules load.
-fn work<S: crate::auth::UserSource>(
+fn work<S: UserSource>(
     auth: &Authenticator<S>,
     rules: Option<&dyn RuleSource>,
     turns: &Turns,
@@ -164,14 +164,14 @@ fn work<S: crate::auth::UserSource>(
             ticket,
             result: match rules {
                 Some(source) => source.load(&username, &user_id),
-                None => Err(DbError::Unavailable("no mysql backend".into())),
+                None => Err(BackendError::Unavailable("no mysql backend".into())),
             },
         },
     })
 }
 
 impl Later {
-    pub(super) fn start<S: crate::auth::UserSource + Send + Sync + 'static>(
+    pub(super) fn start<S: UserSource + Send + Sync + 'static>(
         auth: Arc<Authenticator<S>>,
         rules: Option<Arc<dyn RuleSource>>,
         wake: Option<crate::action::Waker>,

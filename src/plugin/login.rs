@@ -3,7 +3,8 @@
 //! username the broker holds for them.
 
 use super::{Client, Entry, Plugin, State};
-use crate::auth::{BackendKind, Decision, Identity, Refusal};
+use crate::auth::{Decision, Identity, Refusal};
+use crate::backend::BackendKind;
 use crate::logging::printable;
 use crate::refresh::Work;
 use crate::sessions::LoginKind;

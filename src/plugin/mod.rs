@@ -2,12 +2,14 @@
 //! edge owns one `Plugin` and forwards each broker event to it.
 
 use crate::acl::ChatTopics;
-use crate::auth::{Authenticator, Identity, UserSource};
+use crate::auth::{Authenticator, Identity};
+use crate::backend::UserSource;
 use crate::backend::http::HttpBackend;
-use crate::backend::mysql::{MysqlRules, MysqlUsers};
+use crate::backend::mysql::MysqlBackend;
+use crate::chat::ValidationConfig;
 use crate::cluster;
-use crate::config::{RequestLimits, ValidationConfig};
 use crate::dedup::Dedup;
+use crate::envelope::RequestLimits;
 use crate::exporter::Exporter;
 use crate::history::{Limits, reader::Reader};
 use crate::metrics;
@@ -38,12 +40,6 @@ pub use crate::history::ResponseTo;
 /// A backend as the authenticator asks it.
 type Source = Arc<dyn UserSource + Send + Sync>;
 
-/// The MySQL backend's parts.
-struct Mysql {
-    users: Arc<MysqlUsers>,
-    rules: Arc<MysqlRules>,
-}
-
 mod acl;
 mod admin;
 mod figures;
@@ -59,7 +55,7 @@ pub struct Plugin {
     later: Option<later::Later>,
     /// Holds the loop waker's signal back while the broker thread waits on the network (2.1).
     hush: Option<crate::action::Hush>,
-    mysql: Option<Mysql>,
+    mysql: Option<MysqlBackend>,
     http: Option<Arc<HttpBackend>>,
     chat: Option<ChatTopics>,
     validation: Option<ValidationConfig>,

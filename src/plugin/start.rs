@@ -1,19 +1,20 @@
 //! Starting the plugin: the options read, the backends and background parts started, the
 //! sessions file read back; and at shutdown, the sessions file written once more.
 
-use super::{History, Mysql, Plugin, Source, State, later};
+use super::{History, Plugin, Source, State, later};
 use crate::acl::RuleSet;
-use crate::auth::{Authenticator, BackendKind};
+use crate::auth::Authenticator;
 use crate::backend::http::HttpBackend;
-use crate::backend::mysql::{MysqlRules, MysqlUsers};
+use crate::backend::mysql::{MysqlBackend, MysqlRules, MysqlUsers};
+use crate::backend::{BackendError, BackendKind, RuleSource, UserNow};
 use crate::cluster;
 use crate::config::Config;
-use crate::db::{Db, DbError, Probe};
+use crate::db::{Db, Probe};
 use crate::dedup::{self, Dedup};
 use crate::exporter::Exporter;
 use crate::history::{self, Limits, reader::Reader};
 use crate::metrics;
-use crate::refresh::{Refresher, RuleSource, Work};
+use crate::refresh::{Refresher, Work};
 use crate::resend::{self, Resends};
 use crate::sessions::Registry;
 use crate::store::Store;
@@ -60,7 +61,7 @@ impl Plugin {
             addresses.push(format!("HTTP {}", http.base_url));
         }
         let history_db = config.mysql.as_ref().map(|m| m.db.clone());
-        let mysql = config.mysql.map(|mysql| -> Result<Mysql, String> {
+        let mysql = config.mysql.map(|mysql| -> Result<MysqlBackend, String> {
             let mut checks = vec![("userquery", mysql.userquery.sql.clone())];
             for (name, query) in [
                 ("superquery", &mysql.superquery),
@@ -93,7 +94,7 @@ impl Plugin {
                 config.acl.aclquery.clone(),
                 config.acl.subscribe_level,
             ));
-            Ok(Mysql { users, rules })
+            Ok(MysqlBackend { users, rules })
         });
         let mysql = mysql.transpose()?;
         let http = config
@@ -111,17 +112,15 @@ impl Plugin {
         let acl = config.acl;
         let auth = Authenticator::new(
             sources,
-            config.hash,
-            config.superusers,
-            config.auth_cache,
-            config.throttle,
+            config.auth.hash,
+            config.auth.superusers,
+            config.auth.cache,
+            config.auth.throttle,
         )
-        .with_bridge_users(config.bridge_users);
+        .with_bridge_users(config.auth.bridge_users);
         let auth = Arc::new(auth);
         let background = Arc::new(Background {
-            mysql: mysql
-                .as_ref()
-                .map(|m| (Arc::clone(&m.rules), Arc::clone(&m.users))),
+            mysql: mysql.clone(),
             times: Arc::clone(&auth.times),
         });
         let refresher = Refresher::start(Arc::clone(&background) as Arc<dyn RuleSource>)?;
@@ -167,7 +166,7 @@ impl Plugin {
             (Some(settings), Some(persist), Some(db)) => {
                 // A pool of its own: history pages never take the connections logins wait on.
                 let db = Db::start(
-                    &crate::config::DbConfig {
+                    &crate::db::DbConfig {
                         pool_size: settings.connections,
                         ..db
                     },
@@ -212,7 +211,7 @@ impl Plugin {
             } else {
                 format!(" ({})", addresses.join(", "))
             },
-            config.auth_cache.as_secs(),
+            config.auth.cache.as_secs(),
             match (&acl.chat, &mysql) {
                 (Some(_), _) => "on",
                 (None, None) =>
@@ -342,27 +341,27 @@ const RULES_LABEL: &str = "rules";
 /// The background thread's sources: rules, and user rows read again after a re-check
 /// (MySQL's; without the mysql backend no job is ever made).
 struct Background {
-    mysql: Option<(Arc<MysqlRules>, Arc<MysqlUsers>)>,
+    mysql: Option<MysqlBackend>,
     /// Rules loads are timed with the logins (`loginTimes` in the stats).
     times: Arc<crate::auth::LoginTimes>,
 }
 
 impl RuleSource for Background {
-    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, DbError> {
+    fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, BackendError> {
         let started = Instant::now();
         let rules = match &self.mysql {
-            Some((rules, _)) => rules.load(username, user_id),
-            None => Err(DbError::Unavailable("no mysql backend".into())),
+            Some(mysql) => mysql.load(username, user_id),
+            None => Err(BackendError::Unavailable("no mysql backend".into())),
         };
         self.times
             .add(RULES_LABEL, Duration::ZERO, started.elapsed());
         rules
     }
 
-    fn user_now(&self, username: &str) -> Result<Option<crate::auth::UserNow>, DbError> {
+    fn user_now(&self, username: &str) -> Result<Option<UserNow>, BackendError> {
         match &self.mysql {
-            Some((_, users)) => users.user_now(username),
-            None => Err(DbError::Unavailable("no mysql backend".into())),
+            Some(mysql) => mysql.user_now(username),
+            None => Err(BackendError::Unavailable("no mysql backend".into())),
         }
     }
 }

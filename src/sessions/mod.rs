@@ -31,9 +31,8 @@ mod rules;
 
 use crate::acl::{ChatTopics, GroupIds, PatternSet, RuleSet};
 use crate::action::Reply;
-use crate::auth::{BackendKind, Proof};
-pub use crate::config::OfflineCaps;
-use crate::db::DbError;
+use crate::auth::Proof;
+use crate::backend::{BackendError, BackendKind};
 use crate::history;
 use crate::names::same_name;
 use std::cmp::Reverse;
@@ -46,6 +45,26 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Client ids of unknown clients logged once; the set is cleared when full.
 const UNKNOWN_LOG_MEMORY: usize = 1024;
+
+/// The limits on offline sessions (`auth_opt_offline_sessions_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineCaps {
+    pub total: usize,
+    pub per_user: usize,
+}
+
+impl Default for OfflineCaps {
+    fn default() -> Self {
+        OfflineCaps {
+            // Offline persistent sessions kept for their queued deliveries; beyond this the
+            // oldest are forgotten (their queued chat messages are then refused until they
+            // log in again).
+            total: 100_000,
+            // Per username: one account cannot push out everyone else's.
+            per_user: 16,
+        }
+    }
+}
 
 /// What the edge can tell about the client of a callback, asked only when needed.
 pub trait ClientFacts {
@@ -121,7 +140,7 @@ pub enum Pending {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     pub job: Job,
-    pub result: Result<RuleSet, DbError>,
+    pub result: Result<RuleSet, BackendError>,
 }
 
 /// How an applied result went, for the control answer.

@@ -5,7 +5,7 @@
 use super::{Applied, HeldRules, Job, Loaded, RETRY_AFTER_FAILURE, Registry, UserEntry};
 use crate::acl::{self, PatternSet, RuleSet};
 use crate::action::Reply;
-use crate::db::DbError;
+use crate::backend::BackendError;
 use crate::logging::printable;
 use crate::names::same_name;
 use std::cmp::Reverse;
@@ -23,7 +23,7 @@ impl Registry {
     pub fn apply_urgent(
         &mut self,
         now: Instant,
-        mut load: impl FnMut(&Job) -> Result<RuleSet, DbError>,
+        mut load: impl FnMut(&Job) -> Result<RuleSet, BackendError>,
     ) -> usize {
         let jobs = self.urgent_jobs();
         let count = jobs.len();

@@ -38,7 +38,7 @@ fn rules(user_id: &str, groups: &[&str]) -> RuleSet {
     }
 }
 
-fn no_load() -> Result<RuleSet, DbError> {
+fn no_load() -> Result<RuleSet, BackendError> {
     panic!("rules should have been reused")
 }
 
@@ -107,8 +107,8 @@ impl Registry {
         kind: LoginKind,
         identity: &Identity,
         now: Instant,
-        load: impl FnOnce() -> Result<RuleSet, DbError>,
-    ) -> Result<(), DbError> {
+        load: impl FnOnce() -> Result<RuleSet, BackendError>,
+    ) -> Result<(), BackendError> {
         let pending = self.urgent_jobs();
         let held = self
             .users
@@ -297,7 +297,7 @@ fn a_first_login_waits_for_its_rules_and_a_failed_load_grants_no_group() {
     reg.apply(
         Loaded {
             job,
-            result: Err(DbError::Unavailable("down".into())),
+            result: Err(BackendError::Unavailable("down".into())),
         },
         now,
     );
@@ -844,7 +844,7 @@ fn refresh_swaps_rules_and_failure_keeps_them() {
     let failed = reg.apply(
         Loaded {
             job: jobs[0].clone(),
-            result: Err(DbError::Unavailable("down".into())),
+            result: Err(BackendError::Unavailable("down".into())),
         },
         now + REFRESH,
     );

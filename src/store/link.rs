@@ -14,7 +14,7 @@
 //! dropped, and the batch is written again; the table's unique `message_id` makes that
 //! write skip the rows already there, so a message is stored once either way.
 
-use crate::config::DbConfig;
+use crate::db::DbConfig;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Row, Value};
 use std::time::Duration;

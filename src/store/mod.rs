@@ -10,7 +10,7 @@ pub mod link;
 mod mapped_file;
 pub mod spool;
 
-use crate::config::{DbConfig, StoreConfig};
+use crate::db::DbConfig;
 use link::{Failure, Link};
 use mysql::Value;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,18 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Chat message storage (`persist_*`).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Quoted (`quoted_table`).
+    pub table: String,
+    pub batch_rows: usize,
+    pub flush: Duration,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub fsync: bool,
+}
 
 /// One stored chat message: a row of the messages table. The broker thread holds it with
 /// borrowed text (`NewRecord`, encoded into the spool without a copy per field); the writer

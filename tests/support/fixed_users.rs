@@ -1,8 +1,7 @@
 //! The user source of the harnesses without MySQL (`tests/memory.rs`, `examples/hotpath.rs`):
 //! every user's row is MariaDB's `PASSWORD('secret')`, user id = the digits of the name.
 
-use chat_auth::auth::{BackendKind, Lookup, UserRecord, UserSource};
-use chat_auth::db::DbError;
+use chat_auth::backend::{BackendError, BackendKind, Lookup, UserRecord, UserSource};
 
 pub struct Users;
 
@@ -10,7 +9,7 @@ impl UserSource for Users {
     fn kind(&self) -> BackendKind {
         BackendKind::Mysql
     }
-    fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, DbError> {
+    fn lookup(&self, username: &str, _: &[u8], _: &[u8]) -> Result<Lookup, BackendError> {
         Ok(Lookup::Row(UserRecord {
             hash: Some(b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7".to_vec()),
             salt: None,
@@ -19,10 +18,10 @@ impl UserSource for Users {
             ..Default::default()
         }))
     }
-    fn superquery(&self, _: &str) -> Option<Result<bool, DbError>> {
+    fn superquery(&self, _: &str) -> Option<Result<bool, BackendError>> {
         None
     }
-    fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, DbError> {
+    fn fetch_certificate_user(&self, _: &str) -> Result<Option<UserRecord>, BackendError> {
         Ok(None)
     }
 }

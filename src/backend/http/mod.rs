@@ -20,9 +20,7 @@
 
 use crate::acl::Access;
 use crate::action::Action;
-use crate::auth::{BackendKind, Lookup, UserRecord, UserSource};
-use crate::config::{HttpConfig, ParamsMode, ResponseMode};
-use crate::db::DbError;
+use crate::backend::{BackendError, BackendKind, Lookup, UserRecord, UserSource};
 use crate::logging::printable;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -44,6 +42,47 @@ pub use cache::{AnswerCache, Cached};
 use jobs::{Job, Jobs};
 pub use pauses::{Backoff, Breaker, Key, Keys, Pauses};
 pub use protocol::{Answer, FieldValue, acc, body, fields, verdict};
+
+/// How the HTTP backend sends its fields (`http_params_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamsMode {
+    /// `application/x-www-form-urlencoded`, as auth-plug sends them.
+    Form,
+    /// A JSON object, mosquitto-go-auth's default.
+    Json,
+}
+
+/// How the HTTP backend reads an answer (`http_response_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// The status alone: 2xx allows (auth-plug).
+    Status,
+    /// 200 with `{"ok": true}` (go-auth).
+    Json,
+    /// 200 with the body `ok` (go-auth).
+    Text,
+}
+
+/// The HTTP backend (auth-plug's `http_*` options, and go-auth's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `http://ip:port` or `https://...`, no trailing slash.
+    pub base_url: String,
+    /// `http_hostname`: the `Host` header, when it is not the address connected to.
+    pub host_header: Option<String>,
+    pub getuser_uri: String,
+    pub superuser_uri: Option<String>,
+    pub aclcheck_uri: Option<String>,
+    pub getuser_params: Vec<(String, String)>,
+    pub superuser_params: Vec<(String, String)>,
+    pub aclcheck_params: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub params_mode: ParamsMode,
+    pub response_mode: ResponseMode,
+    pub verify_peer: bool,
+    /// How long an ACL answer is used (`acl_cacheseconds`).
+    pub acl_cache: Duration,
+}
 
 /// Bytes of ACL answers kept (about 73,000 answers; `AnswerCache::ENTRY_BYTES`).
 const ACL_CACHE_BYTES: usize = 8 << 20;
@@ -495,7 +534,12 @@ impl UserSource for HttpBackend {
         BackendKind::Http
     }
 
-    fn lookup(&self, username: &str, password: &[u8], client_id: &[u8]) -> Result<Lookup, DbError> {
+    fn lookup(
+        &self,
+        username: &str,
+        password: &[u8],
+        client_id: &[u8],
+    ) -> Result<Lookup, BackendError> {
         // A password that is not UTF-8 cannot be sent as auth-plug sends it.
         let Ok(password) = std::str::from_utf8(password) else {
             return Ok(Lookup::Unknown);
@@ -525,11 +569,11 @@ impl UserSource for HttpBackend {
                 inner.state().logins.remove(&key);
                 Ok(Lookup::Unknown)
             }
-            Answer::Error(why) => Err(DbError::Service(why)),
+            Answer::Error(why) => Err(BackendError::Service(why)),
         }
     }
 
-    fn superquery(&self, username: &str) -> Option<Result<bool, DbError>> {
+    fn superquery(&self, username: &str) -> Option<Result<bool, BackendError>> {
         let inner = &*self.inner;
         let uri = inner.config.superuser_uri.as_ref()?;
         let now = Instant::now();
@@ -557,11 +601,11 @@ impl UserSource for HttpBackend {
                 inner.state().superusers.put(key, false, Instant::now());
                 Ok(false)
             }
-            Answer::Error(why) => Err(DbError::Service(why)),
+            Answer::Error(why) => Err(BackendError::Service(why)),
         })
     }
 
-    fn fetch_certificate_user(&self, _username: &str) -> Result<Option<UserRecord>, DbError> {
+    fn fetch_certificate_user(&self, _username: &str) -> Result<Option<UserRecord>, BackendError> {
         // auth-plug's protocol has no question for a user without a password.
         Ok(None)
     }
