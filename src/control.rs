@@ -13,6 +13,7 @@
 use crate::action::Action;
 use crate::cluster::{self, ClusterCommand};
 use crate::envelope::{Body, Bounds, commands};
+use crate::figures::{LoginTime, Snapshot, Storage};
 use crate::logging::printable;
 use crate::sessions::{Job, Registry};
 use serde_json::{Value, json};
@@ -162,6 +163,83 @@ impl Context<'_> {
             payload: cluster::encode(&id, &command),
         });
     }
+}
+
+/// `getStats`' answer: the figures of a snapshot (with the throttle's read).
+pub fn stats(s: &Snapshot) -> Value {
+    let sessions = &s.sessions;
+    let throttle = s.throttle.clone().unwrap_or_default();
+    let mut data = json!({
+        "sessions": sessions.sessions,
+        "onlineSessions": sessions.online,
+        "offlineSessions": sessions.offline,
+        "restoredSessions": sessions.restored,
+        "unvalidatedDeliveriesRefused": sessions.unvalidated_refused,
+        "throttledKeys": json!({
+            "usernames": throttle.usernames,
+            "addresses": throttle.addresses,
+            "knownDevices": throttle.known_devices,
+            "bytes": throttle.bytes,
+            "failedLoginMicros": {
+                "newDevices": throttle.new_failed_us,
+                "knownDevices": throttle.known_failed_us,
+            },
+            "refused": {
+                "budget": throttle.refused_budget,
+                "knownBudget": throttle.refused_known_budget,
+                "username": throttle.refused_username,
+                "address": throttle.refused_address,
+                "device": throttle.refused_device,
+            },
+        }),
+        "usersWithRules": sessions.users,
+        "refreshes": sessions.refreshes,
+        "refreshFailures": sessions.refresh_failures,
+        "cachedLogins": s.logins_cached,
+        "loginTimes": login_times(&s.login_times),
+        "databaseDown": s.database_down,
+    });
+    if let Some(storage) = &s.storage {
+        data["storage"] = storage_stats(storage);
+    }
+    if let Some(history) = &s.history {
+        data["history"] = json!({
+            "pagesAnswered": history.pages,
+            "pagesFailed": history.failed,
+            "queryMicros": history.query_us,
+            "clientsTracked": history.clients_tracked,
+        });
+    }
+    data
+}
+
+/// `{"<format>": {"logins", "hashMicros", "databaseMicros"}, "rules": {...}}`.
+fn login_times(times: &[LoginTime]) -> Value {
+    let mut out = serde_json::Map::new();
+    for time in times {
+        out.insert(
+            time.format.clone(),
+            json!({
+                "logins": time.logins,
+                "hashMicros": time.hash_us,
+                "databaseMicros": time.database_us,
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// `getStats`' `storage` (also logged now and then).
+pub fn storage_stats(storage: &Storage) -> Value {
+    json!({
+        "queuedMessages": storage.queued,
+        "spoolBytes": storage.pending_bytes,
+        "spoolFull": storage.full,
+        "rowsWritten": storage.rows_written,
+        "batches": storage.batches,
+        "failedAttempts": storage.failed_attempts,
+        "rejectedRows": storage.rejected_rows,
+    })
 }
 
 pub use crate::envelope::{answer, response};
@@ -318,5 +396,17 @@ mod tests {
             !seen.first_time(&id),
             "its own command is not run again here"
         );
+    }
+
+    /// `getStats`' answer for known snapshots, as kept in `tests/figures/stats.json`.
+    #[test]
+    fn golden_get_stats() {
+        use crate::figures::golden;
+        let mut text = String::new();
+        for (name, snapshot) in [("full", golden::full()), ("bare", golden::bare())] {
+            let data = serde_json::to_string_pretty(&stats(&snapshot)).unwrap();
+            text.push_str(&format!("// {name}\n{data}\n"));
+        }
+        golden::check("stats.json", &text);
     }
 }

@@ -457,4 +457,46 @@ mod tests {
         let address = taken.local_addr().unwrap().to_string();
         assert!(Exporter::start(&address).is_err());
     }
+
+    /// The OpenMetrics text with the samples of each family in order (the encoder gives a
+    /// family's series in no set order).
+    fn sorted_text(exporter: &Exporter) -> String {
+        let mut body = String::new();
+        encode(&mut body, &exporter.families.registry()).unwrap();
+        let mut out = String::new();
+        let mut samples: Vec<&str> = Vec::new();
+        for line in body.lines() {
+            if line.starts_with('#') {
+                samples.sort_unstable();
+                for sample in samples.drain(..) {
+                    out.push_str(sample);
+                    out.push('\n');
+                }
+                out.push_str(line);
+                out.push('\n');
+            } else {
+                samples.push(line);
+            }
+        }
+        assert!(samples.is_empty(), "the text ends with # EOF");
+        out
+    }
+
+    /// What the endpoint serves for known snapshots (one given after the other, and one
+    /// alone), as kept in `tests/figures/prometheus.txt`.
+    #[test]
+    fn golden_prometheus_text() {
+        use crate::figures::golden;
+        let mut text = String::new();
+        let mut exporter = Exporter::start("127.0.0.1:0").unwrap();
+        for (name, snapshot) in [("full", golden::full()), ("later", golden::later())] {
+            exporter.update(&snapshot.counters, &Gauges::of(&snapshot));
+            text.push_str(&format!("## after {name}\n{}", sorted_text(&exporter)));
+        }
+        let mut exporter = Exporter::start("127.0.0.1:0").unwrap();
+        let bare = golden::bare();
+        exporter.update(&bare.counters, &Gauges::of(&bare));
+        text.push_str(&format!("## bare\n{}", sorted_text(&exporter)));
+        golden::check("prometheus.txt", &text);
+    }
 }

@@ -20,6 +20,7 @@ pub mod dedup;
 pub mod delayed;
 pub mod envelope;
 pub mod exporter;
+pub mod figures;
 pub mod hash;
 pub mod history;
 pub mod logging;

@@ -3,40 +3,11 @@
 //! every `sys_interval`. Named in the style of Mosquitto's own `$SYS` topics. Pure: the
 //! plugin hands in the gauges it reads elsewhere.
 
-use std::collections::BTreeMap;
-
 /// The prefix of every topic.
 pub const PREFIX: &str = "$SYS/broker/chat-auth/";
 
-/// Counters; they only go up (until the broker restarts).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counters {
-    pub logins_accepted: u64,
-    pub logins_throttled: u64,
-    /// By reason (`wrong-password`, `unknown-user`, ...).
-    pub logins_refused: BTreeMap<&'static str, u64>,
-    pub acl_allowed: u64,
-    pub acl_denied: u64,
-    pub chat_accepted: u64,
-    /// By reason (`from-id-mismatch`, `not-json`, `spool-full`, ...).
-    pub chat_refused: BTreeMap<&'static str, u64>,
-    pub chat_retransmissions: u64,
-    /// Stamped chat messages relayed by a bridge: delivered, stored by the broker they
-    /// were sent to.
-    pub chat_relayed: u64,
-    /// Cluster commands run here from another broker.
-    pub cluster_commands: u64,
-}
-
-impl Counters {
-    pub fn login_refused(&mut self, reason: &'static str) {
-        *self.logins_refused.entry(reason).or_default() += 1;
-    }
-
-    pub fn chat_refused(&mut self, reason: &'static str) {
-        *self.chat_refused.entry(reason).or_default() += 1;
-    }
-}
+pub use crate::figures::Counters;
+use crate::figures::Snapshot;
 
 /// What is published, besides the counters: figures read from the other parts now.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -71,6 +42,44 @@ pub struct StorageGauges {
     pub spool_messages: u64,
     /// Milliseconds since the oldest message not yet in MySQL was stamped (0: none).
     pub backlog_age_ms: u64,
+}
+
+impl Gauges {
+    /// The gauges of a snapshot.
+    pub fn of(s: &Snapshot) -> Gauges {
+        Gauges {
+            logins_cached: s.logins_cached,
+            login_times: s
+                .login_times
+                .iter()
+                .map(|t| {
+                    (
+                        t.format.replace(['/', '+', '#', ' ', '$'], "_"),
+                        t.logins,
+                        t.hash_us,
+                        t.database_us,
+                    )
+                })
+                .collect(),
+            sessions_online: s.sessions.online,
+            sessions_offline: s.sessions.offline,
+            rules_refreshes: s.sessions.refreshes,
+            rules_refresh_failures: s.sessions.refresh_failures,
+            mysql_up: !s.database_down,
+            history: s.history.as_ref().map(|h| HistoryGauges {
+                pages: h.pages,
+                failed: h.failed,
+                query_us: h.query_us,
+            }),
+            storage: s.storage.as_ref().map(|st| StorageGauges {
+                rows_stored: st.rows_written,
+                rows_rejected: st.rejected_rows,
+                spool_bytes: st.backlog_bytes,
+                spool_messages: st.queued,
+                backlog_age_ms: st.backlog_age_ms,
+            }),
+        }
+    }
 }
 
 /// Every topic (under `PREFIX`) with its value, in a stable order.
@@ -160,5 +169,23 @@ mod tests {
         assert_eq!(get("storage/rows-stored"), Some("7"));
         assert_eq!(get("history/pages"), Some("4"));
         assert!(topics.iter().all(|(t, _)| t.starts_with(PREFIX)));
+    }
+
+    /// The topics and values of known snapshots, as kept in `tests/figures/sys.txt`.
+    #[test]
+    fn golden_sys_topics() {
+        use crate::figures::golden;
+        let mut text = String::new();
+        for (name, snapshot) in [
+            ("full", golden::full()),
+            ("later", golden::later()),
+            ("bare", golden::bare()),
+        ] {
+            text.push_str(&format!("# {name}\n"));
+            for (topic, value) in topics(&snapshot.counters, &Gauges::of(&snapshot)) {
+                text.push_str(&format!("{topic} {value}\n"));
+            }
+        }
+        golden::check("sys.txt", &text);
     }
 }

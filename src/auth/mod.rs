@@ -7,7 +7,7 @@
 use crate::backend::{BackendError, BackendKind, Lookup, UserNow, UserRecord, UserSource};
 use crate::hash::{self, HashError, HashSettings};
 use crate::logging::printable;
-use crate::throttle::{self, Event, Refused, Throttle, ThrottleConfig};
+use crate::throttle::{self, Event, Throttle, ThrottleConfig};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -351,25 +351,8 @@ impl<S: UserSource> Authenticator<S> {
     }
 
     /// What the throttle remembers and what its budgets were charged (for stats).
-    pub fn throttled_keys(&self) -> serde_json::Value {
-        let s = self.throttle().stats();
-        serde_json::json!({
-            "usernames": s.usernames,
-            "addresses": s.addresses,
-            "knownDevices": s.known_devices,
-            "bytes": s.bytes,
-            "failedLoginMicros": {
-                "newDevices": s.new_failed.as_micros() as u64,
-                "knownDevices": s.known_failed.as_micros() as u64,
-            },
-            "refused": {
-                "budget": s.refused(Refused::Budget),
-                "knownBudget": s.refused(Refused::KnownBudget),
-                "username": s.refused(Refused::Username),
-                "address": s.refused(Refused::Address),
-                "device": s.refused(Refused::Device),
-            },
-        })
+    pub fn throttle_stats(&self) -> crate::throttle::Stats {
+        self.throttle().stats()
     }
 
     /// Number of remembered logins (for tests and stats).

@@ -472,9 +472,9 @@ fn a_wrong_password_flood_is_refused_unchecked_but_not_the_owners_device() {
         login(b"secret", "laptop", "10.2.2.2", later),
         Decision::Allow(_)
     ));
-    let stats = a.throttled_keys();
-    assert_eq!(stats["knownDevices"], 2, "{stats}");
-    assert_eq!(stats["usernames"], 1, "{stats}");
+    let stats = a.throttle_stats();
+    assert_eq!(stats.known_devices, 2, "{stats:?}");
+    assert_eq!(stats.usernames, 1, "{stats:?}");
     // A database outage is not the client's fault.
     a.sources[0].down.set(true);
     for _ in 0..30 {

@@ -12,7 +12,6 @@ use crate::dedup::Dedup;
 use crate::envelope::RequestLimits;
 use crate::exporter::Exporter;
 use crate::history::{Limits, reader::Reader};
-use crate::metrics;
 use crate::refresh::Refresher;
 use crate::resend::Resends;
 use crate::sessions::{ClientFacts, Registry};
@@ -102,7 +101,7 @@ struct State {
     /// `check_ticks`.
     untick_since: Option<Instant>,
     /// The figures published under `$SYS/broker/chat-auth/`.
-    counters: metrics::Counters,
+    counters: crate::figures::Counters,
     next_sys_publish: Instant,
     /// The Prometheus endpoint (`metrics_listen`), given the figures every second.
     exporter: Option<Exporter>,

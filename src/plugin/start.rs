@@ -13,7 +13,6 @@ use crate::db::{Db, Probe};
 use crate::dedup::{self, Dedup};
 use crate::exporter::Exporter;
 use crate::history::{self, Limits, reader::Reader};
-use crate::metrics;
 use crate::refresh::{Refresher, Work};
 use crate::resend::{self, Resends};
 use crate::sessions::Registry;
@@ -294,7 +293,7 @@ impl Plugin {
                 next_full_tick: Instant::now(),
                 save_seq: 0,
                 untick_since: Some(Instant::now()),
-                counters: metrics::Counters::default(),
+                counters: crate::figures::Counters::default(),
                 next_sys_publish: Instant::now(),
                 exporter,
                 next_export: Instant::now(),

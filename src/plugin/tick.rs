@@ -8,7 +8,6 @@ use crate::logging::printable;
 use crate::refresh::{Done, Work};
 use crate::sessions::Applied;
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Plugin {
@@ -36,12 +35,9 @@ impl Plugin {
         }
         if state.exporter.is_some() && now >= state.next_export {
             state.next_export = now + EXPORT_PERIOD;
-            let gauges = self.gauges(&state);
-            let State {
-                exporter, counters, ..
-            } = &mut *state;
-            if let Some(exporter) = exporter {
-                exporter.update(counters, &gauges);
+            let snapshot = self.snapshot(&state, figures::Throttle::Skip);
+            if let Some(exporter) = &mut state.exporter {
+                exporter.update(&snapshot.counters, &crate::metrics::Gauges::of(&snapshot));
             }
         }
         if let Some(http) = &self.http {
@@ -92,14 +88,10 @@ impl Plugin {
         }
         if let Some(store) = store {
             if now.duration_since(*last_stats_log) >= STATS_LOG_INTERVAL {
-                let counters = &store.counters;
-                let figures = (
-                    counters.rows_written.load(Ordering::Relaxed),
-                    counters.failed_attempts.load(Ordering::Relaxed),
-                );
-                let queued = store.usage().pending_records.load(Ordering::Relaxed);
-                if figures != *last_stats || queued > 0 {
-                    log::info!("chat storage: {}", figures::storage_stats(store));
+                let storage = figures::storage(store);
+                let figures = (storage.rows_written, storage.failed_attempts);
+                if figures != *last_stats || storage.queued > 0 {
+                    log::info!("chat storage: {}", control::storage_stats(&storage));
                 }
                 *last_stats = figures;
                 *last_stats_log = now;
