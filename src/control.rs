@@ -13,10 +13,10 @@
 use crate::action::Action;
 use crate::cluster::{self, ClusterCommand};
 use crate::envelope::{Body, Bounds, commands};
-use crate::figures::{LoginTime, Snapshot, Storage};
+use crate::figures::{self, FIGURES, Figure, Snapshot, Storage};
 use crate::logging::printable;
 use crate::sessions::{Job, Registry};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub const TOPIC: &str = "$CONTROL/chat-auth/v1";
 pub const RESPONSE_TOPIC: &str = "$CONTROL/chat-auth/v1/response";
@@ -165,81 +165,72 @@ impl Context<'_> {
     }
 }
 
-/// `getStats`' answer: the figures of a snapshot (with the throttle's read).
-pub fn stats(s: &Snapshot) -> Value {
-    let sessions = &s.sessions;
-    let throttle = s.throttle.clone().unwrap_or_default();
-    let mut data = json!({
-        "sessions": sessions.sessions,
-        "onlineSessions": sessions.online,
-        "offlineSessions": sessions.offline,
-        "restoredSessions": sessions.restored,
-        "unvalidatedDeliveriesRefused": sessions.unvalidated_refused,
-        "throttledKeys": json!({
-            "usernames": throttle.usernames,
-            "addresses": throttle.addresses,
-            "knownDevices": throttle.known_devices,
-            "bytes": throttle.bytes,
-            "failedLoginMicros": {
-                "newDevices": throttle.new_failed_us,
-                "knownDevices": throttle.known_failed_us,
-            },
-            "refused": {
-                "budget": throttle.refused_budget,
-                "knownBudget": throttle.refused_known_budget,
-                "username": throttle.refused_username,
-                "address": throttle.refused_address,
-                "device": throttle.refused_device,
-            },
-        }),
-        "usersWithRules": sessions.users,
-        "refreshes": sessions.refreshes,
-        "refreshFailures": sessions.refresh_failures,
-        "cachedLogins": s.logins_cached,
-        "loginTimes": login_times(&s.login_times),
-        "databaseDown": s.database_down,
-    });
-    if let Some(storage) = &s.storage {
-        data["storage"] = storage_stats(storage);
-    }
-    if let Some(history) = &s.history {
-        data["history"] = json!({
-            "pagesAnswered": history.pages,
-            "pagesFailed": history.failed,
-            "queryMicros": history.query_us,
-            "clientsTracked": history.clients_tracked,
-        });
-    }
-    data
+/// `getStats`' answer: every figure of the table with a `getStats` key, in the keys'
+/// order (`Stats::at`), from a snapshot with the throttle's figures read.
+pub fn stats(snapshot: &Snapshot) -> Value {
+    stats_under(snapshot, "")
 }
 
-/// `{"<format>": {"logins", "hashMicros", "databaseMicros"}, "rules": {...}}`.
-fn login_times(times: &[LoginTime]) -> Value {
-    let mut out = serde_json::Map::new();
-    for time in times {
-        out.insert(
-            time.format.clone(),
-            json!({
-                "logins": time.logins,
-                "hashMicros": time.hash_us,
-                "databaseMicros": time.database_us,
-            }),
-        );
-    }
-    Value::Object(out)
-}
-
-/// `getStats`' `storage` (also logged now and then).
+/// `getStats`' `storage` object (also logged now and then).
 pub fn storage_stats(storage: &Storage) -> Value {
-    json!({
-        "queuedMessages": storage.queued,
-        "spoolBytes": storage.pending_bytes,
-        "spoolFull": storage.full,
-        "rowsWritten": storage.rows_written,
-        "batches": storage.batches,
-        "failedAttempts": storage.failed_attempts,
-        "rejectedRows": storage.rejected_rows,
-    })
+    let snapshot = Snapshot {
+        storage: Some(storage.clone()),
+        ..Default::default()
+    };
+    let mut data = stats_under(&snapshot, "storage.");
+    data["storage"].take()
+}
+
+/// The keys of `getStats` that start with `prefix`.
+fn stats_under(snapshot: &Snapshot, prefix: &str) -> Value {
+    let mut keyed: Vec<(&Figure, figures::Stats)> = FIGURES
+        .iter()
+        .filter_map(|f| f.stats.map(|k| (f, k)))
+        .filter(|(_, k)| k.key.starts_with(prefix))
+        .collect();
+    keyed.sort_by_key(|(_, k)| k.at);
+    let mut data = Map::new();
+    for (figure, stats) in keyed {
+        if figure.by().is_some() {
+            // Counted by label: an object of the labels, empty while there are none.
+            let parent: Vec<&str> = stats.key.split('.').take_while(|k| *k != "{}").collect();
+            place(&mut data, &parent, "", None);
+        }
+        for (label, value) in figure.values(snapshot) {
+            let path: Vec<&str> = stats.key.split('.').collect();
+            place(&mut data, &path, label, Some(stats.shape.json(value)));
+        }
+    }
+    Value::Object(data)
+}
+
+/// `value` at `path` (its `{}` standing for `label`), the objects on the way made where
+/// missing; without a value, just the objects.
+fn place(data: &mut Map<String, Value>, path: &[&str], label: &str, value: Option<Value>) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut object = data;
+    for key in parents {
+        let entry = object
+            .entry(figures::fill(key, label))
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(inner) = entry else {
+            unreachable!("figures: a getStats key inside a number");
+        };
+        object = inner;
+    }
+    let key = figures::fill(last, label);
+    match value {
+        Some(value) => {
+            object.insert(key, value);
+        }
+        None => {
+            object
+                .entry(key)
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
 }
 
 pub use crate::envelope::{answer, response};

@@ -1,10 +1,11 @@
-//! The Prometheus endpoint (`auth_opt_metrics_listen`): the same figures as the `$SYS`
-//! topics, encoded by `prometheus-client` (OpenMetrics text: `_total` counters, units in the
-//! names, `# HELP` / `# TYPE` lines) and served at `GET /metrics` by a thread of its own.
-//! The broker thread only hands it new values (`Exporter::update`, atomics); a slow or
-//! hostile scraper can never hold the broker.
+//! The Prometheus endpoint (`auth_opt_metrics_listen`): the figures of the table with a
+//! Prometheus series, in its families ([`figures::FAMILIES`]), encoded by
+//! `prometheus-client` (OpenMetrics text: `_total` counters, units in the names, `# HELP` /
+//! `# TYPE` lines) and served at `GET /metrics` by a thread of its own. The broker thread
+//! only hands it new values (`Exporter::update`, atomics); a slow or hostile scraper can
+//! never hold the broker.
 
-use crate::metrics::{Counters, Gauges};
+use crate::figures::{self, FIGURES, Family as Spec, FamilyUnit, Kind, Label, Snapshot, Unit};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,107 +23,122 @@ type Labels = Vec<(&'static str, String)>;
 type CounterF64 = Counter<f64, AtomicU64>;
 type GaugeF64 = Gauge<f64, AtomicU64>;
 
-/// The metric families, shared by the broker thread (values) and the server (encoding).
-#[derive(Clone, Default)]
-struct Families {
-    logins: Family<Labels, Counter>,
-    login_seconds: Family<Labels, CounterF64>,
-    logins_cached: Gauge,
-    acl_checks: Family<Labels, Counter>,
-    chat_messages: Family<Labels, Counter>,
-    rules_refreshes: Family<Labels, Counter>,
-    sessions: Family<Labels, Gauge>,
-    mysql_up: Gauge,
-    rows: Family<Labels, Counter>,
-    spool_bytes: Gauge,
-    spool_messages: Gauge,
-    backlog_age: GaugeF64,
-    history_requests: Family<Labels, Counter>,
-    history_seconds: CounterF64,
+/// One family's metric, shared by the broker thread (values) and the server (encoding):
+/// labelled series, or the one series of a family without labels; a family in seconds holds
+/// fractions.
+#[derive(Clone)]
+enum Metric {
+    Counters(Family<Labels, Counter>),
+    SecondsCounters(Family<Labels, CounterF64>),
+    Gauges(Family<Labels, Gauge>),
+    SecondsGauges(Family<Labels, GaugeF64>),
+    Counter(Counter),
+    SecondsCounter(CounterF64),
+    Gauge(Gauge),
+    SecondsGauge(GaugeF64),
+}
+
+/// A series of a [`Metric`].
+enum Series {
+    Counter(Counter),
+    SecondsCounter(CounterF64),
+    Gauge(Gauge),
+    SecondsGauge(GaugeF64),
+}
+
+impl Metric {
+    fn of(spec: &Spec) -> Metric {
+        let seconds = spec.unit == Some(FamilyUnit::Seconds);
+        match (spec.labelled(), spec.kind(), seconds) {
+            (true, Kind::Counter, false) => Metric::Counters(Family::default()),
+            (true, Kind::Counter, true) => Metric::SecondsCounters(Family::default()),
+            (true, Kind::Gauge, false) => Metric::Gauges(Family::default()),
+            (true, Kind::Gauge, true) => Metric::SecondsGauges(Family::default()),
+            (false, Kind::Counter, false) => Metric::Counter(Counter::default()),
+            (false, Kind::Counter, true) => Metric::SecondsCounter(CounterF64::default()),
+            (false, Kind::Gauge, false) => Metric::Gauge(Gauge::default()),
+            (false, Kind::Gauge, true) => Metric::SecondsGauge(GaugeF64::default()),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry, spec: &Spec) {
+        let unit = spec.unit.map(|unit| match unit {
+            FamilyUnit::Seconds => prometheus_client::registry::Unit::Seconds,
+            FamilyUnit::Bytes => prometheus_client::registry::Unit::Bytes,
+        });
+        macro_rules! add {
+            ($metric:expr) => {
+                match unit {
+                    Some(unit) => {
+                        registry.register_with_unit(spec.name, spec.help, unit, $metric.clone())
+                    }
+                    None => registry.register(spec.name, spec.help, $metric.clone()),
+                }
+            };
+        }
+        match self {
+            Metric::Counters(m) => add!(m),
+            Metric::SecondsCounters(m) => add!(m),
+            Metric::Gauges(m) => add!(m),
+            Metric::SecondsGauges(m) => add!(m),
+            Metric::Counter(m) => add!(m),
+            Metric::SecondsCounter(m) => add!(m),
+            Metric::Gauge(m) => add!(m),
+            Metric::SecondsGauge(m) => add!(m),
+        }
+    }
+
+    fn series(&self, labels: &Labels) -> Series {
+        match self {
+            Metric::Counters(f) => Series::Counter(f.get_or_create(labels).clone()),
+            Metric::SecondsCounters(f) => Series::SecondsCounter(f.get_or_create(labels).clone()),
+            Metric::Gauges(f) => Series::Gauge(f.get_or_create(labels).clone()),
+            Metric::SecondsGauges(f) => Series::SecondsGauge(f.get_or_create(labels).clone()),
+            Metric::Counter(m) => Series::Counter(m.clone()),
+            Metric::SecondsCounter(m) => Series::SecondsCounter(m.clone()),
+            Metric::Gauge(m) => Series::Gauge(m.clone()),
+            Metric::SecondsGauge(m) => Series::SecondsGauge(m.clone()),
+        }
+    }
+}
+
+/// The metric of each of [`figures::FAMILIES`], in its order.
+#[derive(Clone)]
+struct Families(Vec<Metric>);
+
+impl Default for Families {
+    fn default() -> Families {
+        Families(figures::FAMILIES.iter().map(Metric::of).collect())
+    }
 }
 
 impl Families {
     fn registry(&self) -> Registry {
-        let mut r = Registry::with_prefix("chatauth");
-        r.register(
-            "logins",
-            "Logins by outcome (accepted, throttled, refused) and reason",
-            self.logins.clone(),
-        );
-        r.register_with_unit(
-            "login",
-            "Broker-thread time of logins the cache did not answer, by stored format and part",
-            prometheus_client::registry::Unit::Seconds,
-            self.login_seconds.clone(),
-        );
-        r.register(
-            "logins_cached",
-            "Logins the credential cache holds",
-            self.logins_cached.clone(),
-        );
-        r.register(
-            "acl_checks",
-            "ACL checks by decision",
-            self.acl_checks.clone(),
-        );
-        r.register(
-            "chat_messages",
-            "Chat messages by outcome (accepted, retransmission, refused) and reason",
-            self.chat_messages.clone(),
-        );
-        r.register(
-            "rules_refreshes",
-            "Background reloads of users' rules, by result",
-            self.rules_refreshes.clone(),
-        );
-        r.register(
-            "sessions",
-            "The plugin's sessions by state",
-            self.sessions.clone(),
-        );
-        r.register("mysql_up", "1 while MySQL answers", self.mysql_up.clone());
-        r.register(
-            "storage_rows",
-            "Chat messages stored in MySQL, or set aside as refused",
-            self.rows.clone(),
-        );
-        r.register_with_unit(
-            "spool",
-            "Spooled bytes not yet in MySQL",
-            prometheus_client::registry::Unit::Bytes,
-            self.spool_bytes.clone(),
-        );
-        r.register(
-            "spool_messages",
-            "Spooled messages not yet in MySQL",
-            self.spool_messages.clone(),
-        );
-        r.register_with_unit(
-            "storage_backlog_age",
-            "Age of the oldest message the writer has in hand (0: none)",
-            prometheus_client::registry::Unit::Seconds,
-            self.backlog_age.clone(),
-        );
-        r.register(
-            "history_requests",
-            "Chat history requests the history threads ran, by result (answered, failed)",
-            self.history_requests.clone(),
-        );
-        r.register_with_unit(
-            "history_query",
-            "Time the history threads spent on requests",
-            prometheus_client::registry::Unit::Seconds,
-            self.history_seconds.clone(),
-        );
+        let mut r = Registry::with_prefix(figures::PROMETHEUS_PREFIX);
+        for (metric, spec) in self.0.iter().zip(figures::FAMILIES) {
+            metric.register(&mut r, spec);
+        }
         r
+    }
+}
+
+/// A value in seconds, from a figure's unit.
+fn seconds(value: u64, unit: Unit) -> f64 {
+    match unit {
+        Unit::Micros => value as f64 / 1e6,
+        Unit::Millis => value as f64 / 1000.0,
+        Unit::Count | Unit::Bytes => value as f64,
     }
 }
 
 /// The endpoint: its server thread, and the broker thread's side of the values.
 pub struct Exporter {
     families: Families,
-    /// The last value given for each counter, so the counter grows by the difference.
-    last: HashMap<String, f64>,
+    /// Each figure's family, by its index in [`figures::FAMILIES`].
+    family_of: Vec<Option<usize>>,
+    /// The last value given for each counter (by family and labels), so the counter grows
+    /// by the difference.
+    last: HashMap<(usize, Labels), f64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub address: SocketAddr,
@@ -144,8 +160,18 @@ impl Exporter {
                 .spawn(move || serve(&listener, &registry, &stop))
                 .map_err(|e| format!("cannot start the metrics thread: {e}"))?
         };
+        let family_of = FIGURES
+            .iter()
+            .map(|f| {
+                let series = f.prometheus?;
+                figures::FAMILIES
+                    .iter()
+                    .position(|family| family.name == series.family)
+            })
+            .collect();
         Ok(Exporter {
             families,
+            family_of,
             last: HashMap::new(),
             stop,
             thread: Some(thread),
@@ -154,133 +180,43 @@ impl Exporter {
     }
 
     /// New values, from the broker thread (atomics only: the server never waits on it).
-    pub fn update(&mut self, counters: &Counters, gauges: &Gauges) {
-        let labels = |pairs: &[(&'static str, &str)]| -> Labels {
-            pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
-        };
-        let mut grow = |key: String, counter: &Counter, value: u64| {
-            let last = self.last.insert(key, value as f64).unwrap_or(0.0) as u64;
-            counter.inc_by(value.saturating_sub(last));
-        };
-        let f = &self.families;
-        grow(
-            "logins accepted".into(),
-            &f.logins.get_or_create(&labels(&[("outcome", "accepted")])),
-            counters.logins_accepted,
-        );
-        grow(
-            "logins throttled".into(),
-            &f.logins.get_or_create(&labels(&[("outcome", "throttled")])),
-            counters.logins_throttled,
-        );
-        for (reason, n) in &counters.logins_refused {
-            grow(
-                format!("logins refused {reason}"),
-                &f.logins
-                    .get_or_create(&labels(&[("outcome", "refused"), ("reason", reason)])),
-                *n,
-            );
-        }
-        grow(
-            "acl allowed".into(),
-            &f.acl_checks
-                .get_or_create(&labels(&[("decision", "allowed")])),
-            counters.acl_allowed,
-        );
-        grow(
-            "acl denied".into(),
-            &f.acl_checks
-                .get_or_create(&labels(&[("decision", "denied")])),
-            counters.acl_denied,
-        );
-        grow(
-            "chat accepted".into(),
-            &f.chat_messages
-                .get_or_create(&labels(&[("outcome", "accepted")])),
-            counters.chat_accepted,
-        );
-        grow(
-            "chat retransmission".into(),
-            &f.chat_messages
-                .get_or_create(&labels(&[("outcome", "retransmission")])),
-            counters.chat_retransmissions,
-        );
-        grow(
-            "chat relayed".into(),
-            &f.chat_messages
-                .get_or_create(&labels(&[("outcome", "relayed")])),
-            counters.chat_relayed,
-        );
-        for (reason, n) in &counters.chat_refused {
-            grow(
-                format!("chat refused {reason}"),
-                &f.chat_messages
-                    .get_or_create(&labels(&[("outcome", "refused"), ("reason", reason)])),
-                *n,
-            );
-        }
-        grow(
-            "refreshes ok".into(),
-            &f.rules_refreshes
-                .get_or_create(&labels(&[("result", "ok")])),
-            gauges.rules_refreshes,
-        );
-        grow(
-            "refreshes failed".into(),
-            &f.rules_refreshes
-                .get_or_create(&labels(&[("result", "failed")])),
-            gauges.rules_refresh_failures,
-        );
-        if let Some(storage) = &gauges.storage {
-            grow(
-                "rows stored".into(),
-                &f.rows.get_or_create(&labels(&[("result", "stored")])),
-                storage.rows_stored,
-            );
-            grow(
-                "rows rejected".into(),
-                &f.rows.get_or_create(&labels(&[("result", "rejected")])),
-                storage.rows_rejected,
-            );
-            f.spool_bytes.set(storage.spool_bytes as i64);
-            f.spool_messages.set(storage.spool_messages as i64);
-            f.backlog_age.set(storage.backlog_age_ms as f64 / 1000.0);
-        }
-        if let Some(history) = &gauges.history {
-            for (result, n) in [("answered", history.pages), ("failed", history.failed)] {
-                grow(
-                    format!("history {result}"),
-                    &f.history_requests
-                        .get_or_create(&labels(&[("result", result)])),
-                    n,
-                );
-            }
-            let seconds = history.query_us as f64 / 1e6;
-            let last = self
-                .last
-                .insert("history seconds".into(), seconds)
-                .unwrap_or(0.0);
-            f.history_seconds.inc_by((seconds - last).max(0.0));
-        }
-        for (format, _, hash_us, db_us) in &gauges.login_times {
-            for (part, micros) in [("hash", hash_us), ("database", db_us)] {
-                let counter = f
-                    .login_seconds
-                    .get_or_create(&labels(&[("format", format), ("part", part)]));
-                let seconds = *micros as f64 / 1e6;
-                let key = format!("login {format} {part}");
-                let last = self.last.insert(key, seconds).unwrap_or(0.0);
-                counter.inc_by((seconds - last).max(0.0));
+    pub fn update(&mut self, snapshot: &Snapshot) {
+        for (figure, family) in FIGURES.iter().zip(&self.family_of) {
+            let (Some(series), Some(family)) = (figure.prometheus, *family) else {
+                continue;
+            };
+            let metric = &self.families.0[family];
+            for (label, value) in figure.values(snapshot) {
+                let labels: Labels = series
+                    .labels
+                    .iter()
+                    .map(|(name, value)| match value {
+                        Label::Is(value) => (*name, value.to_string()),
+                        Label::Each => (*name, figures::topic_label(label)),
+                    })
+                    .collect();
+                match metric.series(&labels) {
+                    Series::Counter(counter) => {
+                        let last = self
+                            .last
+                            .insert((family, labels), value as f64)
+                            .unwrap_or(0.0) as u64;
+                        counter.inc_by(value.saturating_sub(last));
+                    }
+                    Series::SecondsCounter(counter) => {
+                        let seconds = seconds(value, figure.unit);
+                        let last = self.last.insert((family, labels), seconds).unwrap_or(0.0);
+                        counter.inc_by((seconds - last).max(0.0));
+                    }
+                    Series::Gauge(gauge) => {
+                        gauge.set(value as i64);
+                    }
+                    Series::SecondsGauge(gauge) => {
+                        gauge.set(seconds(value, figure.unit));
+                    }
+                }
             }
         }
-        f.logins_cached.set(gauges.logins_cached as i64);
-        f.sessions
-            .get_or_create(&labels(&[("state", "online")]))
-            .set(gauges.sessions_online as i64);
-        f.sessions
-            .get_or_create(&labels(&[("state", "offline")]))
-            .set(gauges.sessions_offline as i64);
-        f.mysql_up.set(i64::from(gauges.mysql_up));
     }
 }
 
@@ -358,7 +294,7 @@ fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::StorageGauges;
+    use crate::figures::{Counters, LoginTime, Storage};
 
     fn scrape(address: SocketAddr) -> String {
         let mut stream = TcpStream::connect(address).unwrap();
@@ -378,18 +314,23 @@ mod tests {
             ..Default::default()
         };
         counters.login_refused("wrong-password");
-        let gauges = Gauges {
-            mysql_up: true,
-            login_times: vec![("bcrypt".into(), 2, 1_500_000, 200)],
-            storage: Some(StorageGauges {
-                rows_stored: 9,
+        let mut snapshot = Snapshot {
+            counters,
+            login_times: vec![LoginTime {
+                format: "bcrypt".into(),
+                logins: 2,
+                hash_us: 1_500_000,
+                database_us: 200,
+            }],
+            storage: Some(Storage {
+                rows_written: 9,
                 ..Default::default()
             }),
             ..Default::default()
         };
-        exporter.update(&counters, &gauges);
-        counters.logins_accepted = 7;
-        exporter.update(&counters, &gauges);
+        exporter.update(&snapshot);
+        snapshot.counters.logins_accepted = 7;
+        exporter.update(&snapshot);
         let text = scrape(exporter.address);
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
         for line in [
@@ -490,12 +431,12 @@ mod tests {
         let mut text = String::new();
         let mut exporter = Exporter::start("127.0.0.1:0").unwrap();
         for (name, snapshot) in [("full", golden::full()), ("later", golden::later())] {
-            exporter.update(&snapshot.counters, &Gauges::of(&snapshot));
+            exporter.update(&snapshot);
             text.push_str(&format!("## after {name}\n{}", sorted_text(&exporter)));
         }
         let mut exporter = Exporter::start("127.0.0.1:0").unwrap();
         let bare = golden::bare();
-        exporter.update(&bare.counters, &Gauges::of(&bare));
+        exporter.update(&bare);
         text.push_str(&format!("## bare\n{}", sorted_text(&exporter)));
         golden::check("prometheus.txt", &text);
     }

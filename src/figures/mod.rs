@@ -1,8 +1,244 @@
-//! The plugin's figures (counters and gauges), read once into a [`Snapshot`]: `$SYS`
-//! (`metrics`), the Prometheus endpoint (`exporter`) and `getStats` (`control`) are all made
-//! from one snapshot. Pure: the plugin gathers the values from its parts.
+//! Every figure (counter or gauge), once: its name, what it counts, where it is published
+//! (the `$SYS` topic, the Prometheus series, the `getStats` key) and how its value is read
+//! from one [`Snapshot`]. The table ([`FIGURES`], with the Prometheus [`FAMILIES`]) drives
+//! the three outputs, `$SYS` (`metrics`), the Prometheus endpoint (`exporter`) and `getStats`
+//! (`control`), and the reference in docs/figures.md, which a unit test keeps equal to
+//! [`reference()`]. Pure: the plugin gathers the snapshot from its parts.
 
 use std::collections::BTreeMap;
+
+mod table;
+
+pub use table::{FAMILIES, FIGURES};
+
+/// The prefix of every `$SYS` topic.
+pub const SYS_PREFIX: &str = "$SYS/broker/chat-auth/";
+
+/// The prefix of every Prometheus metric name.
+pub const PROMETHEUS_PREFIX: &str = "chatauth";
+
+/// A figure of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Figure {
+    /// Its name in the table (docs/figures.md).
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    /// How its value is read from a snapshot.
+    pub read: Read,
+    /// Its topic under [`SYS_PREFIX`]; `{}` stands for the label.
+    pub sys: Option<&'static str>,
+    /// Its series in a Prometheus family.
+    pub prometheus: Option<Series>,
+    /// Its place in `getStats`' answer.
+    pub stats: Option<Stats>,
+    /// What it counts (docs/figures.md).
+    pub help: &'static str,
+}
+
+/// A counter only goes up (until the broker restarts); a gauge is a level now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// What one of a value counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Things (logins, messages, ...); for a gauge of 0 and 1, whether something holds.
+    Count,
+    Bytes,
+    /// Microseconds (seconds in Prometheus).
+    Micros,
+    /// Milliseconds (seconds in Prometheus).
+    Millis,
+}
+
+/// How a figure's value is read.
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// One value; `None` while the part that holds it is off (storage, history).
+    One(fn(&Snapshot) -> Option<u64>),
+    /// A value per label of the set, in the set's order; no label, no value.
+    Each(By, fn(&Snapshot) -> Vec<(&str, u64)>),
+}
+
+/// A label set: what a figure read with [`Read::Each`] is counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// Why logins were refused.
+    LoginRefusal,
+    /// Why chat messages were refused.
+    ChatRefusal,
+    /// The stored password formats of the logins the cache did not answer.
+    PasswordFormat,
+}
+
+impl By {
+    pub const ALL: [By; 3] = [By::LoginRefusal, By::ChatRefusal, By::PasswordFormat];
+
+    /// The label's name (in docs, and as a Prometheus label).
+    pub fn name(self) -> &'static str {
+        match self {
+            By::LoginRefusal | By::ChatRefusal => "reason",
+            By::PasswordFormat => "format",
+        }
+    }
+
+    /// What the labels are (docs/figures.md).
+    pub fn help(self) -> &'static str {
+        match self {
+            By::LoginRefusal => {
+                "why a login was refused: `wrong-password`, `unknown-user`, `no-password`, \
+                 `no-stored-hash`, `unusable-hash`, `database`, `no-client-id`, \
+                 `other-spelling`, `null-user-id`, `timeout` (a delayed login not checked in \
+                 time); only the reasons that happened"
+            }
+            By::ChatRefusal => {
+                "why a chat message was refused: `from-id-mismatch`, `to-id-mismatch`, \
+                 `wrong-type`, `not-json`, `not-object`, `bad-id`, `content`, `too-large`, \
+                 `too-many-members`, `unknown-client`, `spool-full`, `spool-error`; only the \
+                 reasons that happened"
+            }
+            By::PasswordFormat => {
+                "the stored password format, as `getStats` names it (`bcrypt`, `pbkdf2`, ...; \
+                 `unrecognised`), and `rules` for loading rules at every login; in `$SYS` \
+                 and Prometheus with `/`, `+`, `#`, space and `$` written `_`"
+            }
+        }
+    }
+}
+
+/// A figure's series in a Prometheus family.
+#[derive(Debug, Clone, Copy)]
+pub struct Series {
+    /// A [`FAMILIES`] name.
+    pub family: &'static str,
+    /// The series' labels, in order.
+    pub labels: &'static [(&'static str, Label)],
+}
+
+/// A Prometheus label's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// This one.
+    Is(&'static str),
+    /// The figure's label ([`Read::Each`]).
+    Each,
+}
+
+/// A Prometheus metric family: one name, `# HELP` and `# TYPE`, a series per figure (and
+/// label) in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The name after [`PROMETHEUS_PREFIX`], before the unit and `_total`.
+    pub name: &'static str,
+    /// The unit its name carries (and `# UNIT`); seconds make its values fractional.
+    pub unit: Option<FamilyUnit>,
+    /// Its `# HELP` line.
+    pub help: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyUnit {
+    Seconds,
+    Bytes,
+}
+
+/// A figure's place in `getStats`' answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Where it comes in the answer: the keys are answered in this order (each object
+    /// where its first key comes).
+    pub at: u16,
+    /// Its key; `a.b` is `b` in the object `a`, `{}` stands for the label.
+    pub key: &'static str,
+    pub shape: Shape,
+}
+
+/// How a value is written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Number,
+    /// `true` when the value is not 0.
+    True,
+    /// `true` when the value is 0.
+    False,
+}
+
+impl Shape {
+    pub fn json(self, value: u64) -> serde_json::Value {
+        match self {
+            Shape::Number => value.into(),
+            Shape::True => (value != 0).into(),
+            Shape::False => (value == 0).into(),
+        }
+    }
+}
+
+impl Figure {
+    /// The figure's values in `snapshot`: one (with the label `""`), or one per label.
+    pub fn values<'s>(&self, snapshot: &'s Snapshot) -> Vec<(&'s str, u64)> {
+        match self.read {
+            Read::One(read) => read(snapshot).map(|v| ("", v)).into_iter().collect(),
+            Read::Each(_, read) => read(snapshot),
+        }
+    }
+
+    /// The label set it is counted by.
+    pub fn by(&self) -> Option<By> {
+        match self.read {
+            Read::One(_) => None,
+            Read::Each(by, _) => Some(by),
+        }
+    }
+}
+
+/// A label as it is written in a topic level and a Prometheus label value.
+pub fn topic_label(label: &str) -> String {
+    label.replace(['/', '+', '#', ' ', '$'], "_")
+}
+
+/// `template` with the label for its `{}`.
+pub fn fill(template: &str, label: &str) -> String {
+    template.replacen("{}", label, 1)
+}
+
+/// A family of [`FAMILIES`] by name.
+pub fn family(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
+impl Family {
+    /// The figures with a series in it.
+    pub fn figures(&self) -> impl Iterator<Item = &'static Figure> + '_ {
+        FIGURES
+            .iter()
+            .filter(|f| f.prometheus.is_some_and(|s| s.family == self.name))
+    }
+
+    /// Counter or gauge, as its figures are.
+    pub fn kind(&self) -> Kind {
+        self.figures().next().map_or(Kind::Gauge, |f| f.kind)
+    }
+
+    /// Whether its series have labels (a family of one series without has none).
+    pub fn labelled(&self) -> bool {
+        self.figures()
+            .any(|f| f.prometheus.is_some_and(|s| !s.labels.is_empty()))
+    }
+
+    /// Its name as scraped (a counter's samples add `_total`).
+    pub fn full_name(&self) -> String {
+        let unit = match self.unit {
+            Some(FamilyUnit::Seconds) => "_seconds",
+            Some(FamilyUnit::Bytes) => "_bytes",
+            None => "",
+        };
+        format!("{PROMETHEUS_PREFIX}_{}{unit}", self.name)
+    }
+}
 
 /// The counters the broker thread bumps (plain integers: only that thread touches them);
 /// they only go up (until the broker restarts).
@@ -124,6 +360,99 @@ pub struct History {
     pub failed: u64,
     pub query_us: u64,
     pub clients_tracked: u64,
+}
+
+/// The reference in docs/figures.md: every figure, the label sets, the Prometheus families.
+pub fn reference() -> String {
+    let mut out = String::from(
+        "| figure | kind | `$SYS/broker/chat-auth/...` | Prometheus | `getStats` | meaning |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let code = |text: String| {
+        if text.is_empty() {
+            text
+        } else {
+            format!("`{text}`")
+        }
+    };
+    for figure in FIGURES {
+        let placeholder = figure
+            .by()
+            .map_or(String::new(), |by| format!("<{}>", by.name()));
+        let kind = match figure.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let unit = match figure.unit {
+            Unit::Count => "",
+            Unit::Bytes => ", bytes",
+            Unit::Micros => ", µs",
+            Unit::Millis => ", ms",
+        };
+        let sys = code(figure.sys.map_or(String::new(), |t| fill(t, &placeholder)));
+        let prometheus = figure.prometheus.map_or(String::new(), |series| {
+            let family = family(series.family).map_or(series.family.to_string(), |f| {
+                let total = if f.kind() == Kind::Counter {
+                    "_total"
+                } else {
+                    ""
+                };
+                format!("{}{total}", f.full_name())
+            });
+            let labels: Vec<String> = series
+                .labels
+                .iter()
+                .map(|(name, value)| match value {
+                    Label::Is(value) => format!("{name}=\"{value}\""),
+                    Label::Each => name.to_string(),
+                })
+                .collect();
+            if labels.is_empty() {
+                code(family)
+            } else {
+                code(format!("{family}{{{}}}", labels.join(",")))
+            }
+        });
+        let stats = figure.stats.map_or(String::new(), |stats| {
+            let key = code(fill(stats.key, &placeholder));
+            match stats.shape {
+                Shape::Number => key,
+                Shape::True => format!("{key} (`true` for 1)"),
+                Shape::False => format!("{key} (`true` for 0)"),
+            }
+        });
+        out.push_str(&format!(
+            "| `{}` | {kind}{unit} | {sys} | {prometheus} | {stats} | {} |\n",
+            figure.name, figure.help
+        ));
+    }
+    out.push_str("\n| label | of | values |\n|---|---|---|\n");
+    for by in By::ALL {
+        let of: Vec<String> = FIGURES
+            .iter()
+            .filter(|f| f.by() == Some(by))
+            .map(|f| format!("`{}`", f.name))
+            .collect();
+        out.push_str(&format!(
+            "| `<{}>` | {} | {} |\n",
+            by.name(),
+            of.join(", "),
+            by.help()
+        ));
+    }
+    out.push_str("\n| Prometheus family | type | `# HELP` |\n|---|---|---|\n");
+    for family in FAMILIES {
+        let kind = match family.kind() {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        out.push_str(&format!(
+            "| `{}` | {kind} | {} |\n",
+            family.full_name(),
+            family.help
+        ));
+    }
+    out
 }
 
 /// Known snapshots and the outputs made from them, kept under `tests/figures/`.
@@ -267,11 +596,166 @@ pub(crate) mod golden {
             return;
         }
         let kept = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            kept == text,
-            "tests/figures/{name} differs from what is made now (a published figure changed?); \
-             if the change is meant: CHAT_AUTH_WRITE_GOLDEN=1 cargo test --lib golden\n\
-             --- kept\n{kept}\n--- now\n{text}"
+        if kept == text {
+            return;
+        }
+        let line = kept
+            .lines()
+            .zip(text.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(kept.lines().count().min(text.lines().count()));
+        panic!(
+            "tests/figures/{name} differs from what is made now (a published figure changed?) \
+             from line {}:\n  kept: {:?}\n  now:  {:?}\nif the change is meant: \
+             CHAT_AUTH_WRITE_GOLDEN=1 cargo test --lib golden",
+            line + 1,
+            kept.lines().nth(line),
+            text.lines().nth(line),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Each name, topic, series and `getStats` key (and place) once.
+    #[test]
+    fn every_figure_is_named_and_published_once() {
+        let mut names = HashSet::new();
+        let mut topics = HashSet::new();
+        let mut series = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut places = HashSet::new();
+        for f in FIGURES {
+            assert!(names.insert(f.name), "{} twice", f.name);
+            assert!(
+                f.sys.is_some() || f.prometheus.is_some() || f.stats.is_some(),
+                "{} is published nowhere",
+                f.name
+            );
+            if let Some(topic) = f.sys {
+                assert!(topics.insert(topic), "{topic} twice");
+            }
+            if let Some(s) = f.prometheus {
+                assert!(
+                    series.insert(format!("{} {:?}", s.family, s.labels)),
+                    "{}",
+                    f.name
+                );
+            }
+            if let Some(s) = f.stats {
+                assert!(keys.insert(s.key), "{} twice", s.key);
+                assert!(places.insert(s.at), "getStats place {} twice", s.at);
+            }
+        }
+    }
+
+    /// A figure counted by label has the label's place in each of its names; one that is
+    /// not has none.
+    #[test]
+    fn labels_are_placed_where_a_figure_has_them() {
+        for f in FIGURES {
+            let each = f.by().is_some();
+            for template in [f.sys, f.stats.map(|s| s.key)].into_iter().flatten() {
+                assert_eq!(
+                    template.matches("{}").count(),
+                    usize::from(each),
+                    "{}",
+                    f.name
+                );
+            }
+            if let Some(s) = f.prometheus {
+                let labelled = s.labels.iter().filter(|(_, v)| *v == Label::Each).count();
+                assert_eq!(labelled, usize::from(each), "{}", f.name);
+            }
+        }
+    }
+
+    /// The figures of one label set read the same labels (so `$SYS` can go label by label).
+    #[test]
+    fn the_figures_of_a_label_set_read_the_same_labels() {
+        let snapshot = golden::later();
+        for by in By::ALL {
+            let labels: Vec<Vec<&str>> = FIGURES
+                .iter()
+                .filter(|f| f.by() == Some(by))
+                .map(|f| f.values(&snapshot).into_iter().map(|(l, _)| l).collect())
+                .collect();
+            assert!(!labels.is_empty() && !labels[0].is_empty(), "{by:?}");
+            assert!(labels.iter().all(|l| *l == labels[0]), "{by:?}: {labels:?}");
+        }
+    }
+
+    /// Every family has figures, of one kind, with values its unit fits; a family without
+    /// labels has one figure.
+    #[test]
+    fn families_hold_figures_that_fit() {
+        for f in FIGURES {
+            if let Some(s) = f.prometheus {
+                assert!(
+                    family(s.family).is_some(),
+                    "{}: no family {}",
+                    f.name,
+                    s.family
+                );
+            }
+        }
+        for family in FAMILIES {
+            let figures: Vec<&Figure> = family.figures().collect();
+            assert!(!figures.is_empty(), "{} has no figures", family.name);
+            assert!(family.labelled() || figures.len() == 1, "{}", family.name);
+            for f in figures {
+                assert_eq!(f.kind, family.kind(), "{} in {}", f.name, family.name);
+                let fits = match family.unit {
+                    Some(FamilyUnit::Seconds) => matches!(f.unit, Unit::Micros | Unit::Millis),
+                    Some(FamilyUnit::Bytes) => f.unit == Unit::Bytes,
+                    None => matches!(f.unit, Unit::Count | Unit::Bytes),
+                };
+                assert!(fits, "{} ({:?}) in {}", f.name, f.unit, family.name);
+            }
+        }
+    }
+
+    /// `$SYS` and Prometheus never need the throttle's figures (a snapshot for them does
+    /// not read it).
+    #[test]
+    fn only_get_stats_reads_the_throttle() {
+        let with = golden::full();
+        let without = Snapshot {
+            throttle: None,
+            ..golden::full()
+        };
+        for f in FIGURES
+            .iter()
+            .filter(|f| f.sys.is_some() || f.prometheus.is_some())
+        {
+            assert_eq!(f.values(&with), f.values(&without), "{}", f.name);
+        }
+    }
+
+    /// docs/figures.md's reference is this table, between its `figures:begin` and
+    /// `figures:end` markers; `CHAT_AUTH_WRITE_DOCS=1 cargo test --lib docs_figures`
+    /// rewrites it after a change here.
+    #[test]
+    fn docs_figures_md_is_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/figures.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = ("<!-- figures:begin -->\n", "<!-- figures:end -->");
+        let start = doc.find(begin).expect("figures:begin in docs/figures.md") + begin.len();
+        let stop = doc.find(end).expect("figures:end in docs/figures.md");
+        let table = reference();
+        if std::env::var_os("CHAT_AUTH_WRITE_DOCS").is_some() {
+            let updated = format!("{}{table}{}", &doc[..start], &doc[stop..]);
+            std::fs::write(path, updated).unwrap();
+        } else {
+            assert_eq!(
+                doc[start..stop],
+                table,
+                "docs/figures.md's reference differs from figures::FIGURES; run \
+                 CHAT_AUTH_WRITE_DOCS=1 cargo test --lib docs_figures"
+            );
+        }
     }
 }

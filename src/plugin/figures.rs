@@ -84,8 +84,7 @@ impl Plugin {
     /// The figures, as retained messages under `$SYS/broker/chat-auth/` (at TICK).
     pub(super) fn publish_sys(&self, state: &mut State) {
         let snapshot = self.snapshot(state, Throttle::Skip);
-        let gauges = metrics::Gauges::of(&snapshot);
-        for (topic, value) in metrics::topics(&snapshot.counters, &gauges) {
+        for (topic, value) in metrics::topics(&snapshot) {
             state.outbox.push(Action::Retain {
                 topic,
                 payload: value.into_bytes(),

@@ -37,7 +37,7 @@ impl Plugin {
             state.next_export = now + EXPORT_PERIOD;
             let snapshot = self.snapshot(&state, figures::Throttle::Skip);
             if let Some(exporter) = &mut state.exporter {
-                exporter.update(&snapshot.counters, &crate::metrics::Gauges::of(&snapshot));
+                exporter.update(&snapshot);
             }
         }
         if let Some(http) = &self.http {
