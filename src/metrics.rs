@@ -29,7 +29,9 @@ pub fn topics(snapshot: &Snapshot) -> Vec<(String, String)> {
         let labels = values.first().map_or(0, Vec::len);
         for i in 0..labels {
             for ((_, topic), values) in group.iter().zip(&values) {
-                let (label, value) = values[i];
+                let Some(&(label, value)) = values.get(i) else {
+                    continue;
+                };
                 out.push((
                     format!("{PREFIX}{}", fill(topic, &topic_label(label))),
                     value.to_string(),
