@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench chat`
 
-use chat_auth::chat::{Kind, Sender, accept, new_message_id};
+use chat_auth::chat::Kind;
+use chat_auth::chat::payload::{Sender, accept, new_message_id};
 use chat_auth::store::Record;
 use chat_auth::store::spool::Spool;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -53,7 +54,7 @@ fn validation_and_stamping(c: &mut Criterion) {
     }
     // The costliest shapes of a payload of the largest size accepted (issue 22: a few ms on
     // the broker thread at most, whatever the shape).
-    for (name, bytes) in chat_auth::chat::costly_shapes(MAX) {
+    for (name, bytes) in chat_auth::chat::payload::costly_shapes(MAX) {
         let stamp = std::str::from_utf8(&bytes[..80])
             .unwrap()
             .contains("\"ts\"");

@@ -14,11 +14,13 @@
 use chat_auth::acl::{Access, ChatTopics, Patterns, RuleSet};
 use chat_auth::action::Reply;
 use chat_auth::auth::{Authenticator, Decision, Identity};
-use chat_auth::chat::{self, Kind, Sender};
+use chat_auth::chat::Kind;
+use chat_auth::chat::payload::{self, Sender};
 use chat_auth::envelope;
 use chat_auth::hash::HashSettings;
 use chat_auth::history::{self, StoredMessage};
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry};
+use chat_auth::store::NewRecord;
 use chat_auth::store::spool::Spool;
 use chat_auth::throttle::ThrottleConfig;
 use std::hint::black_box;
@@ -158,17 +160,17 @@ fn main() {
                     "/users/42/messages",
                 ));
                 registry.event();
-                let stamped = chat::accept(
+                let stamped = payload::accept(
                     Kind::Chat,
                     "42",
                     black_box(&payload),
                     Sender::User("17"),
                     65_536,
                     1_795_000_000_000,
-                    chat::new_message_id,
+                    payload::new_message_id,
                 )
                 .unwrap();
-                let record = stamped.record("/users/42/messages", 1, "c17");
+                let record = NewRecord::from_stamped(&stamped, "/users/42/messages", 1, "c17");
                 let (position, _) = spool.append(&record).unwrap();
                 accepted +=
                     usize::from(check(&mut registry, 42, Access::Read, "/users/42/messages"));

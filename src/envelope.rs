@@ -8,7 +8,7 @@
 //! limit whatever the payload's shape.
 
 use crate::action::{Action, Reply};
-use crate::chat::Key;
+use crate::chat::json::Key;
 use serde::Serialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;

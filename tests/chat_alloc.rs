@@ -2,7 +2,8 @@
 //! allocator: an accepted message of the usual shape allocates its stamped payload and
 //! nothing else (issue 26). The message id is made before, as the broker's `new_id` would.
 
-use chat_auth::chat::{Kind, Sender, accept};
+use chat_auth::chat::Kind;
+use chat_auth::chat::payload::{Sender, accept};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

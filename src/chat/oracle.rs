@@ -3,10 +3,9 @@
 //! oracle of the property test in `chat::tests`: the reader that replaced it must give the
 //! same verdict, the same refusal and the same stamped bytes for any payload.
 
-use super::{
-    Compact, Invalid, Key, Kind, MAX_ID_BYTES, MAX_MEMBERS, Sender, Stamped, write_number,
-    write_str,
-};
+use super::json::{Compact, Key, write_number, write_str};
+use super::payload::{Invalid, Sender, Stamped};
+use super::{Kind, MAX_ID_BYTES, MAX_MEMBERS};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -80,7 +79,7 @@ pub(super) fn accept<'a>(
     let payload = if brought_id.is_none() && brought_ts.is_none() {
         append_stamp(payload, &message_id, server_ts)
     } else {
-        replace_stamp(&fields, &message_id, server_ts).ok_or_else(super::unwritable)?
+        replace_stamp(&fields, &message_id, server_ts).ok_or_else(super::payload::unwritable)?
     };
     Ok(Stamped {
         payload,

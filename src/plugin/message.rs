@@ -2,14 +2,15 @@
 //! validated, stamped, deduplicated and spooled.
 
 use super::{Client, Entry, MessageVerdict, Plugin, State, now_ms};
-use crate::chat::{self, Kind, Sender};
+use crate::chat::Kind;
+use crate::chat::payload::{self, Sender};
 use crate::cluster;
 use crate::control;
 use crate::dedup::Stamp;
 use crate::logging::printable;
 use crate::refresh::Work;
 use crate::sessions::Author;
-use crate::store::StoreRefusal;
+use crate::store::{NewRecord, StoreRefusal};
 
 impl Plugin {
     /// A PUBLISH after its WRITE check: chat payloads are validated, stamped and spooled
@@ -147,14 +148,14 @@ impl Plugin {
             Some(first) => (first.server_ts, Some(first.message_id.clone())),
             None => (now_ms(), None),
         };
-        let stamped = match chat::accept(
+        let stamped = match payload::accept(
             kind,
             topic_id,
             payload,
             sender,
             validation.max_content_bytes,
             stamp_ts,
-            || stamp_id.unwrap_or_else(chat::new_message_id),
+            || stamp_id.unwrap_or_else(payload::new_message_id),
         ) {
             Ok(stamped) => stamped,
             Err(why) => {
@@ -188,12 +189,12 @@ impl Plugin {
         if let Some(first) = retransmission {
             // The same sender sent this `clientMsgId` before: same id and ts, no second row.
             state.counters.chat_retransmissions += 1;
-            return chat::restamp(&stamped.payload, &first.message_id, first.server_ts)
+            return payload::restamp(&stamped.payload, &first.message_id, first.server_ts)
                 .map(MessageVerdict::Replace)
                 .ok_or("not-json");
         }
         if let Some(store) = &mut state.store {
-            let record = stamped.record(topic, qos, truncate(&client_name, 256));
+            let record = NewRecord::from_stamped(&stamped, topic, qos, truncate(&client_name, 256));
             match store.put(&record) {
                 Ok(()) => {}
                 Err(StoreRefusal::SpoolFull) => return Err("spool-full"),

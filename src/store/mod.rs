@@ -10,6 +10,7 @@ pub mod link;
 mod mapped_file;
 pub mod spool;
 
+use crate::chat::payload::Stamped;
 use crate::db::DbConfig;
 use link::{Failure, Link};
 use mysql::Value;
@@ -78,6 +79,30 @@ const COLUMNS_WITHOUT_PAYLOAD: usize = COLUMNS.len() - 1;
 
 /// The server's words (MariaDB and MySQL, error 1054) for a table without `payload`.
 pub const UNKNOWN_PAYLOAD: &str = "Unknown column 'payload'";
+
+impl<'r> NewRecord<'r> {
+    /// The row `stamped` is stored as, published on `topic` at `qos` by `client_id`.
+    pub fn from_stamped(
+        stamped: &'r Stamped<'_>,
+        topic: &'r str,
+        qos: u8,
+        client_id: &'r str,
+    ) -> NewRecord<'r> {
+        Record {
+            message_id: &stamped.message_id,
+            kind: stamped.kind.name(),
+            from_id: &stamped.from_id,
+            to_id: &stamped.to_id,
+            content: &stamped.content,
+            topic,
+            qos,
+            client_id,
+            server_ts: stamped.server_ts,
+            // A validated JSON payload is UTF-8.
+            payload: std::str::from_utf8(&stamped.payload).unwrap_or_default(),
+        }
+    }
+}
 
 impl Record {
     pub fn borrowed(&self) -> NewRecord<'_> {

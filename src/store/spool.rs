@@ -682,7 +682,7 @@ pub fn decode(body: &[u8]) -> Option<Record> {
     })
 }
 
-/// The `content` of a validated chat payload (decoded as `chat::accept` read it: the
+/// The `content` of a validated chat payload (decoded as `chat::payload::accept` read it: the
 /// payload has one `content`, a string).
 fn content_of(payload: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
