@@ -3,8 +3,9 @@
 //!
 //! `cargo bench --bench acl`
 
-use chat_auth::acl::{Access, ChatTopics, Patterns, RuleSet};
+use chat_auth::acl::{Access, Patterns, RuleSet};
 use chat_auth::auth::Identity;
+use chat_auth::chat::topics::ChatTopics;
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;

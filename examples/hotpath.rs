@@ -11,11 +11,12 @@
 //! 50-message answer wrapped at TICK). Setup is the same for every count, so
 //! `scripts/instructions` subtracts a run of 0 iterations.
 
-use chat_auth::acl::{Access, ChatTopics, Patterns, RuleSet};
+use chat_auth::acl::{Access, Patterns, RuleSet};
 use chat_auth::action::Reply;
 use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::chat::Kind;
 use chat_auth::chat::payload::{self, Sender};
+use chat_auth::chat::topics::ChatTopics;
 use chat_auth::envelope;
 use chat_auth::hash::HashSettings;
 use chat_auth::history::{self, StoredMessage};

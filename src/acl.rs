@@ -2,8 +2,10 @@
 //! then the chat topics, then auth-plug ACL patterns, then deny. No I/O; the callers load
 //! the rules (at login, by the refresher) and keep them per client.
 
+use crate::chat::Kind;
+use crate::chat::topics::{ChatTopic, ChatTopics};
 use crate::query::Query;
-use crate::topic::{self, Template, TemplateMatch};
+use crate::topic::{self, TemplateMatch};
 use std::time::Duration;
 
 /// What the broker asks about.
@@ -16,35 +18,6 @@ pub enum Access {
     /// A SUBSCRIBE filter (may hold wildcards and a `$share/` prefix).
     Subscribe,
     Unsubscribe,
-}
-
-/// The chat topic templates (`auth_opt_chat_user_topic`, `auth_opt_chat_group_topic`).
-#[derive(Debug, Clone)]
-pub struct ChatTopics {
-    pub inbox: Template,
-    pub group: Template,
-}
-
-impl ChatTopics {
-    pub fn new(inbox: &str, group: &str) -> Result<ChatTopics, String> {
-        Ok(ChatTopics {
-            inbox: Template::parse(inbox)?,
-            group: Template::parse(group)?,
-        })
-    }
-
-    /// Whether `topic` is an inbox or a group topic.
-    pub fn is_chat(&self, topic: &str) -> bool {
-        self.inbox.id_of(topic).is_some() || self.group.id_of(topic).is_some()
-    }
-
-    /// Whether every topic `filter` can match is a chat topic (a bridge's subscription
-    /// such as `/users/+/messages`).
-    pub fn covers(&self, filter: &str) -> bool {
-        [&self.inbox, &self.group]
-            .iter()
-            .any(|template| crate::topic::covered_by(filter, &template.pattern()))
-    }
 }
 
 /// auth-plug ACL patterns by access, as `aclquery` returns them (see `PatternSet` for how
@@ -221,12 +194,15 @@ pub struct Subject<'a> {
     pub patterns: &'a PatternSet,
 }
 
-/// The decision for one check. `chat` is `None` when the chat rules are disabled.
+/// The decision for one check. `chat` is `None` when the chat rules are disabled; `class`
+/// is `topic`'s classification (`chat::topics::classify`), made once by the caller (a
+/// subscription's filter is matched against the templates instead).
 pub fn allowed(
     chat: Option<&ChatTopics>,
     subject: Subject<'_>,
     access: Access,
     topic: &str,
+    class: Option<ChatTopic<'_>>,
     retain: bool,
 ) -> bool {
     if access == Access::Unsubscribe || subject.superuser {
@@ -251,8 +227,11 @@ pub fn allowed(
             .granting(Access::Subscribe)
             .any(|pattern| topic::covered_by(filter, pattern));
     }
-    if let Some(chat) = chat {
-        if let Some(inbox_owner) = chat.inbox.id_of(topic) {
+    match class {
+        Some(ChatTopic {
+            kind: Kind::Chat,
+            id: inbox_owner,
+        }) => {
             // Anyone logged in may write to any inbox; only its owner reads it. A retained
             // chat message would replay to every new subscriber forever.
             return match access {
@@ -260,9 +239,11 @@ pub fn allowed(
                 _ => inbox_owner == subject.user_id,
             };
         }
-        if let Some(group) = chat.group.id_of(topic) {
-            return groups.contains(group) && !(access == Access::Write && retain);
-        }
+        Some(ChatTopic {
+            kind: Kind::GroupChat,
+            id: group,
+        }) => return groups.contains(group) && !(access == Access::Write && retain),
+        None => {}
     }
     subject
         .patterns
@@ -388,7 +369,21 @@ mod tests {
     }
 
     fn check(s: Subject<'_>, access: Access, topic: &str) -> bool {
-        allowed(Some(&chat()), s, access, topic, false)
+        let chat = chat();
+        allowed(Some(&chat), s, access, topic, chat.classify(topic), false)
+    }
+
+    /// A retained PUBLISH.
+    fn check_retained(s: Subject<'_>, topic: &str) -> bool {
+        let chat = chat();
+        allowed(
+            Some(&chat),
+            s,
+            Access::Write,
+            topic,
+            chat.classify(topic),
+            true,
+        )
     }
 
     #[test]
@@ -401,13 +396,7 @@ mod tests {
         assert!(!check(alice, Access::Read, "/users/2/messages"));
         assert!(check(alice, Access::Write, "/users/2/messages"));
         assert!(check(alice, Access::Write, "/users/1/messages"));
-        assert!(!allowed(
-            Some(&chat()),
-            alice,
-            Access::Write,
-            "/users/2/messages",
-            true
-        ));
+        assert!(!check_retained(alice, "/users/2/messages"));
     }
 
     #[test]
@@ -446,13 +435,7 @@ mod tests {
         assert!(check(member, Access::Subscribe, "/groups/10/messages"));
         assert!(check(member, Access::Write, "/groups/10/messages"));
         assert!(check(member, Access::Read, "/groups/10/messages"));
-        assert!(!allowed(
-            Some(&chat()),
-            member,
-            Access::Write,
-            "/groups/10/messages",
-            true
-        ));
+        assert!(!check_retained(member, "/groups/10/messages"));
         for access in [Access::Subscribe, Access::Write, Access::Read] {
             assert!(!check(member, access, "/groups/11/messages"), "{access:?}");
         }
@@ -534,6 +517,7 @@ mod tests {
             s,
             Access::Subscribe,
             "/users/1/messages",
+            None,
             false
         ));
     }

@@ -3,8 +3,9 @@
 //! broker-level figure (RSS beside the bare broker) is in BENCHMARKS.md; this guards the
 //! data structures behind it against growing back.
 
-use chat_auth::acl::{Access, ChatTopics, Patterns, RuleSet};
+use chat_auth::acl::{Access, Patterns, RuleSet};
 use chat_auth::auth::{Authenticator, Decision, Identity};
+use chat_auth::chat::topics::ChatTopics;
 use chat_auth::hash::HashSettings;
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry};
 use chat_auth::throttle::ThrottleConfig;

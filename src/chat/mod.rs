@@ -4,12 +4,14 @@
 //! Ids are JSON integers or strings, compared by their decimal text. The broker adds `"id"`
 //! (a UUIDv7: unique, sortable by time) and `"ts"` (server time, ms).
 //!
+//! - `topics`: which topics are inboxes and groups, and whose (`ChatTopics::classify`).
 //! - `payload`: validation and stamping, over bytes (`accept`, `restamp`).
 //! - `json`: object keys, strings and numbers read and written as serde_json does (`Key`
 //!   also reads the members of a `$CONTROL` request).
 
 pub(crate) mod json;
 pub mod payload;
+pub mod topics;
 
 /// Longest id (user, group, message) the `messages` table holds.
 pub const MAX_ID_BYTES: usize = 64;

@@ -3,7 +3,8 @@
 
 use super::given::{Given, translate};
 use super::{ConfigError, err};
-use crate::acl::{AclConfig, ChatTopics};
+use crate::acl::AclConfig;
+use crate::chat::topics::ChatTopics;
 use crate::query::{ACL_BINDINGS, GROUP_BINDINGS};
 use std::time::Duration;
 

@@ -1,12 +1,12 @@
 //! The plugin assembled from its parts: config, the MySQL pool, the authenticator. The FFI
 //! edge owns one `Plugin` and forwards each broker event to it.
 
-use crate::acl::ChatTopics;
 use crate::auth::{Authenticator, Identity};
 use crate::backend::UserSource;
 use crate::backend::http::HttpBackend;
 use crate::backend::mysql::MysqlBackend;
 use crate::chat::ValidationConfig;
+use crate::chat::topics::ChatTopics;
 use crate::cluster;
 use crate::dedup::Dedup;
 use crate::envelope::RequestLimits;

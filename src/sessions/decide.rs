@@ -5,6 +5,7 @@
 use super::rules::expand_all;
 use super::{ClientFacts, Departed, Job, Pending, Registry, State, UNBOUND, UNKNOWN_LOG_MEMORY};
 use crate::acl::{self, Access, Subject};
+use crate::chat::topics::{self, ChatTopic};
 use crate::cluster;
 use crate::history;
 use crate::logging::printable;
@@ -24,7 +25,8 @@ impl Registry {
     /// The ACL decision for one check; no I/O. A client the registry does not know (never
     /// logged in through this plugin, or forgotten) is refused. `Pending::Rules`: the client's
     /// login asked for its rules and they have not arrived; apply background results and
-    /// ask again (or `stop_waiting`).
+    /// ask again (or `stop_waiting`). The topic is classified once here, and the
+    /// classification passed on.
     pub fn check(
         &mut self,
         client_id: &[u8],
@@ -34,23 +36,22 @@ impl Registry {
         retain: bool,
         facts: &dyn ClientFacts,
     ) -> Result<bool, Pending> {
+        let class = topics::classify(self.chat.as_ref(), topic);
         if access == Access::Read {
-            if let Some(chat) = &self.chat {
-                // Deliveries of chat topics that MESSAGE never validated: a will (see
-                // `unvalidated_write`), or a retained message from before the plugin (a
-                // retained chat PUBLISH is refused at WRITE).
-                let unvalidated = self.unvalidated_write.is_some()
-                    && self.unvalidated_write == Some(topic_hash(topic));
-                if (unvalidated || retain) && chat.is_chat(topic) {
-                    self.unvalidated_refused += 1;
-                    log::debug!(
-                        "delivery of '{}' to client '{}' refused: not a validated chat message \
-                         (a will, or a retained message)",
-                        printable(topic),
-                        printable(&String::from_utf8_lossy(client_id))
-                    );
-                    return Ok(false);
-                }
+            // Deliveries of chat topics that MESSAGE never validated: a will (see
+            // `unvalidated_write`), or a retained message from before the plugin (a retained
+            // chat PUBLISH is refused at WRITE).
+            let unvalidated = self.unvalidated_write.is_some()
+                && self.unvalidated_write == Some(topic_hash(topic));
+            if (unvalidated || retain) && class.is_some() {
+                self.unvalidated_refused += 1;
+                log::debug!(
+                    "delivery of '{}' to client '{}' refused: not a validated chat message (a \
+                     will, or a retained message)",
+                    printable(topic),
+                    printable(&String::from_utf8_lossy(client_id))
+                );
+                return Ok(false);
             }
         } else {
             self.unvalidated_write = None;
@@ -60,7 +61,7 @@ impl Registry {
                 && departed.pointer == pointer
                 && *departed.client_id == *client_id
             {
-                let verdict = self.will(&departed, topic, retain);
+                let verdict = self.will(&departed, topic, class, retain);
                 if verdict == Err(Pending::Rules) {
                     // Asked again once the rules are in (or `stop_waiting`).
                     self.departed = Some(departed);
@@ -68,22 +69,22 @@ impl Registry {
                 return verdict;
             }
         }
-        let allowed = self.decide(client_id, pointer, access, topic, retain, facts)?;
-        if allowed
-            && access == Access::Write
-            && self.chat.as_ref().is_some_and(|c| c.is_chat(topic))
-        {
+        let allowed = self.decide(client_id, pointer, access, topic, class, retain, facts)?;
+        if allowed && access == Access::Write && class.is_some() {
             self.unvalidated_write = Some(topic_hash(topic));
         }
         Ok(allowed)
     }
 
+    /// `class`: `topic`'s classification (see `check`).
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
         client_id: &[u8],
         pointer: usize,
         access: Access,
         topic: &str,
+        class: Option<ChatTopic<'_>>,
         retain: bool,
         facts: &dyn ClientFacts,
     ) -> Result<bool, Pending> {
@@ -106,7 +107,7 @@ impl Registry {
             {
                 return Err(Pending::RestoredLogin);
             }
-            self.note_unknown(client_id, topic, facts);
+            self.note_unknown(client_id, class, facts);
             return Ok(false);
         };
         // A live TLS connection holding a certificate that the plugin has not logged in at
@@ -128,7 +129,7 @@ impl Registry {
                 return Ok(false);
             }
             self.rechecked(client_id, pointer);
-            return self.decide(client_id, pointer, access, topic, retain, facts);
+            return self.decide(client_id, pointer, access, topic, class, retain, facts);
         }
         if session.state == State::Offline && access != Access::Read {
             if access == Access::Write {
@@ -151,7 +152,7 @@ impl Registry {
                 printable(&session.username)
             );
             self.remove_session(client_id);
-            self.note_unknown(client_id, topic, facts);
+            self.note_unknown(client_id, class, facts);
             return Ok(false);
         }
         if session.superuser || access == Access::Unsubscribe {
@@ -166,7 +167,7 @@ impl Registry {
                 if access == Access::Subscribe {
                     c.covers(topic)
                 } else {
-                    c.is_chat(topic)
+                    class.is_some()
                 }
             })
         {
@@ -175,7 +176,7 @@ impl Registry {
         }
         if session.backend.asks_per_topic() {
             let username = session.username.clone();
-            return self.remote(&username, topic);
+            return self.remote(&username, class);
         }
         let Some(entry) = self.users.get_mut(&session.username) else {
             return Ok(false);
@@ -229,6 +230,7 @@ impl Registry {
             },
             access,
             topic,
+            class,
             retain,
         ))
     }
@@ -236,8 +238,14 @@ impl Registry {
     /// The will of a connection that just went away, judged as its user's PUBLISH: never
     /// on a chat topic (a will cannot be validated, stamped or stored), and like any
     /// PUBLISH elsewhere (a presence topic granted by an `aclquery` row, say).
-    fn will(&mut self, departed: &Departed, topic: &str, retain: bool) -> Result<bool, Pending> {
-        if self.chat.as_ref().is_some_and(|c| c.is_chat(topic)) {
+    fn will(
+        &mut self,
+        departed: &Departed,
+        topic: &str,
+        class: Option<ChatTopic<'_>>,
+        retain: bool,
+    ) -> Result<bool, Pending> {
+        if class.is_some() {
             log::info!(
                 "will of client '{}' (user '{}') on chat topic '{}' refused: a will is never \
                  validated, stamped or stored",
@@ -255,7 +263,7 @@ impl Registry {
             return Ok(departed.relay);
         }
         if departed.backend.asks_per_topic() {
-            return self.remote(&departed.username, topic);
+            return self.remote(&departed.username, class);
         }
         let Some(entry) = self.users.get(&departed.username) else {
             return Ok(false);
@@ -284,14 +292,15 @@ impl Registry {
             },
             Access::Write,
             topic,
+            class,
             retain,
         ))
     }
 
     /// A user of the HTTP backend: no chat identity (chat topics need a MySQL user's id,
     /// groups and validation), so the chat topics are refused; the service decides the rest.
-    fn remote(&self, username: &Arc<str>, topic: &str) -> Result<bool, Pending> {
-        if self.chat.as_ref().is_some_and(|c| c.is_chat(topic)) {
+    fn remote(&self, username: &Arc<str>, class: Option<ChatTopic<'_>>) -> Result<bool, Pending> {
+        if class.is_some() {
             return Ok(false);
         }
         Err(Pending::Remote(username.clone()))
@@ -299,7 +308,12 @@ impl Registry {
 
     /// A client with no session: one log line per client id (bounded), naming what it most
     /// likely is.
-    fn note_unknown(&mut self, client_id: &[u8], topic: &str, facts: &dyn ClientFacts) {
+    fn note_unknown(
+        &mut self,
+        client_id: &[u8],
+        class: Option<ChatTopic<'_>>,
+        facts: &dyn ClientFacts,
+    ) {
         if self.unknown_logged.contains(client_id) {
             return;
         }
@@ -307,7 +321,7 @@ impl Registry {
             self.unknown_logged.clear();
         }
         self.unknown_logged.insert(client_id.into());
-        let chat = self.chat.as_ref().is_some_and(|c| c.is_chat(topic));
+        let chat = class.is_some();
         log::warn!(
             "client '{}' (username '{}') is refused everything{}: chat-auth holds no session \
              for it (it did not log in with a password: a TLS certificate, PSK or anonymous \

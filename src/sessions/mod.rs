@@ -29,10 +29,11 @@ mod lifecycle;
 mod offline;
 mod rules;
 
-use crate::acl::{ChatTopics, GroupIds, PatternSet, RuleSet};
+use crate::acl::{GroupIds, PatternSet, RuleSet};
 use crate::action::Reply;
 use crate::auth::Proof;
 use crate::backend::{BackendError, BackendKind};
+use crate::chat::topics::ChatTopics;
 use crate::history;
 use crate::names::same_name;
 use std::cmp::Reverse;
