@@ -5,7 +5,8 @@
 //!   hotpath SCENARIO ITERATIONS
 //!
 //! Scenarios: `inbox` (WRITE check, validation and stamping, spool append, READ check of one
-//! inbox message), `fanout` (the READ check of one group delivery), `warm-login` (a reconnect
+//! inbox message), `fanout` (the READ check of one group delivery), `acl` (a known client's
+//! READ check of its own inbox), `warm-login` (a reconnect
 //! answered by the credential cache, rules held), `first-login` (a `PASSWORD()` hash checked,
 //! rules loaded), `history` (a chat history request read, checked and counted, and its
 //! 50-message answer wrapped at TICK). Setup is the same for every count, so
@@ -81,10 +82,31 @@ fn connect(registry: &mut Registry, n: usize, identity: &Identity, now: Instant)
     })
 }
 
-fn check(registry: &mut Registry, n: usize, access: Access, topic: &str) -> bool {
+/// Client ids and group topics made before counting: the counted work is the plugin's.
+struct Names {
+    client_ids: Vec<Vec<u8>>,
+    group_topics: Vec<String>,
+    inbox_topics: Vec<String>,
+}
+
+impl Names {
+    fn new() -> Names {
+        Names {
+            client_ids: (0..=2 * CLIENTS)
+                .map(|n| format!("c{n}").into_bytes())
+                .collect(),
+            group_topics: (0..600).map(|g| format!("/groups/{g}/messages")).collect(),
+            inbox_topics: (0..=CLIENTS)
+                .map(|n| format!("/users/{n}/messages"))
+                .collect(),
+        }
+    }
+}
+
+fn check(registry: &mut Registry, names: &Names, n: usize, access: Access, topic: &str) -> bool {
     registry
         .check(
-            format!("c{n}").as_bytes(),
+            &names.client_ids[n],
             n,
             access,
             black_box(topic),
@@ -124,6 +146,7 @@ fn main() {
     let scenario = args.next().unwrap_or_else(|| "inbox".into());
     let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
     let mut registry = loaded_registry();
+    let names = Names::new();
     let auth = Authenticator::new(
         vec![Users],
         HashSettings::default(),
@@ -156,6 +179,7 @@ fn main() {
             "inbox" => {
                 accepted += usize::from(check(
                     &mut registry,
+                    &names,
                     17,
                     Access::Write,
                     "/users/42/messages",
@@ -173,8 +197,13 @@ fn main() {
                 .unwrap();
                 let record = NewRecord::from_stamped(&stamped, "/users/42/messages", 1, "c17");
                 let (position, _) = spool.append(&record).unwrap();
-                accepted +=
-                    usize::from(check(&mut registry, 42, Access::Read, "/users/42/messages"));
+                accepted += usize::from(check(
+                    &mut registry,
+                    &names,
+                    42,
+                    Access::Read,
+                    "/users/42/messages",
+                ));
                 if i % 1000 == 999 {
                     // As the writer does, so the spool stays small.
                     let usage = &spool.usage;
@@ -188,9 +217,18 @@ fn main() {
                 }
             }
             "fanout" => {
-                let group = (n % 600).to_string();
-                let topic = format!("/groups/{group}/messages");
-                accepted += usize::from(check(&mut registry, n, Access::Read, &topic));
+                let topic = &names.group_topics[n % 600];
+                accepted += usize::from(check(&mut registry, &names, n, Access::Read, topic));
+            }
+            "acl" => {
+                // A known client's READ check of its own inbox: the figure issue 26 bounds.
+                accepted += usize::from(check(
+                    &mut registry,
+                    &names,
+                    n,
+                    Access::Read,
+                    &names.inbox_topics[n],
+                ));
             }
             "warm-login" | "first-login" => {
                 // A first login is a user whose rules are not held yet.

@@ -131,6 +131,11 @@ pub fn install(sink: Sink, level: log::LevelFilter) {
 /// Writes the lines waiting; on the broker's thread only, where no plugin lock is held
 /// (the FFI edge, after each callback; elsewhere it does nothing).
 pub fn drain() {
+    // After nearly every callback nothing waits: one load, before asking which thread
+    // this is (that costs a reference count's two atomic operations).
+    if !QUEUE.waiting.load(Ordering::Relaxed) {
+        return;
+    }
     if let Some(sink) = SINK.get() {
         if BROKER_THREAD.get() == Some(&std::thread::current().id()) {
             QUEUE.drain_into(*sink);

@@ -11,6 +11,7 @@
 
 pub(crate) mod json;
 pub mod payload;
+mod scan;
 pub mod topics;
 
 /// Longest id (user, group, message) the `messages` table holds.

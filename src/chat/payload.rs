@@ -128,10 +128,7 @@ pub fn accept<'a>(
             return Err(Invalid::FromIdMismatch);
         }
     }
-    let content = match fields
-        .get(Known::Content)
-        .and_then(|raw| json_str(raw.get()))
-    {
+    let content = match fields.get(Known::Content).and_then(json_str) {
         Some(text) if text.len() <= max_content_bytes => text,
         Some(text) => {
             return Err(Invalid::Content(format!(
@@ -144,7 +141,7 @@ pub fn accept<'a>(
     let client_msg_id = match fields.get(Known::ClientMsgId) {
         None => None,
         Some(raw) => Some(
-            json_str(raw.get())
+            json_str(raw)
                 .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES)
                 .ok_or(Invalid::BadId("clientMsgId"))?
                 .into_owned(),
@@ -155,12 +152,12 @@ pub fn accept<'a>(
     let brought_ts = fields.get(Known::Ts);
     let kept_stamp = trusted
         && brought_id.is_some()
-        && brought_ts.is_some_and(|ts| serde_json::from_str::<i64>(ts.get()).is_ok());
+        && brought_ts.is_some_and(|ts| serde_json::from_str::<i64>(ts).is_ok());
     let message_id = match brought_id {
         Some(id) if trusted => message_id(id).ok_or(Invalid::BadId("id"))?,
         _ => new_id(),
     };
-    let server_ts = match brought_ts.and_then(|ts| serde_json::from_str::<i64>(ts.get()).ok()) {
+    let server_ts = match brought_ts.and_then(|ts| serde_json::from_str::<i64>(ts).ok()) {
         Some(ts) if trusted => ts,
         _ => now_ms,
     };
@@ -200,7 +197,7 @@ pub fn restamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec<u
 
 /// The top-level members the validation reads.
 #[derive(Debug, Clone, Copy)]
-enum Known {
+pub(super) enum Known {
     Type,
     FromId,
     ToId,
@@ -231,8 +228,9 @@ impl Known {
 /// one pass that builds nothing: every member is read (checked) as a raw value borrowed
 /// from the payload, the few known ones are kept, the others only counted and their keys
 /// compared. Duplicate keys are refused: which one counts would depend on the reader.
-struct Fields<'a> {
-    known: [Option<&'a RawValue>; Known::COUNT],
+pub(super) struct Fields<'a> {
+    /// Each known member's raw text, as serde_json's `RawValue` holds it.
+    pub(super) known: [Option<&'a str>; Known::COUNT],
 }
 
 /// Every top-level member, in order (only to write a payload anew).
@@ -245,6 +243,24 @@ impl<'a> Fields<'a> {
 
     /// Reads the payload, and lists its members in `members` when given.
     fn read(payload: &'a [u8], members: Option<&mut Members<'a>>) -> Result<Fields<'a>, Invalid> {
+        if members.is_none() {
+            if let Some(known) = Self::scan(payload) {
+                return Ok(Fields { known });
+            }
+        }
+        Self::read_serde(payload, members)
+    }
+
+    /// The fast path (`scan`): a flat object of the usual shape, or `None`.
+    pub(super) fn scan(payload: &'a [u8]) -> Option<[Option<&'a str>; Known::COUNT]> {
+        super::scan::flat_object(payload, |key| Known::of(key).map(|k| k as usize))
+    }
+
+    /// Any payload, through serde_json's reader (with its words for what is wrong).
+    pub(super) fn read_serde(
+        payload: &'a [u8],
+        members: Option<&mut Members<'a>>,
+    ) -> Result<Fields<'a>, Invalid> {
         let first = payload.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
             return Err(match serde_json::from_slice::<IgnoredAny>(payload) {
@@ -274,20 +290,20 @@ impl<'a> Fields<'a> {
         Ok(Fields { known: read.known })
     }
 
-    fn get(&self, member: Known) -> Option<&'a RawValue> {
+    fn get(&self, member: Known) -> Option<&'a str> {
         self.known[member as usize]
     }
 
     fn type_is(&self, name: &str) -> bool {
         self.get(Known::Type)
-            .and_then(|raw| json_str(raw.get()))
+            .and_then(json_str)
             .is_some_and(|text| text == name)
     }
 
     /// An id as text: a JSON integer in decimal, or a string as it is (borrowed from the
     /// payload unless it has escapes).
     fn id_text(&self, member: Known) -> Option<Cow<'a, str>> {
-        let raw: &'a str = self.get(member)?.get();
+        let raw: &'a str = self.get(member)?;
         let text: Cow<'a, str> = if raw.starts_with('"') {
             json_str(raw)?
         } else if raw != "-0" && (raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok()) {
@@ -320,7 +336,7 @@ struct Reader<'f, 'm, 'de> {
 
 /// What `Reader` found: the known members, and the first key given a second time.
 struct Read<'de> {
-    known: [Option<&'de RawValue>; Known::COUNT],
+    known: [Option<&'de str>; Known::COUNT],
     duplicate: Option<Cow<'de, str>>,
 }
 
@@ -359,7 +375,7 @@ impl<'de> Visitor<'de> for Reader<'_, '_, 'de> {
             }
             match Known::of(&key) {
                 Some(member) if known[member as usize].is_some() => duplicate = Some(key),
-                Some(member) => known[member as usize] = Some(raw),
+                Some(member) => known[member as usize] = Some(raw.get()),
                 None => duplicate = keys.add(key).err(),
             }
         }
@@ -490,8 +506,8 @@ fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec
 }
 
 /// A message id brought by a trusted sender: printable ASCII that fits the table.
-fn message_id(raw: &RawValue) -> Option<String> {
-    let text = json_str(raw.get())?;
+fn message_id(raw: &str) -> Option<String> {
+    let text = json_str(raw)?;
     (!text.is_empty() && text.len() <= MAX_ID_BYTES && text.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| text.into_owned())
 }

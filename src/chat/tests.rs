@@ -792,6 +792,12 @@ fn the_reader_gives_what_the_old_one_gave_for_any_payload() {
             *[0, 3, 8, 20].get(rng.below(4)).unwrap()
         };
         let shown = String::from_utf8_lossy(&payload);
+        if let Some(fast) = Fields::scan(&payload) {
+            // The fast path reads only what serde_json's reader reads the same.
+            let slow = Fields::read_serde(&payload, None).map(|f| f.known);
+            assert_eq!(Ok(fast), slow, "case {case}: {shown}");
+            *seen.entry("read by the fast path").or_default() += 1;
+        }
         let (calls, old_calls) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
         let new = outcome(|| {
             accept(kind, topic_id, &payload, sender, max, 7, || {
@@ -842,6 +848,7 @@ fn the_reader_gives_what_the_old_one_gave_for_any_payload() {
         "to-id-mismatch",
         "from-id-mismatch",
         "content",
+        "read by the fast path",
     ];
     for verdict in verdicts {
         assert!(

@@ -4,7 +4,6 @@
 use super::{Job, Registry, SavedSession, Session, State, UNBOUND};
 use crate::acl::RuleSet;
 use crate::logging::printable;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -183,7 +182,7 @@ impl Registry {
     }
 }
 
-fn is_live_offline(sessions: &HashMap<Box<[u8]>, Session>, id: &[u8], pointer: usize) -> bool {
+fn is_live_offline(sessions: &super::Map<Box<[u8]>, Session>, id: &[u8], pointer: usize) -> bool {
     sessions
         .get(id)
         .is_some_and(|s| s.state == State::Offline && s.pointer == pointer)
