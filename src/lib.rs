@@ -24,6 +24,7 @@ pub mod figures;
 pub mod hash;
 pub mod history;
 pub mod logging;
+pub mod message_id;
 pub mod metrics;
 pub mod names;
 pub mod plugin;
