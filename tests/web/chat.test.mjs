@@ -18,7 +18,7 @@ const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (scrip
 if (skip) console.log(`# SKIPPED the web chat's browser test: ${skip}`);
 
 const WAIT = 20_000; // what one step in the page may take
-let demo, demoOutput = '', url, socket, browser, runDir;
+let demo, demoOutput = '', url, mqttPort, socket, browser, runDir;
 const windows = {};
 const pageErrors = [];
 
@@ -55,7 +55,7 @@ async function startDemo() {
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   socket = path.join(runDir, 'mariadb.sock');
-  const mqttPort = await freePort();
+  mqttPort = await freePort();
   let webPort = await freePort();
   while (webPort === mqttPort) webPort = await freePort();
   demo = spawn(path.join(root, 'scripts/demo'), [], {
@@ -219,6 +219,32 @@ test('a message to a group bob is not in shows a refusal', { skip }, async () =>
   assert.match(await refusal.textContent(), /PUBACK 0x87 Not authorized.*not a member of alice and carol/);
   await shot(bob, 'bob-refused');
   assert.equal(sql(`SELECT COUNT(*) FROM messages WHERE content = '${refusedText}'`), '0');
+});
+
+test('carol scrolls back through a longer conversation, a page at a time', { skip }, async () => {
+  // 40 messages from carol to bob, sent by mosquitto_pub over plain MQTT (one line each): her
+  // window knows them only from history (a sender never receives what it sent to an inbox).
+  const lines = Array.from({ length: 40 }, (_, i) =>
+    JSON.stringify({ type: 'CHAT', fromId: 3, toId: 2, content: `carol's message ${i + 1} of 40` })).join('\n');
+  execFileSync('mosquitto_pub', ['-p', String(mqttPort), '-u', 'carol', '-P', 'secret', '-q', '1',
+    '-t', '/users/2/messages', '-l'], { input: lines + '\n' });
+  await eventually('the 40 rows', () => sql("SELECT COUNT(*) FROM messages WHERE from_id = '3'") === '40');
+  const carol = await openWindow('carol');
+  await logIn(carol, 'carol', 'secret');
+  await loggedIn(carol, 'carol');
+  await conversationButton(carol, 'bob').click();
+  const messages = carol.locator('#messages li.message');
+  // The newest page first (30), the newest message last, and a way further back.
+  await carol.locator('#older').waitFor();
+  assert.equal(await messages.count(), 30);
+  assert.equal(await messages.last().locator('.content').textContent(), "carol's message 40 of 40");
+  // Scrolling to the top fetches the page before it.
+  await carol.locator('#scroller').evaluate((node) => { node.scrollTop = 0; });
+  await carol.waitForSelector('#history-status:text-is("The beginning of this conversation.")');
+  assert.equal(await messages.count(), 40);
+  assert.equal(await messages.first().locator('.content').textContent(), "carol's message 1 of 40");
+  assert.ok(await carol.isHidden('#older'));
+  await shot(carol, 'carol');
 });
 
 test('a wrong password shows a refusal', { skip }, async () => {
