@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,19 @@ const WAIT = 20_000; // what one step in the page may take
 let demo, demoOutput = '', url, mqttPort, socket, browser, runDir;
 const windows = {};
 const pageErrors = [];
+let failed = false; // keeps the run directory and prints the demo's output at the end
+
+// A step of the story: the steps run in order, each on what the ones before left.
+function step(name, body) {
+  test(name, { skip }, async () => {
+    try {
+      await body();
+    } catch (err) {
+      failed = true;
+      throw err;
+    }
+  });
+}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -51,6 +64,11 @@ async function eventually(what, check, limit = WAIT) {
 
 // Starts scripts/demo in a process group of its own and waits until its page is served.
 async function startDemo() {
+  // Run directories of earlier runs whose process is gone (a failed run keeps its files).
+  for (const name of readdirSync(out)) {
+    const pid = name.match(/^run-(\d+)$/)?.[1];
+    if (pid && !existsSync(`/proc/${pid}`)) rmSync(path.join(out, name), { recursive: true, force: true });
+  }
   runDir = path.join(out, `run-${process.pid}`);
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
@@ -135,6 +153,7 @@ let stamped; // {id, datetime} of alice's message as bob's window showed it
 before(async () => {
   if (skip) return;
   mkdirSync(out, { recursive: true });
+  failed = true; // until the browser is up
   await startDemo();
   const { chromium } = createRequire(path.join(root, 'target/npm/'))('playwright-core');
   browser = await chromium.launch({
@@ -144,15 +163,22 @@ before(async () => {
     args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
   });
+  failed = false;
 }, { timeout: 960_000 });
 
 after(async () => {
   if (browser) await browser.close();
   await stopDemo();
-  if (!skip && runDir && !process.exitCode) rmSync(runDir, { recursive: true, force: true });
+  if (skip || !runDir) return;
+  if (failed) {
+    console.log(`# the demo's output (its files are kept in ${path.relative(root, runDir)}):`);
+    console.log(demoOutput.split('\n').slice(-60).map((line) => '#   ' + line).join('\n'));
+  } else {
+    rmSync(runDir, { recursive: true, force: true });
+  }
 });
 
-test('alice and bob log in, in two windows', { skip }, async () => {
+step('alice and bob log in, in two windows', async () => {
   const alice = await openWindow('alice');
   const bob = await openWindow('bob');
   await logIn(alice, 'alice', 'secret');
@@ -165,7 +191,7 @@ test('alice and bob log in, in two windows', { skip }, async () => {
   await alice.waitForSelector('#groups .name:text-is("alice and carol")');
 });
 
-test('alice sends bob a message; bob sees it with the server\'s id and time', { skip }, async () => {
+step('alice sends bob a message; bob sees it with the server\'s id and time', async () => {
   const { alice, bob } = windows;
   await conversationButton(alice, 'bob').click();
   await alice.waitForSelector('#history-status:text-is("No messages yet.")');
@@ -186,7 +212,7 @@ test('alice sends bob a message; bob sees it with the server\'s id and time', { 
   await shot(alice, 'alice');
 });
 
-test('the message is a row in MySQL', { skip }, async () => {
+step('the message is a row in MySQL', async () => {
   const row = await eventually('the row in messages', () =>
     sql(`SELECT type, from_id, to_id, content, server_ts FROM messages WHERE message_id = '${stamped.id}'`));
   const [type, from, to, content, ts] = row.split('\t');
@@ -194,7 +220,7 @@ test('the message is a row in MySQL', { skip }, async () => {
   assert.equal(new Date(Number(ts)).toISOString(), stamped.datetime);
 });
 
-test('bob\'s history shows it after a reload', { skip }, async () => {
+step('bob\'s history shows it after a reload', async () => {
   const { bob } = windows;
   await bob.reload();
   assert.equal(await bob.inputValue('#login-form input[name=username]'), 'bob'); // remembered
@@ -208,7 +234,7 @@ test('bob\'s history shows it after a reload', { skip }, async () => {
   await shot(bob, 'bob');
 });
 
-test('a message to a group bob is not in shows a refusal', { skip }, async () => {
+step('a message to a group bob is not in shows a refusal', async () => {
   const { bob } = windows;
   const refusedText = `bob writing where he may not (${Date.now()})`;
   await conversationButton(bob, 'alice and carol').click();
@@ -221,7 +247,7 @@ test('a message to a group bob is not in shows a refusal', { skip }, async () =>
   assert.equal(sql(`SELECT COUNT(*) FROM messages WHERE content = '${refusedText}'`), '0');
 });
 
-test('carol scrolls back through a longer conversation, a page at a time', { skip }, async () => {
+step('carol scrolls back through a longer conversation, a page at a time', async () => {
   // 40 messages from carol to bob, sent by mosquitto_pub over plain MQTT (one line each): her
   // window knows them only from history (a sender never receives what it sent to an inbox).
   const lines = Array.from({ length: 40 }, (_, i) =>
@@ -247,7 +273,7 @@ test('carol scrolls back through a longer conversation, a page at a time', { ski
   await shot(carol, 'carol');
 });
 
-test('a wrong password shows a refusal', { skip }, async () => {
+step('a wrong password shows a refusal', async () => {
   const page = await openWindow('wrong-password');
   await logIn(page, 'bob', 'not-his-password');
   await page.waitForSelector('#login-status.refused');
@@ -256,6 +282,6 @@ test('a wrong password shows a refusal', { skip }, async () => {
   await shot(page, 'login-refused');
 });
 
-test('no script errors in any window', { skip }, () => {
+step('no script errors in any window', () => {
   assert.deepEqual(pageErrors, []);
 });
