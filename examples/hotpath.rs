@@ -173,6 +173,7 @@ fn main() {
     let mut limits = history::Limits::new(4, u32::MAX);
     let history_page = page_of_50();
     let mut accepted = 0usize;
+    let mut ids = chat_auth::message_id::MessageIds::seeded(1);
     for i in 0..iterations {
         let n = i % CLIENTS + 1;
         match scenario.as_str() {
@@ -192,7 +193,7 @@ fn main() {
                     Sender::User("17"),
                     65_536,
                     1_795_000_000_000,
-                    payload::new_message_id,
+                    || ids.next(1_795_000_000_000),
                 )
                 .unwrap();
                 let record = NewRecord::from_stamped(&stamped, "/users/42/messages", 1, "c17");
