@@ -9,6 +9,7 @@ use crate::intake::{self, ChatPublish, ChatRefusal, Intake, Verdict};
 use crate::logging::printable;
 use crate::refresh::Work;
 use crate::sessions::Author;
+use crate::sessions::Connection;
 use crate::store::Store;
 
 impl Plugin {
@@ -52,7 +53,7 @@ impl Plugin {
         let trusted = matches!(
             state
                 .registry
-                .author(client_id, client.pointer, client.facts),
+                .author(Connection::new(client_id, client.pointer), client.facts),
             Author::Relay | Author::OwnBridge | Author::Superuser
         );
         let decoded = cluster::decode(payload);
@@ -131,7 +132,7 @@ impl Plugin {
             payload,
             qos,
             client_id,
-            author: registry.author(client_id, client.pointer, client.facts),
+            author: registry.author(Connection::new(client_id, client.pointer), client.facts),
         };
         let mut intake = Intake {
             validation,
