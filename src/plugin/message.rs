@@ -193,6 +193,7 @@ impl Plugin {
                 .map(MessageVerdict::Replace)
                 .ok_or("not-json");
         }
+        state.limits.chat(sender, kind, now)?;
         if let Some(store) = &mut state.store {
             let record = NewRecord::from_stamped(&stamped, topic, qos, truncate(&client_name, 256));
             match store.put(&record) {
@@ -228,7 +229,7 @@ impl Plugin {
 
 /// The refusals that are a limit reached, not a fault of the message (`OverQuota`).
 fn over_quota(reason: &str) -> bool {
-    matches!(reason, "spool-full")
+    matches!(reason, "spool-full" | crate::limits::RATE_LIMITED)
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
