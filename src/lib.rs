@@ -29,6 +29,7 @@ pub mod message_id;
 pub mod metrics;
 pub mod names;
 pub mod plugin;
+pub mod presence;
 pub mod query;
 pub mod refresh;
 pub mod resend;
