@@ -4,9 +4,9 @@
 //!
 //!   hotpath SCENARIO ITERATIONS
 //!
-//! Scenarios: `inbox` (WRITE check, validation and stamping, spool append, READ check of one
-//! inbox message), `fanout` (the READ check of one group delivery), `acl` (a known client's
-//! READ check of its own inbox), `warm-login` (a reconnect
+//! Scenarios: `inbox` (WRITE check, validation and stamping, the sender's chat rate, spool
+//! append, READ check of one inbox message), `fanout` (the READ check of one group
+//! delivery), `acl` (a known client's READ check of its own inbox), `warm-login` (a reconnect
 //! answered by the credential cache, rules held), `first-login` (a `PASSWORD()` hash checked,
 //! rules loaded), `history` (a chat history request read, checked and counted, and its
 //! 50-message answer wrapped at TICK). Setup is the same for every count, so
@@ -171,6 +171,7 @@ fn main() {
     let reply_base = Reply::to("c17", history::RESPONSE_TOPIC);
     let mut limits = history::Limits::new(4, u32::MAX);
     let history_page = page_of_50();
+    let mut rates = chat_auth::limits::Limits::new(Default::default(), false);
     let mut accepted = 0usize;
     let mut ids = chat_auth::message_id::MessageIds::seeded(1);
     for i in 0..iterations {
@@ -195,6 +196,9 @@ fn main() {
                     || ids.next(1_795_000_000_000),
                 )
                 .unwrap();
+                // The sender's chat rate (the defaults), a message every 200 ms: let through.
+                let now_ms = 1_795_000_000_000 + i as i64 * 200;
+                rates.chat(Sender::User("17"), Kind::Chat, now_ms).unwrap();
                 let record = NewRecord::from_stamped(&stamped, "/users/42/messages", 1, "c17");
                 let (position, _) = spool.append(&record).unwrap();
                 accepted += usize::from(check(

@@ -7,6 +7,7 @@ use crate::chat::ValidationConfig;
 use crate::chat::payload::{self, Invalid, Sender};
 use crate::chat::topics::ChatTopic;
 use crate::dedup::{Dedup, Stamp};
+use crate::limits::{Limits, RATE_LIMITED};
 use crate::message_id::MessageIds;
 use crate::resend::Resends;
 use crate::sessions::Author;
@@ -37,6 +38,8 @@ pub struct Intake<'a> {
     pub spooler: Option<&'a mut Spooler>,
     /// The broker's message ids.
     pub ids: &'a mut MessageIds,
+    /// The chat rate per user.
+    pub limits: &'a mut Limits,
 }
 
 /// An accepted chat message: what to deliver instead of what was received.
@@ -59,6 +62,8 @@ pub enum ChatRefusal {
     UnknownClient,
     /// The payload is not a chat message of this topic from this sender.
     Invalid(Invalid),
+    /// The sender's user is over `chat_rate` (`crate::limits`).
+    RateLimited,
     /// The spool holds `persist_spool_max_mb` not yet in MySQL.
     SpoolFull,
     /// The spool cannot be written (a full disk, say).
@@ -71,6 +76,7 @@ impl ChatRefusal {
         match self {
             ChatRefusal::UnknownClient => "unknown-client",
             ChatRefusal::Invalid(why) => why.name(),
+            ChatRefusal::RateLimited => RATE_LIMITED,
             ChatRefusal::SpoolFull => "spool-full",
             ChatRefusal::SpoolError(_) => "spool-error",
         }
@@ -79,7 +85,7 @@ impl ChatRefusal {
     /// A limit reached, not a fault of the message: Mosquitto 2.1 answers an MQTT 5 sender
     /// "quota exceeded" (0x97).
     pub fn is_limit(&self) -> bool {
-        matches!(self, ChatRefusal::SpoolFull)
+        matches!(self, ChatRefusal::RateLimited | ChatRefusal::SpoolFull)
     }
 }
 
@@ -88,6 +94,7 @@ impl fmt::Display for ChatRefusal {
         match self {
             ChatRefusal::UnknownClient => f.write_str("no session or no rules known for it"),
             ChatRefusal::Invalid(why) => why.fmt(f),
+            ChatRefusal::RateLimited => f.write_str("its user is over chat_rate"),
             ChatRefusal::SpoolFull => f.write_str("the spool is full"),
             ChatRefusal::SpoolError(e) => write!(f, "cannot write the chat spool ({e})"),
         }
@@ -150,6 +157,11 @@ pub fn judge(
             .map(Verdict::Retransmission)
             .ok_or_else(|| ChatRefusal::Invalid(payload::unwritable()));
     }
+    // Counted against the sender's rate only when it would be stored and delivered.
+    intake
+        .limits
+        .chat(sender, publish.chat.kind, now_ms)
+        .map_err(|_| ChatRefusal::RateLimited)?;
     if let Some(spooler) = &mut intake.spooler {
         let client_name = String::from_utf8_lossy(publish.client_id);
         let client_name = truncate(&client_name, MAX_STORED_CLIENT_ID);

@@ -145,6 +145,11 @@ impl Template {
         format!("{}+{}", self.prefix, self.suffix)
     }
 
+    /// The topic of this template for `id` (`/users/17/presence`).
+    pub fn render(&self, id: &str) -> String {
+        format!("{}{id}{}", self.prefix, self.suffix)
+    }
+
     /// The id of a concrete topic of this template, if it is one: the topic is the prefix,
     /// one non-empty level, and the suffix.
     pub fn id_of<'t>(&self, topic: &'t str) -> Option<&'t str> {

@@ -20,6 +20,8 @@ mod history;
 mod http;
 #[path = "broker/identity.rs"]
 mod identity;
+#[path = "broker/limits.rs"]
+mod limits;
 #[path = "broker/mqtt.rs"]
 mod mqtt;
 #[path = "broker/package.rs"]
@@ -58,6 +60,7 @@ fn main() {
     trials.extend(http::trials());
     trials.extend(cluster::trials());
     trials.extend(delivery::trials());
+    trials.extend(limits::trials());
     trials.extend(package::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);

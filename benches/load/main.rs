@@ -290,6 +290,8 @@ fn plugin_conf(bench: &Bench, conf: &mut String) {
                 plugin = plugin_path().display(),
                 db = bench.db.socket_options(&bench.dbname),
             );
+            // The chat rate on (its cost counted) and high enough for the load's publishers.
+            conf.push_str("auth_opt_chat_rate 10000\nauth_opt_chat_burst 100000\n");
             // BENCH_PLUGIN=auth-only|validate (for finding where time goes); default: all.
             match std::env::var("BENCH_PLUGIN").as_deref() {
                 Ok("auth-only") => conf.push_str("auth_opt_chat_validate false\n"),

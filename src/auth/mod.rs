@@ -74,6 +74,9 @@ pub enum Refusal {
     OtherSpelling(String),
     /// The row's `user_id` is NULL.
     NullUserId,
+    /// The user holds `max_connections_per_user` connections already (decided by the
+    /// plugin after the password, `crate::limits`).
+    TooManyConnections,
 }
 
 impl Refusal {
@@ -90,6 +93,7 @@ impl Refusal {
             Refusal::Throttled => "throttled",
             Refusal::OtherSpelling(_) => "other-spelling",
             Refusal::NullUserId => "null-user-id",
+            Refusal::TooManyConnections => "too-many-connections",
         }
     }
 
@@ -98,7 +102,11 @@ impl Refusal {
     fn counts_as_failure(&self) -> bool {
         !matches!(
             self,
-            Refusal::Database(_) | Refusal::NoClientId | Refusal::Throttled | Refusal::NullUserId
+            Refusal::Database(_)
+                | Refusal::NoClientId
+                | Refusal::Throttled
+                | Refusal::NullUserId
+                | Refusal::TooManyConnections
         )
     }
 }
@@ -121,6 +129,9 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::NullUserId => {
                 f.write_str("its row's user_id is NULL (no chat identity; fix the row)")
+            }
+            Refusal::TooManyConnections => {
+                f.write_str("the user holds max_connections_per_user connections already")
             }
         }
     }

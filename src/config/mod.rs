@@ -24,6 +24,9 @@ use crate::chat::ValidationConfig;
 use crate::envelope::RequestLimits;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
 use crate::history::HistoryConfig;
+use crate::limits::LimitsConfig;
+use crate::limits::connections::{ConnectionsConfig, Policy};
+use crate::limits::rate::RateConfig;
 use crate::sessions::OfflineCaps;
 use crate::store::StoreConfig;
 use crate::throttle::ThrottleConfig;
@@ -83,6 +86,8 @@ pub struct Config {
     pub requests: RequestLimits,
     pub log_level: log::LevelFilter,
     pub offline: OfflineCaps,
+    /// The chat rate and connections per user.
+    pub limits: LimitsConfig,
     /// Info lines for the start-up log (options of mosquitto-go-auth that change nothing).
     pub notes: Vec<String>,
     /// How often the figures go to `$SYS/broker/chat-auth/` (zero: never).
@@ -315,6 +320,7 @@ impl Config {
             total: given.whole::<usize>("offline_sessions_max")?,
             per_user: given.whole::<usize>("offline_sessions_per_user")?,
         };
+        let limits = limits_config(given)?;
         let session_file = match given.get("session_file") {
             Some("none") => None,
             Some(path) => {
@@ -358,6 +364,7 @@ impl Config {
             requests,
             log_level,
             offline,
+            limits,
             notes,
             metrics_listen: given.get("metrics_listen").map(str::to_string),
             sys_interval: Duration::from_secs(given.whole::<u64>("sys_interval")?),
@@ -366,6 +373,36 @@ impl Config {
         };
         Ok((config, warnings))
     }
+}
+
+/// `chat_rate`, `chat_burst`, `chat_group_weight`, `max_connections_per_user`,
+/// `connection_limit_policy`.
+fn limits_config(given: &Given<'_>) -> Result<LimitsConfig, ConfigError> {
+    let rate = RateConfig {
+        rate: given.whole::<u32>("chat_rate")?,
+        burst: given.whole::<u32>("chat_burst")?,
+        group_weight: given.whole::<u32>("chat_group_weight")?,
+    };
+    if !rate.is_off() && rate.group_weight > rate.burst {
+        return Err(err(
+            "chat_group_weight",
+            format!(
+                "{} is more than chat_burst {}: no group message could ever be sent",
+                rate.group_weight, rate.burst
+            ),
+        ));
+    }
+    let policy = match given.choice("connection_limit_policy")? {
+        Some("oldest") => Policy::Oldest,
+        _ => Policy::Refuse,
+    };
+    Ok(LimitsConfig {
+        rate,
+        connections: ConnectionsConfig {
+            max: given.whole::<u32>("max_connections_per_user")?,
+            policy,
+        },
+    })
 }
 
 /// `auth_opt_backends`: auth-plug's comma list, asked in its order.

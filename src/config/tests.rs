@@ -126,6 +126,40 @@ fn table_defaults_match_the_parts_defaults() {
     let (config, _) = parse(&[]).unwrap();
     assert_eq!(config.auth.throttle, ThrottleConfig::default());
     assert_eq!(config.offline, OfflineCaps::default());
+    assert_eq!(config.limits, LimitsConfig::default());
+}
+
+#[test]
+fn limits_options() {
+    let (config, _) = parse(&[
+        ("chat_rate", "0"),
+        ("chat_group_weight", "50"),
+        ("max_connections_per_user", "3"),
+        ("connection_limit_policy", "oldest"),
+    ])
+    .unwrap();
+    assert!(config.limits.rate.is_off());
+    assert_eq!(
+        config.limits.connections,
+        ConnectionsConfig {
+            max: 3,
+            policy: Policy::Oldest
+        }
+    );
+    for (options, named) in [
+        (&[("chat_group_weight", "21")][..], "chat_group_weight"),
+        (&[("chat_burst", "0")][..], "chat_burst"),
+        (
+            &[("connection_limit_policy", "newest")][..],
+            "connection_limit_policy",
+        ),
+        (
+            &[("max_connections_per_user", "-1")][..],
+            "max_connections_per_user",
+        ),
+    ] {
+        assert_eq!(parse(options).unwrap_err().option, named, "{options:?}");
+    }
 }
 
 #[test]

@@ -93,13 +93,14 @@ impl By {
                 "why a login was refused: `wrong-password`, `unknown-user`, `no-password`, \
                  `no-stored-hash`, `unusable-hash`, `database`, `no-client-id`, \
                  `other-spelling`, `null-user-id`, `timeout` (a delayed login not checked in \
-                 time); only the reasons that happened"
+                 time), `too-many-connections` (`max_connections_per_user`); only the reasons \
+                 that happened"
             }
             By::ChatRefusal => {
                 "why a chat message was refused: `from-id-mismatch`, `to-id-mismatch`, \
                  `wrong-type`, `not-json`, `not-object`, `bad-id`, `content`, `too-large`, \
-                 `too-many-members`, `unknown-client`, `spool-full`, `spool-error`; only the \
-                 reasons that happened"
+                 `too-many-members`, `unknown-client`, `rate-limited` (over `chat_rate`), \
+                 `spool-full`, `spool-error`; only the reasons that happened"
             }
             By::PasswordFormat => {
                 "the stored password format, as `getStats` names it (`bcrypt`, `pbkdf2`, ...; \
@@ -289,6 +290,21 @@ pub struct Snapshot {
     pub storage: Option<Storage>,
     /// With chat history on.
     pub history: Option<History>,
+    /// The per-user limits' figures.
+    pub limits: Limits,
+}
+
+/// The per-user limits' figures (`chat_rate`, `max_connections_per_user`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Episodes of a user sending over `chat_rate` (their first refusal each).
+    pub rate_episodes: u64,
+    /// Users holding a rate bucket (sent lately).
+    pub rate_users: u64,
+    /// Connections ended for `max_connections_per_user` (`connection_limit_policy oldest`).
+    pub connections_ended: u64,
+    /// Users with a connection, where connections are followed (a limit on).
+    pub connected_users: u64,
 }
 
 /// The sessions registry's figures.
@@ -479,6 +495,7 @@ pub(crate) mod golden {
         counters.chat_refused.insert("not-json", 121);
         counters.chat_refused.insert("from-id-mismatch", 122);
         counters.chat_refused.insert("spool-full", 123);
+        counters.chat_refused.insert("rate-limited", 124);
         Snapshot {
             counters,
             sessions: Sessions {
@@ -543,6 +560,12 @@ pub(crate) mod golden {
                 query_us: 3_603_000,
                 clients_tracked: 604,
             }),
+            limits: Limits {
+                rate_episodes: 701,
+                rate_users: 702,
+                connections_ended: 703,
+                connected_users: 704,
+            },
         }
     }
 

@@ -264,7 +264,40 @@ pub const FIGURES: &[Figure] = &[
     .prometheus(
         "chat_messages",
         &[("outcome", Is("refused")), ("reason", Labelled)],
-    ),
+    )
+    .stats(36, "chatRefused.{}"),
+    // Per-user limits.
+    counter(
+        "limits.rate_episodes",
+        One(|s| Some(s.limits.rate_episodes)),
+        "Episodes of a user sending chat messages over `chat_rate` (each logged once; its \
+         refusals are `chat.refused` `rate-limited`).",
+    )
+    .sys("limits/rate-episodes")
+    .prometheus("limit_events", &[("event", Is("rate-episode"))])
+    .stats(37, "limits.rateEpisodes"),
+    gauge(
+        "limits.rate_users",
+        One(|s| Some(s.limits.rate_users)),
+        "Users whose chat rate bucket is held (they sent lately; a full bucket is forgotten).",
+    )
+    .stats(38, "limits.rateUsers"),
+    counter(
+        "limits.connections_ended",
+        One(|s| Some(s.limits.connections_ended)),
+        "Connections ended because their user logged in once more than \
+         `max_connections_per_user` (`connection_limit_policy oldest`; refused logins are \
+         `logins.refused` `too-many-connections`).",
+    )
+    .sys("limits/connections-ended")
+    .prometheus("limit_events", &[("event", Is("connection-ended"))])
+    .stats(39, "limits.connectionsEnded"),
+    gauge(
+        "limits.connected_users",
+        One(|s| Some(s.limits.connected_users)),
+        "Users with a connection, as the connection limit follows them (0 with no limit).",
+    )
+    .stats(40, "limits.connectedUsers"),
     // Users' rules.
     counter(
         "rules.refreshes",
@@ -466,6 +499,10 @@ pub const FAMILIES: &[Family] = &[
     family(
         "chat_messages",
         "Chat messages by outcome (accepted, retransmission, refused) and reason",
+    ),
+    family(
+        "limit_events",
+        "Per-user limits reached: rate episodes, connections ended",
     ),
     family(
         "rules_refreshes",

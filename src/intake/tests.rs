@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::chat::Kind;
+use crate::limits::{LimitsConfig, RateConfig};
 use crate::store::Record;
 use crate::store::spool::{self, SpoolReader};
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ struct Pipeline {
     spooler: Spooler,
     reader: SpoolReader,
     ids: MessageIds,
+    limits: Limits,
     _scratch: Scratch,
 }
 
@@ -55,6 +57,7 @@ impl Pipeline {
             spooler,
             reader,
             ids: MessageIds::seeded(1),
+            limits: unlimited(),
             _scratch: scratch,
         }
     }
@@ -66,6 +69,7 @@ impl Pipeline {
             dedup: Some(&mut self.dedup),
             spooler: Some(&mut self.spooler),
             ids: &mut self.ids,
+            limits: &mut self.limits,
         };
         judge(&mut intake, publish, now_ms)
     }
@@ -81,6 +85,13 @@ impl Pipeline {
             records.extend(batch.iter().map(|item| spool::decode(&item.0).unwrap()));
         }
     }
+}
+
+/// No chat rate (`chat_rate 0`).
+fn unlimited() -> Limits {
+    let mut config = LimitsConfig::default();
+    config.rate.rate = 0;
+    Limits::new(config, false)
 }
 
 /// Alice (user 7) writing to user 9's inbox.
@@ -276,13 +287,53 @@ fn without_storage_messages_are_stamped_all_the_same() {
     };
     let mut resends = Resends::new(30_000, 16, 1_000);
     let mut ids = MessageIds::seeded(2);
+    let mut limits = unlimited();
     let mut intake = Intake {
         validation: &validation,
         resends: &mut resends,
         dedup: None,
         spooler: None,
         ids: &mut ids,
+        limits: &mut limits,
     };
     let verdict = judge(&mut intake, &to_inbox(HELLO, Author::User("7"), 0), NOW).unwrap();
     assert_eq!(delivered(&verdict)["ts"], NOW);
+}
+
+#[test]
+fn over_the_rate_a_message_is_refused_unstored_and_superusers_are_not_limited() {
+    let mut pipeline = Pipeline::new("rate", 1 << 20);
+    pipeline.limits = Limits::new(
+        LimitsConfig {
+            rate: RateConfig {
+                rate: 1,
+                burst: 3,
+                group_weight: 2,
+            },
+            ..LimitsConfig::default()
+        },
+        false,
+    );
+    for _ in 0..3 {
+        pipeline
+            .judge(&to_inbox(HELLO, Author::User("7"), 1), NOW)
+            .unwrap();
+    }
+    let refusal = pipeline
+        .judge(&to_inbox(HELLO, Author::User("7"), 1), NOW)
+        .unwrap_err();
+    assert!(matches!(refusal, ChatRefusal::RateLimited));
+    assert!(refusal.is_limit());
+    assert_eq!(refusal.name(), "rate-limited");
+    // A superuser sends as anyone, unlimited.
+    for _ in 0..5 {
+        pipeline
+            .judge(&to_inbox(HELLO, Author::Superuser, 1), NOW)
+            .unwrap();
+    }
+    // A second later the bucket holds one message again.
+    pipeline
+        .judge(&to_inbox(HELLO, Author::User("7"), 1), NOW + 1_000)
+        .unwrap();
+    assert_eq!(pipeline.spooled().len(), 3 + 5 + 1);
 }

@@ -73,6 +73,12 @@ impl Plugin {
                     clients_tracked: history.limits.tracked() as u64,
                 }
             }),
+            limits: figures::Limits {
+                rate_episodes: state.limits.rate_episodes,
+                rate_users: state.limits.rate_users() as u64,
+                connections_ended: state.limits.connections_ended,
+                connected_users: state.limits.connected_users() as u64,
+            },
         }
     }
 

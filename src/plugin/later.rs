@@ -384,6 +384,15 @@ impl Plugin {
                 return;
             }
         };
+        if let Err(refusal) = Self::admit_connection(state, &client_id, &identity) {
+            state.counters.login_refused(refusal.name());
+            state.registry.refused(Connection::new(&client_id, pointer));
+            state.outbox.push(crate::action::Action::CompleteLogin {
+                client_id: client_id.into_vec(),
+                accepted: false,
+            });
+            return;
+        }
         state.counters.logins_accepted += 1;
         let awaiting = AwaitingRules {
             ticket,
@@ -458,6 +467,7 @@ impl Plugin {
             &done.identity,
             now,
         );
+        Self::connection_accepted(state, client_id, pointer, &done.identity);
         self.install_preloaded(state, &done.identity.username, done.rules, now);
         Self::start_urgent(state);
         log::debug!(

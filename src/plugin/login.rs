@@ -125,12 +125,23 @@ impl Plugin {
                 persistent: !client.facts.clean_session(),
             }
         };
+        if let LoginKind::Connect { .. } = kind {
+            if let Err(refusal) = Self::admit_connection(&mut state, client_id, identity) {
+                state
+                    .registry
+                    .refused(Connection::new(client_id, client.pointer));
+                return Decision::Refuse(refusal);
+            }
+        }
         state.registry.login(
             Connection::new(client_id, client.pointer),
             kind,
             identity,
             now,
         );
+        if let LoginKind::Connect { .. } = kind {
+            Self::connection_accepted(&mut state, client_id, client.pointer, identity);
+        }
         // The rules load on a background thread while the broker goes on; the client's
         // first check waits for them (`acl_check`).
         Self::start_urgent(&mut state);
@@ -242,6 +253,10 @@ impl Plugin {
         });
         match login {
             Ok(identity) => {
+                if let LoginKind::Connect { .. } = kind {
+                    // Counted, never refused: the broker let it in before the plugin heard.
+                    Self::connection_accepted(state, client_id, client.pointer, &identity);
+                }
                 Self::start_urgent(state);
                 log::info!(
                     "client '{}' {how} as user '{}' (user id '{}')",
@@ -272,9 +287,11 @@ impl Plugin {
 
     pub fn disconnect(&self, client: Client<'_>, clean_session: bool) {
         if let Some(client_id) = client.id {
-            self.enter(Entry::Disconnect)
+            let mut state = self.enter(Entry::Disconnect);
+            state
                 .registry
                 .disconnect(Connection::new(client_id, client.pointer), clean_session);
+            state.limits.disconnected(client_id, client.pointer);
         }
     }
 

@@ -124,6 +124,7 @@ impl Plugin {
             store,
             counters,
             message_ids,
+            limits,
             ..
         } = state;
         let publish = ChatPublish {
@@ -140,6 +141,7 @@ impl Plugin {
             dedup: dedup.as_mut(),
             spooler: store.as_mut().map(Store::spooler),
             ids: message_ids,
+            limits,
         };
         let verdict = intake::judge(&mut intake, &publish, now_ms()).inspect_err(|refusal| {
             let client = String::from_utf8_lossy(client_id);

@@ -43,6 +43,7 @@ mod acl;
 mod admin;
 mod figures;
 mod later;
+mod limits;
 mod login;
 mod message;
 mod start;
@@ -125,6 +126,8 @@ struct State {
     logins_full_said: Option<Instant>,
     /// When a login refused for want of an answer in time was last said at warning level.
     logins_overdue_said: Option<Instant>,
+    /// The chat rate and connections per user (`crate::limits`).
+    limits: crate::limits::Limits,
 }
 
 /// An episode of rules loads that do not come back in time.

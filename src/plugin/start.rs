@@ -306,6 +306,7 @@ impl Plugin {
                 completing: HashMap::new(),
                 logins_full_said: None,
                 logins_overdue_said: None,
+                limits: crate::limits::Limits::new(config.limits, false),
             }),
         })
     }

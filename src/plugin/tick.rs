@@ -28,6 +28,7 @@ impl Plugin {
         }
         state.next_full_tick = now + TICK_PERIOD;
         self.auth.tick(now);
+        state.limits.tick(super::now_ms());
         if let Some(interval) = self.sys_interval {
             if now >= state.next_sys_publish {
                 state.next_sys_publish = now + interval;

@@ -333,11 +333,13 @@ impl MariaDb {
         )
     }
 
-    /// The plugin options that reach `dbname` on this server as the plugin's user.
+    /// The plugin options that reach `dbname` on this server as the plugin's user. The chat
+    /// rate is off (many tests send hundreds of messages as one user); the tests of the
+    /// limits (`limits.rs`) turn it on again with a later line (later options win).
     pub fn plugin_options(&self, dbname: &str) -> String {
         format!(
             "auth_opt_host 127.0.0.1\nauth_opt_port {}\nauth_opt_dbname {dbname}\n\
-             auth_opt_user {DB_USER}\nauth_opt_pass {DB_PASS}\n",
+             auth_opt_user {DB_USER}\nauth_opt_pass {DB_PASS}\nauth_opt_chat_rate 0\n",
             self.port
         )
     }

@@ -7,6 +7,7 @@ mod backends;
 mod chat;
 mod go_auth;
 mod http;
+mod limits;
 mod logins;
 mod running;
 
@@ -112,6 +113,7 @@ const SECTIONS: &[&[Spec]] = &[
     http::HTTP,
     logins::LOGINS,
     chat::CHAT,
+    limits::LIMITS,
     running::RUNNING,
     go_auth::GO_AUTH,
 ];
