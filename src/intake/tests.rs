@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::chat::Kind;
-use crate::limits::{LimitsConfig, RateConfig};
+use crate::limits::LimitsConfig;
+use crate::limits::rate::RateConfig;
 use crate::store::Record;
 use crate::store::spool::{self, SpoolReader};
 use std::path::PathBuf;
