@@ -115,11 +115,17 @@ struct Turn {
 }
 
 /// Gives the turn back if a check panics (the logins left wait for the next one taking it).
-struct Taken<'a>(&'a std::sync::Mutex<Turn>);
+struct Taken<'a> {
+    turn: &'a std::sync::Mutex<Turn>,
+    /// Still held (cleared when given back in the ordinary way, under the turn's lock).
+    held: bool,
+}
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).taken = false;
+        if self.held {
+            self.turn.lock().unwrap_or_else(|e| e.into_inner()).taken = false;
+        }
     }
 }
 
@@ -163,14 +169,19 @@ fn work<S: UserSource>(
         }
         held.taken = true;
     }
-    let taken = Taken(turn);
+    let mut taken = Taken { turn, held: true };
     let mut next = Some(request);
     while let Some(request) = next {
         check(auth, rules, request, post);
-        let mut held = taken.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = turn.lock().unwrap_or_else(|e| e.into_inner());
         next = held.left.pop_front();
+        if next.is_none() {
+            // Given back under the same lock that found nothing left: a login left after
+            // this finds the turn free and takes it.
+            held.taken = false;
+            taken.held = false;
+        }
     }
-    drop(taken);
 }
 
 /// One login: the same check as on the broker thread; for a user let in whose rules are
