@@ -1038,3 +1038,46 @@ fn a_cached_login_keeps_rules_younger_than_the_refresh_period_and_nothing_else()
         );
     }
 }
+
+#[test]
+fn rules_a_login_thread_read_never_undo_a_refresh_asked_for_after() {
+    let now = Instant::now();
+    let alice = identity("alice", "1");
+    for refresh_first in [true, false] {
+        let mut reg = registry();
+        reg.login_loaded(b"phone", 10, CONNECT, &alice, now, || {
+            Ok(rules("1", &["7"]))
+        })
+        .unwrap();
+        // A delayed login of another device: its ticket is taken before its thread reads
+        // the rules (group 7 still), then a refreshUser is asked for (group 8 now).
+        let read = reg.reserve_ticket();
+        let refresh = reg.refresh_user("alice", None).pop().expect("a refresh");
+        let refreshed = |reg: &mut Registry, job: Job| {
+            reg.apply(
+                Loaded {
+                    job,
+                    result: Ok(rules("1", &["8"])),
+                },
+                now,
+            )
+        };
+        let mut refresh = Some(refresh);
+        if refresh_first {
+            refreshed(&mut reg, refresh.take().unwrap());
+        }
+        // The CONNECT binds the delayed login with what its thread read.
+        reg.login(b"tablet", 11, CONNECT, &alice, now);
+        let job = reg.urgent_jobs().pop().expect("the login's load");
+        reg.apply_preloaded(job, rules("1", &["7"]), read, now);
+        if let Some(job) = refresh {
+            // The refresh finishes after the CONNECT: still applied.
+            refreshed(&mut reg, job);
+        }
+        assert!(
+            reg.ok(b"tablet", 11, Access::Write, "/groups/8/messages"),
+            "refresh first: {refresh_first}"
+        );
+        assert!(!reg.ok(b"phone", 10, Access::Write, "/groups/7/messages"));
+    }
+}
