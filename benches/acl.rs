@@ -6,6 +6,7 @@
 use chat_auth::acl::{Access, Patterns, RuleSet};
 use chat_auth::auth::Identity;
 use chat_auth::chat::topics::ChatTopics;
+use chat_auth::sessions::Connection;
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -38,8 +39,7 @@ fn loaded_registry() -> Mutex<Registry> {
             },
         };
         registry.login(
-            format!("client-{n}").as_bytes(),
-            n + 1,
+            Connection::new(format!("client-{n}").as_bytes(), n + 1),
             LoginKind::Connect {
                 persistent: false,
                 cached: false,
@@ -61,8 +61,7 @@ fn acl_checks(c: &mut Criterion) {
             .lock()
             .unwrap()
             .check(
-                black_box(id),
-                pointer,
+                Connection::new(black_box(id), pointer),
                 access,
                 black_box(topic),
                 false,

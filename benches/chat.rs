@@ -4,7 +4,8 @@
 //! `cargo bench --bench chat`
 
 use chat_auth::chat::Kind;
-use chat_auth::chat::payload::{Sender, accept, new_message_id};
+use chat_auth::chat::payload::{Sender, accept};
+use chat_auth::message_id::MessageIds;
 use chat_auth::store::Record;
 use chat_auth::store::spool::Spool;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -30,8 +31,9 @@ fn validation_and_stamping(c: &mut Criterion) {
     }))
     .unwrap();
     let user = Sender::User("1017");
-    assert!(accept(Kind::Chat, "42", &short, user, MAX, 0, new_message_id).is_ok());
-    assert!(accept(Kind::Chat, "42", &forged, user, MAX, 0, new_message_id).is_err());
+    let mut ids = MessageIds::new();
+    assert!(accept(Kind::Chat, "42", &short, user, MAX, 0, || ids.next(0)).is_ok());
+    assert!(accept(Kind::Chat, "42", &forged, user, MAX, 0, || ids.next(0)).is_err());
     for (name, bytes) in [
         ("accept 100-byte content", &short),
         ("accept 100 bytes with escapes", &escaped),
@@ -47,7 +49,7 @@ fn validation_and_stamping(c: &mut Criterion) {
                     user,
                     MAX,
                     1_795_000_000_000,
-                    new_message_id,
+                    || ids.next(1_795_000_000_000),
                 )
             })
         });
@@ -65,23 +67,19 @@ fn validation_and_stamping(c: &mut Criterion) {
         );
         group.bench_function(name, |b| {
             b.iter(|| {
-                accept(
-                    Kind::Chat,
-                    "42",
-                    black_box(&bytes),
-                    user,
-                    MAX,
-                    0,
-                    new_message_id,
-                )
+                accept(Kind::Chat, "42", black_box(&bytes), user, MAX, 0, || {
+                    ids.next(1_795_000_000_000)
+                })
             })
         });
     }
-    group.bench_function("new message id (UUIDv7)", |b| b.iter(new_message_id));
+    group.bench_function("new message id (UUIDv7)", |b| {
+        b.iter(|| ids.next(1_795_000_000_000))
+    });
     let dir = std::env::temp_dir().join(format!("chat-auth-bench-spool-{}", std::process::id()));
     let (mut spool, reader) = Spool::open(&dir, false, 64 << 20).unwrap();
     let record = Record {
-        message_id: new_message_id(),
+        message_id: ids.next(1_795_000_000_000).to_string(),
         kind: "CHAT".into(),
         from_id: "1017".into(),
         to_id: "42".into(),
@@ -93,7 +91,7 @@ fn validation_and_stamping(c: &mut Criterion) {
         payload: format!(
             "{{\"type\":\"CHAT\",\"fromId\":1017,\"toId\":42,\"content\":\"{}\",\"id\":\"{}\",\"ts\":1795000000000}}",
             "x".repeat(100),
-            new_message_id()
+            ids.next(1_795_000_000_000)
         ),
     };
     // Commits (as the writer would) whenever a segment fills, so the run's gigabytes of

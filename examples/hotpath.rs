@@ -21,6 +21,7 @@ use chat_auth::chat::topics::ChatTopics;
 use chat_auth::envelope;
 use chat_auth::hash::HashSettings;
 use chat_auth::history::{self, StoredMessage};
+use chat_auth::sessions::Connection;
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry};
 use chat_auth::store::NewRecord;
 use chat_auth::store::spool::Spool;
@@ -69,8 +70,7 @@ fn loaded_registry() -> Registry {
 /// (user `n`'s) arrive as the background thread's would, and are applied.
 fn connect(registry: &mut Registry, n: usize, identity: &Identity, now: Instant) -> usize {
     registry.login(
-        format!("c{n}").as_bytes(),
-        n,
+        Connection::new(format!("c{n}").as_bytes(), n),
         LoginKind::Connect {
             persistent: false,
             cached: false,
@@ -109,8 +109,7 @@ impl Names {
 fn check(registry: &mut Registry, names: &Names, n: usize, access: Access, topic: &str) -> bool {
     registry
         .check(
-            &names.client_ids[n],
-            n,
+            Connection::new(&names.client_ids[n], n),
             access,
             black_box(topic),
             false,
@@ -176,6 +175,7 @@ fn main() {
     let mut limits = history::Limits::new(4, u32::MAX);
     let history_page = page_of_50();
     let mut accepted = 0usize;
+    let mut ids = chat_auth::message_id::MessageIds::seeded(1);
     for i in 0..iterations {
         let n = i % CLIENTS + 1;
         match scenario.as_str() {
@@ -195,7 +195,7 @@ fn main() {
                     Sender::User("17"),
                     65_536,
                     1_795_000_000_000,
-                    payload::new_message_id,
+                    || ids.next(1_795_000_000_000),
                 )
                 .unwrap();
                 let record = NewRecord::from_stamped(&stamped, "/users/42/messages", 1, "c17");
@@ -253,7 +253,9 @@ fn main() {
                 let commands =
                     history::parse(black_box(HISTORY_REQUEST), &reply_base, 4096).unwrap();
                 for (request, reply) in commands {
-                    let who = registry.chat_user(b"c17", 17).expect("rules loaded");
+                    let who = registry
+                        .chat_user(Connection::new(b"c17", 17))
+                        .expect("rules loaded");
                     let plan = history::plan(request.unwrap(), &who).unwrap();
                     limits.admit(b"c17", now).unwrap();
                     accepted += black_box(plan).branches.len();

@@ -159,7 +159,7 @@ impl Context<'_> {
     /// Sends a command run here to the other brokers (through the bridges that carry
     /// `cluster::TOPIC`; without bridges nobody receives it).
     fn tell_cluster(&mut self, command: ClusterCommand) {
-        let id = crate::chat::payload::new_message_id();
+        let id = uuid::Uuid::now_v7().to_string();
         self.cluster.first_time(&id);
         self.outbox.push(Action::Broadcast {
             topic: cluster::TOPIC.into(),

@@ -8,13 +8,14 @@
 //! collide. Remembered oldest first out: at most `per_sender` per sender and `total` in all,
 //! each for `window`. Pure: time is passed in.
 
+use crate::message_id::MessageId;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 
 /// The stamp of the first copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub server_ts: i64,
 }
 
@@ -159,7 +160,7 @@ mod tests {
 
     fn stamp(n: u32) -> Stamp {
         Stamp {
-            message_id: format!("id-{n}"),
+            message_id: MessageId::parse(&format!("id-{n}")).unwrap(),
             server_ts: n as i64,
         }
     }

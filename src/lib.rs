@@ -23,6 +23,7 @@ pub mod exporter;
 pub mod figures;
 pub mod hash;
 pub mod history;
+pub mod intake;
 pub mod logging;
 pub mod message_id;
 pub mod metrics;

@@ -157,7 +157,7 @@ mod tests {
 
     fn stamp(n: i64) -> Stamp {
         Stamp {
-            message_id: format!("id-{n}"),
+            message_id: crate::message_id::MessageId::parse(&format!("id-{n}")).unwrap(),
             server_ts: n,
         }
     }

@@ -31,7 +31,8 @@ static ALLOCATOR: Counting = Counting;
 
 /// Allocations made by accepting `payload` (from user 17, on user 42's inbox or group 42).
 fn allocations(kind: Kind, payload: &str) -> usize {
-    let id = "019abd1e-6f0a-7c3e-9b1d-2f4e5a6b7c8d".to_string();
+    let id =
+        chat_auth::message_id::MessageId::parse("019abd1e-6f0a-7c3e-9b1d-2f4e5a6b7c8d").unwrap();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let stamped = accept(
         kind,

@@ -7,6 +7,7 @@ use chat_auth::acl::{Access, Patterns, RuleSet};
 use chat_auth::auth::{Authenticator, Decision, Identity};
 use chat_auth::chat::topics::ChatTopics;
 use chat_auth::hash::HashSettings;
+use chat_auth::sessions::Connection;
 use chat_auth::sessions::{LoginKind, NoFacts, OfflineCaps, Registry};
 use chat_auth::throttle::ThrottleConfig;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -77,8 +78,7 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
         };
         let client_id = format!("phone-{n}");
         registry.login(
-            client_id.as_bytes(),
-            n,
+            Connection::new(client_id.as_bytes(), n),
             LoginKind::Connect {
                 persistent: false,
                 cached: false,
@@ -90,8 +90,7 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
         assert!(
             registry
                 .check(
-                    client_id.as_bytes(),
-                    n,
+                    Connection::new(client_id.as_bytes(), n),
                     Access::Write,
                     &format!("devices/{username}/x"),
                     false,

@@ -15,7 +15,7 @@ mod scan;
 pub mod topics;
 
 /// Longest id (user, group, message) the `messages` table holds.
-pub const MAX_ID_BYTES: usize = 64;
+pub use crate::message_id::MAX_ID_BYTES;
 
 /// The most top-level members a chat payload may have (a chat message has a handful, an
 /// application's extra fields a few dozen): reading stops at the first one beyond.

@@ -6,6 +6,7 @@
 use super::json::{Compact, Key, write_number, write_str};
 use super::payload::{Invalid, Sender, Stamped};
 use super::{Kind, MAX_ID_BYTES, MAX_MEMBERS};
+use crate::message_id::MessageId;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -20,7 +21,7 @@ pub(super) fn accept<'a>(
     sender: Sender<'_>,
     max_content_bytes: usize,
     now_ms: i64,
-    new_id: impl FnOnce() -> String,
+    new_id: impl FnOnce() -> MessageId,
 ) -> Result<Stamped<'a>, Invalid> {
     // JSON escapes can take 6 bytes per content byte; anything beyond is not a chat message.
     let limit = max_content_bytes.saturating_mul(6).saturating_add(65_536);
@@ -274,8 +275,6 @@ fn replace_stamp(fields: &Fields<'_>, message_id: &str, server_ts: i64) -> Optio
 }
 
 /// A message id brought by a trusted sender: printable ASCII that fits the table.
-fn message_id(raw: &RawValue) -> Option<String> {
-    let text = serde_json::from_str::<String>(raw.get()).ok()?;
-    (!text.is_empty() && text.len() <= MAX_ID_BYTES && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then_some(text)
+fn message_id(raw: &RawValue) -> Option<MessageId> {
+    MessageId::parse(&serde_json::from_str::<String>(raw.get()).ok()?)
 }

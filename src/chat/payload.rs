@@ -2,6 +2,7 @@
 
 use super::json::{Compact, Key, PAIRWISE, json_str, write_integer, write_str};
 use super::{Kind, MAX_ID_BYTES, MAX_MEMBERS};
+use crate::message_id::MessageId;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -83,7 +84,7 @@ pub struct Stamped<'a> {
     /// another broker stamped, when the sender is a bridge.
     pub kept_stamp: bool,
     pub payload: Vec<u8>,
-    pub message_id: String,
+    pub message_id: MessageId,
     pub kind: Kind,
     pub from_id: Cow<'a, str>,
     pub to_id: Cow<'a, str>,
@@ -103,7 +104,7 @@ pub fn accept<'a>(
     sender: Sender<'_>,
     max_content_bytes: usize,
     now_ms: i64,
-    new_id: impl FnOnce() -> String,
+    new_id: impl FnOnce() -> MessageId,
 ) -> Result<Stamped<'a>, Invalid> {
     // JSON escapes can take 6 bytes per content byte; anything beyond is not a chat message.
     let limit = max_content_bytes.saturating_mul(6).saturating_add(65_536);
@@ -506,18 +507,8 @@ fn replace_stamp(payload: &[u8], message_id: &str, server_ts: i64) -> Option<Vec
 }
 
 /// A message id brought by a trusted sender: printable ASCII that fits the table.
-fn message_id(raw: &str) -> Option<String> {
-    let text = json_str(raw)?;
-    (!text.is_empty() && text.len() <= MAX_ID_BYTES && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| text.into_owned())
-}
-
-/// A new message id: a UUIDv7 (48-bit ms timestamp first, so ids sort by time; monotonic
-/// within this process).
-pub fn new_message_id() -> String {
-    // Its text as `to_string` writes it, without the formatting machinery.
-    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-    String::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
+fn message_id(raw: &str) -> Option<MessageId> {
+    MessageId::parse(&json_str(raw)?)
 }
 
 /// Payloads of the largest size accepted with `max` content bytes (`chat_max_content_bytes`),

@@ -28,6 +28,7 @@ impl ChatTopics {
     }
 
     /// What `topic` is: an inbox, a group, or (`None`) no chat topic.
+    #[inline]
     pub fn classify<'t>(&self, topic: &'t str) -> Option<ChatTopic<'t>> {
         if let Some(id) = self.inbox.id_of(topic) {
             return Some(ChatTopic {
@@ -56,6 +57,7 @@ impl ChatTopics {
 }
 
 /// The classification of `topic`, `None` also when the chat rules are off (`chat`).
+#[inline]
 pub fn classify<'t>(chat: Option<&ChatTopics>, topic: &'t str) -> Option<ChatTopic<'t>> {
     chat.and_then(|chat| chat.classify(topic))
 }

@@ -4,6 +4,7 @@
 use super::{Client, Entry, LateRules, Plugin, State};
 use crate::acl::Access;
 use crate::logging::printable;
+use crate::sessions::Connection;
 use crate::sessions::{LoginKind, Pending};
 use std::time::Instant;
 
@@ -35,8 +36,7 @@ impl Plugin {
         let mut deadline = None;
         let allowed = loop {
             match state.registry.check(
-                client_id,
-                client.pointer,
+                Connection::new(client_id, client.pointer),
                 access,
                 topic,
                 retain,
@@ -74,7 +74,9 @@ impl Plugin {
                         Some(done) => self.apply_done(&mut state, done, now),
                         None => {
                             Self::rules_late(&mut state, now);
-                            state.registry.stop_waiting(client_id, client.pointer);
+                            state
+                                .registry
+                                .stop_waiting(Connection::new(client_id, client.pointer));
                         }
                     }
                 }

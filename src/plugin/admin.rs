@@ -7,6 +7,7 @@ use crate::control::{self, Command, Reply, Request};
 use crate::history;
 use crate::logging::printable;
 use crate::refresh::Work;
+use crate::sessions::Connection;
 use std::time::Instant;
 
 impl Plugin {
@@ -27,7 +28,9 @@ impl Plugin {
         };
         let client_name = String::from_utf8_lossy(client_id).into_owned();
         let mut state = self.enter(Entry::Control);
-        let superuser = state.registry.is_superuser(client_id, client.pointer);
+        let superuser = state
+            .registry
+            .is_superuser(Connection::new(client_id, client.pointer));
         if !superuser {
             log::warn!(
                 "control command from client '{}' refused: not a superuser",
@@ -95,8 +98,7 @@ impl Plugin {
             let readable = history::valid_response_topic(&topic)
                 && !self.chat.as_ref().is_some_and(|c| c.is_chat(&topic))
                 && state.registry.check(
-                    client_id,
-                    client.pointer,
+                    Connection::new(client_id, client.pointer),
                     Access::Read,
                     &topic,
                     false,
@@ -132,7 +134,7 @@ impl Plugin {
             Ok(requests) => requests,
             Err(why) => return refuse(outbox, &base, why),
         };
-        let requester = registry.chat_user(client_id, client.pointer);
+        let requester = registry.chat_user(Connection::new(client_id, client.pointer));
         for (request, reply) in requests {
             let plan = request.and_then(|request| {
                 let who = requester

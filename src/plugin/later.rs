@@ -17,7 +17,7 @@ use crate::backend::{BackendError, BackendKind, RuleSource, UserSource};
 use crate::delayed::{Held, LoginThreads, Post, Waiting};
 use crate::logging::printable;
 use crate::refresh::Work;
-use crate::sessions::LoginKind;
+use crate::sessions::{Connection, LoginKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -283,7 +283,10 @@ impl Plugin {
         };
         // A connection logged in already: the broker's re-check, which 2.1 cannot delay (it
         // disconnects on any answer but success), even after the re-check window closed.
-        if state.registry.is_online_at(client_id, pointer) {
+        if state
+            .registry
+            .is_online_at(Connection::new(client_id, pointer))
+        {
             return None;
         }
         // Whatever this id's earlier connection left waiting is for a connection that left
@@ -339,7 +342,7 @@ impl Plugin {
         } else {
             log::debug!("login refused for user '{user}': {why}");
         }
-        state.registry.refused(client_id, pointer);
+        state.registry.refused(Connection::new(client_id, pointer));
     }
 
     /// At TICK: the answers the login threads made, the rules that did not come in time,
@@ -408,7 +411,9 @@ impl Plugin {
                 log::debug!("login of client '{client}' refused: {why}");
             }
             state.counters.login_refused("timeout");
-            state.registry.refused(&client_id, held.pointer);
+            state
+                .registry
+                .refused(Connection::new(&client_id, held.pointer));
             state.outbox.push(crate::action::Action::CompleteLogin {
                 client_id: client_id.into_vec(),
                 accepted: false,
@@ -436,7 +441,7 @@ impl Plugin {
                     Refusal::Throttled => state.counters.logins_throttled += 1,
                     why => state.counters.login_refused(why.name()),
                 }
-                state.registry.refused(&client_id, pointer);
+                state.registry.refused(Connection::new(&client_id, pointer));
                 state.outbox.push(crate::action::Action::CompleteLogin {
                     client_id: client_id.into_vec(),
                     accepted: false,
@@ -509,8 +514,7 @@ impl Plugin {
         }
         let done = state.completing.remove(client_id).expect("checked");
         state.registry.login(
-            client_id,
-            pointer,
+            Connection::new(client_id, pointer),
             LoginKind::Connect {
                 persistent,
                 cached: false,

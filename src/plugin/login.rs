@@ -7,6 +7,7 @@ use crate::auth::{Decision, Identity, Refusal};
 use crate::backend::BackendKind;
 use crate::logging::printable;
 use crate::refresh::Work;
+use crate::sessions::Connection;
 use crate::sessions::LoginKind;
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,7 @@ impl Plugin {
         ) {
             let held = state
                 .registry
-                .recheck_target(client_id, client.pointer, name);
+                .recheck_target(Connection::new(client_id, client.pointer), name);
             // A session restored after a restart has no proof: only the broker's own restored
             // context (never connected, so no address) passes without a password, never a
             // live connection that presents itself with that client id and username.
@@ -66,7 +67,9 @@ impl Plugin {
                 {
                     // Verified before against this very password: no hash, no waiting on
                     // MySQL; the row is read again in the background.
-                    state.registry.rechecked(client_id, client.pointer);
+                    state
+                        .registry
+                        .rechecked(Connection::new(client_id, client.pointer));
                     if identity.backend == BackendKind::Mysql {
                         // The service's users have no row to read again.
                         state.user_checks.insert(name.to_string(), now);
@@ -132,7 +135,9 @@ impl Plugin {
             return decision;
         };
         let Decision::Allow(identity) = &decision else {
-            state.registry.refused(client_id, client.pointer);
+            state
+                .registry
+                .refused(Connection::new(client_id, client.pointer));
             return decision;
         };
         let kind = if rechecking && client.id.is_some() {
@@ -143,9 +148,12 @@ impl Plugin {
                 cached: from_cache,
             }
         };
-        state
-            .registry
-            .login(client_id, client.pointer, kind, identity, now);
+        state.registry.login(
+            Connection::new(client_id, client.pointer),
+            kind,
+            identity,
+            now,
+        );
         // The rules load on a background thread while the broker goes on; the client's
         // first check waits for them (`acl_check`).
         Self::start_urgent(&mut state);
@@ -202,7 +210,7 @@ impl Plugin {
         }
         if state
             .registry
-            .certificate_login_due(client_id, client.pointer, client.facts)
+            .certificate_login_due(Connection::new(client_id, client.pointer), client.facts)
         {
             let kind = LoginKind::Connect {
                 persistent: !client.facts.clean_session(),
@@ -249,9 +257,12 @@ impl Plugin {
                 .map_err(|why| why.to_string())
         };
         let login = identity.inspect(|identity| {
-            state
-                .registry
-                .login(client_id, client.pointer, kind, identity, Instant::now());
+            state.registry.login(
+                Connection::new(client_id, client.pointer),
+                kind,
+                identity,
+                Instant::now(),
+            );
         });
         match login {
             Ok(identity) => {
@@ -266,7 +277,7 @@ impl Plugin {
             Err(why) => {
                 state
                     .registry
-                    .certificate_refused(client_id, client.pointer);
+                    .certificate_refused(Connection::new(client_id, client.pointer));
                 log::warn!(
                     "client '{}' {with} for user '{}' is refused everything: {why}",
                     printable(&String::from_utf8_lossy(client_id)),
@@ -285,11 +296,9 @@ impl Plugin {
 
     pub fn disconnect(&self, client: Client<'_>, clean_session: bool) {
         if let Some(client_id) = client.id {
-            self.enter(Entry::Disconnect).registry.disconnect(
-                client_id,
-                client.pointer,
-                clean_session,
-            );
+            self.enter(Entry::Disconnect)
+                .registry
+                .disconnect(Connection::new(client_id, client.pointer), clean_session);
         }
     }
 

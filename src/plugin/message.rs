@@ -1,16 +1,16 @@
 //! PUBLISH (MOSQ_EVT_MESSAGE): cluster commands from other brokers, and chat messages
-//! validated, stamped, deduplicated and spooled.
+//! through the chat pipeline (`crate::intake`).
 
 use super::{Client, Entry, MessageVerdict, Plugin, State, now_ms};
-use crate::chat::Kind;
-use crate::chat::payload::{self, Sender};
+use crate::chat::topics::classify;
 use crate::cluster;
 use crate::control;
-use crate::dedup::Stamp;
+use crate::intake::{self, ChatPublish, ChatRefusal, Intake, Verdict};
 use crate::logging::printable;
 use crate::refresh::Work;
 use crate::sessions::Author;
-use crate::store::{NewRecord, StoreRefusal};
+use crate::sessions::Connection;
+use crate::store::Store;
 
 impl Plugin {
     /// A PUBLISH after its WRITE check: chat payloads are validated, stamped and spooled
@@ -30,9 +30,9 @@ impl Plugin {
         }
         match self.judge(&mut state, client, topic, payload, qos) {
             Ok(verdict) => verdict,
-            Err(reason) => {
-                state.counters.chat_refused(reason);
-                if over_quota(reason) {
+            Err(refusal) => {
+                state.counters.chat_refused(refusal.name());
+                if refusal.is_limit() {
                     MessageVerdict::OverQuota
                 } else {
                     MessageVerdict::Deny
@@ -53,7 +53,7 @@ impl Plugin {
         let trusted = matches!(
             state
                 .registry
-                .author(client_id, client.pointer, client.facts),
+                .author(Connection::new(client_id, client.pointer), client.facts),
             Author::Relay | Author::OwnBridge | Author::Superuser
         );
         let decoded = cluster::decode(payload);
@@ -97,7 +97,8 @@ impl Plugin {
         MessageVerdict::Pass
     }
 
-    /// The verdict on one PUBLISH, or why a chat message is refused (a `$SYS` name).
+    /// A PUBLISH on a chat topic (with validation on), through the chat pipeline
+    /// (`intake::judge`); anything else passes untouched.
     fn judge(
         &self,
         state: &mut State,
@@ -105,137 +106,68 @@ impl Plugin {
         topic: &[u8],
         payload: &[u8],
         qos: u8,
-    ) -> Result<MessageVerdict, &'static str> {
-        let (Some(chat), Some(validation)) = (&self.chat, &self.validation) else {
+    ) -> Result<MessageVerdict, ChatRefusal> {
+        let Some(validation) = &self.validation else {
             return Ok(MessageVerdict::Pass);
         };
-        let Ok(topic) = std::str::from_utf8(topic) else {
-            return Ok(MessageVerdict::Pass);
-        };
-        let (kind, topic_id) = if let Some(id) = chat.inbox.id_of(topic) {
-            (Kind::Chat, id)
-        } else if let Some(id) = chat.group.id_of(topic) {
-            (Kind::GroupChat, id)
-        } else {
+        let Some((topic, chat)) = std::str::from_utf8(topic)
+            .ok()
+            .and_then(|topic| Some((topic, classify(self.chat.as_ref(), topic)?)))
+        else {
             return Ok(MessageVerdict::Pass);
         };
         let client_id = client.id.unwrap_or_default();
-        let client_name = String::from_utf8_lossy(client_id);
-        let author = state
-            .registry
-            .author(client_id, client.pointer, client.facts);
-        // A bridge: another broker's (a bridge account here) or this broker's own.
-        let bridge = matches!(author, Author::Relay | Author::OwnBridge);
-        let sender = match author {
-            Author::User(user_id) => Sender::User(user_id),
-            Author::Superuser | Author::OwnBridge | Author::Relay => Sender::Trusted,
-            Author::Unknown => {
-                log::debug!(
-                    "chat message from client '{}' refused: no session or no rules known for it",
-                    printable(&client_name)
-                );
-                return Err("unknown-client");
-            }
-        };
-        // A QoS 2 copy of a message stamped lately (see `resend`) is stamped as it was.
-        let resent = match qos {
-            2 => state
-                .resends
-                .get(client_id, topic.as_bytes(), payload, now_ms()),
-            _ => None,
-        };
-        let (stamp_ts, stamp_id) = match &resent {
-            Some(first) => (first.server_ts, Some(first.message_id.clone())),
-            None => (now_ms(), None),
-        };
-        let stamped = match payload::accept(
-            kind,
-            topic_id,
+        let State {
+            registry,
+            resends,
+            dedup,
+            store,
+            counters,
+            message_ids,
+            ..
+        } = state;
+        let publish = ChatPublish {
+            topic,
+            chat,
             payload,
-            sender,
-            validation.max_content_bytes,
-            stamp_ts,
-            || stamp_id.unwrap_or_else(payload::new_message_id),
-        ) {
-            Ok(stamped) => stamped,
-            Err(why) => {
-                if log::log_enabled!(log::Level::Debug) {
-                    log::debug!(
-                        "chat message from client '{}' on '{}' refused: {why}",
-                        printable(&client_name),
-                        printable(topic)
-                    );
-                }
-                return Err(why.name());
-            }
+            qos,
+            client_id,
+            author: registry.author(Connection::new(client_id, client.pointer), client.facts),
         };
-        if resent.is_some() {
-            // A resend before PUBREL: the same bytes the broker holds, no second row.
-            state.counters.chat_retransmissions += 1;
-            return Ok(MessageVerdict::Replace(stamped.payload));
-        }
-        if bridge && stamped.kept_stamp {
-            // Stamped by the broker its sender is connected to, which stores it: delivered
-            // here as it came, not written again.
-            state.counters.chat_relayed += 1;
-            return Ok(MessageVerdict::Pass);
-        }
-        let now = now_ms();
-        // The same message only when the payload received is byte for byte the same.
-        let retransmission = match (&stamped.client_msg_id, &mut state.dedup) {
-            (Some(id), Some(dedup)) => dedup.get(&stamped.from_id, id, payload, now),
-            _ => None,
+        let mut intake = Intake {
+            validation,
+            resends,
+            dedup: dedup.as_mut(),
+            spooler: store.as_mut().map(Store::spooler),
+            ids: message_ids,
         };
-        if let Some(first) = retransmission {
-            // The same sender sent this `clientMsgId` before: same id and ts, no second row.
-            state.counters.chat_retransmissions += 1;
-            return payload::restamp(&stamped.payload, &first.message_id, first.server_ts)
-                .map(MessageVerdict::Replace)
-                .ok_or("not-json");
-        }
-        if let Some(store) = &mut state.store {
-            let record = NewRecord::from_stamped(&stamped, topic, qos, truncate(&client_name, 256));
-            match store.put(&record) {
-                Ok(()) => {}
-                Err(StoreRefusal::SpoolFull) => return Err("spool-full"),
-                Err(StoreRefusal::Io(e)) => {
-                    log::error!("cannot write the chat spool ({e}); chat message refused");
-                    return Err("spool-error");
+        let verdict = intake::judge(&mut intake, &publish, now_ms()).inspect_err(|refusal| {
+            let client = String::from_utf8_lossy(client_id);
+            match refusal {
+                ChatRefusal::SpoolError(_) => {
+                    log::error!("chat message refused: {refusal}");
                 }
+                _ if log::log_enabled!(log::Level::Debug) => log::debug!(
+                    "chat message from client '{}' on '{}' refused: {refusal}",
+                    printable(&client),
+                    printable(topic)
+                ),
+                _ => {}
             }
-        }
-        if let (Some(id), Some(dedup)) = (&stamped.client_msg_id, &mut state.dedup) {
-            let first = Stamp {
-                message_id: stamped.message_id.clone(),
-                server_ts: stamped.server_ts,
-            };
-            dedup.remember(&stamped.from_id, id, payload, first, now);
-        }
-        state.counters.chat_accepted += 1;
-        if qos == 2 {
-            let first = Stamp {
-                message_id: stamped.message_id.clone(),
-                server_ts: stamped.server_ts,
-            };
-            let topic = topic.as_bytes();
-            state
-                .resends
-                .remember(client_id, topic, payload, first, now);
-        }
-        Ok(MessageVerdict::Replace(stamped.payload))
+        })?;
+        Ok(match verdict {
+            Verdict::Accepted(payload) => {
+                counters.chat_accepted += 1;
+                MessageVerdict::Replace(payload)
+            }
+            Verdict::Retransmission(payload) => {
+                counters.chat_retransmissions += 1;
+                MessageVerdict::Replace(payload)
+            }
+            Verdict::Relayed => {
+                counters.chat_relayed += 1;
+                MessageVerdict::Pass
+            }
+        })
     }
-}
-
-/// The refusals that are a limit reached, not a fault of the message (`OverQuota`).
-fn over_quota(reason: &str) -> bool {
-    matches!(reason, "spool-full")
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

@@ -80,6 +80,8 @@ struct State {
     dedup: Option<Dedup>,
     /// The stamps of QoS 2 chat messages, for their resends before PUBREL.
     resends: Resends,
+    /// The ids chat messages are stamped with.
+    message_ids: crate::message_id::MessageIds,
     last_stats_log: Instant,
     last_stats: (u64, u64),
     /// Set at a RELOAD: the broker is re-checking every client it holds (SIGHUP), one

@@ -290,6 +290,7 @@ impl Plugin {
                 store,
                 dedup,
                 resends: Resends::new(resend::WINDOW_MS, resend::PER_CLIENT, resend::TOTAL),
+                message_ids: crate::message_id::MessageIds::new(),
                 last_stats_log: Instant::now(),
                 last_stats: (0, 0),
                 recheck_window: None,

@@ -7,6 +7,7 @@ use crate::envelope;
 use crate::logging::printable;
 use crate::refresh::{Done, Work};
 use crate::sessions::Applied;
+use crate::sessions::Connection;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -171,7 +172,10 @@ impl Plugin {
             // The connection that asked, still there as the same user: a client id another
             // connection took over meanwhile (at the asker's freed address, even) does not
             // get the page.
-            let asker = registry.chat_user(answer.reply.client_id.as_bytes(), answer.connection);
+            let asker = registry.chat_user(Connection::new(
+                answer.reply.client_id.as_bytes(),
+                answer.connection,
+            ));
             if asker.is_none_or(|who| who.user_id != answer.user_id) {
                 continue;
             }

@@ -2,6 +2,7 @@
 //! never validated), the will of a connection that just left, certificate and restored
 //! logins asked for, and the user's rules.
 
+use super::Connection;
 use super::rules::expand_all;
 use super::{ClientFacts, Departed, Job, Pending, Registry, State, UNBOUND, UNKNOWN_LOG_MEMORY};
 use crate::acl::{self, Access, Subject};
@@ -29,13 +30,13 @@ impl Registry {
     /// classification passed on.
     pub fn check(
         &mut self,
-        client_id: &[u8],
-        pointer: usize,
+        connection: Connection<'_>,
         access: Access,
         topic: &str,
         retain: bool,
         facts: &dyn ClientFacts,
     ) -> Result<bool, Pending> {
+        let Connection { client_id, pointer } = connection;
         let class = topics::classify(self.chat.as_ref(), topic);
         if access == Access::Read {
             // Deliveries of chat topics that MESSAGE never validated: a will (see
@@ -128,7 +129,7 @@ impl Registry {
             if !restored_context {
                 return Ok(false);
             }
-            self.rechecked(client_id, pointer);
+            self.rechecked(Connection::new(client_id, pointer));
             return self.decide(client_id, pointer, access, topic, class, retain, facts);
         }
         if session.state == State::Offline && access != Access::Read {
@@ -334,7 +335,8 @@ impl Registry {
 
     /// A client's wait for its login's rules ended without them (timed out): its checks use
     /// the rules held.
-    pub fn stop_waiting(&mut self, client_id: &[u8], pointer: usize) {
+    pub fn stop_waiting(&mut self, connection: Connection<'_>) {
+        let Connection { client_id, pointer } = connection;
         if let Some(departed) = self
             .departed
             .as_mut()

@@ -1,6 +1,7 @@
 //! Logins, re-checks, refusals and disconnects: sessions begin (a take-over of the client id
 //! ends the one held), go offline or end here.
 
+use super::Connection;
 use super::{
     ClientFacts, Departed, LoginKind, Registry, RowNow, Session, State, UNBOUND, UNKNOWN_LOG_MEMORY,
 };
@@ -22,12 +23,12 @@ impl Registry {
     /// the session's state and rules.
     pub fn login(
         &mut self,
-        client_id: &[u8],
-        pointer: usize,
+        connection: Connection<'_>,
         kind: LoginKind,
         identity: &Identity,
         now: Instant,
     ) {
+        let Connection { client_id, pointer } = connection;
         self.event();
         let existing = self
             .sessions
@@ -114,10 +115,10 @@ impl Registry {
     /// check (the same conditions as the check's `Pending::CertificateLogin`).
     pub fn certificate_login_due(
         &self,
-        client_id: &[u8],
-        pointer: usize,
+        connection: Connection<'_>,
         facts: &dyn ClientFacts,
     ) -> bool {
+        let Connection { client_id, pointer } = connection;
         if !facts.has_certificate()
             || facts.address().is_none()
             || self
@@ -133,7 +134,8 @@ impl Registry {
 
     /// A certificate login that failed (unknown user, MySQL unavailable): this connection is
     /// refused everything and not looked up again until it disconnects.
-    pub fn certificate_refused(&mut self, client_id: &[u8], pointer: usize) {
+    pub fn certificate_refused(&mut self, connection: Connection<'_>) {
+        let Connection { client_id, pointer } = connection;
         if self.certificate_refused.len() >= UNKNOWN_LOG_MEMORY {
             self.certificate_refused.clear();
         }
@@ -142,12 +144,8 @@ impl Registry {
 
     /// The identity a SIGHUP re-check of this connection would keep, with the proof of its
     /// verified password (`None` for a restored session), when its username is `username`.
-    pub fn recheck_target(
-        &self,
-        client_id: &[u8],
-        pointer: usize,
-        username: &str,
-    ) -> Option<Identity> {
+    pub fn recheck_target(&self, connection: Connection<'_>, username: &str) -> Option<Identity> {
+        let Connection { client_id, pointer } = connection;
         let session = self.sessions.get(client_id).filter(|s| {
             (s.pointer == pointer || s.pointer == UNBOUND) && *s.username == *username
         })?;
@@ -167,7 +165,8 @@ impl Registry {
     /// A login of this connection that was not accepted: a session left at its address
     /// belonged to an earlier connection (the broker reused the memory) and ends here. A
     /// session of another connection with the same id is the live one and stays.
-    pub fn refused(&mut self, client_id: &[u8], pointer: usize) {
+    pub fn refused(&mut self, connection: Connection<'_>) {
+        let Connection { client_id, pointer } = connection;
         self.event();
         if self
             .sessions
@@ -180,7 +179,8 @@ impl Registry {
 
     /// A client went away. A persistent session stays, offline, so that messages queued
     /// for it are still judged by its rules.
-    pub fn disconnect(&mut self, client_id: &[u8], pointer: usize, clean: bool) {
+    pub fn disconnect(&mut self, connection: Connection<'_>, clean: bool) {
+        let Connection { client_id, pointer } = connection;
         self.event();
         // A refused certificate connection is looked up again when it comes back (its row
         // may exist by then, MySQL may be back), even at the same address.

@@ -235,6 +235,21 @@ enum State {
     Offline,
 }
 
+/// One connection of a client: its client id, and the broker's context for it (its
+/// `struct mosquitto *`, as an address), which tells two connections apart when a client id
+/// is taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection<'a> {
+    pub client_id: &'a [u8],
+    pub pointer: usize,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(client_id: &'a [u8], pointer: usize) -> Connection<'a> {
+        Connection { client_id, pointer }
+    }
+}
+
 /// `pointer` value of a session restored from the sessions file, not yet seen.
 const UNBOUND: usize = 0;
 
@@ -397,7 +412,8 @@ impl Registry {
 
     /// The chat identity and current groups of a live client whose rules are in (a
     /// superuser, a bridge account or an HTTP service user has none).
-    pub fn chat_user(&self, client_id: &[u8], pointer: usize) -> Option<history::Requester<'_>> {
+    pub fn chat_user(&self, connection: Connection<'_>) -> Option<history::Requester<'_>> {
+        let Connection { client_id, pointer } = connection;
         let session = self.sessions.get(client_id)?;
         let usable = session.pointer == pointer
             && session.state == State::Online
@@ -423,7 +439,8 @@ impl Registry {
 
     /// Who is publishing, for chat payload checks (`facts` are asked only when the client
     /// id has no session).
-    pub fn author(&self, client_id: &[u8], pointer: usize, facts: &dyn ClientFacts) -> Author<'_> {
+    pub fn author(&self, connection: Connection<'_>, facts: &dyn ClientFacts) -> Author<'_> {
+        let Connection { client_id, pointer } = connection;
         match self.sessions.get(client_id) {
             Some(s) if s.pointer != pointer || s.state != State::Online => Author::Unknown,
             Some(s) if s.superuser => Author::Superuser,
@@ -441,13 +458,15 @@ impl Registry {
     /// Whether this client logged in as a superuser (for `$CONTROL`).
     /// Whether this connection is logged in: a BASIC_AUTH for it is the broker's re-check
     /// (SIGHUP), one CONNECT per connection.
-    pub fn is_online_at(&self, client_id: &[u8], pointer: usize) -> bool {
+    pub fn is_online_at(&self, connection: Connection<'_>) -> bool {
+        let Connection { client_id, pointer } = connection;
         self.sessions
             .get(client_id)
             .is_some_and(|s| s.pointer == pointer && s.state == State::Online)
     }
 
-    pub fn is_superuser(&self, client_id: &[u8], pointer: usize) -> bool {
+    pub fn is_superuser(&self, connection: Connection<'_>) -> bool {
+        let Connection { client_id, pointer } = connection;
         self.sessions
             .get(client_id)
             .is_some_and(|s| s.pointer == pointer && s.state == State::Online && s.superuser)

@@ -1,6 +1,7 @@
 //! Offline persistent sessions: their eviction order and caps, and the sessions file that
 //! keeps them across a broker restart (restored unbound, tied to a broker context later).
 
+use super::Connection;
 use super::{Job, Registry, SavedSession, Session, State, UNBOUND};
 use crate::acl::RuleSet;
 use crate::logging::printable;
@@ -10,7 +11,8 @@ use std::time::Instant;
 impl Registry {
     /// A re-check accepted from memory: the session stays as it is (a restored one is now
     /// tied to this broker context, and its place in the eviction order carries the pointer).
-    pub fn rechecked(&mut self, client_id: &[u8], pointer: usize) {
+    pub fn rechecked(&mut self, connection: Connection<'_>) {
+        let Connection { client_id, pointer } = connection;
         let Some(session) = self.sessions.get_mut(client_id) else {
             return;
         };

@@ -86,7 +86,7 @@ impl ClientFacts for Live {
 
 impl Registry {
     fn ok(&mut self, id: &[u8], pointer: usize, access: Access, topic: &str) -> bool {
-        self.check(id, pointer, access, topic, false, &NoFacts)
+        self.check(Connection::new(id, pointer), access, topic, false, &NoFacts)
             .expect("not waiting for rules")
     }
 
@@ -99,7 +99,7 @@ impl Registry {
         retain: bool,
         facts: &dyn ClientFacts,
     ) -> bool {
-        self.check(id, pointer, access, topic, retain, facts)
+        self.check(Connection::new(id, pointer), access, topic, retain, facts)
             .expect("not waiting for rules")
     }
 
@@ -120,7 +120,7 @@ impl Registry {
             .users
             .get(identity.username.as_str())
             .is_some_and(|e| *e.rules.user_id == *identity.user_id);
-        self.login(id, pointer, kind, identity, now);
+        self.login(Connection::new(id, pointer), kind, identity, now);
         let mut jobs = self.urgent_jobs();
         self.urgent = pending;
         if held {
@@ -158,8 +158,7 @@ fn checks_are_per_client_and_rules_load_at_every_connect() {
         .unwrap();
     assert_eq!(
         reg.check(
-            b"laptop",
-            11,
+            Connection::new(b"laptop", 11),
             Access::Write,
             "/groups/8/messages",
             false,
@@ -220,13 +219,19 @@ fn bridge_accounts_relay_the_chat_topics_and_alone_carry_cluster_commands() {
     ] {
         assert!(!reg.ok(b"br", 1, access, topic), "{access:?} {topic}");
     }
-    assert_eq!(reg.author(b"br", 1, &NoFacts), Author::Relay);
+    assert_eq!(
+        reg.author(Connection::new(b"br", 1), &NoFacts),
+        Author::Relay
+    );
     // A `#` row grants bob everything but the cluster topic, his will included.
     assert!(reg.ok(b"bob", 2, Access::Write, "elsewhere"));
     assert!(!reg.ok(b"bob", 2, Access::Write, cluster::TOPIC));
     assert!(!reg.ok(b"bob", 2, Access::Read, cluster::TOPIC));
-    assert_eq!(reg.author(b"bob", 2, &NoFacts), Author::User("2"));
-    reg.disconnect(b"bob", 2, true);
+    assert_eq!(
+        reg.author(Connection::new(b"bob", 2), &NoFacts),
+        Author::User("2")
+    );
+    reg.disconnect(Connection::new(b"bob", 2), true);
     assert!(
         !reg.ok(b"bob", 2, Access::Write, cluster::TOPIC),
         "bob's will"
@@ -237,17 +242,29 @@ fn bridge_accounts_relay_the_chat_topics_and_alone_carry_cluster_commands() {
         backend: BackendKind::Http,
         ..identity("bridge-h", "bridge-h")
     };
-    reg.login(b"h", 3, CONNECT, &service_user, now);
-    assert_eq!(reg.author(b"h", 3, &NoFacts), Author::Unknown);
+    reg.login(Connection::new(b"h", 3), CONNECT, &service_user, now);
+    assert_eq!(
+        reg.author(Connection::new(b"h", 3), &NoFacts),
+        Author::Unknown
+    );
     assert!(!reg.ok(b"h", 3, Access::Subscribe, "/users/+/messages"));
     assert!(!reg.ok(b"h", 3, Access::Write, cluster::TOPIC));
     // Nor are their sessions ended by a MySQL row that is not there.
     assert!(reg.user_checked("bridge-h", None).is_empty());
-    assert_eq!(reg.author(b"h", 3, &NoFacts), Author::Unknown);
+    assert_eq!(
+        reg.author(Connection::new(b"h", 3), &NoFacts),
+        Author::Unknown
+    );
     // A client id without a session is this broker's own bridge only when its context has
     // no peer address; an anonymous client or one another plugin let in has one.
-    assert_eq!(reg.author(b"nobody", 9, &NoFacts), Author::OwnBridge);
-    assert_eq!(reg.author(b"nobody", 9, &Live(false)), Author::Unknown);
+    assert_eq!(
+        reg.author(Connection::new(b"nobody", 9), &NoFacts),
+        Author::OwnBridge
+    );
+    assert_eq!(
+        reg.author(Connection::new(b"nobody", 9), &Live(false)),
+        Author::Unknown
+    );
     assert_eq!(reg.stats().online, 2);
 }
 
@@ -255,10 +272,22 @@ fn bridge_accounts_relay_the_chat_topics_and_alone_carry_cluster_commands() {
 fn a_will_before_the_first_check_waits_for_the_logins_rules() {
     let mut reg = registry();
     let now = Instant::now();
-    reg.login(b"d", 4, CONNECT, &identity("dave", "4"), now);
-    reg.disconnect(b"d", 4, true);
-    let will =
-        |reg: &mut Registry| reg.check(b"d", 4, Access::Write, "status/dave", false, &NoFacts);
+    reg.login(
+        Connection::new(b"d", 4),
+        CONNECT,
+        &identity("dave", "4"),
+        now,
+    );
+    reg.disconnect(Connection::new(b"d", 4), true);
+    let will = |reg: &mut Registry| {
+        reg.check(
+            Connection::new(b"d", 4),
+            Access::Write,
+            "status/dave",
+            false,
+            &NoFacts,
+        )
+    };
     assert_eq!(will(&mut reg), Err(Pending::Rules));
     assert_eq!(
         will(&mut reg),
@@ -293,9 +322,20 @@ fn a_will_before_the_first_check_waits_for_the_logins_rules() {
 fn a_first_login_waits_for_its_rules_and_a_failed_load_grants_no_group() {
     let mut reg = registry();
     let now = Instant::now();
-    reg.login(b"c", 1, CONNECT, &identity("bob", "2"), now);
+    reg.login(
+        Connection::new(b"c", 1),
+        CONNECT,
+        &identity("bob", "2"),
+        now,
+    );
     assert_eq!(
-        reg.check(b"c", 1, Access::Read, "/users/2/messages", false, &NoFacts),
+        reg.check(
+            Connection::new(b"c", 1),
+            Access::Read,
+            "/users/2/messages",
+            false,
+            &NoFacts
+        ),
         Err(Pending::Rules),
         "the first check waits for the load the login asked for"
     );
@@ -333,7 +373,10 @@ fn clean_disconnect_empties_the_state_once_rules_are_due() {
     }
     assert_eq!(reg.stats().sessions, 1000);
     for i in 0..1000u32 {
-        reg.disconnect(format!("c{i}").as_bytes(), i as usize + 1, true);
+        reg.disconnect(
+            Connection::new(format!("c{i}").as_bytes(), i as usize + 1),
+            true,
+        );
     }
     assert_eq!(reg.stats().sessions, 0);
     assert_eq!(reg.stats().users, 1000, "kept until due");
@@ -351,7 +394,7 @@ fn offline_sessions_only_receive() {
         Ok(rules("1", &["7"]))
     })
     .unwrap();
-    reg.disconnect(b"alice-phone", 5, false);
+    reg.disconnect(Connection::new(b"alice-phone", 5), false);
     assert_eq!(reg.stats().offline, 1);
     // Messages queued while offline are still judged by the rules...
     assert!(reg.ok(b"alice-phone", 5, Access::Read, "/users/1/messages"));
@@ -377,17 +420,23 @@ fn the_will_right_after_a_disconnect_is_judged_once_and_never_on_chat_topics() {
             Ok(loaded.clone())
         })
         .unwrap();
-        reg.disconnect(id, pointer, false);
+        reg.disconnect(Connection::new(id, pointer), false);
         assert!(!reg.ok(id, pointer, Access::Write, "/users/2/messages"));
-        reg.disconnect(id, pointer, false);
+        reg.disconnect(Connection::new(id, pointer), false);
         reg.login_loaded(id, pointer, kind, &identity("alice", "1"), now, || {
             Ok(loaded.clone())
         })
         .unwrap();
-        reg.disconnect(id, pointer, false);
+        reg.disconnect(Connection::new(id, pointer), false);
         // The will waits for the rules this login asked for.
         assert_eq!(
-            reg.check(id, pointer, Access::Write, "status/alice", false, &NoFacts),
+            reg.check(
+                Connection::new(id, pointer),
+                Access::Write,
+                "status/alice",
+                false,
+                &NoFacts
+            ),
             Err(Pending::Rules)
         );
         reg.deliver_urgent(loaded.clone());
@@ -401,7 +450,7 @@ fn the_will_right_after_a_disconnect_is_judged_once_and_never_on_chat_topics() {
         Ok(loaded.clone())
     })
     .unwrap();
-    reg.disconnect(b"x", 9, true);
+    reg.disconnect(Connection::new(b"x", 9), true);
     reg.event();
     assert!(
         !reg.ok(b"x", 9, Access::Write, "status/alice"),
@@ -417,7 +466,7 @@ fn offline_rules_refresh_only_when_a_delivery_finds_them_due() {
         Ok(rules("1", &[]))
     })
     .unwrap();
-    reg.disconnect(b"p", 5, false);
+    reg.disconnect(Connection::new(b"p", 5), false);
     // A session the broker may have discarded costs MySQL nothing on a timer.
     assert!(reg.due_jobs(now + REFRESH).is_empty());
     assert!(reg.due_jobs(now + 10 * REFRESH).is_empty());
@@ -436,7 +485,7 @@ fn reconnecting_makes_a_persistent_session_online_again() {
     let alice = identity("alice", "1");
     reg.login_loaded(b"p", 5, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
         .unwrap();
-    reg.disconnect(b"p", 5, false);
+    reg.disconnect(Connection::new(b"p", 5), false);
     // A recheck (SIGHUP) of the offline session keeps it offline, without a load.
     reg.login_loaded(b"p", 5, LoginKind::Recheck, &alice, now, no_load)
         .unwrap();
@@ -458,7 +507,7 @@ fn a_clean_session_flag_never_keeps_a_session() {
         Ok(rules("1", &[]))
     })
     .unwrap();
-    reg.disconnect(b"c", 5, false);
+    reg.disconnect(Connection::new(b"c", 5), false);
     assert_eq!(reg.stats().sessions, 0);
 }
 
@@ -481,7 +530,7 @@ fn offline_sessions_are_capped_per_user_then_overall() {
             || Ok(rules("9", &[])),
         )
         .unwrap();
-        reg.disconnect(id.as_bytes(), 100 + i, false);
+        reg.disconnect(Connection::new(id.as_bytes(), 100 + i), false);
         reg.deliver_urgent(rules("9", &[]));
     }
     assert_eq!(reg.stats().offline, 2);
@@ -498,7 +547,7 @@ fn offline_sessions_are_capped_per_user_then_overall() {
             || Ok(rules(user, &[])),
         )
         .unwrap();
-        reg.disconnect(id.as_bytes(), 200 + i, false);
+        reg.disconnect(Connection::new(id.as_bytes(), 200 + i), false);
     }
     // Over the total of 4: the oldest overall (mallory's m3) went first.
     assert_eq!(reg.stats().offline, 4);
@@ -524,7 +573,7 @@ fn take_over_keeps_the_newcomer() {
     })
     .unwrap();
     // The old connection's DISCONNECT arrives after the newcomer's login.
-    reg.disconnect(b"shared-id", 1, true);
+    reg.disconnect(Connection::new(b"shared-id", 1), true);
     assert!(reg.ok(b"shared-id", 2, Access::Read, "/users/2/messages"));
     assert!(!reg.ok(b"shared-id", 1, Access::Read, "/users/1/messages"));
     assert_eq!(reg.stats().sessions, 1);
@@ -539,11 +588,11 @@ fn a_refused_or_deferred_login_ends_a_dead_session_at_its_address() {
     })
     .unwrap();
     // A live session of the id at another address stays.
-    reg.refused(b"id", 8);
+    reg.refused(Connection::new(b"id", 8));
     assert_eq!(reg.stats().sessions, 1);
-    reg.disconnect(b"id", 7, false);
+    reg.disconnect(Connection::new(b"id", 7), false);
     // An anonymous client at the reused address of the offline session.
-    reg.refused(b"id", 7);
+    reg.refused(Connection::new(b"id", 7));
     assert_eq!(reg.stats().sessions, 0);
 }
 
@@ -640,8 +689,7 @@ fn restored_sessions_bind_to_the_restored_context_only() {
     // Its first check waits for the restore's load, as a login's first check does...
     assert_eq!(
         reg.check(
-            b"alice-phone",
-            50,
+            Connection::new(b"alice-phone", 50),
             Access::Read,
             "/users/1/messages",
             false,
@@ -650,7 +698,7 @@ fn restored_sessions_bind_to_the_restored_context_only() {
         Err(Pending::Rules)
     );
     // ...and, when it does not come in time, is decided by the identity (its inbox).
-    reg.stop_waiting(b"alice-phone", 50);
+    reg.stop_waiting(Connection::new(b"alice-phone", 50));
     assert!(reg.decided(
         b"alice-phone",
         50,
@@ -688,7 +736,13 @@ fn certificate_clients_log_in_again_when_they_resume_a_session() {
     let inbox = "/users/5/messages";
     let cert = identity("cert-user", "5");
     let check = |reg: &mut Registry, pointer, access, facts: &dyn ClientFacts| {
-        reg.check(b"cam", pointer, access, inbox, false, facts)
+        reg.check(
+            Connection::new(b"cam", pointer),
+            access,
+            inbox,
+            false,
+            facts,
+        )
     };
     assert_eq!(
         check(&mut reg, 10, Access::Subscribe, &Live(true)),
@@ -700,7 +754,7 @@ fn certificate_clients_log_in_again_when_they_resume_a_session() {
         check(&mut reg, 10, Access::Subscribe, &Live(true)),
         Ok(true)
     );
-    reg.disconnect(b"cam", 10, false);
+    reg.disconnect(Connection::new(b"cam", 10), false);
     // The offline session's own deliveries and wills (no certificate once disconnected).
     assert_eq!(check(&mut reg, 10, Access::Read, &NoFacts), Ok(true));
     assert_eq!(check(&mut reg, 10, Access::Write, &NoFacts), Ok(false));
@@ -725,11 +779,18 @@ fn certificate_clients_log_in_again_when_they_resume_a_session() {
     assert_eq!(reg.stats().offline, 0);
 
     // A refused certificate connection is not looked up again, until it comes back.
-    reg.certificate_refused(b"other", 30);
-    let other =
-        |reg: &mut Registry| reg.check(b"other", 30, Access::Subscribe, inbox, false, &Live(true));
+    reg.certificate_refused(Connection::new(b"other", 30));
+    let other = |reg: &mut Registry| {
+        reg.check(
+            Connection::new(b"other", 30),
+            Access::Subscribe,
+            inbox,
+            false,
+            &Live(true),
+        )
+    };
     assert_eq!(other(&mut reg), Ok(false));
-    reg.disconnect(b"other", 30, true);
+    reg.disconnect(Connection::new(b"other", 30), true);
     assert_eq!(other(&mut reg), Err(Pending::CertificateLogin));
 }
 
@@ -758,7 +819,7 @@ fn a_superuser_no_longer_one_in_its_row_logs_in_again() {
         reg.user_checked("alice", Some((&valid, false))),
         [Box::from(&b"r"[..])]
     );
-    assert!(!reg.is_superuser(b"r", 1));
+    assert!(!reg.is_superuser(Connection::new(b"r", 1)));
 }
 
 #[test]
@@ -776,7 +837,7 @@ fn a_changed_password_or_a_removed_user_ends_sessions() {
     alice.proof = Some(proof(2));
     reg.login_loaded(b"a2", 2, PERSISTENT, &alice, now, || Ok(rules("1", &[])))
         .unwrap();
-    reg.disconnect(b"a2", 2, false);
+    reg.disconnect(Connection::new(b"a2", 2), false);
     let valid = |p: &Proof| p.stored_hash == [1; 8];
     let kicked = reg.user_checked("alice", Some((&valid, false)));
     assert!(kicked.is_empty(), "the offline one ends without a kick");
@@ -800,7 +861,7 @@ fn an_offline_only_user_is_forgotten_once_its_last_session_goes() {
         Ok(rules("1", &[]))
     })
     .unwrap();
-    reg.disconnect(b"p", 5, false);
+    reg.disconnect(Connection::new(b"p", 5), false);
     // Due while only offline: no refresh, and out of the due queue.
     assert!(reg.due_jobs(now + REFRESH).is_empty());
     // A SUBSCRIBE at its place ends the session.
@@ -926,7 +987,7 @@ fn superusers_need_no_rules() {
     reg.login_loaded(b"admin", 1, CONNECT, &root, Instant::now(), no_load)
         .unwrap();
     assert!(reg.ok(b"admin", 1, Access::Subscribe, "#"));
-    assert!(reg.is_superuser(b"admin", 1));
+    assert!(reg.is_superuser(Connection::new(b"admin", 1)));
     assert_eq!(reg.stats().users, 0);
 }
 
@@ -942,7 +1003,7 @@ fn reload_refreshes_connected_users_and_forgets_the_rest() {
         Ok(rules("2", &[]))
     })
     .unwrap();
-    reg.disconnect(b"b", 2, true);
+    reg.disconnect(Connection::new(b"b", 2), true);
     let jobs = reg.refresh_all();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].username, "alice");
@@ -964,23 +1025,32 @@ fn a_cached_login_keeps_rules_younger_than_the_refresh_period_and_nothing_else()
         Ok(rules("1", &["7"]))
     })
     .unwrap();
-    reg.disconnect(b"phone", 10, true);
+    reg.disconnect(Connection::new(b"phone", 10), true);
     // A reconnect the credential cache answered, within the period: no load, no wait.
-    reg.login(b"phone", 11, CACHED, &alice, now + REFRESH / 2);
+    reg.login(
+        Connection::new(b"phone", 11),
+        CACHED,
+        &alice,
+        now + REFRESH / 2,
+    );
     assert!(reg.urgent_jobs().is_empty(), "the held rules are kept");
     assert!(reg.ok(b"phone", 11, Access::Write, "/groups/7/messages"));
     // A login whose password was checked always loads them.
-    reg.login(b"laptop", 12, CONNECT, &alice, now + REFRESH / 2);
+    reg.login(
+        Connection::new(b"laptop", 12),
+        CONNECT,
+        &alice,
+        now + REFRESH / 2,
+    );
     assert_eq!(reg.urgent_jobs().len(), 1);
     // Past the period, a cached login loads them too (and its check waits).
     let late = now + REFRESH + Duration::from_secs(1);
-    reg.login(b"phone", 13, CACHED, &alice, late);
+    reg.login(Connection::new(b"phone", 13), CACHED, &alice, late);
     let jobs = reg.urgent_jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!(
         reg.check(
-            b"phone",
-            13,
+            Connection::new(b"phone", 13),
             Access::Write,
             "/groups/7/messages",
             false,
@@ -999,7 +1069,7 @@ fn a_cached_login_keeps_rules_younger_than_the_refresh_period_and_nothing_else()
     }
     assert!(reg.ok(b"phone", 13, Access::Write, "/groups/8/messages"));
     // Fresh again: kept by the next cached login.
-    reg.login(b"phone", 14, CACHED, &alice, late);
+    reg.login(Connection::new(b"phone", 14), CACHED, &alice, late);
     assert!(reg.urgent_jobs().is_empty());
 
     // Whatever may have changed the rules makes the next cached login load them.
@@ -1027,10 +1097,10 @@ fn a_cached_login_keeps_rules_younger_than_the_refresh_period_and_nothing_else()
         let pointer = 100 + 2 * pointer;
         let at = Instant::now();
         // Fresh rules first.
-        reg.login(b"phone", pointer, CONNECT, &alice, at);
+        reg.login(Connection::new(b"phone", pointer), CONNECT, &alice, at);
         reg.deliver_urgent(rules("1", &["7"]));
         invalidate(&mut reg, at);
-        reg.login(b"phone", pointer + 1, CACHED, &alice, at);
+        reg.login(Connection::new(b"phone", pointer + 1), CACHED, &alice, at);
         assert_eq!(
             reg.urgent_jobs().len(),
             1,
@@ -1067,7 +1137,7 @@ fn rules_a_login_thread_read_never_undo_a_refresh_asked_for_after() {
             refreshed(&mut reg, refresh.take().unwrap());
         }
         // The CONNECT binds the delayed login with what its thread read.
-        reg.login(b"tablet", 11, CONNECT, &alice, now);
+        reg.login(Connection::new(b"tablet", 11), CONNECT, &alice, now);
         let job = reg.urgent_jobs().pop().expect("the login's load");
         reg.apply_preloaded(job, rules("1", &["7"]), read, now);
         if let Some(job) = refresh {
