@@ -40,7 +40,10 @@ fn loaded_registry() -> Mutex<Registry> {
         };
         registry.login(
             Connection::new(format!("client-{n}").as_bytes(), n + 1),
-            LoginKind::Connect { persistent: false },
+            LoginKind::Connect {
+                persistent: false,
+                cached: false,
+            },
             &identity,
             now,
         );

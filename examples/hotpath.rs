@@ -71,7 +71,10 @@ fn loaded_registry() -> Registry {
 fn connect(registry: &mut Registry, n: usize, identity: &Identity, now: Instant) -> usize {
     registry.login(
         Connection::new(format!("c{n}").as_bytes(), n),
-        LoginKind::Connect { persistent: false },
+        LoginKind::Connect {
+            persistent: false,
+            cached: false,
+        },
         identity,
         now,
     );

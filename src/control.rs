@@ -147,6 +147,9 @@ impl Context<'_> {
     /// Every client of the user: the broker kicks the name's exact spelling (clients the
     /// plugin holds no session for too), the plugin the other spellings it let in.
     fn kick(&mut self, username: String) {
+        // The kicked clients' reconnects load the rules again, even those the credential
+        // cache answers.
+        self.registry.forget_rules_time(&username);
         let others = self.registry.other_spellings(&username);
         self.outbox.push(Action::KickUser(username));
         self.outbox

@@ -132,9 +132,31 @@ impl Waiting {
     }
 }
 
+/// Where a login thread leaves its answers: a list the broker thread takes (`take`), and
+/// `wake` (if any) called after each one so the broker's loop comes round to take it.
+pub struct Post<A> {
+    answers: Arc<Mutex<Vec<A>>>,
+    wake: Option<crate::action::Waker>,
+}
+
+impl<A> Post<A> {
+    /// Leaves one answer (a request may have several: a login's, then its rules).
+    pub fn send(&self, answer: A) {
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(answer);
+        if let Some(wake) = &self.wake {
+            wake();
+        }
+    }
+}
+
+/// The work of a login thread: a request, and where its answers go.
+pub type Work<Q, A> = Arc<dyn Fn(Q, &Post<A>) + Send + Sync>;
+
 /// A few threads running `work` on requests, with a bounded queue in front of them; the
-/// answers wait in a list for the broker thread (`take`), and `wake` (if any) is called after
-/// each one so the broker's loop comes round to take it.
+/// answers wait in a list for the broker thread (`take`).
 pub struct LoginThreads<Q, A> {
     sender: Option<SyncSender<Q>>,
     answers: Arc<Mutex<Vec<A>>>,
@@ -145,11 +167,11 @@ pub struct LoginThreads<Q, A> {
 
 impl<Q: Send + 'static, A: Send + 'static> LoginThreads<Q, A> {
     /// Starts `threads` threads (named `chat-auth-login`) behind a queue of `queue` requests.
-    /// `work` answers `None` for a request no longer worth an answer (it waited too long).
+    /// `work` sends no answer for a request no longer worth one (it waited too long).
     pub fn start(
         threads: usize,
         queue: usize,
-        work: Arc<dyn Fn(Q) -> Option<A> + Send + Sync>,
+        work: Work<Q, A>,
         wake: Option<crate::action::Waker>,
     ) -> Result<LoginThreads<Q, A>, String> {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Q>(queue);
@@ -159,9 +181,11 @@ impl<Q: Send + 'static, A: Send + 'static> LoginThreads<Q, A> {
         let mut handles = Vec::new();
         for _ in 0..threads.max(1) {
             let receiver = receiver.clone();
-            let answers = answers.clone();
+            let post = Post {
+                answers: answers.clone(),
+                wake: wake.clone(),
+            };
             let work = work.clone();
-            let wake = wake.clone();
             let stop = stop.clone();
             let handle = std::thread::Builder::new()
                 .name("chat-auth-login".into())
@@ -176,21 +200,11 @@ impl<Q: Send + 'static, A: Send + 'static> LoginThreads<Q, A> {
                         }
                         // A panic in a check must not take the thread (and later logins)
                         // with it; the login then waits until it is overdue (refused).
-                        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            work(request)
+                        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            work(request, &post)
                         }));
-                        match answer {
-                            Ok(None) => {}
-                            Ok(Some(answer)) => {
-                                answers
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .push(answer);
-                                if let Some(wake) = &wake {
-                                    wake();
-                                }
-                            }
-                            Err(_) => log::error!("a login check panicked; the login is refused"),
+                        if done.is_err() {
+                            log::error!("a login check panicked; the login is refused");
                         }
                     }
                 })
@@ -314,9 +328,9 @@ mod tests {
         let threads: LoginThreads<u32, u32> = LoginThreads::start(
             1,
             1,
-            Arc::new(move |n| {
+            Arc::new(move |n, post: &Post<u32>| {
                 let _open = work_gate.lock().unwrap();
-                Some(n * 2)
+                post.send(n * 2)
             }),
             Some(Arc::new(move || {
                 wake_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -355,9 +369,11 @@ mod tests {
         let threads: LoginThreads<u32, u32> = LoginThreads::start(
             1,
             4,
-            Arc::new(|n| {
+            Arc::new(|n, post: &Post<u32>| {
                 assert!(n != 0, "a bad request");
-                (n != 1).then_some(n)
+                if n != 1 {
+                    post.send(n)
+                }
             }),
             None,
         )

@@ -79,7 +79,10 @@ fn a_connected_client_costs_the_plugin_few_heap_bytes() {
         let client_id = format!("phone-{n}");
         registry.login(
             Connection::new(client_id.as_bytes(), n),
-            LoginKind::Connect { persistent: false },
+            LoginKind::Connect {
+                persistent: false,
+                cached: false,
+            },
             &identity,
             now,
         );

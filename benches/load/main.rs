@@ -1032,6 +1032,36 @@ fn connect_storms(
         per_login(&warm),
         "us",
     ));
+    // Where a login's CPU goes, per process (two cores shared by all of them): the broker's
+    // main thread, MariaDB, and this load generator (the broker's other threads are the
+    // plugin's: login threads, rules loads).
+    type Part = fn(&storm::StormFigures) -> f64;
+    let parts: [(&'static str, &'static str, Part); 3] = [
+        (
+            "broker thread CPU per first login",
+            "broker thread CPU per reconnect",
+            |f| f.broker_thread_cpu,
+        ),
+        (
+            "MariaDB CPU per first login",
+            "MariaDB CPU per reconnect",
+            |f| f.db_cpu,
+        ),
+        (
+            "load generator CPU per first login",
+            "load generator CPU per reconnect",
+            |f| f.client_cpu,
+        ),
+    ];
+    for (first, again, part) in parts {
+        let per = |f: &storm::StormFigures| part(f) * 1e6 / f.connects.max(1) as f64;
+        for (metric, [bare, null, plugin]) in [
+            (first, [&bare_cold, &null_cold, &cold]),
+            (again, [&bare_warm, &null_warm, &warm]),
+        ] {
+            rows.push(row3(name, metric, per(bare), per(null), per(plugin), "us"));
+        }
+    }
     // Per format, on a fresh broker: every login a first login.
     let plugin = start_broker(bench, Kind::Plugin);
     let mut table = String::from(
@@ -1082,18 +1112,27 @@ fn storm_round(
     users: &[User],
     inbox: &'static str,
 ) -> [storm::StormFigures; 3] {
+    // MariaDB's CPU around each storm (shared by nothing else meanwhile).
+    let with_db = |storm: &dyn Fn() -> storm::StormFigures| {
+        let before = bench.db_cpu();
+        let mut figures = storm();
+        figures.db_cpu = bench.db_cpu() - before;
+        figures
+    };
     let broker = start_broker(bench, kind);
-    let cold = runtime.block_on(storm::storm(broker.port, broker.pid(), users, 50));
-    let warm = runtime.block_on(storm::storm(broker.port, broker.pid(), users, 50));
+    let cold = with_db(&|| runtime.block_on(storm::storm(broker.port, broker.pid(), users, 50)));
+    let warm = with_db(&|| runtime.block_on(storm::storm(broker.port, broker.pid(), users, 50)));
     drop(broker);
     let broker = start_broker(bench, kind);
-    let subscribing = runtime.block_on(storm::storm_subscribing(
-        broker.port,
-        broker.pid(),
-        users,
-        50,
-        inbox,
-    ));
+    let subscribing = with_db(&|| {
+        runtime.block_on(storm::storm_subscribing(
+            broker.port,
+            broker.pid(),
+            users,
+            50,
+            inbox,
+        ))
+    });
     [cold, warm, subscribing]
 }
 

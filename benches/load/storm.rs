@@ -12,7 +12,12 @@ pub struct StormFigures {
     pub connects: usize,
     pub refused: usize,
     pub seconds: f64,
+    /// CPU seconds of the broker process (all its threads), of its main thread, of
+    /// MariaDB (set by the caller, which knows it) and of this load generator.
     pub broker_cpu: f64,
+    pub broker_thread_cpu: f64,
+    pub db_cpu: f64,
+    pub client_cpu: f64,
 }
 
 impl StormFigures {
@@ -22,6 +27,9 @@ impl StormFigures {
         self.refused += other.refused;
         self.seconds += other.seconds;
         self.broker_cpu += other.broker_cpu;
+        self.broker_thread_cpu += other.broker_thread_cpu;
+        self.db_cpu += other.db_cpu;
+        self.client_cpu += other.client_cpu;
     }
 
     pub fn rate(&self) -> f64 {
@@ -56,6 +64,8 @@ async fn storm_with(
     filter: Option<&'static str>,
 ) -> StormFigures {
     let cpu_before = crate::traffic::cpu_seconds(broker_pid);
+    let thread_before = crate::traffic::thread_cpu_seconds(broker_pid);
+    let client_before = crate::traffic::cpu_seconds(std::process::id());
     let start = Instant::now();
     let accepted = each_user(users, concurrency, move |user| async move {
         match connect(port, &user).await {
@@ -80,6 +90,9 @@ async fn storm_with(
         refused,
         seconds: start.elapsed().as_secs_f64(),
         broker_cpu: crate::traffic::cpu_seconds(broker_pid) - cpu_before,
+        broker_thread_cpu: crate::traffic::thread_cpu_seconds(broker_pid) - thread_before,
+        db_cpu: 0.0,
+        client_cpu: crate::traffic::cpu_seconds(std::process::id()) - client_before,
     }
 }
 

@@ -15,10 +15,11 @@ impl<S: UserSource> Authenticator<S> {
         let Some(password) = password else {
             return Decision::Refuse(Refusal::NoPassword);
         };
+        let login_mac = self.secret.login_mac(username, password);
         if let Some(identity) = self
             .cache
             .as_ref()
-            .and_then(|c| c.get(username, &self.secret.login_mac(username, password), now))
+            .and_then(|c| c.get(username, &login_mac, now))
         {
             // As decided at the login the cache remembers (the globs with the row's name).
             return Decision::Allow(identity);
@@ -37,7 +38,6 @@ impl<S: UserSource> Authenticator<S> {
                 Err(e) => return Decision::Refuse(Refusal::Database(e)),
             }
         }
-        let login_mac = self.secret.login_mac(username, password);
         let (backend, record) = match found {
             None | Some((_, Lookup::Unknown)) => return Decision::Refuse(Refusal::UnknownUser),
             Some((backend, Lookup::Accepted)) => {

@@ -218,6 +218,38 @@ impl<S: UserSource> Authenticator<S> {
         address: Option<&str>,
         now: Instant,
     ) -> Decision {
+        self.login_with(username, password, client_id, address, now, None)
+    }
+
+    /// A CONNECT the credential cache answered (`identity`, from [`Authenticator::cached`]):
+    /// throttled and counted like `login`, without a second look-up.
+    pub fn login_cached(
+        &self,
+        username: &[u8],
+        identity: Identity,
+        client_id: &[u8],
+        address: Option<&str>,
+        now: Instant,
+    ) -> Decision {
+        self.login_with(
+            Some(username),
+            None,
+            client_id,
+            address,
+            now,
+            Some(identity),
+        )
+    }
+
+    fn login_with(
+        &self,
+        username: Option<&[u8]>,
+        password: Option<&[u8]>,
+        client_id: &[u8],
+        address: Option<&str>,
+        now: Instant,
+        cached: Option<Identity>,
+    ) -> Decision {
         let Some(username) = username else {
             return Decision::Defer;
         };
@@ -250,7 +282,10 @@ impl<S: UserSource> Authenticator<S> {
         };
         let ticket = &admitted.ticket;
         let started = Instant::now();
-        let decision = self.decide(username, password, client_id, now);
+        let decision = match cached {
+            Some(identity) => Decision::Allow(identity),
+            None => self.decide(username, password, client_id, now),
+        };
         let events = match &decision {
             Decision::Refuse(why) if why.counts_as_failure() => {
                 self.throttle().failed(ticket, started.elapsed(), now)
@@ -282,18 +317,22 @@ impl<S: UserSource> Authenticator<S> {
         decision
     }
 
-    /// Whether this username and password would be answered from the credential cache now
-    /// (a HMAC and a map lookup: what the broker thread may decide itself on Mosquitto 2.1,
-    /// where every other login is checked on a login thread).
-    pub fn is_cached(&self, username: &[u8], password: Option<&[u8]>, now: Instant) -> bool {
+    /// The identity the credential cache remembers for this username and password now, if
+    /// any (one HMAC and a map lookup: what the broker thread decides itself; on Mosquitto
+    /// 2.1 every other login is checked on a login thread). Hand it to
+    /// [`Authenticator::login_cached`].
+    pub fn cached(
+        &self,
+        username: &[u8],
+        password: Option<&[u8]>,
+        now: Instant,
+    ) -> Option<Identity> {
         let (Some(cache), Ok(username), Some(password)) =
             (self.cache.as_ref(), std::str::from_utf8(username), password)
         else {
-            return false;
+            return None;
         };
-        cache
-            .get(username, &self.secret.login_mac(username, password), now)
-            .is_some()
+        cache.get(username, &self.secret.login_mac(username, password), now)
     }
 
     /// The broker re-checking a login it holds (SIGHUP): decided like `login`, but neither

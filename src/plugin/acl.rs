@@ -53,6 +53,7 @@ impl Plugin {
                 Err(Pending::CertificateLogin) => {
                     let kind = LoginKind::Connect {
                         persistent: !client.facts.clean_session(),
+                        cached: false,
                     };
                     self.login_by_username(&mut state, client_id, client, kind);
                 }

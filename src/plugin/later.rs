@@ -1,7 +1,8 @@
 //! Mosquitto 2.1's delayed logins, the plugin's side (the tables and threads are in
 //! `crate::delayed`). A CONNECT the credential cache cannot answer is checked on a login
 //! thread; the broker thread only queues it (`MOSQ_ERR_AUTH_DELAYED`). A user let in has its
-//! rules loaded next, on a login thread too, for at most `rules_wait_ms` more; then, at a
+//! rules loaded next by the same login thread, right after the password, and waits for
+//! them at most `rules_wait_ms` more; then, at a
 //! TICK, a `CompleteLogin` action: the FFI edge completes the login, and the broker, inside
 //! that call, sends the CONNACK and the CONNECT event, where the plugin binds the session to
 //! the connection and installs the rules loaded with it, so the client's first check finds
@@ -13,18 +14,19 @@ use super::{Client, Entry, Plugin, State};
 use crate::acl::RuleSet;
 use crate::auth::{Authenticator, Decision, Identity, Refusal};
 use crate::backend::{BackendError, BackendKind, RuleSource, UserSource};
-use crate::delayed::{Held, LoginThreads, Waiting};
+use crate::delayed::{Held, LoginThreads, Post, Waiting};
 use crate::logging::printable;
-use crate::refresh::{Done, Work};
-use crate::sessions::Connection;
-use crate::sessions::{Loaded, LoginKind};
+use crate::refresh::Work;
+use crate::sessions::{Connection, LoginKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Login threads: the checks wait on MySQL or the HTTP service (each within its timeouts),
-/// hashing is a few milliseconds at most; four keep the pools busy without crowding the
-/// broker thread's core.
-const THREADS: usize = 4;
+/// hashing is a few milliseconds at most. As many as the MySQL pool has connections
+/// (`pool_size`), so each can hold one, within these bounds: fewer would leave the pool idle
+/// in a storm, more would crowd the broker thread's core.
+const FEWEST_THREADS: usize = 4;
+const MOST_THREADS: usize = 16;
 /// Checks queued beyond the threads; a login that finds the queue full is refused at once.
 const QUEUE: usize = 1_000;
 /// Logins held by the broker for the plugin at once; beyond, refused at once.
@@ -35,48 +37,44 @@ pub(super) const LONGEST_WAIT: Duration = Duration::from_secs(10);
 /// How often a login refused because too many wait is said at warning level.
 const FULL_SAID_EVERY: Duration = Duration::from_secs(60);
 
-/// Work for a login thread.
-pub(super) enum Request {
-    /// Check one login.
-    Login {
-        client_id: Box<[u8]>,
-        ticket: u64,
-        username: Vec<u8>,
-        password: Option<Vec<u8>>,
-        address: Option<String>,
-        /// Past this, its answer would be thrown away (the login ended overdue).
-        deadline: Instant,
-    },
-    /// Load the rules of a user just let in.
-    Rules {
-        client_id: Box<[u8]>,
-        ticket: u64,
-        username: String,
-        user_id: String,
-        /// Past this (`rules_wait` after the login's answer), the login is completed without.
-        deadline: Instant,
-    },
+/// The number of login threads for a MySQL pool of `pool_size` connections (none: the
+/// fewest).
+pub(super) fn threads_for(pool_size: Option<usize>) -> usize {
+    pool_size
+        .unwrap_or(FEWEST_THREADS)
+        .clamp(FEWEST_THREADS, MOST_THREADS)
 }
 
-impl Request {
-    fn deadline(&self) -> Instant {
-        match self {
-            Request::Login { deadline, .. } | Request::Rules { deadline, .. } => *deadline,
-        }
-    }
+/// Work for a login thread: one login to check, and, if it is let in, its rules to load
+/// right after (no second trip through the queue).
+pub(super) struct Request {
+    client_id: Box<[u8]>,
+    ticket: u64,
+    username: Vec<u8>,
+    password: Option<Vec<u8>>,
+    address: Option<String>,
+    /// Past this, its answer would be thrown away (the login ended overdue).
+    deadline: Instant,
+    /// A registry ticket taken before the request was queued, so before its rules are
+    /// read: a rules load asked for later (a `refreshUser`) is newer than these rules,
+    /// whichever finishes first (see `Registry::apply_preloaded`).
+    rules_read: u64,
 }
 
-/// A login thread's answer.
+/// A login thread's answers: the login's, then, for a user let in whose rules are loaded
+/// per user, the rules (`rules_follow`).
 pub(super) enum Answer {
     Login {
         client_id: Box<[u8]>,
         ticket: u64,
         decision: Decision,
+        rules_follow: bool,
     },
     Rules {
         client_id: Box<[u8]>,
         ticket: u64,
         result: Result<RuleSet, BackendError>,
+        rules_read: u64,
     },
 }
 
@@ -93,7 +91,8 @@ pub(super) struct AwaitingRules {
 pub(super) struct Completing {
     pointer: usize,
     identity: Identity,
-    rules: Option<RuleSet>,
+    /// The rules loaded with the login, and the registry ticket taken before they were read.
+    rules: Option<(RuleSet, u64)>,
 }
 
 pub(super) struct Later {
@@ -102,87 +101,157 @@ pub(super) struct Later {
 
 /// Logins of one account are checked one at a time, as on 2.0's broker thread: a flood of
 /// wrong passwords for one name then meets the throttle's block after its first failure
-/// instead of several hashes running at once. Names share one of these locks by their hash.
-struct Turns(Vec<std::sync::Mutex<()>>);
+/// instead of several hashes running at once. Names share one of these turns by their hash.
+/// A login whose turn is taken is left with the thread that holds it, which checks it next:
+/// one account's burst occupies one login thread, never all of them.
+struct Turns(Vec<std::sync::Mutex<Turn>>);
 
-impl Turns {
-    fn new() -> Turns {
-        Turns((0..64).map(|_| std::sync::Mutex::new(())).collect())
-    }
+#[derive(Default)]
+struct Turn {
+    /// A thread is checking a login of this turn.
+    taken: bool,
+    /// Logins left for that thread (at most `QUEUE`).
+    left: std::collections::VecDeque<Request>,
+}
 
-    fn take(&self, username: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let name = crate::names::folded(&String::from_utf8_lossy(username)).into_owned();
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
-        let turn = &self.0[(hash % self.0.len() as u64) as usize];
-        turn.lock().unwrap_or_else(|e| e.into_inner())
+/// Gives the turn back if a check panics (the logins left wait for the next one taking it).
+struct Taken<'a> {
+    turn: &'a std::sync::Mutex<Turn>,
+    /// Still held (cleared when given back in the ordinary way, under the turn's lock).
+    held: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.turn.lock().unwrap_or_else(|e| e.into_inner()).taken = false;
+        }
     }
 }
 
-/// The login threads' work: the same check as on the broker thread, or a rules load.
+impl Turns {
+    fn new() -> Turns {
+        Turns((0..64).map(|_| Default::default()).collect())
+    }
+
+    fn of(&self, username: &[u8]) -> &std::sync::Mutex<Turn> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let name = crate::names::folded(&String::from_utf8_lossy(username)).into_owned();
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
+        &self.0[(hash % self.0.len() as u64) as usize]
+    }
+}
+
+/// The login threads' work: the request's check and those left to its turn meanwhile.
 fn work<S: UserSource>(
     auth: &Authenticator<S>,
     rules: Option<&dyn RuleSource>,
     turns: &Turns,
     request: Request,
-) -> Option<Answer> {
+    post: &Post<Answer>,
+) {
+    let turn = turns.of(&request.username);
+    {
+        let mut held = turn.lock().unwrap_or_else(|e| e.into_inner());
+        if held.taken {
+            if held.left.len() < QUEUE {
+                held.left.push_back(request);
+            } else {
+                // One account's backlog is full: refused unchecked, as a full queue is.
+                post.send(Answer::Login {
+                    client_id: request.client_id,
+                    ticket: request.ticket,
+                    decision: Decision::Refuse(Refusal::Throttled),
+                    rules_follow: false,
+                });
+            }
+            return;
+        }
+        held.taken = true;
+    }
+    let mut taken = Taken { turn, held: true };
+    let mut next = Some(request);
+    while let Some(request) = next {
+        check(auth, rules, request, post);
+        let mut held = turn.lock().unwrap_or_else(|e| e.into_inner());
+        next = held.left.pop_front();
+        if next.is_none() {
+            // Given back under the same lock that found nothing left: a login left after
+            // this finds the turn free and takes it.
+            held.taken = false;
+            taken.held = false;
+        }
+    }
+}
+
+/// One login: the same check as on the broker thread; for a user let in whose rules are
+/// loaded per user, the answer goes out and the rules are loaded at once.
+fn check<S: UserSource>(
+    auth: &Authenticator<S>,
+    rules: Option<&dyn RuleSource>,
+    request: Request,
+    post: &Post<Answer>,
+) {
     // A request that waited in the queue past its use is not checked (in a backlog the
     // threads would otherwise serve only dead requests).
-    if Instant::now() > request.deadline() {
-        return None;
+    if Instant::now() > request.deadline {
+        return;
     }
-    Some(match request {
-        Request::Login {
-            client_id,
-            ticket,
-            username,
-            password,
-            address,
-            ..
-        } => {
-            let _turn = turns.take(&username);
-            let decision = auth.login(
-                Some(&username),
-                password.as_deref(),
-                &client_id,
-                address.as_deref(),
-                Instant::now(),
-            );
-            Answer::Login {
-                client_id,
-                ticket,
-                decision,
-            }
+    let Request {
+        client_id,
+        ticket,
+        username,
+        password,
+        address,
+        rules_read,
+        ..
+    } = request;
+    let decision = auth.login(
+        Some(&username),
+        password.as_deref(),
+        &client_id,
+        address.as_deref(),
+        Instant::now(),
+    );
+    let load = match (&decision, rules) {
+        (Decision::Allow(identity), Some(source))
+            if !identity.superuser && identity.backend == BackendKind::Mysql =>
+        {
+            Some((source, identity.username.clone(), identity.user_id.clone()))
         }
-        Request::Rules {
+        _ => None,
+    };
+    post.send(Answer::Login {
+        client_id: client_id.clone(),
+        ticket,
+        decision,
+        rules_follow: load.is_some(),
+    });
+    if let Some((source, username, user_id)) = load {
+        post.send(Answer::Rules {
             client_id,
             ticket,
-            username,
-            user_id,
-            ..
-        } => Answer::Rules {
-            client_id,
-            ticket,
-            result: match rules {
-                Some(source) => source.load(&username, &user_id),
-                None => Err(BackendError::Unavailable("no mysql backend".into())),
-            },
-        },
-    })
+            result: source.load(&username, &user_id),
+            rules_read,
+        });
+    }
 }
 
 impl Later {
     pub(super) fn start<S: UserSource + Send + Sync + 'static>(
         auth: Arc<Authenticator<S>>,
         rules: Option<Arc<dyn RuleSource>>,
+        threads: usize,
         wake: Option<crate::action::Waker>,
     ) -> Result<Later, String> {
         let threads = LoginThreads::start(
-            THREADS,
+            threads,
             QUEUE,
             {
                 let turns = Turns::new();
-                Arc::new(move |request| work(&auth, rules.as_deref(), &turns, request))
+                Arc::new(move |request, post: &Post<Answer>| {
+                    work(&auth, rules.as_deref(), &turns, request, post)
+                })
             },
             wake,
         )?;
@@ -204,6 +273,7 @@ impl Plugin {
         client: Client<'_>,
         username: Option<&[u8]>,
         password: Option<&[u8]>,
+        cached: bool,
         now: Instant,
     ) -> Option<Decision> {
         let later = self.later.as_ref()?;
@@ -223,7 +293,7 @@ impl Plugin {
         // (see `Waiting::forget`), however this one is answered.
         state.waiting.forget(client_id);
         state.awaiting_rules.remove(client_id);
-        if self.auth.is_cached(username, password, now) {
+        if cached {
             return None;
         }
         let Ok(ticket) = state.waiting.begin(client_id, pointer, now) else {
@@ -234,13 +304,14 @@ impl Plugin {
             Self::refused_unchecked(state, client_id, pointer, username, &why, now);
             return Some(Decision::Refuse(Refusal::Throttled));
         };
-        let request = Request::Login {
+        let request = Request {
             client_id: client_id.into(),
             ticket,
             username: username.to_vec(),
             password: password.map(<[u8]>::to_vec),
             address: client.facts.address(),
             deadline: now + LONGEST_WAIT,
+            rules_read: state.registry.reserve_ticket(),
         };
         if later.threads.submit(request).is_err() {
             state.waiting.finish(client_id, ticket);
@@ -288,16 +359,18 @@ impl Plugin {
                     client_id,
                     ticket,
                     decision,
+                    rules_follow,
                 } => {
                     // None: taken over by a later login with the same id (this one left).
                     if let Some(held) = state.waiting.finish(&client_id, ticket) {
-                        self.checked(state, later, client_id, held, decision, now);
+                        Self::checked(state, client_id, held, decision, rules_follow, now);
                     }
                 }
                 Answer::Rules {
                     client_id,
                     ticket,
                     result,
+                    rules_read,
                 } => {
                     let current = state
                         .awaiting_rules
@@ -305,7 +378,8 @@ impl Plugin {
                         .is_some_and(|a| a.ticket == ticket);
                     if current {
                         let awaiting = state.awaiting_rules.remove(&client_id).expect("held");
-                        Self::complete(state, client_id, awaiting, result.ok());
+                        let rules = result.ok().map(|rules| (rules, rules_read));
+                        Self::complete(state, client_id, awaiting, rules);
                     }
                 }
             }
@@ -348,14 +422,13 @@ impl Plugin {
     }
 
     /// A login thread's decision: refused at once; let in, once its rules are loaded (or
-    /// `rules_wait` is over), for a user whose rules are loaded per user.
+    /// `rules_wait` is over), for a user whose rules the login thread loads next.
     fn checked(
-        &self,
         state: &mut State,
-        later: &Later,
         client_id: Box<[u8]>,
         held: Held,
         decision: Decision,
+        rules_follow: bool,
         now: Instant,
     ) {
         let Held {
@@ -400,21 +473,9 @@ impl Plugin {
             since: now,
             identity,
         };
-        let loads_rules = self.mysql.is_some()
-            && !awaiting.identity.superuser
-            && awaiting.identity.backend == BackendKind::Mysql;
-        if loads_rules {
-            let request = Request::Rules {
-                client_id: client_id.clone(),
-                ticket,
-                username: awaiting.identity.username.clone(),
-                user_id: awaiting.identity.user_id.clone(),
-                deadline: now + self.rules_wait,
-            };
-            if later.threads.submit(request).is_ok() {
-                state.awaiting_rules.insert(client_id, awaiting);
-                return;
-            }
+        if rules_follow {
+            state.awaiting_rules.insert(client_id, awaiting);
+            return;
         }
         Self::complete(state, client_id, awaiting, None);
     }
@@ -424,7 +485,7 @@ impl Plugin {
         state: &mut State,
         client_id: Box<[u8]>,
         awaiting: AwaitingRules,
-        rules: Option<RuleSet>,
+        rules: Option<(RuleSet, u64)>,
     ) {
         state.completing.insert(
             client_id.clone(),
@@ -463,7 +524,10 @@ impl Plugin {
         let done = state.completing.remove(client_id).expect("checked");
         state.registry.login(
             Connection::new(client_id, pointer),
-            LoginKind::Connect { persistent },
+            LoginKind::Connect {
+                persistent,
+                cached: false,
+            },
             &done.identity,
             now,
         );
@@ -491,24 +555,25 @@ impl Plugin {
     }
 
     /// The rules a login thread loaded for `username` stand for the load the login just
-    /// asked for (its urgent job: with the job's ticket the registry takes them as current);
-    /// a load that failed is left to the background threads, which try again.
+    /// asked for (its urgent job: the registry takes them as current unless rules asked for
+    /// after they were read came in first, see `Registry::apply_preloaded`); a load that
+    /// failed is left to the background threads, which try again.
     fn install_preloaded(
         &self,
         state: &mut State,
         username: &str,
-        preloaded: Option<RuleSet>,
+        preloaded: Option<(RuleSet, u64)>,
         now: Instant,
     ) {
-        let Some(rules) = preloaded else {
+        let Some(preloaded) = preloaded else {
             return;
         };
-        let mut result = Some(Ok(rules));
+        let mut preloaded = Some(preloaded);
         for job in state.registry.urgent_jobs() {
-            match result.take_if(|_| job.username == username) {
-                Some(result) => {
-                    let loaded = Loaded { job, result };
-                    self.apply_done(state, Done::Rules(Box::new(loaded)), now);
+            match preloaded.take_if(|_| job.username == username) {
+                Some((rules, read)) => {
+                    Self::rules_flow(state, now);
+                    state.registry.apply_preloaded(job, rules, read, now);
                 }
                 None => state.refresher.submit_urgent(Work::Rules(job)),
             }

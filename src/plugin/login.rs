@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 impl Plugin {
     /// One CONNECT, or the broker re-checking a client it holds (SIGHUP): the password,
     /// then the client's rules, loaded now so that changes committed before the CONNECT
-    /// apply to it.
+    /// apply to it (a login the credential cache answers keeps rules loaded less than
+    /// `acl_cacheseconds` ago: see `Registry::login`).
     pub fn basic_auth(
         &self,
         client: Client<'_>,
@@ -80,26 +81,47 @@ impl Plugin {
                 None => return self.recheck_unheld(state, name, password, client_id, now),
             }
         }
+        // One look-up in the credential cache serves the whole login (a HMAC and a map).
+        let cached = match (rechecking, username) {
+            (false, Some(name)) => self.auth.cached(name, password, now),
+            _ => None,
+        };
         if !rechecking {
             // Mosquitto 2.1: checked on a login thread unless decided here at once.
-            if let Some(decision) = self.begin_later(&mut state, client, username, password, now) {
+            if let Some(decision) = self.begin_later(
+                &mut state,
+                client,
+                username,
+                password,
+                cached.is_some(),
+                now,
+            ) {
                 return decision;
             }
         }
         drop(state);
         let address = client.facts.address();
+        let from_cache = cached.is_some();
         // A re-check's failure is the broker's question, not a client's guess: not throttled.
-        let decision = if rechecking {
-            self.auth
-                .recheck(username, password, client.id.unwrap_or_default(), now)
-        } else {
-            self.auth.login(
+        let decision = match (rechecking, cached, username) {
+            (true, _, _) => {
+                self.auth
+                    .recheck(username, password, client.id.unwrap_or_default(), now)
+            }
+            (false, Some(identity), Some(name)) => self.auth.login_cached(
+                name,
+                identity,
+                client.id.unwrap_or_default(),
+                address.as_deref(),
+                now,
+            ),
+            (false, _, _) => self.auth.login(
                 username,
                 password,
                 client.id.unwrap_or_default(),
                 address.as_deref(),
                 now,
-            )
+            ),
         };
         let mut state = self.state();
         let Some(client_id) = client.id else {
@@ -123,6 +145,7 @@ impl Plugin {
         } else {
             LoginKind::Connect {
                 persistent: !client.facts.clean_session(),
+                cached: from_cache,
             }
         };
         if let LoginKind::Connect { .. } = kind {
@@ -202,6 +225,7 @@ impl Plugin {
         {
             let kind = LoginKind::Connect {
                 persistent: !client.facts.clean_session(),
+                cached: false,
             };
             self.login_by_username(&mut state, client_id, client, kind);
         }

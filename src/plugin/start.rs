@@ -60,6 +60,7 @@ impl Plugin {
             addresses.push(format!("HTTP {}", http.base_url));
         }
         let history_db = config.mysql.as_ref().map(|m| m.db.clone());
+        let login_threads = later::threads_for(config.mysql.as_ref().map(|m| m.db.pool_size));
         let mysql = config.mysql.map(|mysql| -> Result<MysqlBackend, String> {
             let mut checks = vec![("userquery", mysql.userquery.sql.clone())];
             for (name, query) in [
@@ -125,7 +126,12 @@ impl Plugin {
         let refresher = Refresher::start(Arc::clone(&background) as Arc<dyn RuleSource>)?;
         let later = if delayed_logins {
             let rules = mysql.is_some().then_some(background as Arc<dyn RuleSource>);
-            Some(later::Later::start(Arc::clone(&auth), rules, wake.clone())?)
+            Some(later::Later::start(
+                Arc::clone(&auth),
+                rules,
+                login_threads,
+                wake.clone(),
+            )?)
         } else {
             None
         };

@@ -39,15 +39,23 @@ impl Registry {
         let (state, persistent) = match (kind, existing) {
             (LoginKind::Recheck, Some(held)) => held,
             (LoginKind::Recheck, None) => (State::Online, false),
-            (LoginKind::Connect { persistent }, _) => (State::Online, persistent),
+            (LoginKind::Connect { persistent, .. }, _) => (State::Online, persistent),
             (LoginKind::Restored, _) => (State::Offline, true),
         };
-        let held = self
+        let entry = self
             .users
             .get(identity.username.as_str())
-            .is_some_and(|e| *e.rules.user_id == *identity.user_id);
+            .filter(|e| *e.rules.user_id == *identity.user_id);
+        let held = entry.is_some();
+        // A login the credential cache answered keeps rules loaded less than
+        // `acl_cacheseconds` ago: by that option's meaning, as current as the operator asks
+        // rule answers to be; anything that may have changed them cleared `loaded`.
+        let fresh = matches!(kind, LoginKind::Connect { cached: true, .. })
+            && entry
+                .and_then(|e| e.loaded)
+                .is_some_and(|at| now.saturating_duration_since(at) < self.refresh);
         let mut awaiting = 0;
-        if !identity.superuser && !identity.backend.asks_per_topic() {
+        if !identity.superuser && !identity.backend.asks_per_topic() && !fresh {
             if !held {
                 // Until the rules arrive: the identity, and no group or row.
                 self.install(

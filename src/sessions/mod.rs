@@ -184,6 +184,9 @@ pub enum LoginKind {
     Connect {
         /// `clean_session` false: the session outlives the connection.
         persistent: bool,
+        /// Answered from the credential cache (no password check): the user's rules held are
+        /// kept when loaded less than `acl_cacheseconds` ago (see [`Registry::login`]).
+        cached: bool,
     },
     /// The broker re-checking a connection it holds (SIGHUP): the session keeps its state
     /// and the rules are refreshed in the background, not here.
@@ -218,6 +221,11 @@ struct UserEntry {
     installed: u64,
     /// The highest ticket whose result (rules, or a failure) was applied.
     settled: u64,
+    /// When the rules held were loaded, while a login answered from the credential cache
+    /// may keep them (less than `acl_cacheseconds` ago); `None` once anything may have
+    /// changed them: a failed load, SIGHUP, `refreshUser`, `kickUser`, or the identity-only
+    /// rules of a first login.
+    loaded: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

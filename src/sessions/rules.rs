@@ -34,6 +34,32 @@ impl Registry {
         count
     }
 
+    /// A ticket for a load made outside the registry (a delayed login's rules, read on its
+    /// login thread), taken before the load is asked for: see `apply_preloaded`.
+    pub fn reserve_ticket(&mut self) -> u64 {
+        self.take_ticket()
+    }
+
+    /// The rules a login thread read for a login now bound (`job`, its urgent load),
+    /// asked for after the registry ticket `read` was taken. They count as that ticket's
+    /// load: a load asked for later (a `refreshUser` between the read and the CONNECT) is
+    /// newer, so rules it brought first are kept, and its result, coming later, still
+    /// applies. The job itself is over (the client's checks do not wait for it).
+    pub fn apply_preloaded(&mut self, job: Job, rules: RuleSet, read: u64, now: Instant) {
+        let Some(entry) = self.users.get_mut(job.username.as_str()) else {
+            return;
+        };
+        if *entry.rules.user_id != *job.user_id {
+            return;
+        }
+        entry.settled = entry.settled.max(job.ticket);
+        if read < entry.installed {
+            return;
+        }
+        self.refreshes += 1;
+        self.install(&job.username, rules, now, read);
+    }
+
     fn take_ticket(&mut self) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -94,6 +120,9 @@ impl Registry {
     pub fn refresh_all(&mut self) -> Vec<Job> {
         self.event();
         self.users.retain(|_, entry| entry.clients > 0);
+        for entry in self.users.values_mut() {
+            entry.loaded = None;
+        }
         let due: Vec<(String, String)> = self
             .users
             .iter_mut()
@@ -125,10 +154,21 @@ impl Registry {
             .filter_map(|name| {
                 let entry = self.users.get_mut(&name)?;
                 entry.in_flight = true;
+                entry.loaded = None;
                 let user_id = entry.rules.user_id.to_string();
                 Some(self.job(&name, &user_id, reply.take(), false))
             })
             .collect()
+    }
+
+    /// `kickUser`: the rules held for the name (every spelling) are not kept by a cached
+    /// login that follows; its reconnects load them again.
+    pub fn forget_rules_time(&mut self, username: &str) {
+        for (name, entry) in self.users.iter_mut() {
+            if same_name(name, username) {
+                entry.loaded = None;
+            }
+        }
     }
 
     /// Applies a refresher result. A failure keeps the last known rules.
@@ -166,6 +206,7 @@ impl Registry {
             }
             Err(e) => {
                 self.refresh_failures += 1;
+                entry.loaded = None;
                 log::warn!(
                     "refreshing the rules of user '{}' failed ({e}); keeping the last known rules",
                     printable(&job.username)
@@ -199,6 +240,7 @@ impl Registry {
                     entry.generation = take_generation(&mut self.next_generation);
                 }
                 entry.next_due = next_due;
+                entry.loaded = (ticket != 0).then_some(now);
                 entry.installed = entry.installed.max(ticket);
                 entry.settled = entry.settled.max(ticket);
             }
@@ -215,6 +257,7 @@ impl Registry {
                         in_flight: false,
                         installed: ticket,
                         settled: ticket,
+                        loaded: (ticket != 0).then_some(now),
                     },
                 );
             }

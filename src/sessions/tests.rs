@@ -4,8 +4,14 @@ use crate::auth::Identity;
 use crate::cluster;
 
 const REFRESH: Duration = Duration::from_secs(60);
-const CONNECT: LoginKind = LoginKind::Connect { persistent: false };
-const PERSISTENT: LoginKind = LoginKind::Connect { persistent: true };
+const CONNECT: LoginKind = LoginKind::Connect {
+    persistent: false,
+    cached: false,
+};
+const PERSISTENT: LoginKind = LoginKind::Connect {
+    persistent: true,
+    cached: false,
+};
 
 fn registry_with(caps: OfflineCaps) -> Registry {
     let chat = ChatTopics::new("/users/{id}/messages", "/groups/{id}/messages").unwrap();
@@ -1003,4 +1009,145 @@ fn reload_refreshes_connected_users_and_forgets_the_rest() {
     assert_eq!(jobs[0].username, "alice");
     assert_eq!(reg.stats().users, 1);
     assert!(reg.refresh_user("bob", None).is_empty());
+}
+
+const CACHED: LoginKind = LoginKind::Connect {
+    persistent: false,
+    cached: true,
+};
+
+#[test]
+fn a_cached_login_keeps_rules_younger_than_the_refresh_period_and_nothing_else() {
+    let mut reg = registry();
+    let now = Instant::now();
+    let alice = identity("alice", "1");
+    reg.login_loaded(b"phone", 10, CONNECT, &alice, now, || {
+        Ok(rules("1", &["7"]))
+    })
+    .unwrap();
+    reg.disconnect(Connection::new(b"phone", 10), true);
+    // A reconnect the credential cache answered, within the period: no load, no wait.
+    reg.login(
+        Connection::new(b"phone", 11),
+        CACHED,
+        &alice,
+        now + REFRESH / 2,
+    );
+    assert!(reg.urgent_jobs().is_empty(), "the held rules are kept");
+    assert!(reg.ok(b"phone", 11, Access::Write, "/groups/7/messages"));
+    // A login whose password was checked always loads them.
+    reg.login(
+        Connection::new(b"laptop", 12),
+        CONNECT,
+        &alice,
+        now + REFRESH / 2,
+    );
+    assert_eq!(reg.urgent_jobs().len(), 1);
+    // Past the period, a cached login loads them too (and its check waits).
+    let late = now + REFRESH + Duration::from_secs(1);
+    reg.login(Connection::new(b"phone", 13), CACHED, &alice, late);
+    let jobs = reg.urgent_jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        reg.check(
+            Connection::new(b"phone", 13),
+            Access::Write,
+            "/groups/7/messages",
+            false,
+            &NoFacts
+        ),
+        Err(Pending::Rules)
+    );
+    for job in jobs {
+        reg.apply(
+            Loaded {
+                job,
+                result: Ok(rules("1", &["8"])),
+            },
+            late,
+        );
+    }
+    assert!(reg.ok(b"phone", 13, Access::Write, "/groups/8/messages"));
+    // Fresh again: kept by the next cached login.
+    reg.login(Connection::new(b"phone", 14), CACHED, &alice, late);
+    assert!(reg.urgent_jobs().is_empty());
+
+    // Whatever may have changed the rules makes the next cached login load them.
+    type Invalidate = fn(&mut Registry, Instant);
+    let invalidations: [(&str, Invalidate); 4] = [
+        ("refreshUser", |reg, _| {
+            reg.refresh_user("alice", None);
+        }),
+        ("kickUser", |reg, _| reg.forget_rules_time("ALICE")),
+        ("SIGHUP", |reg, _| {
+            reg.refresh_all();
+        }),
+        ("a failed load", |reg, now| {
+            let job = reg.refresh_user("alice", None).pop().expect("a job");
+            reg.apply(
+                Loaded {
+                    job,
+                    result: Err(BackendError::Unavailable("down".into())),
+                },
+                now,
+            );
+        }),
+    ];
+    for (pointer, (what, invalidate)) in invalidations.into_iter().enumerate() {
+        let pointer = 100 + 2 * pointer;
+        let at = Instant::now();
+        // Fresh rules first.
+        reg.login(Connection::new(b"phone", pointer), CONNECT, &alice, at);
+        reg.deliver_urgent(rules("1", &["7"]));
+        invalidate(&mut reg, at);
+        reg.login(Connection::new(b"phone", pointer + 1), CACHED, &alice, at);
+        assert_eq!(
+            reg.urgent_jobs().len(),
+            1,
+            "after {what}, the rules load again"
+        );
+    }
+}
+
+#[test]
+fn rules_a_login_thread_read_never_undo_a_refresh_asked_for_after() {
+    let now = Instant::now();
+    let alice = identity("alice", "1");
+    for refresh_first in [true, false] {
+        let mut reg = registry();
+        reg.login_loaded(b"phone", 10, CONNECT, &alice, now, || {
+            Ok(rules("1", &["7"]))
+        })
+        .unwrap();
+        // A delayed login of another device: its ticket is taken before its thread reads
+        // the rules (group 7 still), then a refreshUser is asked for (group 8 now).
+        let read = reg.reserve_ticket();
+        let refresh = reg.refresh_user("alice", None).pop().expect("a refresh");
+        let refreshed = |reg: &mut Registry, job: Job| {
+            reg.apply(
+                Loaded {
+                    job,
+                    result: Ok(rules("1", &["8"])),
+                },
+                now,
+            )
+        };
+        let mut refresh = Some(refresh);
+        if refresh_first {
+            refreshed(&mut reg, refresh.take().unwrap());
+        }
+        // The CONNECT binds the delayed login with what its thread read.
+        reg.login(Connection::new(b"tablet", 11), CONNECT, &alice, now);
+        let job = reg.urgent_jobs().pop().expect("the login's load");
+        reg.apply_preloaded(job, rules("1", &["7"]), read, now);
+        if let Some(job) = refresh {
+            // The refresh finishes after the CONNECT: still applied.
+            refreshed(&mut reg, job);
+        }
+        assert!(
+            reg.ok(b"tablet", 11, Access::Write, "/groups/8/messages"),
+            "refresh first: {refresh_first}"
+        );
+        assert!(!reg.ok(b"phone", 10, Access::Write, "/groups/7/messages"));
+    }
 }

@@ -49,8 +49,12 @@ pub fn trials() -> Vec<Trial> {
             sighup_rechecks_are_cheap_and_keep_everyone,
         ),
         (
-            "security::rules_are_current_at_every_login",
-            rules_are_current_at_every_login,
+            "security::rules_are_current_at_every_checked_login",
+            rules_are_current_at_every_checked_login,
+        ),
+        (
+            "security::a_cached_login_keeps_young_rules_until_refreshed",
+            a_cached_login_keeps_young_rules_until_refreshed,
         ),
         (
             "security::certificate_clients_get_their_identity",
@@ -971,14 +975,16 @@ fn sighup_rechecks_are_cheap_and_keep_everyone() {
     );
 }
 
-fn rules_are_current_at_every_login() {
+/// A login whose password is checked (no credential cache here) reads the rules again: a
+/// row committed before it is in force for it, and for the user's other clients.
+fn rules_are_current_at_every_checked_login() {
     let db = shared();
     let dbname = chat_db(db, "fresh_rules");
-    // Long caches: only the login itself can pick the change up.
+    // Rules kept an hour: only the logins themselves can pick the changes up.
     let broker = chat_broker(
         db,
         &dbname,
-        "auth_opt_auth_cacheseconds 600\nauth_opt_acl_cacheseconds 3600\n",
+        "auth_opt_auth_cacheseconds 0\nauth_opt_acl_cacheseconds 3600\n",
     );
     let port = broker.port;
     let mut dave = login(port, "dave");
@@ -986,8 +992,6 @@ fn rules_are_current_at_every_login() {
     db.root_exec(&format!(
         "INSERT INTO `{dbname}`.group_members (group_id, user_id) VALUES (10, 4)"
     ));
-    // The very next login (answered by the credential cache) sees the new membership, and
-    // so does dave's other client, which shares his rules.
     let mut tablet = Mqtt::connect(port, &client_id("dave-tablet"), "dave", PASSWORD);
     assert_eq!(tablet.subscribe("/groups/10/messages"), 1);
     assert_eq!(dave.subscribe("/groups/10/messages"), 1);
@@ -996,7 +1000,58 @@ fn rules_are_current_at_every_login() {
     ));
     let mut phone = Mqtt::connect(port, &client_id("dave-phone"), "dave", PASSWORD);
     assert_eq!(phone.subscribe("/groups/10/messages"), NOT_AUTHORIZED);
+    assert_eq!(dave.subscribe("/groups/10/messages"), NOT_AUTHORIZED);
+    assert_eq!(stats(port)["cachedLogins"], 0);
+}
+
+/// A login the credential cache answers keeps the user's rules while they are younger than
+/// `acl_cacheseconds` (no MySQL read for a reconnect storm); `refreshUser` makes a change
+/// apply at once, and the reconnects after a `kickUser` read the rules again.
+fn a_cached_login_keeps_young_rules_until_refreshed() {
+    let db = shared();
+    let dbname = chat_db(db, "young_rules");
+    let broker = chat_broker(
+        db,
+        &dbname,
+        "auth_opt_auth_cacheseconds 600\nauth_opt_acl_cacheseconds 3600\n",
+    );
+    let port = broker.port;
+    let group = "/groups/10/messages";
+    let mut admin = login(port, "admin");
+    let mut dave = login(port, "dave");
+    assert_eq!(dave.subscribe(group), NOT_AUTHORIZED);
+    db.root_exec(&format!(
+        "INSERT INTO `{dbname}`.group_members (group_id, user_id) VALUES (10, 4)"
+    ));
+    // Answered by the cache, within acl_cacheseconds: the rules held stay.
+    let mut tablet = Mqtt::connect(port, &client_id("dave-tablet"), "dave", PASSWORD);
+    assert_eq!(tablet.subscribe(group), NOT_AUTHORIZED, "kept rules");
     assert_eq!(stats(port)["cachedLogins"], 2, "dave and admin");
+    let answer = crate::acl::control(
+        &mut admin,
+        serde_json::json!({"command": "refreshUser", "username": "dave"}),
+    );
+    assert_eq!(answer["data"]["clients"], 2, "{answer}");
+    assert_eq!(tablet.subscribe(group), 1, "refreshUser applied it");
+    assert_eq!(dave.subscribe(group), 1);
+    // And the next cached login keeps those.
+    let mut phone = Mqtt::connect(port, &client_id("dave-phone"), "dave", PASSWORD);
+    assert_eq!(phone.subscribe(group), 1);
+    // kickUser: the reconnects read the rules again.
+    db.root_exec(&format!(
+        "DELETE FROM `{dbname}`.group_members WHERE user_id = 4"
+    ));
+    crate::acl::control(
+        &mut admin,
+        serde_json::json!({"command": "kickUser", "username": "dave"}),
+    );
+    assert!(phone.closed_within(SOON), "kicked");
+    let mut back = Mqtt::connect(port, &client_id("dave-back"), "dave", PASSWORD);
+    assert_eq!(
+        back.subscribe(group),
+        NOT_AUTHORIZED,
+        "read again after kickUser"
+    );
 }
 
 fn certificate_clients_get_their_identity() {

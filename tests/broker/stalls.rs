@@ -159,6 +159,22 @@ fn a_paused_mysql_never_holds_a_check() {
     for user in &users {
         Mqtt::connect(port, &id(user), user, PASSWORD).disconnect();
     }
+    // kickUser: the rules held are no longer kept by a cached login, so each reconnect
+    // below asks for its rules (from a paused server).
+    let mut admin = crate::fixtures::login(port, "admin");
+    let kicks: Vec<_> = users
+        .iter()
+        .map(|user| serde_json::json!({"command": "kickUser", "username": user}))
+        .collect();
+    let request = serde_json::json!({ "commands": kicks }).to_string();
+    assert!(crate::mqtt::accepted(admin.publish(
+        "$CONTROL/chat-auth/v1",
+        request,
+        false
+    )));
+    admin
+        .message_on("$CONTROL/chat-auth/v1/response", Duration::from_secs(5))
+        .expect("the kicks answered");
     let mut granted = 0;
     let worst = probe_round_trips(port, || {
         db.pause();

@@ -80,7 +80,8 @@ pub(super) const LOGINS: &[Spec] = &[
         General,
         "How long loaded rules are used before a background reload, and how long an answer of \
          the HTTP service is kept (`0` is read as 1 with a warning, since checks never query \
-         MySQL).",
+         MySQL). A login the credential cache answers keeps rules younger than this; one whose \
+         password is checked reads them again.",
     )
     .default("60")
     .aliases(&["acl_cache_seconds"]),
