@@ -24,6 +24,8 @@ mod identity;
 mod mqtt;
 #[path = "broker/package.rs"]
 mod package;
+#[path = "broker/postgres.rs"]
+mod postgres;
 #[path = "broker/security.rs"]
 mod security;
 #[path = "broker/stalls.rs"]
@@ -59,6 +61,7 @@ fn main() {
     trials.extend(cluster::trials());
     trials.extend(delivery::trials());
     trials.extend(package::trials());
+    trials.extend(postgres::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();

@@ -11,6 +11,7 @@ mod given;
 mod http;
 mod mysql;
 pub mod options;
+mod postgres;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use crate::auth::AuthConfig;
 use crate::backend::BackendKind;
 use crate::backend::http::HttpConfig;
 use crate::backend::mysql::MysqlConfig;
+use crate::backend::postgres::PostgresConfig;
 use crate::chat::ValidationConfig;
 use crate::envelope::RequestLimits;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
@@ -69,6 +71,8 @@ pub struct Config {
     pub mysql: Option<MysqlConfig>,
     /// Set when `backends` names http.
     pub http: Option<HttpConfig>,
+    /// Set when `backends` names postgres.
+    pub postgres: Option<PostgresConfig>,
     /// The logins: superusers, bridge accounts, the credential cache, passwords, the throttle.
     pub auth: AuthConfig,
     pub acl: AclConfig,
@@ -147,6 +151,9 @@ const FOREIGN_KEYS: &[&str] = &[
 /// a go-auth configuration, read with go-auth's meanings (subscribe level 4, base64 salts,
 /// chat rules off unless named).
 const GO_AUTH_MYSQL_PREFIX: &str = "mysql_";
+/// And its PostgreSQL backend's: go-auth's meanings too where MySQL is not also asked (a
+/// `mysql,postgres` chain names PostgreSQL's options this way, and keeps chat-auth's).
+const GO_AUTH_PG_PREFIX: &str = "pg_";
 
 impl Config {
     /// Parses the broker's key/value options (later duplicates win, as in auth-plug) into
@@ -160,6 +167,7 @@ impl Config {
         let mut notes = Vec::new();
         let mut values: HashMap<&'static str, &str> = HashMap::new();
         let mut go_auth = false;
+        let mut pg_names = false;
         for (key, value) in options {
             let key = key.as_ref();
             let value = value.as_ref();
@@ -189,6 +197,7 @@ impl Config {
             // from a leftover option both plugins could hold (`hasher_*`, `log_dest`, ...)
             // nor from auth-plug's `mysql_opt_reconnect` (not in the table).
             go_auth |= key.starts_with(GO_AUTH_MYSQL_PREFIX);
+            pg_names |= key.starts_with(GO_AUTH_PG_PREFIX) && spec.name != "pg_groupsquery";
             match spec.kind {
                 Kind::Noted(instead) => notes.push(format!(
                     "auth_opt_{key} (mosquitto-go-auth) changes nothing here: {instead}"
@@ -218,15 +227,25 @@ impl Config {
 
         let backends = backend_list(given.get("backends"))?;
         let uses_mysql = backends.contains(&BackendKind::Mysql);
+        let uses_postgres = backends.contains(&BackendKind::Postgres);
+        let postgres_alone = uses_postgres && !uses_mysql;
+        let go_auth_mysql = go_auth;
+        go_auth |= pg_names && !uses_mysql;
         for (part, backend, name) in [
             (Part::Http, BackendKind::Http, "http"),
             (Part::Mysql, BackendKind::Mysql, "mysql"),
+            (Part::Postgres, BackendKind::Postgres, "postgres"),
         ] {
             if !backends.contains(&backend) {
                 for key in given.set_in(part) {
-                    warnings.push(format!(
-                        "auth_opt_{key} is not used: auth_opt_backends does not name {name}"
-                    ));
+                    // PostgreSQL reads these (auth-plug's names, with postgres alone).
+                    let read = uses_postgres && postgres::SHARED.contains(&key)
+                        || postgres_alone && postgres::PLAIN_NAMES.iter().any(|(_, p)| *p == key);
+                    if !read {
+                        warnings.push(format!(
+                            "auth_opt_{key} is not used: auth_opt_backends does not name {name}"
+                        ));
+                    }
                 }
             }
         }
@@ -274,7 +293,19 @@ impl Config {
             None => log::LevelFilter::Info,
         };
 
-        let acl = acl::acl_config(given, &mut warnings, go_auth, uses_mysql)?;
+        let acl = acl::acl_config(
+            given,
+            &mut warnings,
+            acl::Meanings {
+                go_auth,
+                go_auth_mysql,
+                mysql: uses_mysql,
+                rows: uses_mysql || uses_postgres,
+            },
+        )?;
+        let postgres = uses_postgres
+            .then(|| postgres::postgres_config(given, postgres_alone, acl.chat.is_some(), pg_names))
+            .transpose()?;
         let validate = given.flag("chat_validate")?;
         let validation = (acl.chat.is_some() && validate)
             .then(|| -> Result<ValidationConfig, ConfigError> {
@@ -284,6 +315,14 @@ impl Config {
                 })
             })
             .transpose()?;
+        if !uses_mysql && given.flag("persist_enabled")? {
+            return Err(err(
+                "persist_enabled",
+                "needs the mysql backend: chat messages are stored in MySQL (storage on \
+                 PostgreSQL is not there yet); with auth_opt_backends postgres, remove \
+                 auth_opt_persist_enabled, or add mysql (e.g. mysql,postgres)",
+            ));
+        }
         let persist = store::persist_config(given, validation.is_some())?;
         let history = (persist.is_some() && given.flag("history_enabled")?)
             .then(|| -> Result<HistoryConfig, ConfigError> {
@@ -340,6 +379,7 @@ impl Config {
             backends,
             mysql,
             http,
+            postgres,
             auth: AuthConfig {
                 superusers,
                 bridge_users,
@@ -378,12 +418,13 @@ fn backend_list(value: Option<&str>) -> Result<Vec<BackendKind>, ConfigError> {
         let kind = match name {
             "mysql" => BackendKind::Mysql,
             "http" => BackendKind::Http,
+            "postgres" => BackendKind::Postgres,
             other => {
                 return Err(err(
                     "backends",
                     format!(
-                        "'{other}' is not supported; chat-auth has the mysql and http backends \
-                         (e.g. mysql,http)"
+                        "'{other}' is not supported; chat-auth has the mysql, postgres and http \
+                         backends (e.g. mysql,http)"
                     ),
                 ));
             }

@@ -12,7 +12,7 @@
 use super::{Client, Entry, Plugin, State};
 use crate::acl::RuleSet;
 use crate::auth::{Authenticator, Decision, Identity, Refusal};
-use crate::backend::{BackendError, BackendKind, RuleSource, UserSource};
+use crate::backend::{BackendError, RuleSource, UserSource};
 use crate::delayed::{Held, LoginThreads, Waiting};
 use crate::logging::printable;
 use crate::refresh::{Done, Work};
@@ -164,7 +164,9 @@ fn work<S: UserSource>(
             ticket,
             result: match rules {
                 Some(source) => source.load(&username, &user_id),
-                None => Err(BackendError::Unavailable("no mysql backend".into())),
+                None => Err(BackendError::Unavailable(
+                    "no mysql or postgres backend".into(),
+                )),
             },
         },
     })
@@ -385,9 +387,9 @@ impl Plugin {
             since: now,
             identity,
         };
-        let loads_rules = self.mysql.is_some()
+        let loads_rules = (self.mysql.is_some() || self.postgres.is_some())
             && !awaiting.identity.superuser
-            && awaiting.identity.backend == BackendKind::Mysql;
+            && awaiting.identity.backend.holds_rows();
         if loads_rules {
             let request = Request::Rules {
                 client_id: client_id.clone(),

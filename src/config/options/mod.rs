@@ -8,6 +8,7 @@ mod chat;
 mod go_auth;
 mod http;
 mod logins;
+mod postgres;
 mod running;
 
 /// What an option holds.
@@ -33,6 +34,7 @@ pub enum Kind {
 pub enum Part {
     General,
     Mysql,
+    Postgres,
     Http,
     Storage,
 }
@@ -109,6 +111,7 @@ pub const OPTIONS: &[Spec] = &join::<COUNT>(SECTIONS);
 
 const SECTIONS: &[&[Spec]] = &[
     backends::BACKENDS,
+    postgres::POSTGRES,
     http::HTTP,
     logins::LOGINS,
     chat::CHAT,
