@@ -873,7 +873,6 @@ impl Postgres {
         });
     }
 
-    #[allow(dead_code)]
     fn group(&self, sig: libc::c_int) {
         if let Some(child) = self.child.lock().unwrap().as_ref() {
             // SAFETY: kill(2) on our own child's process group.
@@ -903,13 +902,11 @@ impl Postgres {
 
     /// Freezes the server and every backend: connections are accepted by the kernel but
     /// never answered.
-    #[allow(dead_code)]
     pub fn pause(&self) {
         self.group(libc::SIGSTOP);
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    #[allow(dead_code)]
     pub fn resume(&self) {
         self.group(libc::SIGCONT);
     }

@@ -3,7 +3,9 @@
 //! configurations verbatim, superusers, ACL rows with `$2`, chat groups from a PostgreSQL
 //! table, outages, a `mysql,postgres` chain, TLS with a client certificate and EMQX's table.
 
-use crate::harness::{Broker, Outcome, PG_PASS, PG_USER, Postgres, connect};
+use crate::acl::{assert_chat, chat_db};
+use crate::fixtures::chat;
+use crate::harness::{Broker, Outcome, PG_PASS, PG_USER, Postgres, connect, eventually, shared};
 use crate::mqtt::{Mqtt, accepted};
 use libtest_mimic::Trial;
 use std::time::{Duration, Instant};
@@ -20,6 +22,12 @@ pub fn trials() -> Vec<Trial> {
             "postgres::storage_is_refused_without_mysql",
             storage_is_refused_without_mysql,
         ),
+        (
+            "postgres::chat_groups_from_postgres",
+            chat_groups_from_postgres,
+        ),
+        ("postgres::outages", outages),
+        ("postgres::chain_mysql_postgres", chain_mysql_postgres),
     ];
     crate::trials(tests)
 }
@@ -231,4 +239,191 @@ fn storage_is_refused_without_mysql() {
         "{}",
         failure.log
     );
+}
+
+/// SHA-256 of `PASSWORD` in hex, as `hashlib.sha256(pw).hexdigest()` makes it.
+const SHA256_HEX: &str = "8e9db16991b49296e67dbf42c2eff4a2c45578812a58e00131a0f70a26e4d3f2";
+
+/// The chat model's tables in PostgreSQL: users with ids, groups and their members.
+fn chat_schema(first_id: u32) -> String {
+    let (a, b, c) = (first_id, first_id + 1, first_id + 2);
+    format!(
+        "CREATE TABLE users (id integer PRIMARY KEY, username text NOT NULL UNIQUE, \
+           password_hash text, salt text, is_superuser boolean NOT NULL DEFAULT false);
+         CREATE TABLE group_members (group_id integer NOT NULL, user_id integer NOT NULL);
+         INSERT INTO users (id, username, password_hash, is_superuser) VALUES
+           ({a}, 'pia', '{SHA256_HEX}', false), ({b}, 'paul', '{SHA256_HEX}', false),
+           ({c}, 'pete', '{SHA256_HEX}', false), ({}, 'padmin', '{SHA256_HEX}', true);
+         INSERT INTO group_members (group_id, user_id) VALUES (50, {a}), (50, {b});",
+        first_id + 3
+    )
+}
+
+const CHAT_USERQUERY: &str = "auth_opt_pg_userquery SELECT password_hash, salt, id AS user_id, \
+     is_superuser, username FROM users WHERE username = $1 LIMIT 1\n";
+
+/// Chat identities and groups from PostgreSQL: inboxes by `user_id`, group membership from
+/// `pg_groupsquery`, chat messages validated and stamped (storage off).
+fn chat_groups_from_postgres() {
+    let pg = Postgres::start_new("pg-groups");
+    let dbname = pg.database("groups", &chat_schema(1));
+    let broker = Broker::start(&format!(
+        "auth_opt_backends postgres\n{}{CHAT_USERQUERY}auth_opt_chat_enabled true\n\
+         auth_opt_pg_groupsquery SELECT group_id FROM group_members WHERE user_id = $1\n",
+        pg.pg_options(&dbname)
+    ));
+    let mut pia = Mqtt::connect(broker.port, "pia-1", "pia", PASSWORD);
+    let mut paul = Mqtt::connect(broker.port, "paul-1", "paul", PASSWORD);
+    let mut pete = Mqtt::connect(broker.port, "pete-1", "pete", PASSWORD);
+    assert_eq!(pia.subscribe("/users/1/messages"), 1);
+    assert_eq!(paul.subscribe("/users/2/messages"), 1);
+    assert_eq!(pia.subscribe("/users/2/messages"), NOT_AUTHORIZED);
+    let group = "/groups/50/messages";
+    assert_eq!(pia.subscribe(group), 1);
+    assert_eq!(paul.subscribe(group), 1);
+    assert_eq!(pete.subscribe(group), NOT_AUTHORIZED);
+    assert_eq!(
+        pete.publish(group, chat("GROUPCHAT", 3, 50, "let me in"), false),
+        NOT_AUTHORIZED
+    );
+    // A chat message to paul's inbox is validated and stamped.
+    let text = chat("CHAT", 1, 2, "hello paul");
+    assert!(accepted(pia.publish(
+        "/users/2/messages",
+        text.clone(),
+        false
+    )));
+    let got = paul
+        .message_on("/users/2/messages", SOON)
+        .expect("paul's message");
+    assert_chat(&got.payload, &text);
+    // A fromId that is not hers is refused.
+    assert_eq!(
+        pia.publish("/users/2/messages", chat("CHAT", 2, 2, "forged"), false),
+        NOT_AUTHORIZED
+    );
+    let text = chat("GROUPCHAT", 2, 50, "team");
+    assert!(accepted(paul.publish(group, text.clone(), false)));
+    assert_chat(
+        &pia.message_on(group, SOON).expect("group message").payload,
+        &text,
+    );
+    // The is_superuser column.
+    let mut padmin = Mqtt::connect(broker.port, "padmin-1", "padmin", PASSWORD);
+    assert_eq!(padmin.subscribe("#"), 1);
+}
+
+/// Down at start, restarted, paused: logins are refused with a CONNACK in bounded time and
+/// accepted again once the server answers, with no broker restart.
+fn outages() {
+    let pg = Postgres::start_new("pg-outages");
+    let dbname = pg.database("outages", &chat_schema(1));
+    pg.stop();
+    let options = format!(
+        "auth_opt_backends postgres\n{}{CHAT_USERQUERY}auth_opt_chat_enabled false\n\
+         auth_opt_connect_timeout_ms 500\nauth_opt_query_timeout_ms 500\n",
+        pg.pg_options(&dbname)
+    );
+    // Down at start: the broker starts, logins are refused.
+    let broker = Broker::start(&options);
+    assert!(
+        broker.log().contains("PostgreSQL unreachable"),
+        "{}",
+        broker.log()
+    );
+    let refused_soon = |what: &str| {
+        let started = Instant::now();
+        let outcome = connect(broker.port, "pia", PASSWORD);
+        assert!(
+            matches!(outcome, Outcome::Refused(_)),
+            "{what}: {outcome:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{what}: refused after {:?}",
+            started.elapsed()
+        );
+    };
+    refused_soon("down at start");
+    pg.start();
+    eventually(
+        "a login once PostgreSQL is up",
+        Duration::from_secs(15),
+        || connect(broker.port, "pia", PASSWORD) == Outcome::Accepted,
+    );
+    // Restarted (fast shutdown, as an operator's restart): the pooled connections die with
+    // it and are replaced.
+    pg.stop();
+    pg.start();
+    eventually("a login after the restart", Duration::from_secs(15), || {
+        connect(broker.port, "pia", PASSWORD) == Outcome::Accepted
+    });
+    // Paused (SIGSTOP of every backend): refused within the timeouts, then back.
+    pg.pause();
+    refused_soon("paused");
+    refused_soon("paused, breaker open");
+    pg.resume();
+    eventually("a login after the pause", Duration::from_secs(20), || {
+        connect(broker.port, "pia", PASSWORD) == Outcome::Accepted
+    });
+    let log = broker.log();
+    assert!(log.contains("PostgreSQL answers again"), "{log}");
+}
+
+/// `mysql,postgres`: each user is decided by the backend that has them, with that
+/// backend's chat identity, groups and rows.
+fn chain_mysql_postgres() {
+    let db = shared();
+    let mysql_db = chat_db(db, "pgchain");
+    let pg = Postgres::start_new("pg-chain");
+    // PostgreSQL's users have ids 100.. and group 50.
+    let pg_db = pg.database(
+        "chain",
+        &format!(
+            "{}\nCREATE TABLE acls (username text, topic text, rw integer);\n\
+             INSERT INTO acls VALUES ('pia', 'pg/only/#', 3);",
+            chat_schema(100)
+        ),
+    );
+    let broker = Broker::start(&format!(
+        "auth_opt_backends mysql,postgres\n{}{}\n{}{CHAT_USERQUERY}\
+         auth_opt_pg_groupsquery SELECT group_id FROM group_members WHERE user_id = $1\n\
+         auth_opt_pg_aclquery SELECT topic FROM acls WHERE username = $1 AND (rw & $2) > 0\n",
+        db.plugin_options(&mysql_db),
+        crate::acl::USERQUERY.trim_end(),
+        pg.pg_options(&pg_db)
+    ));
+    let log = broker.log();
+    assert!(log.contains("started: backends mysql,postgres"), "{log}");
+    // alice is MySQL's (user 1, group 10); pia is PostgreSQL's (user 100, group 50).
+    let mut alice = Mqtt::connect(broker.port, "alice-1", "alice", PASSWORD);
+    let mut pia = Mqtt::connect(broker.port, "pia-1", "pia", PASSWORD);
+    assert_eq!(alice.subscribe("/users/1/messages"), 1);
+    assert_eq!(alice.subscribe("/groups/10/messages"), 1);
+    assert_eq!(alice.subscribe("/groups/50/messages"), NOT_AUTHORIZED);
+    assert_eq!(alice.subscribe("pg/only/x"), NOT_AUTHORIZED);
+    assert_eq!(pia.subscribe("/users/100/messages"), 1);
+    assert_eq!(pia.subscribe("/users/1/messages"), NOT_AUTHORIZED);
+    assert_eq!(pia.subscribe("/groups/50/messages"), 1);
+    assert_eq!(pia.subscribe("/groups/10/messages"), NOT_AUTHORIZED);
+    assert_eq!(pia.subscribe("pg/only/x"), 1);
+    // A chat message from PostgreSQL's pia to MySQL's alice.
+    let text = chat("CHAT", 100, 1, "across backends");
+    assert!(accepted(pia.publish(
+        "/users/1/messages",
+        text.clone(),
+        false
+    )));
+    assert_chat(
+        &alice
+            .message_on("/users/1/messages", SOON)
+            .expect("alice's message")
+            .payload,
+        &text,
+    );
+    // Neither backend knows carl.
+    assert!(matches!(
+        connect(broker.port, "carl", PASSWORD),
+        Outcome::Refused(4 | 5)
+    ));
 }
