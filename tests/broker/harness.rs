@@ -735,7 +735,7 @@ fn as_pg_account(command: &mut Command) -> &mut Command {
     command
 }
 
-fn chown_to_pg(path: &Path) {
+pub fn chown_to_pg(path: &Path) {
     if let Some((uid, gid)) = pg_account() {
         let status = Command::new("chown")
             .arg("-R")
@@ -828,8 +828,12 @@ impl Postgres {
         pg
     }
 
+    /// Extra `-c` settings for the next `start`.
+    pub fn set_settings(&mut self, settings: &[String]) {
+        self.settings = settings.to_vec();
+    }
+
     /// Puts `lines` first in `pg_hba.conf` (read at start).
-    #[allow(dead_code)]
     pub fn hba_first(&self, lines: &str) {
         let path = self.dir.join("data/pg_hba.conf");
         let old = std::fs::read_to_string(&path).unwrap();

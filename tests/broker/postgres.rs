@@ -28,6 +28,10 @@ pub fn trials() -> Vec<Trial> {
         ),
         ("postgres::outages", outages),
         ("postgres::chain_mysql_postgres", chain_mysql_postgres),
+        (
+            "postgres::tls_verify_full_with_a_client_certificate",
+            tls_verify_full_with_a_client_certificate,
+        ),
     ];
     crate::trials(tests)
 }
@@ -425,5 +429,169 @@ fn chain_mysql_postgres() {
     assert!(matches!(
         connect(broker.port, "carl", PASSWORD),
         Outcome::Refused(4 | 5)
+    ));
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA, and a certificate it signs for `cn` (`name.crt`, `name.key`), as PostgreSQL's
+/// documentation makes them ("Creating Certificates"): a root with `v3_ca`, leaves signed
+/// by it.
+fn ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-text",
+            "-out",
+            &format!("{name}.csr"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={name}.chat-auth.test"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-text",
+            "-days",
+            "3650",
+            "-extfile",
+            "/etc/ssl/openssl.cnf",
+            "-extensions",
+            "v3_ca",
+            "-signkey",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+fn leaf(dir: &std::path::Path, name: &str, cn: &str, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-text",
+            "-out",
+            &format!("{name}.csr"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-text",
+            "-days",
+            "365",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// sslmode verify-full with a client certificate: the server takes the role's certificate
+/// (`cert` in pg_hba.conf, no password) and only TLS; a server whose certificate another CA
+/// signed is refused.
+fn tls_verify_full_with_a_client_certificate() {
+    let mut pg = Postgres::create("pg-tls");
+    let certs = pg.dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    ca(&certs, "root");
+    ca(&certs, "other");
+    // The host name the plugin connects to is the server certificate's CN.
+    leaf(&certs, "server", "localhost", "root");
+    leaf(&certs, "client", PG_USER, "root");
+    crate::harness::chown_to_pg(&certs);
+    std::fs::set_permissions(
+        certs.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    pg.hba_first(&format!(
+        "hostssl all {PG_USER} 127.0.0.1/32 cert\n\
+         hostssl all {PG_USER} ::1/128 cert\n\
+         hostnossl all {PG_USER} all reject"
+    ));
+    pg.set_settings(&[
+        "ssl=on".into(),
+        format!("ssl_cert_file={}", certs.join("server.crt").display()),
+        format!("ssl_key_file={}", certs.join("server.key").display()),
+        format!("ssl_ca_file={}", certs.join("root.crt").display()),
+    ]);
+    pg.start();
+    pg.exec("postgres", &format!("CREATE ROLE {PG_USER} LOGIN"));
+    let dbname = pg.database("tls", &chat_schema(1));
+    let options = |root: &str| {
+        format!(
+            "auth_opt_backends postgres\nauth_opt_pg_host localhost\nauth_opt_pg_port {}\n\
+             auth_opt_pg_dbname {dbname}\nauth_opt_pg_user {PG_USER}\n\
+             auth_opt_pg_sslmode verify-full\nauth_opt_pg_sslrootcert {}\n\
+             auth_opt_pg_sslcert {}\nauth_opt_pg_sslkey {}\n{CHAT_USERQUERY}\
+             auth_opt_chat_enabled false\n",
+            pg.port,
+            certs.join(root).display(),
+            certs.join("client.crt").display(),
+            certs.join("client.key").display(),
+        )
+    };
+    let broker = Broker::start(&options("root.crt"));
+    assert!(
+        broker.log().contains("sslmode verify-full"),
+        "{}",
+        broker.log()
+    );
+    assert_eq!(connect(broker.port, "pia", PASSWORD), Outcome::Accepted);
+    let mut pia = Mqtt::connect(broker.port, "pia-1", "pia", PASSWORD);
+    assert_eq!(
+        pia.subscribe("/users/1/messages"),
+        NOT_AUTHORIZED,
+        "chat rules off"
+    );
+    drop(broker);
+    // The server's certificate is not one the configured CA signed: never connected.
+    let broker = Broker::start(&options("other.crt"));
+    assert!(
+        broker.log().contains("PostgreSQL unreachable"),
+        "{}",
+        broker.log()
+    );
+    assert!(matches!(
+        connect(broker.port, "pia", PASSWORD),
+        Outcome::Refused(_)
     ));
 }
