@@ -282,6 +282,19 @@ impl Config {
             Some("suffix") => SaltPosition::Suffix,
             _ => SaltPosition::Prefix,
         };
+        let (forced, salt_position) = match given.get("password_hash_algorithm") {
+            Some(text) => {
+                let (format, position) = emqx_algorithm(text)?;
+                if forced.is_some_and(|f| f != format) {
+                    return Err(err(
+                        "password_hash_algorithm",
+                        "names another format than auth_opt_password_format; give one of them",
+                    ));
+                }
+                (Some(format), position.unwrap_or(salt_position))
+            }
+            None => (forced, salt_position),
+        };
 
         let quiet = given.flag_given("log_quiet")?;
         let log_level = match given.choice("log_level")? {
@@ -406,6 +419,54 @@ impl Config {
         };
         Ok((config, warnings))
     }
+}
+
+/// EMQX's `password_hash_algorithm` (`sha256 suffix`, `{name = sha256, salt_position =
+/// suffix}`): the format it forces, and the salt position when it names one.
+fn emqx_algorithm(text: &str) -> Result<(Format, Option<SaltPosition>), ConfigError> {
+    let words: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '=' | '"'))
+        .filter(|w| !w.is_empty() && !matches!(*w, "name" | "salt_position"))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let bad = |why: String| err("password_hash_algorithm", why);
+    let (name, position) = match words.as_slice() {
+        [name] => (name.as_str(), None),
+        [name, position] => (name.as_str(), Some(position.as_str())),
+        _ => {
+            return Err(bad(format!(
+                "'{text}' is not an algorithm and a salt position (e.g. sha256 suffix)"
+            )));
+        }
+    };
+    let format = match name {
+        "plain" | "md5" | "sha256" | "sha512" | "bcrypt" => name,
+        "sha" => "sha1",
+        "pbkdf2" => {
+            return Err(bad(
+                "EMQX's pbkdf2 (a hex key whose rounds are in EMQX's configuration) is not read \
+                 by chat-auth; store auth-plug's PBKDF2$... strings, or use another algorithm"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(bad(format!(
+                "'{other}' is not one of plain, md5, sha, sha256, sha512, bcrypt"
+            )));
+        }
+    };
+    let position = match position {
+        None => None,
+        Some("prefix") | Some("disable") => Some(SaltPosition::Prefix),
+        Some("suffix") => Some(SaltPosition::Suffix),
+        Some(other) => {
+            return Err(bad(format!(
+                "salt position '{other}' is not one of prefix, suffix, disable"
+            )));
+        }
+    };
+    let format = Format::from_name(format).expect("a format of Format::NAMES");
+    Ok((format, position))
 }
 
 /// `auth_opt_backends`: auth-plug's comma list, asked in its order.

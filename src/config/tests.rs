@@ -776,3 +776,37 @@ fn go_auths_postgres_names_and_a_chain() {
     assert!(config.acl.chat.is_some() && !pg.groupsquery_defaulted);
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+/// EMQX's `password_hash_algorithm`, in both its spellings.
+#[test]
+fn emqx_password_hash_algorithm() {
+    use crate::hash::{Format, SaltPosition};
+    for text in ["sha256 suffix", "{name = sha256, salt_position = suffix}"] {
+        let (config, _) = parse(&[("password_hash_algorithm", text)]).unwrap();
+        assert_eq!(
+            config.auth.hash.forced,
+            Format::from_name("sha256"),
+            "{text}"
+        );
+        assert_eq!(
+            config.auth.hash.salt_position,
+            SaltPosition::Suffix,
+            "{text}"
+        );
+    }
+    let (config, _) = parse(&[("password_hash_algorithm", "sha")]).unwrap();
+    assert_eq!(config.auth.hash.forced, Format::from_name("sha1"));
+    assert_eq!(config.auth.hash.salt_position, SaltPosition::Prefix);
+    let (config, _) = parse(&[("password_hash_algorithm", "bcrypt")]).unwrap();
+    assert_eq!(config.auth.hash.forced, Format::from_name("bcrypt"));
+    for bad in ["pbkdf2", "rot13", "sha256 middle", "sha256 suffix extra"] {
+        let e = parse(&[("password_hash_algorithm", bad)]).unwrap_err();
+        assert_eq!(e.option, "password_hash_algorithm", "{bad}");
+    }
+    let e = parse(&[
+        ("password_hash_algorithm", "sha256"),
+        ("password_format", "md5"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.option, "password_hash_algorithm");
+}

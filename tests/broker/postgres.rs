@@ -28,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         ("postgres::outages", outages),
         ("postgres::chain_mysql_postgres", chain_mysql_postgres),
+        ("postgres::emqx_table", emqx_table),
         (
             "postgres::tls_verify_full_with_a_client_certificate",
             tls_verify_full_with_a_client_certificate,
@@ -593,5 +594,63 @@ fn tls_verify_full_with_a_client_certificate() {
     assert!(matches!(
         connect(broker.port, "pia", PASSWORD),
         Outcome::Refused(_)
+    ));
+}
+
+/// SHA-256 of `PASSWORD` followed by the salt `emqx-salt`, in hex:
+/// `hashlib.sha256(pw + b'emqx-salt').hexdigest()` (EMQX's `sha256`, salt suffix).
+const EMQX_SHA256_SUFFIX: &str = "6c1f096e3615b83caa7b254058cf4bfa30a901d9480e568003d209e65c7bb420";
+/// bcrypt of `PASSWORD`, made by Python's `bcrypt` module (`bcrypt.hashpw(pw,
+/// bcrypt.gensalt(6))`).
+const BCRYPT: &str = "$2b$06$o7y6RkRzEAFS/6mkl0AOTumtD3rrX00WvolXUuzdBYYCBwq7.ZP9a";
+
+/// EMQX's documented table and query (`${username}`), its `password_hash_algorithm`:
+/// salted SHA-256 rows under `sha256 suffix`, bcrypt rows under `bcrypt`.
+fn emqx_table() {
+    let pg = Postgres::start_new("pg-emqx");
+    let dbname = pg.database(
+        "emqx",
+        &format!(
+            "CREATE TABLE mqtt_user (id serial PRIMARY KEY, username text NOT NULL UNIQUE, \
+               password_hash text NOT NULL, salt text NOT NULL, is_superuser boolean \
+               DEFAULT false, created timestamptz DEFAULT NOW());
+             INSERT INTO mqtt_user (username, password_hash, salt, is_superuser) VALUES
+               ('emma', '{EMQX_SHA256_SUFFIX}', 'emqx-salt', false),
+               ('eboss', '{EMQX_SHA256_SUFFIX}', 'emqx-salt', true),
+               ('bea', '{BCRYPT}', '', false);"
+        ),
+    );
+    let options = |algorithm: &str| {
+        format!(
+            "auth_opt_backends postgres\n{}\
+             auth_opt_pg_userquery SELECT password_hash, salt, is_superuser FROM mqtt_user \
+             WHERE username = ${{username}} LIMIT 1\n\
+             auth_opt_chat_enabled false\n\
+             auth_opt_password_hash_algorithm {algorithm}\n",
+            pg.pg_options(&dbname)
+        )
+    };
+    let broker = Broker::start(&options("{name = sha256, salt_position = suffix}"));
+    assert_eq!(connect(broker.port, "emma", PASSWORD), Outcome::Accepted);
+    let mut boss = Mqtt::connect(broker.port, "eboss-1", "eboss", PASSWORD);
+    assert_eq!(boss.subscribe("#"), 1, "is_superuser");
+    // One algorithm per configuration, as in EMQX: the bcrypt row is not SHA-256.
+    assert!(matches!(
+        connect(broker.port, "bea", PASSWORD),
+        Outcome::Refused(4 | 5)
+    ));
+    drop(broker);
+    let broker = Broker::start(&options("bcrypt"));
+    assert_eq!(connect(broker.port, "bea", PASSWORD), Outcome::Accepted);
+    assert!(matches!(
+        connect(broker.port, "emma", PASSWORD),
+        Outcome::Refused(4 | 5)
+    ));
+    drop(broker);
+    // The salt at the other end is another hash: refused.
+    let broker = Broker::start(&options("sha256 prefix"));
+    assert!(matches!(
+        connect(broker.port, "emma", PASSWORD),
+        Outcome::Refused(4 | 5)
     ));
 }
