@@ -653,4 +653,15 @@ fn emqx_table() {
         connect(broker.port, "emma", PASSWORD),
         Outcome::Refused(4 | 5)
     ));
+    drop(broker);
+    // Without it, each stored hash's format is detected: both rows, with the salt suffix.
+    let broker = Broker::start(&format!(
+        "auth_opt_backends postgres\n{}\
+         auth_opt_pg_userquery SELECT password_hash, salt, is_superuser FROM mqtt_user \
+         WHERE username = ${{username}} LIMIT 1\n\
+         auth_opt_chat_enabled false\nauth_opt_password_salt_position suffix\n",
+        pg.pg_options(&dbname)
+    ));
+    assert_eq!(connect(broker.port, "emma", PASSWORD), Outcome::Accepted);
+    assert_eq!(connect(broker.port, "bea", PASSWORD), Outcome::Accepted);
 }
