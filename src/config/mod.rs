@@ -124,7 +124,6 @@ const FOREIGN_PREFIXES: &[&str] = &[
     "psk_",
     "files_",
     "cdb",
-    "pg_",
     "postgres_",
     "memcached_",
     "grpc_",

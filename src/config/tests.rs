@@ -149,6 +149,8 @@ fn bad_values_name_their_option() {
         (&[("backends", "mysql,redis")], "backends"),
         (&[("backends", "postgres,http,postgres")], "backends"),
         (&[("backends", "postgres")], "pg_user"),
+        // go-auth's PostgreSQL names are all read: a typo is one.
+        (&[("pg_usrquery", "SELECT 1")], "pg_usrquery"),
         (
             &[
                 ("backends", "postgres"),
