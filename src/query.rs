@@ -194,6 +194,182 @@ fn describe(params: &[Param]) -> String {
         .join(", then ")
 }
 
+/// Translates a PostgreSQL query: `$1`, `$2` (the n-th value `question` lists), EMQX's
+/// `${username}`, or auth-plug's MySQL-style `%s` / `'%s'` / `%d` (for a query moved from
+/// MySQL, and the default `groupsquery`), into a statement with `$n` placeholders only.
+/// Quoted strings (`'..'`, `E'..'`, `"..."`, `$tag$..$tag$`) and comments are kept as they
+/// are; a placeholder inside one is literal text to the server. `?` is PostgreSQL's jsonb
+/// operator and stays one.
+pub fn translate_pg(text: &str, bindings: Bindings) -> Result<Query, QueryError> {
+    if text.trim().is_empty() {
+        return Err(QueryError("is empty".into()));
+    }
+    let bytes = text.as_bytes();
+    let mut sql = String::with_capacity(text.len());
+    // `$n` / `${username}`: the highest n used; `%s` style: the values in order.
+    let mut numbered_max = 0usize;
+    let mut numbered_seen: Vec<bool> = vec![false; bindings.question.len()];
+    let mut percent_params: Vec<Param> = Vec::new();
+    let mut percent_s_seen = 0usize;
+    let mut i = 0;
+    let position_of = |param: Param| bindings.question.iter().position(|p| *p == param);
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        // Quoted text and comments, copied whole.
+        let end = match c {
+            b'\'' => {
+                let escapes = i > 0
+                    && matches!(bytes[i - 1], b'e' | b'E')
+                    && (i < 2 || !(bytes[i - 2].is_ascii_alphanumeric() || bytes[i - 2] == b'_'));
+                if bytes[i..].starts_with(b"'%s'") {
+                    percent_params.push(percent_s(bindings, &mut percent_s_seen)?);
+                    sql.push_str(&format!("${}", percent_params.len()));
+                    i += 4;
+                    continue;
+                }
+                Some(quoted_end(bytes, i, b'\'', escapes)?)
+            }
+            b'"' => Some(quoted_end(bytes, i, b'"', false)?),
+            b'-' if next == Some(b'-') => Some(
+                bytes[i..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(bytes.len(), |n| i + n + 1),
+            ),
+            b'/' if next == Some(b'*') => Some(
+                text[i + 2..]
+                    .find("*/")
+                    .map(|n| i + 2 + n + 2)
+                    .ok_or_else(|| QueryError("has an unterminated /* comment".into()))?,
+            ),
+            b'$' if next.is_some_and(|n| n == b'$' || n.is_ascii_alphabetic() || n == b'_') => {
+                // A dollar-quoted string: $tag$ ... $tag$.
+                let tag_len = bytes[i + 1..].iter().position(|b| *b == b'$').filter(|n| {
+                    bytes[i + 1..i + 1 + n]
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                });
+                match tag_len {
+                    Some(n) => {
+                        let tag = &text[i..i + n + 2];
+                        let body = i + n + 2;
+                        Some(
+                            text[body..]
+                                .find(tag)
+                                .map(|m| body + m + tag.len())
+                                .ok_or_else(|| {
+                                    QueryError(format!("has an unterminated {tag} string"))
+                                })?,
+                        )
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(end) = end {
+            sql.push_str(&text[i..end]);
+            i = end;
+            continue;
+        }
+        match (c, next) {
+            (b'$', Some(b'{')) => {
+                let close = text[i..]
+                    .find('}')
+                    .ok_or_else(|| QueryError(format!("has an unterminated ${{ at byte {i}")))?;
+                let name = &text[i + 2..i + close];
+                let param = match name {
+                    "username" => Param::Username,
+                    other => {
+                        return Err(QueryError(format!(
+                            "has the placeholder ${{{other}}}; only ${{username}} is bound here"
+                        )));
+                    }
+                };
+                let n = position_of(param).ok_or_else(|| {
+                    QueryError(format!(
+                        "uses ${{username}}, but this query binds {}",
+                        describe(bindings.question)
+                    ))
+                })? + 1;
+                numbered_seen[n - 1] = true;
+                numbered_max = numbered_max.max(n);
+                sql.push_str(&format!("${n}"));
+                i += close + 1;
+            }
+            (b'$', Some(d)) if d.is_ascii_digit() => {
+                let digits = bytes[i + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let n: usize = text[i + 1..i + 1 + digits].parse().unwrap_or(usize::MAX);
+                if n == 0 || n > bindings.question.len() {
+                    return Err(QueryError(format!(
+                        "has ${} at byte {i}; this query binds ${} at most ({})",
+                        &text[i + 1..i + 1 + digits],
+                        bindings.question.len(),
+                        describe(bindings.question)
+                    )));
+                }
+                numbered_seen[n - 1] = true;
+                numbered_max = numbered_max.max(n);
+                sql.push_str(&text[i..i + 1 + digits]);
+                i += 1 + digits;
+            }
+            (b'%', Some(b's')) => {
+                percent_params.push(percent_s(bindings, &mut percent_s_seen)?);
+                sql.push_str(&format!("${}", percent_params.len()));
+                i += 2;
+            }
+            (b'%', Some(b'd')) => {
+                percent_params.push(bindings.percent_d.ok_or_else(|| {
+                    QueryError("uses %d, but this query has no access level to bind".into())
+                })?);
+                sql.push_str(&format!("${}", percent_params.len()));
+                i += 2;
+            }
+            _ => {
+                let width = text[i..].chars().next().map_or(1, char::len_utf8);
+                sql.push_str(&text[i..i + width]);
+                i += width;
+            }
+        }
+    }
+    if numbered_max > 0 && !percent_params.is_empty() {
+        return Err(QueryError(
+            "mixes $n placeholders with auth-plug %s/%d ones; use one style".into(),
+        ));
+    }
+    let params = if numbered_max > 0 {
+        if let Some(missing) = numbered_seen[..numbered_max].iter().position(|seen| !seen) {
+            return Err(QueryError(format!(
+                "uses ${numbered_max} but not ${}; PostgreSQL cannot tell the type of a value \
+                 the query does not use",
+                missing + 1
+            )));
+        }
+        bindings.question[..numbered_max].to_vec()
+    } else {
+        percent_params
+    };
+    Ok(Query { sql, params })
+}
+
+/// The end (one past the closing quote) of the quoted text starting at `start`.
+fn quoted_end(bytes: &[u8], start: usize, quote: u8, escapes: bool) -> Result<usize, QueryError> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if escapes => i += 2,
+            c if c == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
+            c if c == quote => return Ok(i + 1),
+            _ => i += 1,
+        }
+    }
+    Err(QueryError("has an unterminated quoted string".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +469,59 @@ mod tests {
     fn non_ascii_text_survives() {
         let q = translate("SELECT pw FROM usërs WHERE n = ?", USER_BINDINGS).unwrap();
         assert_eq!(q.sql, "SELECT pw FROM usërs WHERE n = ?");
+    }
+
+    #[test]
+    fn postgres_placeholders_are_numbered_values() {
+        let q = translate_pg(
+            "SELECT pw FROM account WHERE username = $1 limit 1",
+            USER_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(q.sql, "SELECT pw FROM account WHERE username = $1 limit 1");
+        assert_eq!(q.params, vec![Param::Username]);
+        let q = translate_pg(
+            "SELECT topic FROM acls WHERE (username = $1) AND (rw & $2) > 0",
+            ACL_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(q.params, vec![Param::Username, Param::Access]);
+        // EMQX's placeholder, and auth-plug's MySQL spelling.
+        let q = translate_pg(
+            "SELECT password_hash, salt, is_superuser FROM mqtt_user where username = ${username} LIMIT 1",
+            USER_BINDINGS,
+        )
+        .unwrap();
+        assert_eq!(
+            q.sql,
+            "SELECT password_hash, salt, is_superuser FROM mqtt_user where username = $1 LIMIT 1"
+        );
+        let q = translate_pg("SELECT g FROM m WHERE user_id = '%s'", GROUP_BINDINGS).unwrap();
+        assert_eq!(q.sql, "SELECT g FROM m WHERE user_id = $1");
+        assert_eq!(q.params, vec![Param::UserId]);
+        let q = translate_pg("SELECT t FROM a WHERE u = %s AND rw >= %d", ACL_BINDINGS).unwrap();
+        assert_eq!(q.sql, "SELECT t FROM a WHERE u = $1 AND rw >= $2");
+    }
+
+    #[test]
+    fn postgres_quotes_and_comments_are_kept_and_bad_placeholders_refused() {
+        let text = "SELECT pw FROM u WHERE name = $1 AND note <> '$2 %s' AND x <> $$ $3 $$ \
+                    AND y <> $q$ ${username} $q$ AND z <> E'it\\'s $2' -- $4\n AND j ? 'k'";
+        let q = translate_pg(text, USER_BINDINGS).unwrap();
+        assert_eq!(q.sql, text);
+        assert_eq!(q.params, vec![Param::Username]);
+        for bad in [
+            "SELECT pw FROM u WHERE name = $2",
+            "SELECT pw FROM u WHERE name = $0",
+            "SELECT pw FROM u WHERE name = ${clientid}",
+            "SELECT pw FROM u WHERE name = $1 AND x = %s",
+            "SELECT pw FROM u WHERE name = 'open",
+            "SELECT pw FROM u WHERE name = $x$ open",
+            "  ",
+        ] {
+            assert!(translate_pg(bad, USER_BINDINGS).is_err(), "{bad}");
+        }
+        assert!(translate_pg("SELECT t FROM a WHERE rw >= $2", ACL_BINDINGS).is_err());
+        assert!(translate_pg("SELECT g FROM m WHERE u = ${username}", GROUP_BINDINGS).is_err());
     }
 }

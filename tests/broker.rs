@@ -26,6 +26,8 @@ mod limits;
 mod mqtt;
 #[path = "broker/package.rs"]
 mod package;
+#[path = "broker/postgres.rs"]
+mod postgres;
 #[path = "broker/security.rs"]
 mod security;
 #[path = "broker/stalls.rs"]
@@ -62,6 +64,7 @@ fn main() {
     trials.extend(delivery::trials());
     trials.extend(limits::trials());
     trials.extend(package::trials());
+    trials.extend(postgres::trials());
     harness::start_shared();
     let conclusion = libtest_mimic::run(&args, trials);
     harness::stop_shared();

@@ -94,7 +94,7 @@ impl CredentialCache {
                 user_id: entry.user_id.to_string(),
                 superuser: entry.superuser,
                 // Only a stored hash makes a proof (see `Identity::proof`).
-                proof: (entry.backend == BackendKind::Mysql).then_some(Proof {
+                proof: entry.backend.holds_rows().then_some(Proof {
                     password: entry.mac,
                     stored_hash: entry.stored_hash,
                 }),

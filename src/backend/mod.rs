@@ -5,11 +5,14 @@
 //! access (`http::HttpBackend::acl`). Both fail with one [`BackendError`].
 //! `auth_opt_backends` lists them in the order they are asked.
 
-use crate::acl::RuleSet;
+use crate::acl::{Patterns, RuleSet};
 use crate::db::DbError;
+use crate::logging::printable;
+use crate::query::{Param, Query};
 
 pub mod http;
 pub mod mysql;
+pub mod postgres;
 
 /// Which backend let a user in; its ACL checks go to the same backend.
 #[derive(
@@ -22,6 +25,8 @@ pub enum BackendKind {
     Mysql,
     /// Each client, topic and access asked of the HTTP service (cached).
     Http,
+    /// As MySQL: rules loaded per user from PostgreSQL's queries, decided in memory.
+    Postgres,
 }
 
 impl BackendKind {
@@ -29,7 +34,14 @@ impl BackendKind {
         match self {
             BackendKind::Mysql => "mysql",
             BackendKind::Http => "http",
+            BackendKind::Postgres => "postgres",
         }
+    }
+
+    /// Its users come with a stored hash checked here, and rules loaded per user (MySQL,
+    /// PostgreSQL).
+    pub fn holds_rows(self) -> bool {
+        matches!(self, BackendKind::Mysql | BackendKind::Postgres)
     }
 
     /// Its users' topics are asked one by one, not decided from loaded rules.
@@ -163,5 +175,100 @@ impl From<DbError> for BackendError {
             DbError::Unavailable(why) => BackendError::Unavailable(why),
             DbError::Query(why) => BackendError::Query(why),
         }
+    }
+}
+
+/// A value read as truthy (`is_superuser`, a `superquery` count): a non-zero number, or
+/// `true`/`t`/`yes`/`y`/`on`.
+pub fn truthy(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes).trim().to_ascii_lowercase();
+    match text.parse::<f64>() {
+        Ok(n) => n != 0.0,
+        Err(_) => matches!(text.as_str(), "true" | "t" | "yes" | "y" | "on"),
+    }
+}
+
+/// One query a user's rules are read with: the groups, or the ACL rows of an access level
+/// (0: a query without an access placeholder, its rows grant every access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RulePart {
+    Groups,
+    Acl(u8),
+}
+
+/// The queries a user's rules take: the groups, and the ACL rows of each access level.
+pub(crate) fn rule_parts(
+    groups: bool,
+    aclquery: Option<&Query>,
+    subscribe_level: u8,
+) -> Vec<RulePart> {
+    let mut parts = Vec::new();
+    if groups {
+        parts.push(RulePart::Groups);
+    }
+    if let Some(query) = aclquery {
+        if query.params.contains(&Param::Access) {
+            parts.push(RulePart::Acl(1));
+            parts.push(RulePart::Acl(2));
+            if subscribe_level != 1 {
+                parts.push(RulePart::Acl(subscribe_level));
+            }
+        } else {
+            parts.push(RulePart::Acl(0));
+        }
+    }
+    parts
+}
+
+fn valid_patterns(mut rows: Vec<String>, username: &str) -> Vec<String> {
+    rows.retain(|pattern| {
+        let valid = crate::topic::is_valid_filter(pattern);
+        if !valid {
+            log::warn!(
+                "ACL row '{}' of user '{}' is not a valid topic pattern; ignored",
+                printable(pattern),
+                printable(username)
+            );
+        }
+        valid
+    });
+    rows
+}
+
+/// A user's rules from the first column of each part's rows (as text).
+pub(crate) fn assemble(
+    parts: &[RulePart],
+    texts: Vec<Vec<String>>,
+    username: &str,
+    user_id: &str,
+) -> RuleSet {
+    let mut groups = Default::default();
+    let mut rows = Patterns::default();
+    for (part, texts) in parts.iter().zip(texts) {
+        match part {
+            RulePart::Groups => groups = texts.into_iter().collect(),
+            RulePart::Acl(level) => {
+                let patterns = valid_patterns(texts, username);
+                match level {
+                    0 => {
+                        rows.read = patterns.clone();
+                        rows.write = patterns.clone();
+                        rows.subscribe = patterns;
+                    }
+                    1 => rows.read = patterns,
+                    2 => rows.write = patterns,
+                    _ => rows.subscribe = patterns,
+                }
+            }
+        }
+    }
+    if parts.contains(&RulePart::Acl(1)) && !parts.contains(&RulePart::Acl(4)) {
+        // SUBSCRIBE needs a read row (acl_subscribe_level 1).
+        rows.subscribe = rows.read.clone();
+    }
+    RuleSet {
+        user_id: user_id.to_string(),
+        groups,
+        rows,
     }
 }

@@ -1,14 +1,13 @@
 //! The MySQL backend: users read with `userquery` / `superquery` / `cert_userquery`, and a
 //! user's rules (groups and ACL rows) read with `groupsquery` and `aclquery`.
 
-use crate::acl::{Patterns, RuleSet};
+use crate::acl::RuleSet;
 use crate::backend::{
-    BackendError, BackendKind, Lookup, RuleSource, UserNow, UserRecord, UserSource,
+    BackendError, BackendKind, Lookup, RulePart, RuleSource, UserNow, UserRecord, UserSource,
+    assemble, rule_parts,
 };
 use crate::db::{Db, DbConfig, DbError, value_bytes};
-use crate::logging::printable;
 use crate::query::{Param, Query};
-use crate::topic;
 use mysql::{Row, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,14 +27,6 @@ pub struct MysqlConfig {
 
 /// Rows read per rules query at most (groups of a user, ACL rows of an access level).
 const MAX_RULE_ROWS: usize = 10_000;
-
-/// One query a user's rules are read with: the groups, or the ACL rows of an access level
-/// (0: a query without `%d`, its rows grant every access).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RulePart {
-    Groups,
-    Acl(u8),
-}
 
 /// Groups and ACL rows read with `groupsquery` and `aclquery`: in one round trip when
 /// MariaDB takes the queries as one `UNION ALL` of derived tables (each part tagged by its
@@ -59,21 +50,7 @@ impl MysqlRules {
         aclquery: Option<Query>,
         subscribe_level: u8,
     ) -> Self {
-        let mut parts = Vec::new();
-        if groupsquery.is_some() {
-            parts.push(RulePart::Groups);
-        }
-        if let Some(query) = &aclquery {
-            if query.params.contains(&Param::Access) {
-                parts.push(RulePart::Acl(1));
-                parts.push(RulePart::Acl(2));
-                if subscribe_level != 1 {
-                    parts.push(RulePart::Acl(subscribe_level));
-                }
-            } else {
-                parts.push(RulePart::Acl(0));
-            }
-        }
+        let parts = rule_parts(groupsquery.is_some(), aclquery.as_ref(), subscribe_level);
         let mut rules = MysqlRules {
             db,
             groupsquery,
@@ -184,52 +161,9 @@ impl MysqlRules {
             .collect()
     }
 
-    fn valid_patterns(mut rows: Vec<String>, username: &str) -> Vec<String> {
-        rows.retain(|pattern| {
-            let valid = topic::is_valid_filter(pattern);
-            if !valid {
-                log::warn!(
-                    "ACL row '{}' of user '{}' is not a valid topic pattern; ignored",
-                    printable(pattern),
-                    printable(username)
-                );
-            }
-            valid
-        });
-        rows
-    }
-
     pub fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, BackendError> {
         let texts = self.read(username, user_id)?;
-        let mut groups = Default::default();
-        let mut rows = Patterns::default();
-        for (part, texts) in self.parts.iter().zip(texts) {
-            match part {
-                RulePart::Groups => groups = texts.into_iter().collect(),
-                RulePart::Acl(level) => {
-                    let patterns = Self::valid_patterns(texts, username);
-                    match level {
-                        0 => {
-                            rows.read = patterns.clone();
-                            rows.write = patterns.clone();
-                            rows.subscribe = patterns;
-                        }
-                        1 => rows.read = patterns,
-                        2 => rows.write = patterns,
-                        _ => rows.subscribe = patterns,
-                    }
-                }
-            }
-        }
-        if self.parts.contains(&RulePart::Acl(1)) && !self.parts.contains(&RulePart::Acl(4)) {
-            // SUBSCRIBE needs a read row (acl_subscribe_level 1).
-            rows.subscribe = rows.read.clone();
-        }
-        Ok(RuleSet {
-            user_id: user_id.to_string(),
-            groups,
-            rows,
-        })
+        Ok(assemble(&self.parts, texts, username, user_id))
     }
 }
 
@@ -257,14 +191,9 @@ fn column<'r>(row: &'r Row, name: &str) -> Option<&'r Value> {
 }
 
 fn truthy(value: Option<&Value>) -> bool {
-    let Some(bytes) = value.and_then(value_bytes) else {
-        return false;
-    };
-    let text = String::from_utf8_lossy(&bytes).trim().to_ascii_lowercase();
-    match text.parse::<f64>() {
-        Ok(n) => n != 0.0,
-        Err(_) => matches!(text.as_str(), "true" | "t" | "yes" | "y" | "on"),
-    }
+    value
+        .and_then(value_bytes)
+        .is_some_and(|bytes| super::truthy(&bytes))
 }
 
 impl MysqlUsers {

@@ -8,19 +8,36 @@ use crate::chat::topics::ChatTopics;
 use crate::query::{ACL_BINDINGS, GROUP_BINDINGS};
 use std::time::Duration;
 
+/// How the options are read: with go-auth's meanings (its names were given), and which
+/// backends hold user rows.
+pub(super) struct Meanings {
+    pub go_auth: bool,
+    /// go-auth's MySQL names: `aclquery`'s `%d` is 4 for a SUBSCRIBE.
+    pub go_auth_mysql: bool,
+    /// `backends` names mysql (its `groupsquery` and `aclquery` are read here).
+    pub mysql: bool,
+    /// `backends` names mysql or postgres: a backend of user rows, chat identities, groups.
+    pub rows: bool,
+}
+
 pub(super) fn acl_config<'a>(
     given: &Given<'a>,
     warnings: &mut Vec<String>,
-    go_auth: bool,
-    mysql: bool,
+    meanings: Meanings,
 ) -> Result<AclConfig, ConfigError> {
-    if !mysql {
-        // The chat model needs MySQL: user ids, groups, and the table messages go to.
+    let Meanings {
+        go_auth,
+        go_auth_mysql,
+        mysql,
+        rows,
+    } = meanings;
+    if !rows {
+        // The chat model needs user rows: user ids, groups.
         if given.flag_given("chat_enabled")? == Some(true) {
             return Err(err(
                 "chat_enabled",
-                "needs the mysql backend (chat identities, groups and storage come from \
-                 MySQL): add mysql to auth_opt_backends (e.g. mysql,http)",
+                "needs the mysql or postgres backend (chat identities and groups come from \
+                 their tables): add one to auth_opt_backends (e.g. mysql,http)",
             ));
         }
         for key in [
@@ -31,7 +48,8 @@ pub(super) fn acl_config<'a>(
         ] {
             if given.get(key).is_some() {
                 warnings.push(format!(
-                    "auth_opt_{key} is not used: auth_opt_backends does not name mysql"
+                    "auth_opt_{key} is not used: auth_opt_backends names neither mysql nor \
+                     postgres"
                 ));
             }
         }
@@ -50,6 +68,7 @@ pub(super) fn acl_config<'a>(
         "chat_user_topic",
         "chat_group_topic",
         "groupsquery",
+        "pg_groupsquery",
     ]
     .iter()
     .any(|key| given.get(key).is_some());
@@ -57,7 +76,7 @@ pub(super) fn acl_config<'a>(
         // A warning, not a note: chat messages then pass unvalidated wherever aclquery rows
         // let a client write.
         warnings.push(
-            "mosquitto-go-auth options (auth_opt_mysql_*): the chat rules are off, chat \
+            "mosquitto-go-auth options (auth_opt_mysql_*, auth_opt_pg_*): the chat rules are off, chat \
              messages are neither validated nor stored (auth_opt_chat_enabled true, with a \
              groupsquery, turns them on); aclquery rows and superusers decide"
                 .into(),
@@ -97,6 +116,7 @@ pub(super) fn acl_config<'a>(
     };
     let groupsquery = chat
         .as_ref()
+        .filter(|_| mysql)
         .map(|_| {
             translate(
                 "groupsquery",
@@ -107,12 +127,13 @@ pub(super) fn acl_config<'a>(
         .transpose()?;
     let aclquery = given
         .get("aclquery")
+        .filter(|_| mysql)
         .map(|q| translate("aclquery", q, ACL_BINDINGS))
         .transpose()?;
     let refresh = acl_refresh(given, warnings)?;
     let subscribe_level = match given.choice("acl_subscribe_level")? {
         // go-auth asks aclquery with 4 for a SUBSCRIBE.
-        None if go_auth => 4,
+        None if go_auth_mysql => 4,
         Some("4") => 4,
         _ => 1,
     };

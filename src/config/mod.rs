@@ -11,6 +11,7 @@ mod given;
 mod http;
 mod mysql;
 pub mod options;
+mod postgres;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use crate::auth::AuthConfig;
 use crate::backend::BackendKind;
 use crate::backend::http::HttpConfig;
 use crate::backend::mysql::MysqlConfig;
+use crate::backend::postgres::PostgresConfig;
 use crate::chat::ValidationConfig;
 use crate::envelope::RequestLimits;
 use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
@@ -72,6 +74,8 @@ pub struct Config {
     pub mysql: Option<MysqlConfig>,
     /// Set when `backends` names http.
     pub http: Option<HttpConfig>,
+    /// Set when `backends` names postgres.
+    pub postgres: Option<PostgresConfig>,
     /// The logins: superusers, bridge accounts, the credential cache, passwords, the throttle.
     pub auth: AuthConfig,
     pub acl: AclConfig,
@@ -125,7 +129,6 @@ const FOREIGN_PREFIXES: &[&str] = &[
     "psk_",
     "files_",
     "cdb",
-    "pg_",
     "postgres_",
     "memcached_",
     "grpc_",
@@ -152,6 +155,9 @@ const FOREIGN_KEYS: &[&str] = &[
 /// a go-auth configuration, read with go-auth's meanings (subscribe level 4, base64 salts,
 /// chat rules off unless named).
 const GO_AUTH_MYSQL_PREFIX: &str = "mysql_";
+/// And its PostgreSQL backend's: go-auth's meanings too where MySQL is not also asked (a
+/// `mysql,postgres` chain names PostgreSQL's options this way, and keeps chat-auth's).
+const GO_AUTH_PG_PREFIX: &str = "pg_";
 
 impl Config {
     /// Parses the broker's key/value options (later duplicates win, as in auth-plug) into
@@ -165,6 +171,7 @@ impl Config {
         let mut notes = Vec::new();
         let mut values: HashMap<&'static str, &str> = HashMap::new();
         let mut go_auth = false;
+        let mut pg_names = false;
         for (key, value) in options {
             let key = key.as_ref();
             let value = value.as_ref();
@@ -194,6 +201,7 @@ impl Config {
             // from a leftover option both plugins could hold (`hasher_*`, `log_dest`, ...)
             // nor from auth-plug's `mysql_opt_reconnect` (not in the table).
             go_auth |= key.starts_with(GO_AUTH_MYSQL_PREFIX);
+            pg_names |= key.starts_with(GO_AUTH_PG_PREFIX) && spec.name != "pg_groupsquery";
             match spec.kind {
                 Kind::Noted(instead) => notes.push(format!(
                     "auth_opt_{key} (mosquitto-go-auth) changes nothing here: {instead}"
@@ -223,15 +231,25 @@ impl Config {
 
         let backends = backend_list(given.get("backends"))?;
         let uses_mysql = backends.contains(&BackendKind::Mysql);
+        let uses_postgres = backends.contains(&BackendKind::Postgres);
+        let postgres_alone = uses_postgres && !uses_mysql;
+        let go_auth_mysql = go_auth;
+        go_auth |= pg_names && !uses_mysql;
         for (part, backend, name) in [
             (Part::Http, BackendKind::Http, "http"),
             (Part::Mysql, BackendKind::Mysql, "mysql"),
+            (Part::Postgres, BackendKind::Postgres, "postgres"),
         ] {
             if !backends.contains(&backend) {
                 for key in given.set_in(part) {
-                    warnings.push(format!(
-                        "auth_opt_{key} is not used: auth_opt_backends does not name {name}"
-                    ));
+                    // PostgreSQL reads these (auth-plug's names, with postgres alone).
+                    let read = uses_postgres && postgres::SHARED.contains(&key)
+                        || postgres_alone && postgres::PLAIN_NAMES.iter().any(|(_, p)| *p == key);
+                    if !read {
+                        warnings.push(format!(
+                            "auth_opt_{key} is not used: auth_opt_backends does not name {name}"
+                        ));
+                    }
                 }
             }
         }
@@ -268,6 +286,19 @@ impl Config {
             Some("suffix") => SaltPosition::Suffix,
             _ => SaltPosition::Prefix,
         };
+        let (forced, salt_position) = match given.get("password_hash_algorithm") {
+            Some(text) => {
+                let (format, position) = emqx_algorithm(text)?;
+                if forced.is_some_and(|f| f != format) {
+                    return Err(err(
+                        "password_hash_algorithm",
+                        "names another format than auth_opt_password_format; give one of them",
+                    ));
+                }
+                (Some(format), position.unwrap_or(salt_position))
+            }
+            None => (forced, salt_position),
+        };
 
         let quiet = given.flag_given("log_quiet")?;
         let log_level = match given.choice("log_level")? {
@@ -279,7 +310,19 @@ impl Config {
             None => log::LevelFilter::Info,
         };
 
-        let acl = acl::acl_config(given, &mut warnings, go_auth, uses_mysql)?;
+        let acl = acl::acl_config(
+            given,
+            &mut warnings,
+            acl::Meanings {
+                go_auth,
+                go_auth_mysql,
+                mysql: uses_mysql,
+                rows: uses_mysql || uses_postgres,
+            },
+        )?;
+        let postgres = uses_postgres
+            .then(|| postgres::postgres_config(given, postgres_alone, acl.chat.is_some(), pg_names))
+            .transpose()?;
         let validate = given.flag("chat_validate")?;
         let validation = (acl.chat.is_some() && validate)
             .then(|| -> Result<ValidationConfig, ConfigError> {
@@ -289,6 +332,14 @@ impl Config {
                 })
             })
             .transpose()?;
+        if !uses_mysql && given.flag("persist_enabled")? {
+            return Err(err(
+                "persist_enabled",
+                "needs the mysql backend: chat messages are stored in MySQL (storage on \
+                 PostgreSQL is not there yet); with auth_opt_backends postgres, remove \
+                 auth_opt_persist_enabled, or add mysql (e.g. mysql,postgres)",
+            ));
+        }
         let persist = store::persist_config(given, validation.is_some())?;
         let history = (persist.is_some() && given.flag("history_enabled")?)
             .then(|| -> Result<HistoryConfig, ConfigError> {
@@ -346,6 +397,7 @@ impl Config {
             backends,
             mysql,
             http,
+            postgres,
             auth: AuthConfig {
                 superusers,
                 bridge_users,
@@ -405,6 +457,54 @@ fn limits_config(given: &Given<'_>) -> Result<LimitsConfig, ConfigError> {
     })
 }
 
+/// EMQX's `password_hash_algorithm` (`sha256 suffix`, `{name = sha256, salt_position =
+/// suffix}`): the format it forces, and the salt position when it names one.
+fn emqx_algorithm(text: &str) -> Result<(Format, Option<SaltPosition>), ConfigError> {
+    let words: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '=' | '"'))
+        .filter(|w| !w.is_empty() && !matches!(*w, "name" | "salt_position"))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let bad = |why: String| err("password_hash_algorithm", why);
+    let (name, position) = match words.as_slice() {
+        [name] => (name.as_str(), None),
+        [name, position] => (name.as_str(), Some(position.as_str())),
+        _ => {
+            return Err(bad(format!(
+                "'{text}' is not an algorithm and a salt position (e.g. sha256 suffix)"
+            )));
+        }
+    };
+    let format = match name {
+        "plain" | "md5" | "sha256" | "sha512" | "bcrypt" => name,
+        "sha" => "sha1",
+        "pbkdf2" => {
+            return Err(bad(
+                "EMQX's pbkdf2 (a hex key whose rounds are in EMQX's configuration) is not read \
+                 by chat-auth; store auth-plug's PBKDF2$... strings, or use another algorithm"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(bad(format!(
+                "'{other}' is not one of plain, md5, sha, sha256, sha512, bcrypt"
+            )));
+        }
+    };
+    let position = match position {
+        None => None,
+        Some("prefix") | Some("disable") => Some(SaltPosition::Prefix),
+        Some("suffix") => Some(SaltPosition::Suffix),
+        Some(other) => {
+            return Err(bad(format!(
+                "salt position '{other}' is not one of prefix, suffix, disable"
+            )));
+        }
+    };
+    let format = Format::from_name(format).expect("a format of Format::NAMES");
+    Ok((format, position))
+}
+
 /// `auth_opt_backends`: auth-plug's comma list, asked in its order.
 fn backend_list(value: Option<&str>) -> Result<Vec<BackendKind>, ConfigError> {
     let Some(value) = value else {
@@ -415,12 +515,13 @@ fn backend_list(value: Option<&str>) -> Result<Vec<BackendKind>, ConfigError> {
         let kind = match name {
             "mysql" => BackendKind::Mysql,
             "http" => BackendKind::Http,
+            "postgres" => BackendKind::Postgres,
             other => {
                 return Err(err(
                     "backends",
                     format!(
-                        "'{other}' is not supported; chat-auth has the mysql and http backends \
-                         (e.g. mysql,http)"
+                        "'{other}' is not supported; chat-auth has the mysql, postgres and http \
+                         backends (e.g. mysql,http)"
                     ),
                 ));
             }

@@ -180,8 +180,44 @@ fn defaults_are_bounded() {
 #[test]
 fn bad_values_name_their_option() {
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("backends", "mysql,postgres")], "backends"),
-        (&[("backends", "postgres")], "backends"),
+        (&[("backends", "mysql,redis")], "backends"),
+        (&[("backends", "postgres,http,postgres")], "backends"),
+        (&[("backends", "postgres")], "pg_user"),
+        // go-auth's PostgreSQL names are all read: a typo is one.
+        (&[("pg_usrquery", "SELECT 1")], "pg_usrquery"),
+        (
+            &[
+                ("backends", "postgres"),
+                ("user", "u"),
+                ("pg_sslmode", "allow"),
+            ],
+            "pg_sslmode",
+        ),
+        (
+            &[
+                ("backends", "postgres"),
+                ("user", "u"),
+                ("persist_enabled", "true"),
+                ("persist_spool_dir", "/tmp"),
+            ],
+            "persist_enabled",
+        ),
+        (
+            &[
+                ("backends", "postgres"),
+                ("user", "u"),
+                ("pg_aclquery", "SELECT topic FROM acls WHERE username = $3"),
+            ],
+            "pg_aclquery",
+        ),
+        (
+            &[
+                ("backends", "postgres"),
+                ("user", "u"),
+                ("pg_sslcert", "/nonexistent.crt"),
+            ],
+            "pg_sslcert",
+        ),
         (&[("backends", "mysql,mysql")], "backends"),
         (&[("backends", "mysql,http")], "http_ip"),
         (
@@ -677,4 +713,136 @@ fn table_names_are_checked_and_quoted() {
     for bad in ["", "a b", "m`; DROP TABLE users; --", "a.b.c", "x."] {
         assert!(quoted_table(bad).is_none(), "{bad}");
     }
+}
+
+/// auth-plug's PostgreSQL configuration: its MySQL-style names mean PostgreSQL when
+/// `backends` is `postgres` alone, and libpq's sslmode `prefer`.
+#[test]
+fn auth_plugs_postgres_config_reads_its_plain_names() {
+    let (config, warnings) = Config::parse(&[
+        ("backends", "postgres"),
+        ("host", "db.example"),
+        ("port", "5433"),
+        ("user", "mqtt"),
+        ("pass", "p w"),
+        ("dbname", "chat"),
+        (
+            "userquery",
+            "SELECT pw FROM account WHERE username = $1 limit 1",
+        ),
+        (
+            "superquery",
+            "SELECT COUNT(*) FROM account WHERE username = $1 AND super = 1",
+        ),
+        (
+            "aclquery",
+            "SELECT topic FROM acls WHERE (username = $1) AND (rw & $2) > 0",
+        ),
+        ("connect_timeout_ms", "500"),
+    ])
+    .unwrap();
+    assert!(config.mysql.is_none());
+    let pg = config.postgres.as_ref().unwrap();
+    assert_eq!(
+        (pg.db.host.as_str(), pg.db.port, pg.db.user.as_str()),
+        ("db.example", 5433, "mqtt")
+    );
+    assert_eq!(pg.db.pass.as_deref(), Some("p w"));
+    assert_eq!(pg.db.dbname.as_deref(), Some("chat"));
+    assert_eq!(pg.db.connect_timeout, Duration::from_millis(500));
+    assert_eq!(
+        pg.db.tls.mode,
+        crate::backend::postgres::tls::SslMode::Prefer
+    );
+    assert_eq!(
+        pg.aclquery.as_ref().unwrap().params,
+        [crate::query::Param::Username, crate::query::Param::Access]
+    );
+    assert!(pg.superquery.is_some());
+    // The chat rules are on (auth-plug's meaning), their groups from the default query.
+    assert!(config.acl.chat.is_some() && pg.groupsquery_defaulted);
+    assert!(config.persist.is_none());
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// go-auth's PostgreSQL names: its meanings (chat rules off, verify-full), and in a
+/// `mysql,postgres` chain the pg_* names are PostgreSQL's while the plain ones stay MySQL's.
+#[test]
+fn go_auths_postgres_names_and_a_chain() {
+    let (config, _) = Config::parse(&[
+        ("backends", "postgres"),
+        ("pg_host", "/run/postgresql"),
+        ("pg_user", "go"),
+        ("pg_password", "secret"),
+        (
+            "pg_userquery",
+            "SELECT password_hash FROM test_user WHERE username = $1 limit 1",
+        ),
+        ("pg_connect_tries", "5"),
+        ("pg_max_life_time", "60"),
+    ])
+    .unwrap();
+    let pg = config.postgres.as_ref().unwrap();
+    assert_eq!(pg.db.port, 5432);
+    assert_eq!(
+        pg.db.tls.mode,
+        crate::backend::postgres::tls::SslMode::VerifyFull
+    );
+    assert_eq!(pg.db.max_life, Some(Duration::from_secs(60)));
+    assert!(config.acl.chat.is_none() && pg.groupsquery.is_none());
+    assert!(config.notes.iter().any(|n| n.contains("pg_connect_tries")));
+
+    let (config, warnings) = Config::parse(&[
+        ("backends", "mysql,postgres"),
+        USERQUERY,
+        ("host", "mysql.example"),
+        ("pg_host", "pg.example"),
+        ("pg_user", "go"),
+        ("pg_userquery", "SELECT pw FROM account WHERE username = $1"),
+        (
+            "pg_groupsquery",
+            "SELECT group_id FROM members WHERE user_id = $1",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(config.backends, [BackendKind::Mysql, BackendKind::Postgres]);
+    assert_eq!(config.mysql.as_ref().unwrap().db.host, "mysql.example");
+    let pg = config.postgres.as_ref().unwrap();
+    assert_eq!(pg.db.host, "pg.example");
+    assert!(config.acl.chat.is_some() && !pg.groupsquery_defaulted);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// EMQX's `password_hash_algorithm`, in both its spellings.
+#[test]
+fn emqx_password_hash_algorithm() {
+    use crate::hash::{Format, SaltPosition};
+    for text in ["sha256 suffix", "{name = sha256, salt_position = suffix}"] {
+        let (config, _) = parse(&[("password_hash_algorithm", text)]).unwrap();
+        assert_eq!(
+            config.auth.hash.forced,
+            Format::from_name("sha256"),
+            "{text}"
+        );
+        assert_eq!(
+            config.auth.hash.salt_position,
+            SaltPosition::Suffix,
+            "{text}"
+        );
+    }
+    let (config, _) = parse(&[("password_hash_algorithm", "sha")]).unwrap();
+    assert_eq!(config.auth.hash.forced, Format::from_name("sha1"));
+    assert_eq!(config.auth.hash.salt_position, SaltPosition::Prefix);
+    let (config, _) = parse(&[("password_hash_algorithm", "bcrypt")]).unwrap();
+    assert_eq!(config.auth.hash.forced, Format::from_name("bcrypt"));
+    for bad in ["pbkdf2", "rot13", "sha256 middle", "sha256 suffix extra"] {
+        let e = parse(&[("password_hash_algorithm", bad)]).unwrap_err();
+        assert_eq!(e.option, "password_hash_algorithm", "{bad}");
+    }
+    let e = parse(&[
+        ("password_hash_algorithm", "sha256"),
+        ("password_format", "md5"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.option, "password_hash_algorithm");
 }

@@ -14,7 +14,7 @@ impl Plugin {
     /// A `refreshUser` reads the user's row again too (at the next TICK, in the background):
     /// a client whose password or superuser right the row no longer gives logs in again.
     pub(super) fn read_row_again(&self, state: &mut State, username: &str) {
-        if self.mysql.is_some() {
+        if self.mysql.is_some() || self.postgres.is_some() {
             state
                 .user_checks
                 .insert(username.to_string(), Instant::now());

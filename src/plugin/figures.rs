@@ -62,7 +62,11 @@ impl Plugin {
                     database_us: t.database.as_micros() as u64,
                 })
                 .collect(),
-            database_down: self.mysql.as_ref().is_some_and(|m| m.users.db().is_down()),
+            database_down: self.mysql.as_ref().is_some_and(|m| m.users.db().is_down())
+                || self
+                    .postgres
+                    .as_ref()
+                    .is_some_and(|p| p.users.db().is_down()),
             storage: state.store.as_ref().map(storage),
             history: state.history.as_ref().map(|history| {
                 let counters = &history.reader.counters;

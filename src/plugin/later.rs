@@ -13,7 +13,7 @@
 use super::{Client, Entry, Plugin, State};
 use crate::acl::RuleSet;
 use crate::auth::{Authenticator, Decision, Identity, Refusal};
-use crate::backend::{BackendError, BackendKind, RuleSource, UserSource};
+use crate::backend::{BackendError, RuleSource, UserSource};
 use crate::delayed::{Held, LoginThreads, Post, Waiting};
 use crate::logging::printable;
 use crate::refresh::Work;
@@ -215,7 +215,7 @@ fn check<S: UserSource>(
     );
     let load = match (&decision, rules) {
         (Decision::Allow(identity), Some(source))
-            if !identity.superuser && identity.backend == BackendKind::Mysql =>
+            if !identity.superuser && identity.backend.holds_rows() =>
         {
             Some((source, identity.username.clone(), identity.user_id.clone()))
         }

@@ -4,7 +4,6 @@
 
 use super::{Client, Entry, Plugin, State};
 use crate::auth::{Decision, Identity, Refusal};
-use crate::backend::BackendKind;
 use crate::logging::printable;
 use crate::refresh::Work;
 use crate::sessions::Connection;
@@ -70,7 +69,7 @@ impl Plugin {
                     state
                         .registry
                         .rechecked(Connection::new(client_id, client.pointer));
-                    if identity.backend == BackendKind::Mysql {
+                    if identity.backend.holds_rows() {
                         // The service's users have no row to read again.
                         state.user_checks.insert(name.to_string(), now);
                     }

@@ -5,6 +5,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::backend::UserSource;
 use crate::backend::http::HttpBackend;
 use crate::backend::mysql::MysqlBackend;
+use crate::backend::postgres::PgBackend;
 use crate::chat::ValidationConfig;
 use crate::chat::topics::ChatTopics;
 use crate::cluster;
@@ -56,6 +57,8 @@ pub struct Plugin {
     /// Holds the loop waker's signal back while the broker thread waits on the network (2.1).
     hush: Option<crate::action::Hush>,
     mysql: Option<MysqlBackend>,
+    /// The PostgreSQL backend (users and rules; no storage).
+    postgres: Option<PgBackend>,
     http: Option<Arc<HttpBackend>>,
     chat: Option<ChatTopics>,
     validation: Option<ValidationConfig>,

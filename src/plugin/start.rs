@@ -6,6 +6,7 @@ use crate::acl::RuleSet;
 use crate::auth::Authenticator;
 use crate::backend::http::HttpBackend;
 use crate::backend::mysql::{MysqlBackend, MysqlRules, MysqlUsers};
+use crate::backend::postgres::PgBackend;
 use crate::backend::{BackendError, BackendKind, RuleSource, UserNow};
 use crate::cluster;
 use crate::config::Config;
@@ -48,13 +49,29 @@ impl Plugin {
         let rules_wait = config
             .mysql
             .as_ref()
-            .map_or(Duration::ZERO, |m| m.rules_wait);
+            .map(|m| m.rules_wait)
+            .or(config.postgres.as_ref().map(|p| p.rules_wait))
+            .unwrap_or(Duration::ZERO);
         let mut addresses = Vec::new();
         if let Some(mysql) = &config.mysql {
             addresses.push(match &mysql.db.socket {
                 Some(socket) => format!("MySQL socket {}", socket.display()),
                 None => format!("MySQL {}:{}", mysql.db.host, mysql.db.port),
             });
+        }
+        if let Some(pg) = &config.postgres {
+            addresses.push(
+                if crate::backend::postgres::pool::is_socket_dir(&pg.db.host) {
+                    format!("PostgreSQL socket {}, port {}", pg.db.host, pg.db.port)
+                } else {
+                    format!(
+                        "PostgreSQL {}:{}, sslmode {}",
+                        pg.db.host,
+                        pg.db.port,
+                        pg.db.tls.mode.name()
+                    )
+                },
+            );
         }
         if let Some(http) = &config.http {
             addresses.push(format!("HTTP {}", http.base_url));
@@ -97,6 +114,11 @@ impl Plugin {
             Ok(MysqlBackend { users, rules })
         });
         let mysql = mysql.transpose()?;
+        let postgres = config
+            .postgres
+            .take()
+            .map(|pg| PgBackend::start(pg, config.acl.subscribe_level))
+            .transpose()?;
         let http = config
             .http
             .clone()
@@ -107,6 +129,7 @@ impl Plugin {
             .filter_map(|kind| match kind {
                 BackendKind::Mysql => mysql.as_ref().map(|m| Arc::clone(&m.users) as Source),
                 BackendKind::Http => http.as_ref().map(|h| Arc::clone(h) as Source),
+                BackendKind::Postgres => postgres.as_ref().map(|p| Arc::clone(&p.users) as Source),
             })
             .collect();
         let acl = config.acl;
@@ -121,11 +144,19 @@ impl Plugin {
         let auth = Arc::new(auth);
         let background = Arc::new(Background {
             mysql: mysql.clone(),
+            postgres: postgres.clone(),
+            order: config
+                .backends
+                .iter()
+                .copied()
+                .filter(|b| b.holds_rows())
+                .collect(),
             times: Arc::clone(&auth.times),
         });
         let refresher = Refresher::start(Arc::clone(&background) as Arc<dyn RuleSource>)?;
         let later = if delayed_logins {
-            let rules = mysql.is_some().then_some(background as Arc<dyn RuleSource>);
+            let rules = (mysql.is_some() || postgres.is_some())
+                .then_some(background as Arc<dyn RuleSource>);
             Some(later::Later::start(
                 Arc::clone(&auth),
                 rules,
@@ -217,16 +248,23 @@ impl Plugin {
                 format!(" ({})", addresses.join(", "))
             },
             config.auth.cache.as_secs(),
-            match (&acl.chat, &mysql) {
+            match (&acl.chat, mysql.is_some() || postgres.is_some()) {
+                (Some(_), _) if mysql.is_none() =>
+                    "on (chat storage and history off: they are on MySQL, and backends has \
+                     no mysql)",
                 (Some(_), _) => "on",
-                (None, None) =>
-                    "off (they need the mysql backend for chat identities, \
+                (None, false) =>
+                    "off (they need the mysql or postgres backend for chat identities, \
                                  groups and rows: chat messages are neither validated nor \
                                  stored; the HTTP service decides every topic)",
-                (None, Some(_)) => "off",
+                (None, true) => "off",
             },
-            match (&mysql, &http) {
+            match (&mysql, &postgres) {
+                (Some(m), Some(p)) if m.rules.has_aclquery() && p.rules.has_aclquery() => {
+                    "from aclquery (MySQL) and pg_aclquery (PostgreSQL)".to_string()
+                }
                 (Some(m), _) if m.rules.has_aclquery() => "from aclquery".to_string(),
+                (_, Some(p)) if p.rules.has_aclquery() => "from pg_aclquery".to_string(),
                 _ => "off".to_string(),
             } + if http.is_some() {
                 ", the HTTP service's users asked per client, topic and access"
@@ -276,6 +314,7 @@ impl Plugin {
             later,
             hush,
             mysql,
+            postgres,
             http,
             chat: acl.chat,
             validation: config.validation,
@@ -346,29 +385,73 @@ impl Drop for Plugin {
 const RULES_LABEL: &str = "rules";
 
 /// The background thread's sources: rules, and user rows read again after a re-check
-/// (MySQL's; without the mysql backend no job is ever made).
+/// (MySQL's and PostgreSQL's; without either no job is ever made).
 struct Background {
     mysql: Option<MysqlBackend>,
+    postgres: Option<PgBackend>,
+    /// The backends of user rows, in `backends` order.
+    order: Vec<BackendKind>,
     /// Rules loads are timed with the logins (`loginTimes` in the stats).
     times: Arc<crate::auth::LoginTimes>,
+}
+
+impl Background {
+    fn source(&self, kind: BackendKind) -> Option<&dyn RuleSource> {
+        match kind {
+            BackendKind::Mysql => self.mysql.as_ref().map(|m| m as &dyn RuleSource),
+            BackendKind::Postgres => self.postgres.as_ref().map(|p| p as &dyn RuleSource),
+            BackendKind::Http => None,
+        }
+    }
+
+    /// The backend whose user `username` is: the only one, or in a `mysql,postgres` chain
+    /// the first that has the row, as the login was decided (`auth::decide`).
+    fn owner(&self, username: &str) -> Result<&dyn RuleSource, BackendError> {
+        let none = || BackendError::Unavailable("no mysql or postgres backend".into());
+        if let [only] = self.order[..] {
+            return self.source(only).ok_or_else(none);
+        }
+        for kind in &self.order {
+            let found = match kind {
+                BackendKind::Mysql => self
+                    .mysql
+                    .as_ref()
+                    .map(|m| m.users.fetch_user(username))
+                    .transpose()?
+                    .flatten()
+                    .is_some(),
+                BackendKind::Postgres => self
+                    .postgres
+                    .as_ref()
+                    .map(|p| p.users.fetch_user(username))
+                    .transpose()?
+                    .flatten()
+                    .is_some(),
+                BackendKind::Http => false,
+            };
+            if found {
+                return self.source(*kind).ok_or_else(none);
+            }
+        }
+        self.order
+            .first()
+            .and_then(|kind| self.source(*kind))
+            .ok_or_else(none)
+    }
 }
 
 impl RuleSource for Background {
     fn load(&self, username: &str, user_id: &str) -> Result<RuleSet, BackendError> {
         let started = Instant::now();
-        let rules = match &self.mysql {
-            Some(mysql) => mysql.load(username, user_id),
-            None => Err(BackendError::Unavailable("no mysql backend".into())),
-        };
+        let rules = self
+            .owner(username)
+            .and_then(|source| source.load(username, user_id));
         self.times
             .add(RULES_LABEL, Duration::ZERO, started.elapsed());
         rules
     }
 
     fn user_now(&self, username: &str) -> Result<Option<UserNow>, BackendError> {
-        match &self.mysql {
-            Some(mysql) => mysql.user_now(username),
-            None => Err(BackendError::Unavailable("no mysql backend".into())),
-        }
+        self.owner(username)?.user_now(username)
     }
 }

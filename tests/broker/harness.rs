@@ -693,3 +693,308 @@ pub fn stop_shared() {
         db.stop();
     }
 }
+
+/// The plugin's PostgreSQL role and its password (scram-sha-256 over TCP).
+pub const PG_USER: &str = "chatauth";
+pub const PG_PASS: &str = "chatauth-pg-pw";
+
+/// A program of Debian's PostgreSQL server (`postgresql-15`, found in its version's `bin`).
+fn pg_program(name: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| {
+        panic!("{name} of the PostgreSQL server is not installed: run scripts/setup")
+    })
+}
+
+/// The account the server runs as: PostgreSQL refuses to run as root, so as root the
+/// `postgres` account the package made (its uid and gid), else ourselves.
+fn pg_account() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("postgres:"))
+        .expect("the postgres account (made by the postgresql package: run scripts/setup)");
+    let fields: Vec<&str> = line.split(':').collect();
+    Some((fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+}
+
+fn as_pg_account(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    if let Some((uid, gid)) = pg_account() {
+        command.uid(uid).gid(gid);
+    }
+    command
+}
+
+pub fn chown_to_pg(path: &Path) {
+    if let Some((uid, gid)) = pg_account() {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown {}", path.display());
+    }
+}
+
+/// A private PostgreSQL server: its own data directory (copied from one `initdb` per run),
+/// its Unix socket in that directory and a free TCP port on 127.0.0.1, run in a process
+/// group of its own so `pause` freezes every backend, stopped by `Drop`.
+pub struct Postgres {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Mutex<Option<Child>>,
+    /// Extra `-c name=value` settings (TLS).
+    settings: Vec<String>,
+}
+
+impl Postgres {
+    fn template() -> &'static Path {
+        static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+        TEMPLATE.get_or_init(|| {
+            let dir = run_dir().join("pg-template");
+            std::fs::create_dir_all(&dir).unwrap();
+            chown_to_pg(&dir);
+            let data = dir.join("data");
+            let output = as_pg_account(
+                Command::new(pg_program("initdb"))
+                    .arg("-D")
+                    .arg(&data)
+                    .args([
+                        "-U",
+                        "postgres",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "--no-sync",
+                    ]),
+            )
+            .output()
+            .expect("run initdb");
+            assert!(
+                output.status.success(),
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            data
+        })
+    }
+
+    /// Prepares a server's data directory on a free port without starting it.
+    pub fn create(name: &str) -> Postgres {
+        let dir = fresh_dir(name);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(Self::template())
+            .arg(dir.join("data"))
+            .status()
+            .expect("copy the PostgreSQL template");
+        assert!(status.success());
+        chown_to_pg(&dir);
+        Postgres {
+            port: free_port(),
+            dir,
+            child: Mutex::new(None),
+            settings: Vec::new(),
+        }
+    }
+
+    /// Creates and starts a server with the plugin's role.
+    pub fn start_new(name: &str) -> Postgres {
+        Postgres::start_new_with(name, &[])
+    }
+
+    /// As `start_new`, with extra `-c` settings (`ssl=on`, ...).
+    pub fn start_new_with(name: &str, settings: &[String]) -> Postgres {
+        let mut pg = Postgres::create(name);
+        pg.settings = settings.to_vec();
+        pg.start();
+        pg.exec(
+            "postgres",
+            &format!("CREATE ROLE {PG_USER} LOGIN PASSWORD '{PG_PASS}'"),
+        );
+        pg
+    }
+
+    /// Extra `-c` settings for the next `start`.
+    pub fn set_settings(&mut self, settings: &[String]) {
+        self.settings = settings.to_vec();
+    }
+
+    /// Puts `lines` first in `pg_hba.conf` (read at start).
+    pub fn hba_first(&self, lines: &str) {
+        let path = self.dir.join("data/pg_hba.conf");
+        let old = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{lines}\n{old}")).unwrap();
+    }
+
+    pub fn start(&self) {
+        let mut slot = self.child.lock().unwrap();
+        assert!(slot.is_none(), "already running");
+        let log = std::fs::File::create(self.dir.join("postgres.log")).unwrap();
+        let mut command = Command::new(pg_program("postgres"));
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(&self.dir)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off"])
+            .args(["-c", "shared_buffers=16MB"])
+            .args(["-c", "max_connections=40"]);
+        for setting in &self.settings {
+            command.arg("-c").arg(setting);
+        }
+        as_pg_account(&mut command)
+            .stdout(Stdio::null())
+            .stderr(log);
+        // Its own process group: `pause` stops the postmaster and every backend.
+        // SAFETY: setpgid is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        *slot = Some(spawn(&mut command));
+        drop(slot);
+        eventually("PostgreSQL", Duration::from_secs(30), || {
+            self.try_psql("postgres", "SELECT 1", true).is_ok()
+        });
+    }
+
+    fn group(&self, sig: libc::c_int) {
+        if let Some(child) = self.child.lock().unwrap().as_ref() {
+            // SAFETY: kill(2) on our own child's process group.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), sig) };
+        }
+    }
+
+    /// Fast shutdown (SIGINT: clients are disconnected), as an operator's restart does.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            // SAFETY: kill(2) on our own child's process group and the child.
+            unsafe {
+                libc::kill(-(child.id() as libc::pid_t), libc::SIGCONT);
+                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server and every backend: connections are accepted by the kernel but
+    /// never answered.
+    pub fn pause(&self) {
+        self.group(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    pub fn resume(&self) {
+        self.group(libc::SIGCONT);
+    }
+
+    fn try_psql(&self, db: &str, sql: &str, quiet: bool) -> Result<String, String> {
+        let mut command = Command::new(pg_program("psql"));
+        command
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+            ])
+            .arg("-h")
+            .arg(&self.dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-d")
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let output = child.wait_with_output().map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else if quiet {
+            Err(String::new())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// Runs SQL (one or more statements) as the superuser; an error fails the test.
+    pub fn exec(&self, db: &str, sql: &str) {
+        self.try_psql(db, sql, false)
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"));
+    }
+
+    /// The first column of every row, as text.
+    #[allow(dead_code)]
+    pub fn column(&self, db: &str, sql: &str) -> Vec<String> {
+        self.try_psql(db, sql, false)
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A new database made by `schema` (run in it), readable by the plugin's role.
+    pub fn database(&self, name: &str, schema: &str) -> String {
+        self.exec("postgres", &format!("CREATE DATABASE {name}"));
+        self.exec(
+            name,
+            &format!("{schema}\nGRANT SELECT ON ALL TABLES IN SCHEMA public TO {PG_USER};"),
+        );
+        name.to_string()
+    }
+
+    /// go-auth's options that reach `dbname` over TCP, without TLS.
+    pub fn pg_options(&self, dbname: &str) -> String {
+        format!(
+            "auth_opt_pg_host 127.0.0.1\nauth_opt_pg_port {}\nauth_opt_pg_dbname {dbname}\n\
+             auth_opt_pg_user {PG_USER}\nauth_opt_pg_password {PG_PASS}\n\
+             auth_opt_pg_sslmode disable\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -338,7 +338,7 @@ fn auth_plugs_http_config_verbatim() {
         "{log}"
     );
     assert!(
-        log.contains("chat topics off (they need the mysql backend"),
+        log.contains("chat topics off (they need the mysql or postgres backend"),
         "{log}"
     );
 

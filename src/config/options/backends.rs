@@ -7,9 +7,10 @@ pub(super) const BACKENDS: &[Spec] = &[
         "backends",
         Text,
         General,
-        "auth-plug's list, asked in order: `mysql`, `http`, `mysql,http` or `http,mysql` (see \
-         HTTP backend). Any other name is an error. The MySQL options are needed when it names \
-         `mysql`.",
+        "auth-plug's list, asked in order: `mysql`, `http`, `postgres`, or several, e.g. \
+         `mysql,http`, `mysql,postgres`, `postgres,http` (see HTTP backend, PostgreSQL \
+         backend). Any other name is an error. The MySQL options are needed when it names \
+         `mysql`, `pg_user` and `pg_userquery` when it names `postgres`.",
     )
     .default("mysql"),
     spec("host", Text, Mysql, "MySQL host name or address.")

@@ -37,6 +37,18 @@ pub(super) const LOGINS: &[Spec] = &[
     )
     .default("prefix"),
     spec(
+        "password_hash_algorithm",
+        Text,
+        General,
+        "EMQX's `password_hash_algorithm`, for its user table: the algorithm, then the salt \
+         position, e.g. `sha256 suffix` (or as EMQX writes it, `{name = sha256, \
+         salt_position = suffix}`). `plain`, `md5`, `sha` (SHA-1), `sha256`, `sha512` force \
+         that `password_format` with the `salt` column at `prefix` (EMQX's default) or \
+         `suffix` (`disable`: return no `salt` column); `bcrypt` forces bcrypt. EMQX's \
+         `pbkdf2` (a hex key with its rounds in the configuration) is not read: the broker \
+         stops naming this option.",
+    ),
+    spec(
         "chat_enabled",
         Flag,
         General,

@@ -9,6 +9,7 @@ mod go_auth;
 mod http;
 mod limits;
 mod logins;
+mod postgres;
 mod running;
 
 /// What an option holds.
@@ -34,6 +35,7 @@ pub enum Kind {
 pub enum Part {
     General,
     Mysql,
+    Postgres,
     Http,
     Storage,
 }
@@ -110,6 +112,7 @@ pub const OPTIONS: &[Spec] = &join::<COUNT>(SECTIONS);
 
 const SECTIONS: &[&[Spec]] = &[
     backends::BACKENDS,
+    postgres::POSTGRES,
     http::HTTP,
     logins::LOGINS,
     chat::CHAT,
