@@ -24,7 +24,7 @@ use crate::backend::mysql::MysqlConfig;
 use crate::backend::postgres::PostgresConfig;
 use crate::chat::ValidationConfig;
 use crate::envelope::RequestLimits;
-use crate::hash::{Format, HashSettings, SaltEncoding, SaltPosition};
+use crate::hash::{EmqxPbkdf2, Format, HashSettings, PbkdfAlgorithm, SaltEncoding, SaltPosition};
 use crate::history::HistoryConfig;
 use crate::limits::LimitsConfig;
 use crate::limits::connections::{ConnectionsConfig, Policy};
@@ -457,41 +457,63 @@ fn limits_config(given: &Given<'_>) -> Result<LimitsConfig, ConfigError> {
     })
 }
 
-/// EMQX's `password_hash_algorithm` (`sha256 suffix`, `{name = sha256, salt_position =
-/// suffix}`): the format it forces, and the salt position when it names one.
+/// EMQX's `password_hash_algorithm`: `sha256 suffix`, or as EMQX writes it, `{name = sha256,
+/// salt_position = suffix}` or `{name = pbkdf2, mac_fun = sha256, iterations = 4096,
+/// dk_length = 32}`: the format it forces, and the salt position when it names one.
 fn emqx_algorithm(text: &str) -> Result<(Format, Option<SaltPosition>), ConfigError> {
-    let words: Vec<String> = text
-        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '=' | '"'))
-        .filter(|w| !w.is_empty() && !matches!(*w, "name" | "salt_position"))
-        .map(str::to_ascii_lowercase)
-        .collect();
     let bad = |why: String| err("password_hash_algorithm", why);
-    let (name, position) = match words.as_slice() {
-        [name] => (name.as_str(), None),
-        [name, position] => (name.as_str(), Some(position.as_str())),
-        _ => {
-            return Err(bad(format!(
-                "'{text}' is not an algorithm and a salt position (e.g. sha256 suffix)"
-            )));
+    let plain: String = text
+        .chars()
+        .filter(|c| !matches!(c, '{' | '}' | '"'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    if plain.contains('=') {
+        for item in plain
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(bad(format!("'{item}' is not key = value")));
+            };
+            fields.push((key.trim(), value.trim()));
         }
-    };
+    } else {
+        let words: Vec<&str> = plain.split_whitespace().collect();
+        match words.as_slice() {
+            [name] => fields.push(("name", name)),
+            [name, position] => fields.extend([("name", *name), ("salt_position", *position)]),
+            _ => {
+                return Err(bad(format!(
+                    "'{text}' is not an algorithm and a salt position (e.g. sha256 suffix)"
+                )));
+            }
+        }
+    }
+    let field = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    if let Some((key, _)) = fields.iter().find(|(k, _)| {
+        !matches!(
+            *k,
+            "name" | "salt_position" | "mac_fun" | "iterations" | "dk_length"
+        )
+    }) {
+        return Err(bad(format!(
+            "'{key}' is not one of name, salt_position, mac_fun, iterations, dk_length"
+        )));
+    }
+    let name = field("name").ok_or_else(|| bad(format!("'{text}' names no algorithm")))?;
     let format = match name {
         "plain" | "md5" | "sha256" | "sha512" | "bcrypt" => name,
         "sha" => "sha1",
-        "pbkdf2" => {
-            return Err(bad(
-                "EMQX's pbkdf2 (a hex key whose rounds are in EMQX's configuration) is not read \
-                 by chat-auth; store auth-plug's PBKDF2$... strings, or use another algorithm"
-                    .into(),
-            ));
-        }
+        "pbkdf2" => return Ok((Format::EmqxPbkdf2(emqx_pbkdf2(field, &bad)?), None)),
         other => {
             return Err(bad(format!(
-                "'{other}' is not one of plain, md5, sha, sha256, sha512, bcrypt"
+                "'{other}' is not one of plain, md5, sha, sha256, sha512, bcrypt, pbkdf2"
             )));
         }
     };
-    let position = match position {
+    let position = match field("salt_position") {
         None => None,
         Some("prefix") | Some("disable") => Some(SaltPosition::Prefix),
         Some("suffix") => Some(SaltPosition::Suffix),
@@ -503,6 +525,52 @@ fn emqx_algorithm(text: &str) -> Result<(Format, Option<SaltPosition>), ConfigEr
     };
     let format = Format::from_name(format).expect("a format of Format::NAMES");
     Ok((format, position))
+}
+
+/// EMQX's `pbkdf2` parameters: `mac_fun` (sha, sha256, sha512 here), `iterations`,
+/// `dk_length` (by default the MAC's length), within the work a login may cost.
+fn emqx_pbkdf2<'t>(
+    field: impl Fn(&str) -> Option<&'t str>,
+    bad: &impl Fn(String) -> ConfigError,
+) -> Result<EmqxPbkdf2, ConfigError> {
+    let mac = match field("mac_fun") {
+        Some("sha") => PbkdfAlgorithm::Sha1,
+        Some("sha256") => PbkdfAlgorithm::Sha256,
+        Some("sha512") => PbkdfAlgorithm::Sha512,
+        Some(other) => {
+            return Err(bad(format!(
+                "pbkdf2's mac_fun '{other}' is not one of sha, sha256, sha512 (the ones \
+                 chat-auth reads)"
+            )));
+        }
+        None => return Err(bad("pbkdf2 needs its mac_fun (e.g. sha256)".into())),
+    };
+    let iterations = field("iterations")
+        .ok_or_else(|| bad("pbkdf2 needs its iterations".into()))?
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| bad("pbkdf2's iterations must be a whole number from 1".into()))?;
+    let key_len = match field("dk_length") {
+        None => mac.block_len(),
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| bad("pbkdf2's dk_length must be 1 to 1024 bytes".into()))?,
+    };
+    if !mac.affordable(iterations, key_len) {
+        return Err(bad(format!(
+            "pbkdf2 with {iterations} iterations of {} for {key_len} bytes costs more than a \
+             login may on the broker thread (docs/passwords.md, Cost on the broker thread)",
+            mac.name()
+        )));
+    }
+    Ok(EmqxPbkdf2 {
+        mac,
+        iterations,
+        key_len,
+    })
 }
 
 /// `auth_opt_backends`: auth-plug's comma list, asked in its order.

@@ -835,7 +835,47 @@ fn emqx_password_hash_algorithm() {
     assert_eq!(config.auth.hash.salt_position, SaltPosition::Prefix);
     let (config, _) = parse(&[("password_hash_algorithm", "bcrypt")]).unwrap();
     assert_eq!(config.auth.hash.forced, Format::from_name("bcrypt"));
-    for bad in ["pbkdf2", "rot13", "sha256 middle", "sha256 suffix extra"] {
+    // EMQX's pbkdf2, with its parameters (dk_length defaults to the MAC's length).
+    use crate::hash::{EmqxPbkdf2, PbkdfAlgorithm};
+    for (text, key_len) in [
+        (
+            "{name = pbkdf2, mac_fun = sha256, iterations = 4096, dk_length = 32}",
+            32,
+        ),
+        (
+            "{name = \"pbkdf2\", mac_fun = \"sha512\", iterations = 1000}",
+            64,
+        ),
+    ] {
+        let (config, _) = parse(&[("password_hash_algorithm", text)]).unwrap();
+        let mac = if key_len == 32 {
+            PbkdfAlgorithm::Sha256
+        } else {
+            PbkdfAlgorithm::Sha512
+        };
+        let iterations = if key_len == 32 { 4096 } else { 1000 };
+        assert_eq!(
+            config.auth.hash.forced,
+            Some(Format::EmqxPbkdf2(EmqxPbkdf2 {
+                mac,
+                iterations,
+                key_len
+            })),
+            "{text}"
+        );
+    }
+    for bad in [
+        "pbkdf2",
+        "{name = pbkdf2, mac_fun = md4, iterations = 4096}",
+        "{name = pbkdf2, mac_fun = sha256}",
+        "{name = pbkdf2, mac_fun = sha256, iterations = 0}",
+        "{name = pbkdf2, mac_fun = sha256, iterations = 100000000}",
+        "{name = pbkdf2, mac_fun = sha256, iterations = 10, dk_length = 0}",
+        "{name = sha256, salt_position = suffix, rounds = 3}",
+        "rot13",
+        "sha256 middle",
+        "sha256 suffix extra",
+    ] {
         let e = parse(&[("password_hash_algorithm", bad)]).unwrap_err();
         assert_eq!(e.option, "password_hash_algorithm", "{bad}");
     }

@@ -55,6 +55,19 @@ pub enum Format {
     Hex(DigestAlgorithm),
     /// Only when configured: the column holds the password itself.
     Plain,
+    /// Only when configured (EMQX's `password_hash_algorithm {name = pbkdf2, ...}`): the
+    /// column holds the derived key in hex, the `salt` column the salt, the rounds are in
+    /// the configuration.
+    EmqxPbkdf2(EmqxPbkdf2),
+}
+
+/// EMQX's PBKDF2 parameters (`mac_fun`, `iterations`, `dk_length`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmqxPbkdf2 {
+    pub mac: PbkdfAlgorithm,
+    pub iterations: u32,
+    /// Bytes of the derived key (the stored hex has twice as many digits).
+    pub key_len: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +167,7 @@ impl fmt::Display for Format {
             Format::MysqlOld => f.write_str("mysql_old"),
             Format::Hex(alg) => f.write_str(alg.name()),
             Format::Plain => f.write_str("plain"),
+            Format::EmqxPbkdf2(_) => f.write_str("emqx pbkdf2"),
         }
     }
 }
@@ -232,6 +246,7 @@ pub fn verify(
         Format::MysqlOld => mysql_native::verify_old_password(stored, password),
         Format::Hex(alg) => digest::verify_hex(alg, stored, salt, password, settings.salt_position),
         Format::Plain => Ok(constant_time_eq(stored.as_bytes(), password)),
+        Format::EmqxPbkdf2(params) => pbkdf2::verify_emqx(params, stored, salt, password),
     }
 }
 
@@ -321,6 +336,40 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// EMQX's pbkdf2 rows: vectors from Python's `hashlib.pbkdf2_hmac` (and RFC 6070's).
+    #[test]
+    fn emqx_pbkdf2_rows() {
+        let emqx = |mac, iterations, key_len| HashSettings {
+            forced: Some(Format::EmqxPbkdf2(EmqxPbkdf2 {
+                mac,
+                iterations,
+                key_len,
+            })),
+            ..HashSettings::default()
+        };
+        let sha256 = emqx(PbkdfAlgorithm::Sha256, 4096, 32);
+        // hashlib.pbkdf2_hmac('sha256', b's3cret pw', b'pbkdf2-salt', 4096, 32).hex()
+        let stored = b"d7d9df33515d13bb08f2215476dade33b5ed29784f9c50e07996e6dc8d012413";
+        let salt = Some(&b"pbkdf2-salt"[..]);
+        assert_eq!(verify(stored, salt, b"s3cret pw", &sha256), Ok(true));
+        assert_eq!(verify(stored, salt, b"s3cret pq", &sha256), Ok(false));
+        assert_eq!(
+            verify(stored, Some(b"other"), b"s3cret pw", &sha256),
+            Ok(false)
+        );
+        let upper = stored.to_ascii_uppercase();
+        assert_eq!(verify(&upper, salt, b"s3cret pw", &sha256), Ok(true));
+        // RFC 6070: PBKDF2-HMAC-SHA1("password", "salt", 4096, 20).
+        let sha1 = emqx(PbkdfAlgorithm::Sha1, 4096, 20);
+        let rfc = b"4b007901b765489abead49d926f721d065a429c1";
+        assert_eq!(verify(rfc, Some(b"salt"), b"password", &sha1), Ok(true));
+        // A key of another length than dk_length is an unusable row, not a wrong password.
+        assert!(matches!(
+            verify(&stored[..40], salt, b"s3cret pw", &sha256),
+            Err(HashError::Invalid(..))
+        ));
+    }
 
     #[test]
     fn detection_by_shape() {

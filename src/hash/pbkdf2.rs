@@ -66,6 +66,26 @@ impl PbkdfAlgorithm {
     }
 }
 
+/// EMQX's `pbkdf2`: the stored text is the derived key in hex (of any case), made from the
+/// password and the row's `salt` column (`None`: empty) with the configured parameters.
+pub fn verify_emqx(
+    params: super::EmqxPbkdf2,
+    stored: &str,
+    salt: Option<&[u8]>,
+    password: &[u8],
+) -> Result<bool, HashError> {
+    let format = Format::EmqxPbkdf2(params);
+    let expected = super::decode_hex(format, stored, params.key_len)?;
+    let mut key = vec![0u8; params.key_len];
+    params.mac.derive(
+        password,
+        salt.unwrap_or_default(),
+        params.iterations,
+        &mut key,
+    );
+    Ok(constant_time_eq(&key, &expected))
+}
+
 /// `PBKDF2$sha256$901$SALT$BASE64KEY`. Unlike auth-plug, an unknown algorithm name is an
 /// error rather than a silent sha256: no tool writes such rows, and guessing hides typos.
 pub fn verify_auth_plug(

@@ -597,6 +597,9 @@ fn tls_verify_full_with_a_client_certificate() {
     ));
 }
 
+/// EMQX's `pbkdf2` key of `PASSWORD` (salt `pbkdf2-salt`, 4096 rounds of HMAC-SHA-256, 32
+/// bytes), in hex: `hashlib.pbkdf2_hmac('sha256', pw, b'pbkdf2-salt', 4096, 32).hex()`.
+const EMQX_PBKDF2_SHA256: &str = "d7d9df33515d13bb08f2215476dade33b5ed29784f9c50e07996e6dc8d012413";
 /// SHA-256 of `PASSWORD` followed by the salt `emqx-salt`, in hex:
 /// `hashlib.sha256(pw + b'emqx-salt').hexdigest()` (EMQX's `sha256`, salt suffix).
 const EMQX_SHA256_SUFFIX: &str = "6c1f096e3615b83caa7b254058cf4bfa30a901d9480e568003d209e65c7bb420";
@@ -617,7 +620,8 @@ fn emqx_table() {
              INSERT INTO mqtt_user (username, password_hash, salt, is_superuser) VALUES
                ('emma', '{EMQX_SHA256_SUFFIX}', 'emqx-salt', false),
                ('eboss', '{EMQX_SHA256_SUFFIX}', 'emqx-salt', true),
-               ('bea', '{BCRYPT}', '', false);"
+               ('bea', '{BCRYPT}', '', false),
+               ('pia', '{EMQX_PBKDF2_SHA256}', 'pbkdf2-salt', false);"
         ),
     );
     let options = |algorithm: &str| {
@@ -644,6 +648,29 @@ fn emqx_table() {
     assert_eq!(connect(broker.port, "bea", PASSWORD), Outcome::Accepted);
     assert!(matches!(
         connect(broker.port, "emma", PASSWORD),
+        Outcome::Refused(4 | 5)
+    ));
+    drop(broker);
+    // EMQX's pbkdf2, its rounds in the configuration as EMQX has them.
+    let broker = Broker::start(&options(
+        "{name = pbkdf2, mac_fun = sha256, iterations = 4096, dk_length = 32}",
+    ));
+    assert_eq!(connect(broker.port, "pia", PASSWORD), Outcome::Accepted);
+    assert!(matches!(
+        connect(broker.port, "pia", "s3cret pq"),
+        Outcome::Refused(4 | 5)
+    ));
+    assert!(matches!(
+        connect(broker.port, "emma", PASSWORD),
+        Outcome::Refused(4 | 5)
+    ));
+    drop(broker);
+    // Other rounds make another key: refused.
+    let broker = Broker::start(&options(
+        "{name = pbkdf2, mac_fun = sha256, iterations = 4095, dk_length = 32}",
+    ));
+    assert!(matches!(
+        connect(broker.port, "pia", PASSWORD),
         Outcome::Refused(4 | 5)
     ));
     drop(broker);

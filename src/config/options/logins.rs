@@ -44,9 +44,10 @@ pub(super) const LOGINS: &[Spec] = &[
          position, e.g. `sha256 suffix` (or as EMQX writes it, `{name = sha256, \
          salt_position = suffix}`). `plain`, `md5`, `sha` (SHA-1), `sha256`, `sha512` force \
          that `password_format` with the `salt` column at `prefix` (EMQX's default) or \
-         `suffix` (`disable`: return no `salt` column); `bcrypt` forces bcrypt. EMQX's \
-         `pbkdf2` (a hex key with its rounds in the configuration) is not read: the broker \
-         stops naming this option.",
+         `suffix` (`disable`: return no `salt` column); `bcrypt` forces bcrypt; `{name = \
+         pbkdf2, mac_fun = sha256, iterations = 4096, dk_length = 32}` reads EMQX's PBKDF2 \
+         keys (hex, the `salt` column as salt; `mac_fun` `sha`, `sha256` or `sha512`; \
+         `dk_length` by default the MAC's length).",
     ),
     spec(
         "chat_enabled",
