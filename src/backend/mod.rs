@@ -82,6 +82,30 @@ pub struct UserNow {
     pub named: bool,
 }
 
+impl UserNow {
+    /// What a row-holding backend's `userquery` row (`None`: no such user) and its
+    /// `superquery` say now; `None` also for a row without a stored hash.
+    pub fn from_row(
+        record: Option<UserRecord>,
+        username: &str,
+        superquery: impl FnOnce() -> Option<Result<bool, BackendError>>,
+    ) -> Result<Option<UserNow>, BackendError> {
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let named = record.holds_name(username);
+        let Some(hash) = record.hash.filter(|h| !h.is_empty()) else {
+            return Ok(None);
+        };
+        let by_query = superquery().transpose()?.unwrap_or(false);
+        Ok(Some(UserNow {
+            hash,
+            superuser_by_row: record.is_superuser || by_query,
+            named,
+        }))
+    }
+}
+
 impl UserRecord {
     /// Whether the row proves the name was typed as it is stored (for the globs).
     pub fn holds_name(&self, typed: &str) -> bool {

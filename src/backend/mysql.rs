@@ -223,22 +223,9 @@ impl MysqlUsers {
     /// The user's row now (`None`: no such user, or no hash), for re-checks and refreshes:
     /// the stored hash and whether the row (the column, `superquery`) says superuser.
     pub fn user_now(&self, username: &str) -> Result<Option<UserNow>, BackendError> {
-        let Some(record) = self.fetch_user(username)? else {
-            return Ok(None);
-        };
-        let named = record.holds_name(username);
-        let Some(hash) = record.hash.filter(|h| !h.is_empty()) else {
-            return Ok(None);
-        };
-        let by_query = match self.superquery(username) {
-            Some(result) => result?,
-            None => false,
-        };
-        Ok(Some(UserNow {
-            hash,
-            superuser_by_row: record.is_superuser || by_query,
-            named,
-        }))
+        UserNow::from_row(self.fetch_user(username)?, username, || {
+            self.superquery(username)
+        })
     }
 
     fn user_row(&self, query: &Query, username: &str) -> Result<Option<UserRecord>, BackendError> {
