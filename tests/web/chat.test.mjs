@@ -250,11 +250,18 @@ step('a message to a group bob is not in shows a refusal', async () => {
 step('carol scrolls back through a longer conversation, a page at a time', async () => {
   // 40 messages from carol to bob, sent by mosquitto_pub over plain MQTT (one line each): her
   // window knows them only from history (a sender never receives what it sent to an inbox).
-  const lines = Array.from({ length: 40 }, (_, i) =>
-    JSON.stringify({ type: 'CHAT', fromId: 3, toId: 2, content: `carol's message ${i + 1} of 40` })).join('\n');
-  execFileSync('mosquitto_pub', ['-p', String(mqttPort), '-u', 'carol', '-P', 'secret', '-q', '1',
-    '-t', '/users/2/messages', '-l'], { input: lines + '\n' });
-  await eventually('the 40 rows', () => sql("SELECT COUNT(*) FROM messages WHERE from_id = '3'") === '40');
+  // In two bursts of 20, 4.5 s apart: the default chat rate (chat_rate 5/s, chat_burst 20,
+  // docs/limits.md) refuses a user's 21st message in a row.
+  const line = (i) =>
+    JSON.stringify({ type: 'CHAT', fromId: 3, toId: 2, content: `carol's message ${i + 1} of 40` });
+  for (const first of [0, 20]) {
+    const lines = Array.from({ length: 20 }, (_, i) => line(first + i)).join('\n');
+    execFileSync('mosquitto_pub', ['-p', String(mqttPort), '-u', 'carol', '-P', 'secret', '-q', '1',
+      '-t', '/users/2/messages', '-l'], { input: lines + '\n' });
+    const rows = String(first + 20);
+    await eventually(`the ${rows} rows`, () => sql("SELECT COUNT(*) FROM messages WHERE from_id = '3'") === rows);
+    if (first === 0) await new Promise((r) => setTimeout(r, 4_500));
+  }
   const carol = await openWindow('carol');
   await logIn(carol, 'carol', 'secret');
   await loggedIn(carol, 'carol');
