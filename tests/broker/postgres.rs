@@ -27,6 +27,10 @@ pub fn trials() -> Vec<Trial> {
             chat_groups_from_postgres,
         ),
         ("postgres::outages", outages),
+        (
+            "postgres::refresh_and_sighup_reread_postgres",
+            refresh_and_sighup_reread_postgres,
+        ),
         ("postgres::chain_mysql_postgres", chain_mysql_postgres),
         ("postgres::emqx_table", emqx_table),
         (
@@ -45,6 +49,9 @@ const SOON: Duration = Duration::from_secs(5);
 /// auth-plug's PBKDF2 of `PASSWORD` (salt `ap-salt-1234`, 901 rounds, 24 bytes), made with
 /// Python: `hashlib.pbkdf2_hmac('sha256', pw, b'ap-salt-1234', 901, 24)`, base64.
 const AUTH_PLUG_HASH: &str = "PBKDF2$sha256$901$ap-salt-1234$nMBFp7G20CLeREl2gU6Iemz5+nHv0efn";
+/// auth-plug's PBKDF2 of `another pw` (as `AUTH_PLUG_HASH`): a password changed in the table.
+const ANOTHER_PASSWORDS_HASH: &str =
+    "PBKDF2$sha256$901$ap-salt-1234$cPR8h3naVJFEoDfH5pjTaDPd/dOwFcbl";
 /// go-auth's PBKDF2 of `PASSWORD`: the salt is base64 (bytes 0..16), as go-auth decodes it;
 /// `hashlib.pbkdf2_hmac('sha512', pw, bytes(range(16)), 1000, 64)`, base64.
 const GO_AUTH_HASH: &str = "PBKDF2$sha512$1000$AAECAwQFBgcICQoLDA0ODw==$SU17BT6eAifOhc0BDneporBVMk3IJpPRGu2V9mlgxcHig3sIjY//HEj3UUgsI0ixNURwPWslm/Hl1vKGkPESjQ==";
@@ -78,6 +85,49 @@ fn auth_plug_options(pg: &Postgres, dbname: &str) -> String {
          auth_opt_aclquery SELECT topic FROM acls WHERE (username = $1) AND (rw & $2) > 0\n",
         pg.port
     )
+}
+
+/// Rules and rows change in PostgreSQL: `refreshUser` brings the new ACL rows to a connected
+/// client, and a SIGHUP re-check disconnects a client whose password changed, as for MySQL.
+fn refresh_and_sighup_reread_postgres() {
+    let pg = Postgres::start_new("pg-refresh");
+    let dbname = pg.database("refresh", &auth_plug_schema());
+    let broker = Broker::start(&auth_plug_options(&pg, &dbname));
+    let mut alice = Mqtt::connect(broker.port, "dev/1", "alice", PASSWORD);
+    assert_eq!(alice.subscribe("extra/+"), NOT_AUTHORIZED);
+    pg.exec(
+        &dbname,
+        "INSERT INTO acls (username, topic, rw) VALUES ('alice', 'extra/#', 1);",
+    );
+    let mut root = Mqtt::connect(broker.port, "root-1", "root", PASSWORD);
+    assert_eq!(root.subscribe("$CONTROL/chat-auth/v1/response"), 1);
+    let refreshed = crate::acl::control(
+        &mut root,
+        serde_json::json!({"command": "refreshUser", "username": "alice"}),
+    );
+    assert_eq!(refreshed["data"]["clients"], 1, "{refreshed}");
+    // The rules load in the background and apply at a TICK.
+    eventually("alice's new ACL row", SOON, || {
+        alice.subscribe("extra/+") == 1
+    });
+    // A SIGHUP re-checks every client; alice's row now holds another password.
+    pg.exec(
+        &dbname,
+        &format!("UPDATE account SET pw = '{ANOTHER_PASSWORDS_HASH}' WHERE username = 'alice';"),
+    );
+    broker.signal(libc::SIGHUP);
+    assert!(
+        alice.closed_within(Duration::from_secs(10)),
+        "alice kept her connection after her password changed"
+    );
+    // root's row did not change: still connected, still a superuser.
+    assert_eq!(root.subscribe("#"), 1);
+    assert_eq!(
+        connect(broker.port, "alice", "another pw"),
+        Outcome::Accepted
+    );
+    // Refusals last: a failed login throttles the next ones for a moment.
+    assert_eq!(connect(broker.port, "alice", PASSWORD), Outcome::Refused(5));
 }
 
 fn auth_plugs_config() {
